@@ -1,0 +1,119 @@
+"""Writes XML the way libvirt's virBuffer does, shared by every format_<kind>.
+
+libvirt's output has a fixed shape: two-space indentation, single-quoted
+attributes in the order the formatter writes them, ``<a/>`` for an element
+with no content, text elements on one line, and its own escaping (the five
+XML specials as entities, other control characters dropped).  ``XmlWriter``
+reproduces exactly that, so formatted documents compare byte for byte with
+libvirt's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+Attrs = Iterable[tuple[str, object | None]]
+
+_ESCAPES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
+# virBufferEscapeString drops these control characters; tab, LF and CR stay.
+_DROPPED = {chr(c) for c in range(0x01, 0x20)} - {"\t", "\n", "\r"}
+
+
+def escape(value: str) -> str:
+    """Escape ``value`` for an attribute or text node as libvirt does."""
+    if not any(c in _ESCAPES or c in _DROPPED for c in value):
+        return value
+    return "".join(_ESCAPES.get(c, "" if c in _DROPPED else c) for c in value)
+
+
+def attrs_text(attrs: Attrs) -> str:
+    """`` name='value'`` pairs in the given order; ``None`` values are left out."""
+    out = []
+    for name, value in attrs:
+        if value is None:
+            continue
+        out.append(f" {name}='{escape(_text(value))}'")
+    return "".join(out)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+class XmlWriter:
+    """An indenting line buffer with libvirt's element conventions."""
+
+    def __init__(self, indent: int = 0) -> None:
+        self._lines: list[str] = []
+        self._indent = indent
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing has been written yet."""
+        return not self._lines
+
+    def line(self, text: str) -> None:
+        """Write one raw line at the current indentation."""
+        self._lines.append("  " * self._indent + text)
+
+    def open(self, name: str, attrs: Attrs = ()) -> None:
+        """Write ``<name ...>`` and indent what follows."""
+        self.line(f"<{name}{attrs_text(attrs)}>")
+        self._indent += 1
+
+    def close(self, name: str) -> None:
+        """Unindent and write ``</name>``."""
+        self._indent -= 1
+        self.line(f"</{name}>")
+
+    def leaf(self, name: str, attrs: Attrs = ()) -> None:
+        """Write a self-closing ``<name .../>``."""
+        self.line(f"<{name}{attrs_text(attrs)}/>")
+
+    def text(self, name: str, value: object | None, attrs: Attrs = ()) -> None:
+        """Write ``<name ...>value</name>`` on one line; nothing when value is None."""
+        if value is None:
+            return
+        self.line(f"<{name}{attrs_text(attrs)}>{escape(_text(value))}</{name}>")
+
+    def child(self) -> XmlWriter:
+        """A writer for the content of an element about to be written at this level."""
+        return XmlWriter(self._indent + 1)
+
+    def extend(self, other: XmlWriter) -> None:
+        """Append the lines another writer produced (its indentation kept)."""
+        self._lines.extend(other._lines)
+
+    def element(self, name: str, attrs: Attrs, content: XmlWriter) -> None:
+        """libvirt's virXMLFormatElement: nothing if both are empty, ``<name/>``
+        without content, else the element wrapped around ``content``."""
+        rendered = attrs_text(attrs)
+        if content.empty and not rendered:
+            return
+        if content.empty:
+            self.line(f"<{name}{rendered}/>")
+            return
+        self.line(f"<{name}{rendered}>")
+        self._lines.extend(content._lines)
+        self.line(f"</{name}>")
+
+    @contextmanager
+    def block(self, name: str, attrs: Attrs = ()) -> Iterator[XmlWriter]:
+        """Write an element around whatever the body writes into the yielded
+        writer; self-closing when the body writes nothing."""
+        content = self.child()
+        yield content
+        rendered = attrs_text(attrs)
+        if content.empty:
+            self.line(f"<{name}{rendered}/>")
+        else:
+            self.line(f"<{name}{rendered}>")
+            self._lines.extend(content._lines)
+            self.line(f"</{name}>")
+
+    def getvalue(self) -> str:
+        """The document, one element per line, ending with a newline."""
+        return "\n".join(self._lines) + "\n" if self._lines else ""

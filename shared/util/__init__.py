@@ -1,0 +1,1 @@
+"""The runtime every virtbus process uses: bus, state, events, errors, settings, logs, HTTP."""

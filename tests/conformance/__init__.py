@@ -1,0 +1,1 @@
+"""The conformance runner: libvirt's own test data, in manifest folders, against virtbus."""
