@@ -212,7 +212,5 @@ POOL_TYPES: dict[PoolType, PoolTypeInfo] = {
     PoolType.VSTORAGE: PoolTypeInfo(source=_S.NAME, volume_formats=FILE_FORMATS),
 }
 
-#: Volume types (virStorageVolType), in libvirt's order.
-VOLUME_TYPES = ("file", "block", "dir", "network", "netdir", "ploop")
 #: netfs format names by number, used in one libvirt message about <protocol>.
 NETFS_FORMAT_NAMES = NETFS_FORMATS.names

@@ -1,0 +1,25 @@
+"""storagevolxml2xml: parse a volume in the context of its pool and format it again."""
+
+from __future__ import annotations
+
+from shared.conf.storage_pool import parse_storage_pool
+from shared.conf.storage_volume import VolParseFlags, format_storage_volume, parse_storage_volume
+from tests.conformance.runner import Case, Outcome, Suite, compare_text, expect_error
+
+# The manifest names libvirt's flag constants.
+_FLAGS = {
+    "VIR_VOL_XML_PARSE_NO_CAPACITY": VolParseFlags.NO_CAPACITY,
+    "VIR_VOL_XML_PARSE_OPT_CAPACITY": VolParseFlags.OPT_CAPACITY,
+}
+
+
+def run_case(suite: Suite, case: Case) -> Outcome:
+    pool = parse_storage_pool(suite.read(case["pool"]))
+    flags = VolParseFlags.NONE
+    for name in case.get("parse_flags") or []:
+        flags |= _FLAGS[name]
+    text = suite.read(case["input"])
+    if case.get("expect_error"):
+        return expect_error(lambda: parse_storage_volume(text, pool, flags))
+    vol = parse_storage_volume(text, pool, flags)
+    return compare_text(format_storage_volume(pool, vol), suite.read(case["expected"]))
