@@ -221,7 +221,9 @@ def parse_storage_pool_element(root: etree._Element) -> StoragePoolDef:
         source = parse_pool_source(source_node, pool_type, info)
     else:
         default = info.pool_formats.default if info.pool_formats is not None else None
-        source = PoolSource(format=default, dir=info.default_source_dir)
+        # Without <source>, libvirt applies only the default format (not
+        # gluster's default dir), so a gluster pool then lacks its path.
+        source = PoolSource(format=default)
     name = child_text(root, "name")
     if name is None and source.name is not None and info.source_has_name:
         name = source.name
