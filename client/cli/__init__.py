@@ -1,0 +1,1 @@
+"""The ``virtbus`` command line: virsh's commands, options and output over the bus."""

@@ -1,0 +1,35 @@
+"""Printing as virsh prints: its tables, its error lines, and ``--json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """virsh's table (vshTable): a leading blank, columns padded and three blanks
+    apart, the last column unpadded, a dashed rule, and a blank line after."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.ljust(widths[i]) for i, c in enumerate(cells[:-1])] + [cells[-1]]
+        return " " + "   ".join(padded)
+
+    rule = "-" * (1 + sum(widths) + 3 * (len(widths) - 1) + 2)
+    out = [line(headers), rule] + [line(r) for r in rows]
+    return "\n".join(out) + "\n\n"
+
+
+def error(*lines: str) -> None:
+    """``error: ...`` lines on stderr, as virsh reports failures."""
+    for text in lines:
+        print(f"error: {text}", file=sys.stderr)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))

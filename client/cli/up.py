@@ -1,0 +1,192 @@
+"""``virtbus up``: the whole local stack in the foreground.
+
+Starts the embedded nats-server (unless ``--nats-url`` names one), then each
+service in its own process, waits until every one answers ``$SRV.PING`` and
+its ``/readyz``, and prints the NATS URL and each ``/metrics`` address.  A
+child that dies is restarted with exponential backoff.  SIGINT or SIGTERM
+stops the services, then the server, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from shared.util import bus
+from shared.util.errors import VirtError
+from shared.util.logs import setup_logging
+from shared.util.natsserver import EmbeddedNats, free_port
+from shared.util.settings import default_state_dir
+
+log = logging.getLogger("virtbus.up")
+
+#: The processes of the local stack: (service name, module run with -m).
+STACK: list[tuple[str, str]] = [
+    ("secret", "services.secret"),
+]
+
+_READY_TIMEOUT = 60.0
+_MAX_BACKOFF = 30.0
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    http_port: int
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    backoff: float = 1.0
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/metrics"
+
+
+class Stack:
+    """The embedded server and the service processes, supervised."""
+
+    def __init__(self, state_dir: Path, nats_url: str | None, nats_port: int) -> None:
+        self.state_dir = state_dir
+        self.server = None if nats_url else EmbeddedNats(state_dir / "nats", nats_port)
+        self.nats_url = nats_url or (self.server.url if self.server else "")
+        self.host = socket.gethostname()
+        self.children = [Child(name, module, free_port()) for name, module in STACK]
+        self._stopping = False
+
+    def _command(self, child: Child) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            child.module,
+            "--nats-url",
+            self.nats_url,
+            "--state-dir",
+            str(self.state_dir / child.name),
+            "--http-port",
+            str(child.http_port),
+            "--host",
+            self.host,
+            *child.extra_args,
+        ]
+
+    async def _spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(*self._command(child))
+        log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    async def _wait_ready(self, child: Child) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + _READY_TIMEOUT
+        nc = await bus.connect(self.nats_url, "virtbus-up", deadline=_READY_TIMEOUT)
+        try:
+            async with aiohttp.ClientSession() as http:
+                while loop.time() < end:
+                    if child.proc is None or child.proc.returncode is not None:
+                        raise RuntimeError(f"{child.name} exited while starting")
+                    try:
+                        await nc.request(f"$SRV.PING.{child.name}", b"", timeout=0.5)
+                        url = f"http://127.0.0.1:{child.http_port}/readyz"
+                        async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                            if r.status == 200:
+                                return
+                    except (TimeoutError, aiohttp.ClientError, OSError):
+                        pass
+                    except Exception as err:  # no responders yet
+                        log.debug("waiting for %s: %s", child.name, err)
+                    await asyncio.sleep(0.1)
+        finally:
+            await bus.close(nc)
+        raise RuntimeError(f"{child.name} not ready after {_READY_TIMEOUT:.0f}s")
+
+    async def _supervise(self, child: Child) -> None:
+        """Restart ``child`` with exponential backoff whenever it exits."""
+        while not self._stopping:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self._stopping:
+                return
+            log.error(
+                "%s exited with status %s; restarting in %.0fs", child.name, code, child.backoff
+            )
+            await asyncio.sleep(child.backoff)
+            child.backoff = min(child.backoff * 2, _MAX_BACKOFF)
+            child.restarts += 1
+            await self._spawn(child)
+            try:
+                await self._wait_ready(child)
+                child.backoff = 1.0
+                log.info("%s is back", child.name)
+            except RuntimeError as err:
+                log.error("%s", err)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.server is not None:
+            await self.server.start()
+        try:
+            for child in self.children:
+                await self._spawn(child)
+            await asyncio.gather(*(self._wait_ready(c) for c in self.children))
+            print(f"NATS: {self.nats_url}", flush=True)
+            for child in self.children:
+                print(f"{child.name}: {child.metrics_url}", flush=True)
+            print("virtbus is up; Ctrl-C stops it", flush=True)
+            async with asyncio.TaskGroup() as tg:
+                for child in self.children:
+                    tg.create_task(self._supervise(child))
+                await stop.wait()
+                self._stopping = True
+                await self._stop_children()
+        finally:
+            self._stopping = True
+            await self._stop_children()
+            if self.server is not None:
+                await self.server.stop()
+
+    async def _stop_children(self) -> None:
+        for child in self.children:
+            if child.proc is not None and child.proc.returncode is None:
+                child.proc.terminate()
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(child.proc.wait(), 15)
+            except TimeoutError:
+                child.proc.kill()
+                await child.proc.wait()
+
+
+def up(args: argparse.Namespace) -> int:
+    setup_logging(os.environ.get("VIRTBUS_LOG_LEVEL", "INFO"), "text")
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    stack = Stack(state_dir, args.nats_url or args.connect, args.nats_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stack.run(stop)
+
+    try:
+        asyncio.run(main())
+    except (VirtError, RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"stopped": True}))
+    with contextlib.suppress(Exception):
+        log.info("virtbus stopped")
+    return 0

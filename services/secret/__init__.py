@@ -1,0 +1,1 @@
+"""The secret service: libvirt's secret driver on the bus."""

@@ -1,0 +1,180 @@
+"""The secret service process: endpoints, events and metrics over the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+from pydantic import Field
+
+from services.secret import cipher
+from services.secret.registry import SecretRegistry, encode_value
+from shared.api import secret as api
+from shared.conf.secret import SecretDef, format_secret, parse_secret
+from shared.util.api import Empty
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.process import HandlerTable, ServiceProcess
+from shared.util.settings import ProcessSettings
+from shared.util.state import StateStore
+
+log = logging.getLogger(__name__)
+
+BUCKET = "virtbus_secret"
+_RECOUNT_SECONDS = 30.0
+
+
+class SecretSettings(ProcessSettings):
+    """Settings of the secret service."""
+
+    secret_key: str | None = Field(None, description="master key, base64 (VIRTBUS_SECRET_KEY)")
+    key_file: Path | None = Field(
+        None, description="master key file (default STATE_DIR/secret.key)"
+    )
+
+
+def _info(d: SecretDef) -> api.SecretInfo:
+    assert d.uuid is not None
+    return api.SecretInfo(
+        uuid=d.uuid,
+        usage_type=d.usage_type,
+        usage_id=d.usage_id,
+        ephemeral=d.ephemeral,
+        private=d.private,
+    )
+
+
+def decode_value(text: str) -> bytes:
+    """Strict base64; ``VIR_ERR_INVALID_ARG`` otherwise or when too large."""
+    try:
+        value = base64.b64decode(text, validate=True)
+    except binascii.Error as err:
+        raise VirtError(
+            ErrorCode.INVALID_ARG, "secret value is not valid base64", ErrorDomain.SECRET
+        ) from err
+    if len(value) > api.MAX_VALUE_BYTES:
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            f"secret value of {len(value)} bytes exceeds {api.MAX_VALUE_BYTES}",
+            ErrorDomain.SECRET,
+        )
+    return value
+
+
+class SecretService(ServiceProcess[SecretSettings]):
+    """libvirt's secret driver semantics, cluster-wide, values encrypted at rest."""
+
+    name = "secret"
+    description = "libvirt secrets: XML definitions, values encrypted at rest"
+
+    def __init__(self, settings: SecretSettings, nc: NATS | None = None) -> None:
+        super().__init__(settings, nc)
+        self._registry: SecretRegistry | None = None
+        self._count = self.metrics.gauge("secrets", "Secrets defined", ["kind"])
+
+    @property
+    def registry(self) -> SecretRegistry:
+        assert self._registry is not None, "service not started"
+        return self._registry
+
+    async def on_start(self) -> None:
+        key_file = self.settings.key_file or self.settings.state_dir / "secret.key"
+        key = cipher.load_key(self.settings.secret_key, key_file)
+        store = await StateStore.open(self.js, BUCKET)
+        self._registry = SecretRegistry(store, cipher.ValueCipher(key))
+        await self._recount()
+        self.spawn(self._recount_forever(), "secret-recount")
+
+    async def _recount(self) -> None:
+        secrets = await self.registry.all()
+        ephemeral = sum(1 for d in secrets if d.ephemeral)
+        self._count.labels(kind="persistent").set(len(secrets) - ephemeral)
+        self._count.labels(kind="ephemeral").set(ephemeral)
+
+    async def _recount_forever(self) -> None:
+        """Other replicas change secrets too: refresh the gauge periodically."""
+        while True:
+            await asyncio.sleep(_RECOUNT_SECONDS)
+            try:
+                await self._recount()
+            except VirtError as err:
+                log.warning("secret recount failed: %s", err)
+
+    def handlers(self) -> HandlerTable:
+        return [
+            (api.DEFINE, self.define),
+            (api.UNDEFINE, self.undefine),
+            (api.LIST, self.list),
+            (api.DUMPXML, self.dumpxml),
+            (api.LOOKUP_BY_UUID, self.lookup_by_uuid),
+            (api.LOOKUP_BY_USAGE, self.lookup_by_usage),
+            (api.SET_VALUE, self.set_value),
+            (api.GET_VALUE, self.get_value),
+            (api.GET_VALUE_INTERNAL, self.get_value_internal),
+        ]
+
+    async def _lifecycle(self, d: SecretDef, detail: str, revision: int) -> None:
+        assert d.uuid is not None
+        await self.events.publish(
+            "secret",
+            d.uuid,
+            "lifecycle",
+            detail,
+            event_id=f"secret-{d.uuid}-{revision}-{detail.lower()}",
+            extra={"usage_type": d.usage_type.value, "usage_id": d.usage_id},
+        )
+
+    async def define(self, req: api.DefineRequest) -> api.DefineReply:
+        change = await self.registry.define(parse_secret(req.xml))
+        await self._lifecycle(change.definition, "Defined", change.revision)
+        await self._recount()
+        assert change.definition.uuid is not None
+        return api.DefineReply(uuid=change.definition.uuid)
+
+    async def undefine(self, req: api.UuidRequest) -> Empty:
+        change = await self.registry.undefine(req.uuid)
+        await self._lifecycle(change.definition, "Undefined", change.revision)
+        await self._recount()
+        return Empty()
+
+    async def list(self, req: api.ListRequest) -> api.ListReply:
+        secrets = [
+            _info(d)
+            for d in await self.registry.all()
+            if (req.ephemeral is None or d.ephemeral == req.ephemeral)
+            and (req.private is None or d.private == req.private)
+        ]
+        secrets.sort(key=lambda s: s.uuid)
+        return api.ListReply(secrets=secrets)
+
+    async def dumpxml(self, req: api.UuidRequest) -> api.XmlReply:
+        return api.XmlReply(xml=format_secret(await self.registry.get(req.uuid)))
+
+    async def lookup_by_uuid(self, req: api.UuidRequest) -> api.SecretInfo:
+        return _info(await self.registry.get(req.uuid))
+
+    async def lookup_by_usage(self, req: api.UsageRequest) -> api.SecretInfo:
+        return _info(await self.registry.by_usage(req.usage_type, req.usage_id))
+
+    async def set_value(self, req: api.SetValueRequest) -> Empty:
+        change = await self.registry.set_value(req.uuid, decode_value(req.value))
+        d = change.definition
+        assert d.uuid is not None
+        await self.events.publish(
+            "secret",
+            d.uuid,
+            "value-changed",
+            None,
+            event_id=f"secret-{d.uuid}-{change.revision}-value",
+        )
+        return Empty()
+
+    async def get_value(self, req: api.UuidRequest) -> api.ValueReply:
+        return api.ValueReply(value=encode_value(await self.registry.get_value(req.uuid)))
+
+    async def get_value_internal(self, req: api.UuidRequest) -> api.ValueReply:
+        value = await self.registry.get_value(req.uuid, internal=True)
+        return api.ValueReply(value=encode_value(value))

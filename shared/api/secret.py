@@ -1,0 +1,77 @@
+"""The secret service's endpoints (libvirt's virSecret* API) and their models."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from shared.conf.secret import SecretUsageType
+from shared.util.api import Empty, Endpoint
+
+SERVICE = "secret"
+#: libvirt's remote protocol caps a secret value at 64 KiB; so do we.
+MAX_VALUE_BYTES = 65536
+
+
+class SecretInfo(BaseModel):
+    """What a listing shows of a secret (never its value)."""
+
+    uuid: str
+    usage_type: SecretUsageType = SecretUsageType.NONE
+    usage_id: str | None = None
+    ephemeral: bool = False
+    private: bool = False
+
+
+class DefineRequest(BaseModel):
+    xml: str
+
+
+class DefineReply(BaseModel):
+    uuid: str
+
+
+class UuidRequest(BaseModel):
+    uuid: str
+
+
+class UsageRequest(BaseModel):
+    usage_type: SecretUsageType
+    usage_id: str
+
+
+class ListRequest(BaseModel):
+    """Filters as virConnectListAllSecrets' flags: None means either."""
+
+    ephemeral: bool | None = None
+    private: bool | None = None
+
+
+class ListReply(BaseModel):
+    secrets: list[SecretInfo] = Field(default_factory=list)
+
+
+class XmlReply(BaseModel):
+    xml: str
+
+
+class SetValueRequest(BaseModel):
+    uuid: str
+    value: str = Field(description="the value, base64-encoded")
+
+
+class ValueReply(BaseModel):
+    value: str = Field(description="the value, base64-encoded")
+
+
+DEFINE = Endpoint(SERVICE, "define", DefineRequest, DefineReply)
+UNDEFINE = Endpoint(SERVICE, "undefine", UuidRequest, Empty)
+LIST = Endpoint(SERVICE, "list", ListRequest, ListReply)
+DUMPXML = Endpoint(SERVICE, "dumpxml", UuidRequest, XmlReply)
+LOOKUP_BY_UUID = Endpoint(SERVICE, "lookup.uuid", UuidRequest, SecretInfo)
+LOOKUP_BY_USAGE = Endpoint(SERVICE, "lookup.usage", UsageRequest, SecretInfo)
+SET_VALUE = Endpoint(SERVICE, "value.set", SetValueRequest, Empty)
+GET_VALUE = Endpoint(SERVICE, "value.get", UuidRequest, ValueReply)
+#: libvirt's VIR_SECRET_GET_VALUE_INTERNAL_CALL: other services (the storage
+#: service opening a LUKS volume) may read private values.  The deploy/ NATS
+#: permissions allow this subject to service users only, never to clients.
+GET_VALUE_INTERNAL = Endpoint(SERVICE, "internal.value.get", UuidRequest, ValueReply)

@@ -1,0 +1,140 @@
+"""Durable events: CloudEvents 1.0 JSON in the ``VIRTBUS_EVENTS`` JetStream stream.
+
+Every event goes to ``virtbus.event.<service>.<host>.<object>.<name>`` with
+``Content-Type: application/cloudevents+json`` and ``Nats-Msg-Id`` set to the
+event's id, so a publish retried after a lost acknowledgement is stored once
+(the stream's duplicate window).  ``data`` always carries ``object`` (secret,
+pool, volume, network, domain...), ``name``, ``event`` (virsh's event name:
+``lifecycle``, ``value-changed``, ``refresh``, ``block-job-2``...) and
+``detail`` (``Defined``, ``Started``...), plus fields of the event's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.js.errors as jserr
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from pydantic import BaseModel, Field
+
+from shared.util.subjects import EVENT_WILDCARD, event_subject
+
+log = logging.getLogger(__name__)
+
+STREAM = "VIRTBUS_EVENTS"
+CONTENT_TYPE = "application/cloudevents+json"
+#: Events are kept a week; a consumer down for longer reconciles from state.
+MAX_AGE_SECONDS = 7 * 24 * 3600
+DUPLICATE_WINDOW_SECONDS = 120
+
+
+class EventData(BaseModel):
+    """The ``data`` of every virtbus event."""
+
+    object: str
+    name: str
+    event: str
+    detail: str | None = None
+    host: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 structured-mode JSON event."""
+
+    specversion: str = "1.0"
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    datacontenttype: str = "application/json"
+    data: EventData
+
+
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the event stream when it does not exist; leave it alone when it does."""
+    try:
+        await js.stream_info(STREAM)
+        return
+    except jserr.NotFoundError:
+        pass
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[EVENT_WILDCARD],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=MAX_AGE_SECONDS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        num_replicas=replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except jserr.BadRequestError:
+        # Created concurrently by another process: fine as long as it exists now.
+        await js.stream_info(STREAM)
+
+
+class EventPublisher:
+    """Publishes one service's events with retries under one message id."""
+
+    def __init__(self, js: JetStreamContext, service: str, host: str | None) -> None:
+        self._js = js
+        self._service = service
+        self._host = host
+
+    async def publish(
+        self,
+        object_kind: str,
+        name: str,
+        event: str,
+        detail: str | None = None,
+        *,
+        event_id: str | None = None,
+        host: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> CloudEvent:
+        """Publish one event and wait for the stream to store it.
+
+        ``event_id`` should be derived from the change (a KV revision, a job
+        id) so that a retried operation does not publish twice.
+        """
+        host = host if host is not None else self._host
+        cloud = CloudEvent(
+            id=event_id or uuid.uuid4().hex,
+            source=f"/virtbus/{self._service}/{host or 'cluster'}",
+            type=f"org.virtbus.{self._service}.{object_kind}.{event}",
+            subject=name,
+            time=datetime.now(UTC),
+            data=EventData(
+                object=object_kind,
+                name=name,
+                event=event,
+                detail=detail,
+                host=host,
+                extra=extra or {},
+            ),
+        )
+        subject = event_subject(self._service, host, object_kind, name)
+        payload = cloud.model_dump_json().encode()
+        headers = {"Nats-Msg-Id": cloud.id, "Content-Type": CONTENT_TYPE}
+        wait = 0.05
+        for attempt in range(8):
+            try:
+                await self._js.publish(subject, payload, headers=headers, timeout=5)
+                return cloud
+            except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as err:
+                if attempt == 7:
+                    log.error("event not stored", extra={"event": cloud.type, "id": cloud.id})
+                    raise
+                log.warning("event publish retry", extra={"id": cloud.id, "error": str(err)})
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 2.0)
+        raise AssertionError("unreachable")

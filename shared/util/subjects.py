@@ -1,0 +1,56 @@
+"""Every NATS subject virtbus uses is built here, and nowhere else.
+
+API requests: ``virtbus.v1.<service>.<endpoint>`` for cluster-wide services
+(secret) and ``virtbus.v1.<service>.<host>.<endpoint>`` for host-scoped ones
+(storage, network, nwfilter).  Events: ``virtbus.event.<service>.<host>.<kind>.<name>``
+where cluster-wide services use ``CLUSTER`` as the host token.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+API_PREFIX = "virtbus.v1"
+EVENT_PREFIX = "virtbus.event"
+EVENT_WILDCARD = f"{EVENT_PREFIX}.>"
+#: Host token of cluster-wide services in event subjects.
+CLUSTER = "cluster"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def token(value: str) -> str:
+    """A subject token for ``value``: itself when it is a plain name, else a
+    base64url form prefixed with ``=`` (names may hold dots, spaces, ``>``); valid
+    both as a subject token and as a JetStream KV key."""
+    if _TOKEN.match(value):
+        return value
+    encoded = base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+    return "=" + encoded
+
+
+def untoken(value: str) -> str:
+    """The name a subject token stands for (inverse of ``token``)."""
+    if not value.startswith("="):
+        return value
+    data = value[1:]
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode()
+
+
+def api_subject(service: str, endpoint: str, host: str | None = None) -> str:
+    """The request subject of ``endpoint`` (dotted, e.g. ``pool.define``)."""
+    if host is None:
+        return f"{API_PREFIX}.{service}.{endpoint}"
+    return f"{API_PREFIX}.{service}.{token(host)}.{endpoint}"
+
+
+def event_subject(service: str, host: str | None, kind: str, name: str) -> str:
+    """The subject an event about object ``name`` of ``kind`` is published on."""
+    return f"{EVENT_PREFIX}.{service}.{token(host or CLUSTER)}.{kind}.{token(name)}"
+
+
+def event_filter(service: str = "*", host: str | None = "*", kind: str = "*") -> str:
+    """A subscription filter over events; ``*`` matches any one token."""
+    host_token = "*" if host == "*" else token(host or CLUSTER)
+    return f"{EVENT_PREFIX}.{service}.{host_token}.{kind}.>"
