@@ -1,0 +1,426 @@
+"""The domain ``<disk>`` kind: libvirt's disk XML (domain_conf.c virDomainDiskDefParseXML /
+virDomainDiskDefFormat) <-> ``DiskDef``, as libvirt 9.0.0's QEMU driver shows it.
+
+``parse_disk`` reads one ``<disk>`` and, unless ``postparse=False``, fills in
+and checks what libvirt and its QEMU driver do after parsing (shared.conf.disk_qemu).
+``format_disk`` writes it back.  ``active`` selects the live form (``<mirror>``,
+``index=`` and live-only details kept) or the persistent one.  Domain-wide steps
+(addresses that depend on other devices, checks across disks) are in
+shared.conf.disk_domain.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from shared.conf.disk_address import format_device_info, parse_device_info
+from shared.conf.disk_mirror import format_mirror, parse_mirror
+from shared.conf.disk_model import (
+    IOTUNE_FIELDS,
+    CacheMode,
+    DetectZeroes,
+    Discard,
+    DiskBlockIo,
+    DiskBus,
+    DiskDef,
+    DiskDevice,
+    DiskDriver,
+    DiskGeometry,
+    DiskIotune,
+    DiskModel,
+    DiskTarget,
+    ErrorPolicy,
+    GeometryTrans,
+    IoMode,
+    Sgio,
+    SnapshotLocation,
+    StartupPolicy,
+    Tray,
+)
+from shared.conf.disk_props import (
+    DOMAIN,
+    child,
+    child_prop,
+    child_text,
+    prop,
+    prop_bool,
+    prop_enum,
+    prop_switch,
+    prop_uint,
+)
+from shared.conf.disk_source import (
+    StorageFormat,
+    StorageSource,
+    StorageType,
+    format_auth,
+    format_backing_store,
+    format_source,
+    metadata_cache,
+    parse_auth,
+    parse_backing_store,
+    parse_index,
+    parse_storage_source,
+)
+from shared.conf.encryption import format_encryption, parse_encryption
+from shared.conf.xmlsafe import parse_xml
+from shared.conf.xmlwriter import XmlWriter
+from shared.util.errors import ErrorCode, VirtError, config_unsupported, xml_error
+
+
+def _as_element(xml: str | bytes | etree._Element) -> etree._Element:
+    if isinstance(xml, etree._Element):
+        if xml.tag != "disk":
+            raise xml_error(f"unexpected root element <{xml.tag}>, expecting <disk>", DOMAIN)
+        return xml
+    return parse_xml(xml, "disk", domain=DOMAIN)
+
+
+# --- <source> and the disk's storage source -----------------------------------------
+
+
+def _parse_disk_source(node: etree._Element, *, active: bool) -> StorageSource:
+    """virDomainDiskDefParseSourceXML: the disk's type=, <source>, disk-level
+    <auth>/<encryption> and backing chain."""
+    kind = prop_enum(node, "type", StorageType, nonzero=True) or StorageType.FILE
+    source_node = child(node, "source")
+    if source_node is not None:
+        index = parse_index(prop(source_node, "index"), "disk index") if active else None
+        src = parse_storage_source(source_node, kind, active=active, index=index)
+    else:
+        # libvirt resets the type when there is no <source> at all
+        src = StorageSource(type=StorageType.FILE)
+    update: dict[str, object] = {}
+    auth = child(node, "auth")
+    if auth is not None:
+        if src.auth is not None:
+            raise config_unsupported("an <auth> definition already found for disk source", DOMAIN)
+        update["auth"] = parse_auth(auth)
+    encryption = child(node, "encryption")
+    if encryption is not None:
+        if src.encryption is not None:
+            raise config_unsupported(
+                "an <encryption> definition already found for disk source", DOMAIN
+            )
+        update["encryption"] = parse_encryption(encryption)
+    update["backing_store"] = parse_backing_store(node, active=active)
+    return src.model_copy(update=update)
+
+
+# --- <driver> ----------------------------------------------------------------------
+
+
+def _parse_driver(node: etree._Element) -> DiskDriver:
+    rerror = prop_enum(node, "rerror_policy", ErrorPolicy, nonzero=True)
+    if rerror is ErrorPolicy.ENOSPACE:
+        raise config_unsupported("Invalid disk read error policy: 'enospace'", DOMAIN)
+    cache = prop_enum(node, "cache", CacheMode)
+    return DiskDriver(
+        name=prop(node, "name"),
+        cache=None if cache is CacheMode.DEFAULT else cache,
+        error_policy=prop_enum(node, "error_policy", ErrorPolicy, nonzero=True),
+        rerror_policy=rerror,
+        io=prop_enum(node, "io", IoMode, nonzero=True),
+        ioeventfd=prop_switch(node, "ioeventfd"),
+        event_idx=prop_switch(node, "event_idx"),
+        copy_on_read=prop_switch(node, "copy_on_read"),
+        discard=prop_enum(node, "discard", Discard, nonzero=True),
+        iothread=prop_uint(node, "iothread", nonzero=True),
+        detect_zeroes=prop_enum(node, "detect_zeroes", DetectZeroes, nonzero=True),
+        queues=prop_uint(node, "queues") or None,
+        queue_size=prop_uint(node, "queue_size") or None,
+        iommu=prop_switch(node, "iommu"),
+        ats=prop_switch(node, "ats"),
+        packed=prop_switch(node, "packed"),
+        page_per_vq=prop_switch(node, "page_per_vq"),
+    )
+
+
+def _parse_driver_format(node: etree._Element) -> StorageFormat | None:
+    text = prop(node, "type")
+    if text is None:
+        return None
+    if text == "aio":  # Xen back-compat spelling of raw
+        return StorageFormat.RAW
+    try:
+        fmt = StorageFormat(text)
+    except ValueError:
+        fmt = StorageFormat.NONE
+    if fmt is StorageFormat.NONE:
+        raise config_unsupported(f"unknown driver format value '{text}'", DOMAIN)
+    return fmt
+
+
+def _switch(value: bool | None) -> str | None:
+    return None if value is None else ("on" if value else "off")
+
+
+def _format_driver(w: XmlWriter, disk: DiskDef) -> None:
+    d = disk.driver
+    fmt = disk.source.format
+    attrs: list[tuple[str, object | None]] = [
+        ("name", d.name),
+        ("type", fmt.value if fmt and fmt is not StorageFormat.NONE else None),
+        ("cache", d.cache),
+        ("error_policy", d.error_policy),
+        ("rerror_policy", d.rerror_policy),
+        ("io", d.io),
+        ("ioeventfd", _switch(d.ioeventfd)),
+        ("event_idx", _switch(d.event_idx)),
+        ("copy_on_read", _switch(d.copy_on_read)),
+        ("discard", d.discard),
+        ("iothread", d.iothread),
+        ("detect_zeroes", d.detect_zeroes),
+        ("queues", d.queues),
+        ("queue_size", d.queue_size),
+        ("iommu", _switch(d.iommu)),
+        ("ats", _switch(d.ats)),
+        ("packed", _switch(d.packed)),
+        ("page_per_vq", _switch(d.page_per_vq)),
+    ]
+    content = w.child()
+    if disk.source.metadata_cache_max_size:
+        with content.block("metadata_cache") as m:
+            m.text("max_size", disk.source.metadata_cache_max_size, [("unit", "bytes")])
+    w.element("driver", attrs, content)
+
+
+# --- <target>, <geometry>, <blockio>, <iotune> ----------------------------------------
+
+
+def _parse_target(node: etree._Element) -> DiskTarget:
+    return DiskTarget(
+        dev=prop(node, "dev"),
+        bus=prop_enum(node, "bus", DiskBus, nonzero=True) or DiskBus.NONE,
+        tray=prop_enum(node, "tray", Tray) or Tray.CLOSED,
+        removable=prop_switch(node, "removable"),
+        rotation_rate=prop_uint(node, "rotation_rate") or None,
+    )
+
+
+def _format_target(w: XmlWriter, disk: DiskDef) -> None:
+    t = disk.target
+    tray = (
+        t.tray.value
+        if disk.device in (DiskDevice.FLOPPY, DiskDevice.CDROM) and t.tray is not Tray.CLOSED
+        else None
+    )
+    removable = _switch(t.removable) if t.bus is DiskBus.USB else None
+    w.leaf(
+        "target",
+        [
+            ("dev", t.dev if t.dev is not None else "(null)"),
+            ("bus", t.bus.value),
+            ("tray", tray),
+            ("removable", removable),
+            ("rotation_rate", t.rotation_rate or None),
+        ],
+    )
+
+
+def _parse_geometry(node: etree._Element) -> DiskGeometry:
+    return DiskGeometry(
+        cyls=prop_uint(node, "cyls") or 0,
+        heads=prop_uint(node, "heads") or 0,
+        secs=prop_uint(node, "secs") or 0,
+        trans=prop_enum(node, "trans", GeometryTrans, nonzero=True),
+    )
+
+
+def _format_geometry(w: XmlWriter, g: DiskGeometry | None) -> None:
+    if g is None or not (g.cyls and g.heads and g.secs):
+        return
+    w.leaf("geometry", [("cyls", g.cyls), ("heads", g.heads), ("secs", g.secs), ("trans", g.trans)])
+
+
+def _parse_blockio(node: etree._Element) -> DiskBlockIo:
+    return DiskBlockIo(
+        logical_block_size=prop_uint(node, "logical_block_size") or None,
+        physical_block_size=prop_uint(node, "physical_block_size") or None,
+    )
+
+
+def _format_blockio(w: XmlWriter, b: DiskBlockIo | None) -> None:
+    if b is None or not (b.logical_block_size or b.physical_block_size):
+        return
+    w.leaf(
+        "blockio",
+        [
+            ("logical_block_size", b.logical_block_size),
+            ("physical_block_size", b.physical_block_size),
+        ],
+    )
+
+
+def _parse_iotune(node: etree._Element) -> DiskIotune:
+    iotune = child(node, "iotune")
+    if iotune is None:
+        return DiskIotune()
+    values: dict[str, object] = {}
+    for name in IOTUNE_FIELDS:
+        text = child_text(iotune, name)
+        if text is None:
+            continue
+        try:
+            number = int(text.strip())
+        except ValueError:
+            number = -1
+        if number < 0 or number >= 1 << 64:
+            raise xml_error(f"disk iotune field '{name}' must be an integer", DOMAIN)
+        values[name] = number
+    values["group_name"] = child_text(iotune, "group_name")
+    return DiskIotune.model_validate(values)
+
+
+def _format_iotune(w: XmlWriter, iotune: DiskIotune) -> None:
+    content = w.child()
+    for name in IOTUNE_FIELDS[:13]:
+        value = getattr(iotune, name)
+        if value:
+            content.text(name, value)
+    content.text("group_name", iotune.group_name)
+    for name in IOTUNE_FIELDS[13:]:
+        value = getattr(iotune, name)
+        if value:
+            content.text(name, value)
+    w.element("iotune", [], content)
+
+
+# --- <disk> ------------------------------------------------------------------------------
+
+
+def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
+    """What the ``<disk>`` element says, without any post-parse defaults or checks."""
+    source = _parse_disk_source(node, active=active)
+    startup: StartupPolicy | None = None
+    source_node = child(node, "source")
+    if source_node is not None:
+        startup = prop_enum(source_node, "startupPolicy", StartupPolicy, nonzero=True)
+    fields: dict[str, object] = {
+        "device": prop_enum(node, "device", DiskDevice) or DiskDevice.DISK,
+        "model": prop_enum(node, "model", DiskModel),
+        "snapshot": prop_enum(node, "snapshot", SnapshotLocation, nonzero=True),
+        "rawio": prop_bool(node, "rawio"),
+        "sgio": prop_enum(node, "sgio", Sgio, nonzero=True),
+        "startup_policy": startup,
+    }
+    if fields["model"] is DiskModel.DEFAULT:
+        fields["model"] = None
+    target = child(node, "target")
+    if target is not None:
+        fields["target"] = _parse_target(target)
+    geometry = child(node, "geometry")
+    if geometry is not None:
+        fields["geometry"] = _parse_geometry(geometry)
+    blockio = child(node, "blockio")
+    if blockio is not None:
+        fields["blockio"] = _parse_blockio(blockio)
+    driver = child(node, "driver")
+    if driver is not None:
+        fields["driver"] = _parse_driver(driver)
+        fmt = _parse_driver_format(driver)
+        cache = metadata_cache(driver, "./", ["metadata_cache", "max_size"])
+        source = source.model_copy(update={"format": fmt, "metadata_cache_max_size": cache})
+    mirror = child(node, "mirror")
+    if mirror is not None and active:
+        fields["mirror"] = parse_mirror(mirror)
+    transient = child(node, "transient")
+    if transient is not None:
+        fields["transient"] = True
+        fields["transient_share_backing"] = prop_bool(transient, "shareBacking")
+    fields.update(
+        source=source,
+        auth_on_disk=child(node, "auth") is not None,
+        encryption_on_disk=child(node, "encryption") is not None,
+        readonly=child(node, "readonly") is not None,
+        shareable=child(node, "shareable") is not None,
+        iotune=_parse_iotune(node),
+        backend_domain=child_prop(node, "backenddomain", "name"),
+        serial=child_text(node, "serial"),
+        wwn=child_text(node, "wwn"),
+        vendor=child_text(node, "vendor"),
+        product=child_text(node, "product"),
+        info=parse_device_info(node, active=active),
+    )
+    return DiskDef.model_validate(fields)
+
+
+def parse_disk(
+    xml: str | bytes | etree._Element, *, active: bool, postparse: bool = True
+) -> DiskDef:
+    """Parse one ``<disk>`` (a document or an element of a parsed domain).
+
+    ``active=True`` reads the live form (``<mirror>``, ``index=``, aliases,
+    ``labelskip``); ``active=False`` the persistent one, ignoring them.  With
+    ``postparse`` (the default) the result holds what libvirt's QEMU driver
+    fills in (driver name and format, bus, drive address...) and the disk has
+    passed libvirt's per-disk checks.  Raises ``VirtError`` as libvirt refuses.
+    """
+    disk = parse_disk_element(_as_element(xml), active=active)
+    if not postparse:
+        return disk
+    from shared.conf.disk_qemu import postparse_disk, validate_disk
+
+    disk = postparse_disk(disk)
+    validate_disk(disk)
+    return disk
+
+
+def format_disk(disk: DiskDef, *, active: bool) -> str:
+    """The ``<disk>`` element libvirt writes for ``disk``; ``active=False`` drops the
+    mirror and ``index=`` attributes as the persistent form does."""
+    w = XmlWriter()
+    write_disk(w, disk, active=active)
+    return w.getvalue()
+
+
+def write_disk(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
+    """Write ``<disk>`` into ``w`` at its current indentation."""
+    if disk.source.type is StorageType.NONE:
+        raise VirtError(ErrorCode.INTERNAL_ERROR, "unexpected disk type 0", DOMAIN)
+    snapshot = disk.snapshot
+    if snapshot is SnapshotLocation.NO and disk.readonly:
+        snapshot = None
+    attrs: list[tuple[str, object | None]] = [
+        ("type", disk.source.type.value),
+        ("device", disk.device.value),
+        ("model", disk.model),
+        ("rawio", disk.rawio),
+        ("sgio", disk.sgio),
+        ("snapshot", snapshot),
+    ]
+    src = disk.source
+    with w.block("disk", attrs) as d:
+        _format_driver(d, disk)
+        if src.auth is not None and disk.auth_on_disk:
+            format_auth(d, src.auth)
+        format_source(
+            d,
+            src,
+            active=active,
+            startup_policy=disk.startup_policy,
+            with_index=True,
+            skip_auth=disk.auth_on_disk,
+            skip_encryption=disk.encryption_on_disk,
+        )
+        format_backing_store(d, src, active=active)
+        if disk.backend_domain is not None:
+            d.leaf("backenddomain", [("name", disk.backend_domain)])
+        _format_geometry(d, disk.geometry)
+        _format_blockio(d, disk.blockio)
+        if disk.mirror is not None and active:
+            format_mirror(d, disk.mirror)
+        _format_target(d, disk)
+        _format_iotune(d, disk.iotune)
+        if disk.readonly:
+            d.leaf("readonly")
+        if disk.shareable:
+            d.leaf("shareable")
+        if disk.transient:
+            d.leaf("transient", [("shareBacking", "yes" if disk.transient_share_backing else None)])
+        d.text("serial", disk.serial)
+        d.text("wwn", disk.wwn)
+        d.text("vendor", disk.vendor)
+        d.text("product", disk.product)
+        if src.encryption is not None and disk.encryption_on_disk:
+            format_encryption(d, src.encryption)
+        format_device_info(d, disk.info)
