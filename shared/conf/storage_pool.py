@@ -268,9 +268,10 @@ def format_storage_pool(pool: StoragePoolDef) -> str:
     info = pool.info
     ns = info.namespace if pool.namespace_options else None
     w = XmlWriter()
-    w.open(
-        "pool", [("type", pool.type.value), (f"xmlns:{ns.prefix}", ns.uri) if ns else ("", None)]
-    )
+    attrs: list[tuple[str, object | None]] = [("type", pool.type.value)]
+    if ns is not None:
+        attrs.append((f"xmlns:{ns.prefix}", ns.uri))
+    w.open("pool", attrs)
     w.text("name", pool.name)
     w.text("uuid", pool.uuid)
     w.text("capacity", pool.capacity, [("unit", "bytes")])

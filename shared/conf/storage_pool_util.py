@@ -30,13 +30,15 @@ def child_text(node: etree._Element | None, path: str) -> str | None:
 
 
 def child_attr(node: etree._Element | None, path: str, name: str) -> str | None:
-    """``string(./path/@name)`` of ``node`` (first ``path`` match), None when empty."""
+    """``string(./path/@name)`` of ``node``: the attribute of the first ``path``
+    match that has it, None when there is none or it is empty."""
     if node is None:
         return None
-    found = node.find(path)
-    if found is None:
-        return None
-    return found.get(name) or None
+    for found in node.iterfind(path):
+        value = found.get(name)
+        if value is not None:
+            return value or None
+    return None
 
 
 def _invalid(node: etree._Element, name: str, value: str, expected: str = "") -> Exception:
