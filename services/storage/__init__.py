@@ -1,0 +1,1 @@
+"""The storage service: pools and volumes of one host, libvirt's storage driver on the bus."""
