@@ -10,6 +10,8 @@ from lxml import etree
 from shared.conf.disk import parse_disk
 from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef
+from shared.conf.disk_pci import assign_disk_addresses
+from shared.conf.disk_pci_devices import LATEST, QemuFeatures
 from shared.conf.disk_props import DOMAIN, child, children, prop
 from shared.conf.xmlsafe import parse_xml
 from shared.util.errors import config_unsupported, xml_error
@@ -133,14 +135,18 @@ def _source_name(disk: DiskDef) -> str:
     return "<null>"
 
 
-def parse_domain_disks(domain: str | bytes | etree._Element, *, active: bool) -> list[DiskDef]:
+def parse_domain_disks(
+    domain: str | bytes | etree._Element,
+    *,
+    active: bool,
+    features: QemuFeatures = LATEST,
+) -> list[DiskDef]:
     """Every disk of a domain document as libvirt's QEMU driver holds it after
     parsing: each disk parsed and post-parsed, throttle groups expanded, device
-    addresses assigned, then the checks across disks.  Raises ``VirtError``."""
-    from shared.conf.disk_pci import assign_disk_addresses
-
+    addresses assigned (for a QEMU with ``features``), then the checks across
+    disks.  Raises ``VirtError``."""
     root = domain_root(domain)
     disks = [parse_disk(node, active=active) for node in domain_disk_elements(root)]
     disks = expand_iotune_groups(disks)
     validate_domain_disks(disks, scsi_hostdevs=scsi_hostdev_addresses(root))
-    return assign_disk_addresses(root, disks)
+    return assign_disk_addresses(root, disks, features)

@@ -6,6 +6,7 @@ import re
 
 from shared.conf.disk import format_disk
 from shared.conf.disk_domain import parse_domain_disks
+from shared.conf.disk_pci_devices import LATEST, LEGACY
 from tests.conformance.runner import Case, Outcome, Suite, expect_error, first_difference
 
 _DISK_START = re.compile(r"^(\s*)<disk\b")
@@ -34,9 +35,12 @@ def expected_disks(text: str) -> list[str]:
 def run_case(suite: Suite, case: Case) -> Outcome:
     text = suite.read(case["input"])
     active = case.get("form") == "active"
+    # a case without a capability set runs on libvirt's minimal test QEMU
+    features = LEGACY if case.get("caps") is None else LATEST
     if case.get("expect_error"):
-        return expect_error(lambda: parse_domain_disks(text, active=active))
-    produced = [format_disk(d, active=active) for d in parse_domain_disks(text, active=active)]
+        return expect_error(lambda: parse_domain_disks(text, active=active, features=features))
+    disks = parse_domain_disks(text, active=active, features=features)
+    produced = [format_disk(d, active=active) for d in disks]
     expected = expected_disks(suite.read(case["expected"]))
     if len(produced) != len(expected):
         return Outcome(False, f"{len(produced)} disks formatted, {len(expected)} expected")
