@@ -13,6 +13,7 @@ from shared.conf.disk_model import DiskBus, DiskDef
 from shared.conf.disk_pci import assign_disk_addresses
 from shared.conf.disk_pci_devices import LATEST, QemuFeatures
 from shared.conf.disk_props import DOMAIN, child, children, prop
+from shared.conf.disk_qemu import validate_disk_for_qemu
 from shared.conf.xmlsafe import parse_xml
 from shared.util.errors import config_unsupported, xml_error
 
@@ -147,6 +148,8 @@ def parse_domain_disks(
     disks.  Raises ``VirtError``."""
     root = domain_root(domain)
     disks = [parse_disk(node, active=active) for node in domain_disk_elements(root)]
+    for disk in disks:
+        validate_disk_for_qemu(disk, rbd_encryption=features.rbd_encryption)
     disks = expand_iotune_groups(disks)
     validate_domain_disks(disks, scsi_hostdevs=scsi_hostdev_addresses(root))
     return assign_disk_addresses(root, disks, features)

@@ -13,7 +13,7 @@ from lxml import etree
 
 from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef, DiskModel
-from shared.conf.disk_props import child, children, prop
+from shared.conf.disk_props import child, prop
 
 # libvirt's virDomainPCIConnectFlags bits.
 HOTPLUGGABLE = 1 << 0
@@ -85,9 +85,39 @@ class QemuFeatures:
     virtio_mmio: bool = True
     pcie_to_pci_bridge: bool = True
 
+    pcie_root_port: bool = True
+    rbd_encryption: bool = True  # librbd encryption engine (QEMU 6.1 and later)
+
+    @classmethod
+    def for_caps(cls, caps: str) -> QemuFeatures:
+        """The features of a libvirt capability set name: ``<arch>-latest`` or
+        ``<arch>-<qemu version>``."""
+        version = caps.rsplit("-", 1)[-1]
+        if version == "latest":
+            return LATEST
+        parts = tuple(int(p) for p in version.split(".") if p.isdigit())
+        return cls(rbd_encryption=parts >= (6, 1))
+
+    @classmethod
+    def from_flags(cls, flags: list[str] | tuple[str, ...]) -> QemuFeatures:
+        """The legacy set plus libvirt capability flags (``QEMU_CAPS_*`` names)."""
+        have = set(flags)
+        return cls(
+            gpex="QEMU_CAPS_OBJECT_GPEX" in have,
+            virtio_transitional="QEMU_CAPS_VIRTIO_PCI_TRANSITIONAL" in have,
+            qemu_xhci="QEMU_CAPS_DEVICE_QEMU_XHCI" in have,
+            lsi_scsi="QEMU_CAPS_SCSI_LSI" in have,
+            virtio_mmio=True,
+            pcie_to_pci_bridge="QEMU_CAPS_DEVICE_PCIE_PCI_BRIDGE" in have,
+            rbd_encryption="QEMU_CAPS_RBD_ENCRYPTION" in have,
+            pcie_root_port=bool(
+                have & {"QEMU_CAPS_DEVICE_PCIE_ROOT_PORT", "QEMU_CAPS_DEVICE_IOH3420"}
+            ),
+        )
+
 
 LATEST = QemuFeatures()
-LEGACY = QemuFeatures(gpex=False, virtio_transitional=False, qemu_xhci=False, lsi_scsi=False)
+LEGACY = QemuFeatures.from_flags(())
 
 
 def machine_family(arch: str, machine: str) -> Machine:
@@ -349,8 +379,8 @@ def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeat
     machine = prop(os_type, "machine") if os_type is not None else None
     family = machine_family(arch, machine or "")
     if (
-        machine is None
-        and arch in ("aarch64", "armv7l")
+        (machine is None
+        and arch in ("aarch64", "armv7l"))
         or (machine is None and arch.startswith("riscv"))
     ):
         family = machine_family(arch, "virt")
@@ -450,7 +480,11 @@ def _controllers(
         index_text = prop(node, "index")
         dev = _device("ctl", 0, node)
         dev.ctl_type = ctype
-        dev.ctl_index = int(index_text) if index_text and index_text.isdigit() else 0
+        if index_text and index_text.isdigit():
+            dev.ctl_index = int(index_text)
+        else:
+            # libvirt gives a controller without index the next one of its type
+            dev.ctl_index = 1 + max((c.ctl_index for c in out if c.ctl_type == ctype), default=-1)
         dev.ctl_model = prop(node, "model")
         if child(node, "master") is not None:
             dev.extra["master"] = "yes"
@@ -474,10 +508,7 @@ def _controllers(
             add("usb", 0, "qemu-xhci")
         add("sata", 0, None)
         add("pci", 0, "pcie-root")
-    elif family is Machine.I440FX:
-        add("usb", 0, None)
-        add("pci", 0, "pci-root")
-    elif family is Machine.PSERIES:
+    elif family is Machine.I440FX or family is Machine.PSERIES:
         add("usb", 0, None)
         add("pci", 0, "pci-root")
     elif family in (Machine.ARM_VIRT, Machine.RISCV_VIRT) and features.gpex:

@@ -439,3 +439,13 @@ def validate_disk(disk: DiskDef) -> None:
     """Refuse ``disk`` as libvirt's per-disk checks do (generic, then QEMU)."""
     _validate_generic(disk)
     _validate_qemu(disk)
+
+
+def validate_disk_for_qemu(disk: DiskDef, *, rbd_encryption: bool) -> None:
+    """The per-disk checks that depend on the QEMU binary's capabilities."""
+    for src in disk.source.chain():
+        enc = src.encryption
+        if enc is not None and enc.engine is EncryptionEngine.LIBRBD and not rbd_encryption:
+            raise config_unsupported(
+                "librbd encryption is not supported by this QEMU binary", DOMAIN
+            )

@@ -6,7 +6,7 @@ import re
 
 from shared.conf.disk import format_disk
 from shared.conf.disk_domain import parse_domain_disks
-from shared.conf.disk_pci_devices import LATEST, LEGACY
+from shared.conf.disk_pci_devices import QemuFeatures
 from tests.conformance.runner import Case, Outcome, Suite, expect_error, first_difference
 
 _DISK_START = re.compile(r"^(\s*)<disk\b")
@@ -36,7 +36,12 @@ def run_case(suite: Suite, case: Case) -> Outcome:
     text = suite.read(case["input"])
     active = case.get("form") == "active"
     # a case without a capability set runs on libvirt's minimal test QEMU
-    features = LEGACY if case.get("caps") is None else LATEST
+    caps = case.get("caps")
+    features = (
+        QemuFeatures.from_flags(case.get("qemu_caps") or [])
+        if caps is None
+        else QemuFeatures.for_caps(caps)
+    )
     if case.get("expect_error"):
         return expect_error(lambda: parse_domain_disks(text, active=active, features=features))
     disks = parse_domain_disks(text, active=active, features=features)
