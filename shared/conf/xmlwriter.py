@@ -51,6 +51,11 @@ class XmlWriter:
         self._indent = indent
 
     @property
+    def level(self) -> int:
+        """The current indentation depth (two spaces a level)."""
+        return self._indent
+
+    @property
     def empty(self) -> bool:
         """True when nothing has been written yet."""
         return not self._lines

@@ -1,0 +1,248 @@
+"""Element and attribute readers with libvirt's virxml.c semantics, for any kind.
+
+libvirt reads a document two ways, and the difference shows in edge cases:
+
+* XPath (``virXPathString("string(./x[1]/@y)")``, ``virXPathNode("./x")``) only
+  matches elements without a namespace, and turns an empty string into
+  "absent";
+* node helpers (``virXMLPropString``, ``virXMLNodeGetSubelement``) match
+  elements by local name whatever their namespace, and keep an empty
+  attribute as the empty string.
+
+The typed attribute readers (``virXMLPropEnum``, ``virXMLPropUInt``...) raise
+``VirtError`` with virxml.c's own wording, in its error domain
+(``VIR_FROM_XML``).  Numbers follow the C library's ``strtoul`` as wrapped by
+libvirt's ``virStrToLong_*`` family (blanks and sign accepted, base 0 reads
+``0x``/``0`` prefixes, the ``p`` variants refuse a minus sign).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+from lxml import etree
+
+from shared.util.errors import ErrorDomain, VirtError, xml_error
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+Node = etree._Element
+
+UINT_MAX = 2**32 - 1
+ULONG_MAX = 2**64 - 1
+LONG_MAX = 2**63 - 1
+
+_C_SPACE = " \t\n\v\f\r"
+_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
+
+
+def local_name(node: Node) -> str:
+    """The element's name without namespace, as libvirt's ``node->name``."""
+    return etree.QName(node).localname
+
+
+def first(node: Node | None, name: str) -> Node | None:
+    """XPath ``./name[1]``: the first child element ``name`` without a namespace."""
+    if node is None:
+        return None
+    for sub in node:
+        if sub.tag == name:
+            return sub
+    return None
+
+
+def every(node: Node, name: str) -> list[Node]:
+    """XPath ``./name``: every child element ``name`` without a namespace."""
+    return [sub for sub in node if sub.tag == name]
+
+
+def sub_element(node: Node, name: str) -> Node | None:
+    """virXMLNodeGetSubelement: the first child whose local name is ``name``."""
+    for sub in node:
+        if isinstance(sub.tag, str) and local_name(sub) == name:
+            return sub
+    return None
+
+
+def sub_elements(node: Node, name: str) -> list[Node]:
+    """virXMLNodeGetSubelementList: every child whose local name is ``name``."""
+    return [sub for sub in node if isinstance(sub.tag, str) and local_name(sub) == name]
+
+
+def content(node: Node) -> str:
+    """xmlNodeGetContent: the concatenated text of the element and its descendants."""
+    return "".join(str(text) for text in node.itertext())
+
+
+def string_of(node: Node | None) -> str | None:
+    """XPath ``string(node)``: the element's text, None when absent or empty."""
+    if node is None:
+        return None
+    return content(node) or None
+
+
+def xpath_attr(node: Node | None, name: str) -> str | None:
+    """XPath ``string(./@name)``: the attribute, None when absent or empty."""
+    if node is None:
+        return None
+    return prop(node, name) or None
+
+
+def prop(node: Node | None, name: str) -> str | None:
+    """virXMLPropString: the attribute as written ("" kept), None when absent."""
+    if node is None:
+        return None
+    value = node.get(name)
+    return None if value is None else str(value)
+
+
+def missing_attr(node: Node, name: str) -> VirtError:
+    """virxml.c's refusal of a required attribute that is absent."""
+    return xml_error(
+        f"Missing required attribute '{name}' in element '{local_name(node)}'", ErrorDomain.XML
+    )
+
+
+def prop_required(node: Node, name: str) -> str:
+    """virXMLPropStringRequired."""
+    value = prop(node, name)
+    if value is None:
+        raise missing_attr(node, name)
+    return value
+
+
+def _present(node: Node | None, name: str, required: bool) -> str | None:
+    """The attribute's value; a missing one is refused when ``required``."""
+    value = prop(node, name)
+    if value is None and required and node is not None:
+        raise missing_attr(node, name)
+    return value
+
+
+def _invalid(node: Node, name: str, value: str, expected: str | None = None) -> VirtError:
+    detail = f"Invalid value for attribute '{name}' in element '{local_name(node)}': '{value}'."
+    if expected:
+        detail += f" {expected}"
+    return xml_error(detail, ErrorDomain.XML)
+
+
+def _zero(node: Node, name: str) -> VirtError:
+    return xml_error(
+        f"Invalid value for attribute '{name}' in element '{local_name(node)}': "
+        "Zero is not permitted",
+        ErrorDomain.XML,
+    )
+
+
+def prop_enum(
+    node: Node | None,
+    name: str,
+    kind: type[E],
+    *,
+    nonzero: bool = False,
+    required: bool = False,
+) -> E | None:
+    """virXMLPropEnum over a StrEnum whose first member is libvirt's zero value;
+    ``nonzero`` refuses that member.  None when the attribute is absent."""
+    value = _present(node, name, required)
+    if node is None or value is None:
+        return None
+    try:
+        member = kind(value)
+    except ValueError:
+        raise _invalid(node, name, value) from None
+    if nonzero and member is next(iter(kind)):
+        raise _invalid(node, name, value)
+    return member
+
+
+def prop_tristate(node: Node | None, name: str, *, required: bool = False) -> bool | None:
+    """virXMLPropTristateBool: ``yes``/``no`` as True/False, None when absent."""
+    return _prop_words(node, name, ("yes", "no"), required)
+
+
+def prop_switch(node: Node | None, name: str, *, required: bool = False) -> bool | None:
+    """virXMLPropTristateSwitch: ``on``/``off`` as True/False, None when absent."""
+    return _prop_words(node, name, ("on", "off"), required)
+
+
+def _prop_words(
+    node: Node | None, name: str, words: tuple[str, str], required: bool
+) -> bool | None:
+    value = _present(node, name, required)
+    if node is None or value is None:
+        return None
+    if value not in words:
+        raise _invalid(node, name, value)
+    return value == words[0]
+
+
+def prop_uint(
+    node: Node | None,
+    name: str,
+    *,
+    base: int = 10,
+    nonzero: bool = False,
+    required: bool = False,
+    limit: int = UINT_MAX,
+) -> int | None:
+    """virXMLPropUInt (``limit`` ULONG_MAX: virXMLPropULongLong): a non-negative
+    integer, None when absent."""
+    value = _present(node, name, required)
+    if node is None or value is None:
+        return None
+    number = c_unsigned(value, base=base, limit=limit, positive=True)
+    if number is None:
+        raise _invalid(node, name, value, "Expected non-negative integer value")
+    if nonzero and number == 0:
+        raise _zero(node, name)
+    return number
+
+
+def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
+    """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
+    i, n = 0, len(text)
+    while i < n and text[i] in _C_SPACE:
+        i += 1
+    negative = False
+    if i < n and text[i] in "+-":
+        negative = text[i] == "-"
+        i += 1
+    has_hex_prefix = text[i : i + 2] in ("0x", "0X") and text[i + 2 : i + 3] != ""
+    if base in (0, 16) and has_hex_prefix and text[i + 2] in _DIGITS[16]:
+        base = 16
+        i += 2
+    elif base == 0:
+        base = 8 if text[i : i + 1] == "0" else 10
+    digits = _DIGITS[base]
+    j = i
+    while j < n and text[j] in digits:
+        j += 1
+    if j == i or j != n:
+        return None
+    return negative, int(text[i:j], base)
+
+
+def c_unsigned(
+    text: str, *, base: int = 10, limit: int = UINT_MAX, positive: bool = False
+) -> int | None:
+    """libvirt's virStrToLong_ui / _ul / _ull (``positive``: the ``p`` variants).
+
+    ``limit`` is the type's maximum (UINT_MAX or ULONG_MAX).  Without
+    ``positive`` a minus sign wraps the value the way strtoul does ("-1" is
+    the type's maximum).  None when libvirt would refuse the text.
+    """
+    parsed = _strtoul(text, base)
+    if parsed is None:
+        return None
+    negative, magnitude = parsed
+    if magnitude > ULONG_MAX:
+        return None
+    if not negative:
+        return magnitude if magnitude <= limit else None
+    if positive:
+        return None
+    if magnitude > limit:
+        return None
+    return (limit + 1 - magnitude) % (limit + 1)
