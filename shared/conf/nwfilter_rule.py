@@ -228,8 +228,16 @@ def _parse_form(form: DataType, text: str, spec: AttrSpec) -> AttrValue | None:
     return text  # STRING, IPSETNAME, IPSETFLAGS: left to the attribute's check
 
 
+def _ascii_lower(text: str) -> str:
+    """Lower-case A-Z only, as libvirt's g_ascii_strcasecmp comparisons do."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _lookup(names: dict[str, int], text: str) -> int | None:
-    lowered = text.lower()
+    lowered = _ascii_lower(text)
     return next((value for name, value in names.items() if name.lower() == lowered), None)
 
 
@@ -243,7 +251,7 @@ def _parse_items(names: dict[str, int], text: str, sep: str) -> int | None:
         if i >= len(text):
             return flags
         for name, value in names.items():
-            if text[i : i + len(name)].lower() == name.lower():
+            if _ascii_lower(text[i : i + len(name)]) == name.lower():
                 flags |= value
                 i += len(name)
                 break
@@ -255,7 +263,7 @@ def _parse_ipset_flags(text: str) -> tuple[str, ...] | None:
     flags: list[str] = []
     i = 0
     while len(flags) < MAX_IPSET_FLAGS:
-        word = text[i : i + 3].lower()
+        word = _ascii_lower(text[i : i + 3])
         if word not in ("src", "dst"):
             return None
         flags.append(word)
@@ -486,7 +494,7 @@ def parse_rule(node: etree._Element) -> NWFilterRule:
             priority = number
     statematch_text = node.get("statematch")
     statematch = statematch_text is None or not (
-        statematch_text == "0" or statematch_text.lower() == "false"
+        statematch_text == "0" or _ascii_lower(statematch_text) == "false"
     )
 
     spec: ProtocolSpec | None = None
