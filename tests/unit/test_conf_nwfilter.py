@@ -7,9 +7,10 @@ import re
 import pytest
 
 from shared.conf.nwfilter import NWFilterDef, chain_prefix, format_nwfilter, parse_nwfilter
+from shared.conf.nwfilter_attrs import RuleAttr, TcpFlags
 from shared.conf.nwfilter_params import FilterRef, VarAccess
 from shared.conf.nwfilter_protocols import PROTOCOLS, Layer
-from shared.conf.nwfilter_rule import NWFilterRule, RuleAction, RuleAttr, RuleDirection, TcpFlags
+from shared.conf.nwfilter_rule import NWFilterRule, RuleAction, RuleDirection
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 UUID = "7d1c2a44-58e3-4f0b-9a6e-0c2b5e9d1f30"

@@ -18,6 +18,7 @@ from shared.conf.nwfilter import (
     format_nwfilter,
     parse_nwfilter,
 )
+from shared.conf.nwfilter_attrs import RuleAttr, TcpFlags
 from shared.conf.nwfilter_binding import (
     NWFilterBindingDef,
     format_nwfilter_binding,
@@ -36,13 +37,7 @@ from shared.conf.nwfilter_protocols import (
     Check,
     DataType,
 )
-from shared.conf.nwfilter_rule import (
-    NWFilterRule,
-    RuleAction,
-    RuleAttr,
-    RuleDirection,
-    TcpFlags,
-)
+from shared.conf.nwfilter_rule import NWFilterRule, RuleAction, RuleDirection
 from shared.conf.nwfilter_values import format_ipv6, format_mac
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
