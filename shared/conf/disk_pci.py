@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from shared.conf.disk_address import AddressType, DeviceAddress
+from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef
 from shared.conf.disk_pci_devices import (
     AGGREGATE_SLOT,
@@ -344,13 +344,17 @@ def _collect(dom: DomainPci, addrs: _AddressSet) -> None:
         addr = dev.address
         if addr is None or addr.type is not AddressType.PCI:
             continue
-        if dev.category == "ctl" and (addr.bus, addr.slot) == (0, 1) and dev.ctl_index == 0:
-            if (dev.ctl_type == "ide" and addr.function == 1) or (
-                dev.ctl_type == "usb"
-                and dev.ctl_model in (None, "piix3-uhci")
-                and addr.function == 2
-            ):
-                continue
+        # the PIIX3's own functions are reserved with the chipset, not here
+        piix3 = (dev.ctl_type == "ide" and addr.function == 1) or (
+            dev.ctl_type == "usb" and dev.ctl_model in (None, "piix3-uhci") and addr.function == 2
+        )
+        if (
+            dev.category == "ctl"
+            and (addr.bus, addr.slot) == (0, 1)
+            and dev.ctl_index == 0
+            and piix3
+        ):
+            continue
         addrs.reserve(_as_tuple(addr), dev.flags or PCI_DEVICE)
 
 
@@ -484,7 +488,7 @@ def assign_disk_addresses(
     dom = read_domain(domain, disks, features)
     out = list(disks)
     if dom.family is Machine.S390_CCW:
-        return _assign_ccw(out)
+        return _assign_ccw(out, _ccw_in_use(domain))
     if _virtio_mmio_wanted(dom, disks):
         for i, disk in enumerate(out):
             if disk.target.bus is DiskBus.VIRTIO and disk.info.address is None:
@@ -506,13 +510,22 @@ def _with_address(disk: DiskDef, address: DeviceAddress) -> DiskDef:
     return disk.model_copy(update={"info": disk.info.model_copy(update={"address": address})})
 
 
-def _assign_ccw(disks: list[DiskDef]) -> list[DiskDef]:
-    """virDomainCCWAddressAssign: the next free device number in 0xfe.0, disks first."""
-    used = {
-        (a.cssid, a.ssid, a.devno)
-        for d in disks
-        if (a := d.info.address) is not None and a.type is AddressType.CCW
-    }
+def _ccw_in_use(domain: etree._Element) -> set[tuple[int, int, int]]:
+    """The CCW addresses the domain's devices give explicitly."""
+    used: set[tuple[int, int, int]] = set()
+    devices = domain.find("devices")
+    for device in devices if devices is not None else []:
+        node = device.find("address")
+        if node is not None and node.get("type") == "ccw" and node.get("devno") is not None:
+            a = parse_address(node)
+            used.add((a.cssid, a.ssid, a.devno))
+    return used
+
+
+def _assign_ccw(disks: list[DiskDef], used: set[tuple[int, int, int]]) -> list[DiskDef]:
+    """virDomainCCWAddressAssign: the next free device number in 0xfe.0, disks first
+    (libvirt visits disks before every other device)."""
+    used = set(used)
     devno = 0
     out: list[DiskDef] = []
     for disk in disks:

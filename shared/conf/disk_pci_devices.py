@@ -348,27 +348,18 @@ def _simple_device(tag: str, node: etree._Element, f: _Flags, family: Machine) -
     return None
 
 
+def _spapr_vio(tag: str, node: etree._Element) -> bool:
+    if tag == "interface":
+        return _model_type(node) == "spapr-vlan"
+    return False
+
+
 def _default_video(family: Machine) -> str:
     if family is Machine.PSERIES:
         return "vga"
     if family in (Machine.ARM_VIRT, Machine.RISCV_VIRT, Machine.S390_CCW):
         return "virtio"
     return "cirrus"
-
-
-#: Devices that the QEMU driver primes to virtio-mmio or CCW addresses.
-VIRTIO_CATEGORIES = {"disk", "net", "video", "input", "memballoon", "rng", "fs", "vsock"}
-
-
-def _is_virtio(dev: PciDevice) -> bool:
-    """Whether priming would move this device to a CCW/virtio-mmio address."""
-    if dev.category == "ctl":
-        return dev.ctl_type in ("virtio-serial", "scsi")
-    if dev.category == "video":
-        return dev.extra.get("type") == "virtio"
-    if dev.category in ("net", "input"):
-        return dev.extra.get("virtio") == "yes"
-    return dev.category in ("disk", "memballoon", "rng", "vsock", "fs") and dev.flags != 0
 
 
 def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeatures) -> DomainPci:
@@ -378,10 +369,8 @@ def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeat
     arch = (prop(os_type, "arch") if os_type is not None else None) or "x86_64"
     machine = prop(os_type, "machine") if os_type is not None else None
     family = machine_family(arch, machine or "")
-    if (
-        (machine is None
-        and arch in ("aarch64", "armv7l"))
-        or (machine is None and arch.startswith("riscv"))
+    if (machine is None and arch in ("aarch64", "armv7l")) or (
+        machine is None and arch.startswith("riscv")
     ):
         family = machine_family(arch, "virt")
     devices_node = child(domain, "devices")
@@ -392,7 +381,6 @@ def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeat
     for ctl in controllers:
         ctl.flags = _controller_flags(ctl.ctl_type or "", ctl.ctl_model, f)
     devices: list[PciDevice] = list(controllers)
-    disk_nodes = [n for n in nodes if n.tag == "disk"]
     for number, disk in enumerate(disks):
         flags = 0
         if disk.target.bus is DiskBus.VIRTIO:
@@ -406,28 +394,19 @@ def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeat
         else:
             dev.other_address = True
         devices.append(dev)
-    del disk_nodes
     has_video = False
     has_balloon = False
     for node in nodes:
         tag = str(node.tag)
-        dev = _simple_device(tag, node, f, family)
-        if dev is None:
+        other = _simple_device(tag, node, f, family)
+        if other is None:
             continue
-        if tag in ("interface", "input"):
-            model = _model_type(node) if tag == "interface" else "virtio"
-            if tag == "input":
-                model = "virtio" if prop(node, "bus") == "virtio" else None
-            if model is None and tag == "interface":
-                model = (
-                    "virtio"
-                    if family in (Machine.S390_CCW, Machine.ARM_VIRT, Machine.RISCV_VIRT)
-                    else None
-                )
-            dev.extra["virtio"] = "yes" if model and model.startswith("virtio") else "no"
+        if family is Machine.PSERIES and _spapr_vio(tag, node):
+            # qemuDomainAssignSpaprVIOAddresses gives these spapr-vio addresses first
+            other.wanted = False
         has_video = has_video or tag == "video"
         has_balloon = has_balloon or tag == "memballoon"
-        devices.append(dev)
+        devices.append(other)
     graphics = any(n.tag == "graphics" for n in nodes)
     if graphics and not has_video:
         kind = _default_video(family)
@@ -437,6 +416,10 @@ def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeat
         devices.append(PciDevice("memballoon", f.virtio, wanted=True))
     videos = [d for d in devices if d.category == "video"]
     primary = videos[0] if videos and videos[0].extra.get("type") not in ("none", "ramfb") else None
+    if family is Machine.PSERIES:
+        for ctl in controllers:
+            if ctl.ctl_type == "scsi" and ctl.ctl_model == "ibmvscsi":
+                ctl.wanted = False
     pci_controllers = {c.ctl_index: c.ctl_model or "" for c in controllers if c.ctl_type == "pci"}
     return DomainPci(
         arch=arch,

@@ -144,7 +144,7 @@ def text_of(node: etree._Element | None) -> str | None:
     absent or the text is empty (virXPathString returns NULL for "")."""
     if node is None:
         return None
-    value = "".join(node.itertext())
+    value = "".join(str(t) for t in node.itertext())
     return value or None
 
 
