@@ -79,6 +79,10 @@ class AttrSpec:
     check: Check = Check.NONE
     #: Longest value kept, in UTF-8 bytes (comments are cut, not refused).
     max_bytes: int = 0
+    #: False when libvirt's firewall cannot match the attribute on traffic
+    #: towards the guest, so rules with direction 'in' or 'inout' using it are
+    #: refused when instantiated (STP's srcmacaddr); parsing accepts it anyway.
+    reversible: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,7 @@ _STP_PAIRS = (
 
 def _stp_attrs() -> tuple[AttrSpec, ...]:
     attrs = [
-        _SRCMAC,
+        AttrSpec("srcmacaddr", DataType.MACADDR, reversible=False),
         AttrSpec("srcmacmask", DataType.MACMASK),
         AttrSpec("type", _U8),
         AttrSpec("flags", _U8),

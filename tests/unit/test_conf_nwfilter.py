@@ -560,3 +560,19 @@ def test_chain_prefix_lookup() -> None:
     assert chain_prefix("arp") == "arp"
     with pytest.raises(VirtError):
         chain_prefix("Mac")
+
+
+def test_protocol_table_is_consistent() -> None:
+    assert len(PROTOCOLS) == 24
+    for spec in PROTOCOLS.values():
+        names = [attr.name for attr in spec.attrs]
+        assert len(names) == len(set(names)), spec.name
+        assert names[-1] == "comment", spec.name
+        for target, source in spec.negation_copies:
+            assert spec.attr(target) is not None and spec.attr(source) is not None
+    assert {s.name for s in PROTOCOLS.values() if s.layer is Layer.IPV6} == {
+        "tcp-ipv6", "udp-ipv6", "udplite-ipv6", "esp-ipv6", "ah-ipv6", "sctp-ipv6",
+        "icmpv6", "all-ipv6",
+    }  # fmt: skip
+    stp_source = PROTOCOLS["stp"].attr("srcmacaddr")
+    assert stp_source is not None and not stp_source.reversible
