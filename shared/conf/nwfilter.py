@@ -58,6 +58,9 @@ class NWFilterDef(BaseModel):
 
     name: str = Field(min_length=1)
     uuid: str
+    #: False when the document had no ``<uuid>`` and parsing made one up
+    #: (libvirt then saves the definition so that the UUID sticks).
+    uuid_specified: bool = True
     chain: str = "root"
     priority: int = Field(default=0, ge=MIN_FILTER_PRIORITY, le=MAX_FILTER_PRIORITY)
     entries: tuple[FilterEntry, ...] = ()
@@ -114,15 +117,16 @@ def _format_chain(chain: str, priority: int) -> list[tuple[str, object | None]]:
     return [("chain", chain), ("priority", str(priority) if priority else None)]
 
 
-def _parse_uuid(root: etree._Element) -> str:
+def _parse_uuid(root: etree._Element) -> tuple[str, bool]:
+    """The filter's UUID, and whether the document gave it."""
     node = next((c for c in root if isinstance(c.tag, str) and c.tag == "uuid"), None)
     text = "".join(str(t) for t in node.itertext()) if node is not None else ""
     if not text:
-        return generate_uuid()
+        return generate_uuid(), False
     uuid = parse_uuid(text)
     if uuid is None:
         raise xml_error("malformed uuid element", _DOMAIN)
-    return uuid
+    return uuid, True
 
 
 def _parse_entries(root: etree._Element) -> tuple[NWFilterRule | FilterRef, ...]:
@@ -158,9 +162,11 @@ def parse_nwfilter(xml: str | bytes) -> NWFilterDef:
     if not name:
         raise VirtError(ErrorCode.INTERNAL_ERROR, "filter has no name", _DOMAIN)
     chain, priority = _parse_chain(root)
+    uuid, uuid_specified = _parse_uuid(root)
     return NWFilterDef(
         name=name,
-        uuid=_parse_uuid(root),
+        uuid=uuid,
+        uuid_specified=uuid_specified,
         chain=chain,
         priority=priority,
         entries=_parse_entries(root),

@@ -252,13 +252,14 @@ def test_priority_without_chain_is_checked_but_not_kept() -> None:
 
 def test_empty_chain_and_uuid_mean_absent() -> None:
     d = parse_nwfilter("<filter name='c' chain=''><uuid></uuid></filter>")
-    assert d.chain == "root" and d.priority == 0
+    assert d.chain == "root" and d.priority == 0 and not d.uuid_specified
     assert re.fullmatch(r"[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}", d.uuid)
 
 
 def test_missing_uuid_is_generated() -> None:
     first = parse_nwfilter("<filter name='c'/>").uuid
     assert first != parse_nwfilter("<filter name='c'/>").uuid
+    assert parse_nwfilter(_filter("")).uuid_specified
 
 
 def test_rule_defaults_and_out_of_range_priority() -> None:
