@@ -9,10 +9,12 @@ or the variable it refers to).
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.conf.macaddr import format_mac, parse_mac
 from shared.conf.nwfilter_params import VarAccess, format_var_access, parse_var_access
 from shared.conf.nwfilter_protocols import (
     ARP_OPCODES,
@@ -28,15 +30,8 @@ from shared.conf.nwfilter_protocols import (
     Check,
     DataType,
 )
-from shared.conf.nwfilter_values import (
-    is_contiguous_mask,
-    mac_octets,
-    netmask_bits,
-    parse_ipv4,
-    parse_ipv6,
-    parse_mac,
-    parse_uint,
-)
+from shared.conf.nwfilter_values import is_contiguous_mask, parse_uint
+from shared.conf.socketaddr import format_ip, netmask_bits, try_parse_ip
 from shared.util.errors import VirtError
 
 
@@ -116,27 +111,36 @@ def _parse_form(form: DataType, text: str, spec: AttrSpec) -> AttrValue | None:
         return number if number is not None and number <= 0xFFFF else None
     if form in (DataType.UINT32, DataType.UINT32_HEX):
         return parse_uint(text, hex_base)
-    if form in (DataType.IPADDR, DataType.IPV6ADDR):
-        return parse_ipv4(text) if form is DataType.IPADDR else parse_ipv6(text)
-    if form in (DataType.IPMASK, DataType.IPV6MASK):
-        version, width = (4, 32) if form is DataType.IPMASK else (6, 128)
-        number = parse_uint(text, 10)
-        if number is not None:
-            return number if number <= width else None
-        address = parse_ipv4(text) if version == 4 else parse_ipv6(text)
-        return netmask_bits(address, version) if address is not None else None
+    if form in (DataType.IPADDR, DataType.IPV6ADDR, DataType.IPMASK, DataType.IPV6MASK):
+        return _parse_ip_form(form, text)
     if form in (DataType.MACADDR, DataType.MACMASK):
         mac = parse_mac(text)
         if mac is None:
             return None
-        if form is DataType.MACMASK and not is_contiguous_mask(mac_octets(mac)):
+        if form is DataType.MACMASK and not is_contiguous_mask(mac):
             raise IllegalValue
-        return mac
+        return format_mac(mac)
     if form is DataType.STRINGCOPY:
         return text.encode()[: spec.max_bytes].decode(errors="ignore")
     if form is DataType.BOOLEAN:
         return text in ("true", "1", "yes")
     return text  # STRING, IPSETNAME, IPSETFLAGS: left to the attribute's check
+
+
+def _parse_ip_form(form: DataType, text: str) -> AttrValue | None:
+    """An address (as libvirt writes it back) or a mask (as a prefix length)."""
+    ipv4 = form in (DataType.IPADDR, DataType.IPMASK)
+    if form in (DataType.IPMASK, DataType.IPV6MASK):
+        number = parse_uint(text, 10)
+        if number is not None:
+            return number if number <= (32 if ipv4 else 128) else None
+    address = try_parse_ip(text, ipv4_only=ipv4)
+    if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
+        return None
+    if form in (DataType.IPADDR, DataType.IPV6ADDR):
+        return format_ip(address)
+    bits = netmask_bits(address)
+    return bits if bits >= 0 else None
 
 
 def ascii_lower(text: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.conf.macaddr import normalize_mac
 from shared.conf.nwfilter_params import format_parameters, parse_parameters
-from shared.conf.nwfilter_values import parse_mac
 from shared.conf.uuid import parse_uuid
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
@@ -63,7 +63,7 @@ def parse_nwfilter_binding(xml: str | bytes) -> NWFilterBindingDef:
     uuid_text = _required(_string(root.find("owner/uuid")), "filter binding has no owner UUID")
     owner_uuid = _required(parse_uuid(uuid_text), f"Unable to parse UUID '{uuid_text}'")
     mac_text = _required(_attr(root, "mac", "address"), "filter binding has no MAC address")
-    mac = _required(parse_mac(mac_text), f"Unable to parse MAC '{mac_text}'")
+    mac = _required(normalize_mac(mac_text), f"Unable to parse MAC '{mac_text}'")
     filter_name = _attr(root, "filterref", "filter")
     filterref = root.find("filterref")
     if filter_name is None or filterref is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.conf.macaddr import format_mac
 from shared.conf.nwfilter import (
     CHAIN_PREFIXES,
     CHAIN_PRIORITIES,
@@ -38,7 +39,7 @@ from shared.conf.nwfilter_protocols import (
     DataType,
 )
 from shared.conf.nwfilter_rule import NWFilterRule, RuleAction, RuleDirection
-from shared.conf.nwfilter_values import format_ipv6, format_mac
+from shared.conf.socketaddr import format_ip
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 _names = st.text(alphabet=_NAME_CHARS + "-.", min_size=1, max_size=12)
@@ -55,7 +56,7 @@ _mac_masks = st.integers(0, 48).map(
     lambda n: format_mac(((1 << 48) - (1 << (48 - n))).to_bytes(6, "big"))
 )
 _ipv4 = st.ip_addresses(v=4).map(str)
-_ipv6 = st.binary(min_size=16, max_size=16).map(format_ipv6)
+_ipv6 = st.ip_addresses(v=6).map(format_ip)
 _var_access = st.one_of(
     st.builds(VarAccess, name=_var_names, iterator=st.integers(0, MAX_ITERID)),
     st.builds(VarAccess, name=_var_names, index=st.integers(0, 0xFFFFFFFF)),
