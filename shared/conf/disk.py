@@ -14,7 +14,7 @@ from __future__ import annotations
 from lxml import etree
 
 from shared.conf.disk_address import format_device_info, parse_device_info
-from shared.conf.disk_mirror import format_mirror, parse_mirror
+from shared.conf.disk_mirror import DiskMirror, MirrorJob, format_mirror, parse_mirror
 from shared.conf.disk_model import (
     IOTUNE_FIELDS,
     CacheMode,
@@ -367,7 +367,7 @@ def parse_disk(
 
 def format_disk(disk: DiskDef, *, active: bool) -> str:
     """The ``<disk>`` element libvirt writes for ``disk``; ``active=False`` drops the
-    mirror and ``index=`` attributes as the persistent form does."""
+    mirror, ``index=`` attributes and live aliases as the persistent form does."""
     w = XmlWriter()
     write_disk(w, disk, active=active)
     return w.getvalue()
@@ -423,4 +423,28 @@ def write_disk(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
         d.text("product", disk.product)
         if src.encryption is not None and disk.encryption_on_disk:
             format_encryption(d, src.encryption)
-        format_device_info(d, disk.info)
+        format_device_info(d, disk.info, active=active)
+
+
+def start_mirror(disk: DiskDef, destination: StorageSource, job: MirrorJob) -> DiskDef:
+    """``disk`` while a block copy or active commit runs towards ``destination``
+    (``ready`` not yet reached).  Raises ``VirtError`` when a job already has one."""
+    if disk.mirror is not None:
+        raise VirtError(
+            ErrorCode.BLOCK_COPY_ACTIVE,
+            f"disk '{disk.target.dev}' already in active block job",
+            DOMAIN,
+        )
+    return disk.model_copy(update={"mirror": DiskMirror(source=destination, job=job)})
+
+
+def pivot(disk: DiskDef) -> DiskDef:
+    """``disk`` after a pivot: the mirror's source (with its backing chain) becomes
+    the disk's source and the mirror is gone.  Raises ``VirtError`` without a mirror."""
+    if disk.mirror is None:
+        raise VirtError(
+            ErrorCode.OPERATION_INVALID,
+            f"disk '{disk.target.dev}' does not have an active block job",
+            DOMAIN,
+        )
+    return disk.model_copy(update={"source": disk.mirror.source, "mirror": None})

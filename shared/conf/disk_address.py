@@ -283,9 +283,7 @@ def parse_device_info(node: etree._Element, *, active: bool) -> DeviceInfo:
     alias: str | None = None
     alias_node = child(node, "alias")
     alias_text = prop(alias_node, "name") if alias_node is not None else None
-    if alias_text and (
-        active or (alias_text.startswith("ua-") and set(alias_text) <= _USER_ALIAS_CHARS)
-    ):
+    if alias_text and (active or is_user_alias(alias_text)):
         alias = alias_text
     boot_order: int | None = None
     loadparm: str | None = None
@@ -310,11 +308,17 @@ def parse_device_info(node: etree._Element, *, active: bool) -> DeviceInfo:
     )
 
 
-def format_device_info(w: XmlWriter, info: DeviceInfo) -> None:
-    """Write boot, alias, acpi and address in libvirt's order."""
+def is_user_alias(alias: str) -> bool:
+    """A user-chosen alias (``ua-`` prefix), the only kind persistent XML keeps."""
+    return alias.startswith("ua-") and set(alias) <= _USER_ALIAS_CHARS
+
+
+def format_device_info(w: XmlWriter, info: DeviceInfo, *, active: bool = True) -> None:
+    """Write boot, alias, acpi and address in libvirt's order; the persistent form
+    keeps only user aliases (libvirt's persistent definitions hold no others)."""
     if info.boot_order:
         w.leaf("boot", [("order", info.boot_order), ("loadparm", info.loadparm)])
-    if info.alias:
+    if info.alias and (active or is_user_alias(info.alias)):
         w.leaf("alias", [("name", info.alias)])
     if info.acpi_index:
         w.leaf("acpi", [("index", info.acpi_index)])

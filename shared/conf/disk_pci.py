@@ -111,8 +111,15 @@ def _compatible(bus: _Bus, bus_number: int, dev_flags: int, from_config: bool) -
 class _AddressSet:
     """virDomainPCIAddressSet: buses and the functions in use on each slot."""
 
-    def __init__(self, models: list[str], dry_run: bool, multiple_roots: bool) -> None:
+    def __init__(
+        self,
+        models: list[str],
+        dry_run: bool,
+        multiple_roots: bool,
+        pcie_to_pci_bridge: bool = True,
+    ) -> None:
         self.buses = [_Bus.of(m) for m in models]
+        self.pcie_to_pci_bridge = pcie_to_pci_bridge
         self.dry_run = dry_run
         self.multiple_roots = multiple_roots
         self.pcie_root = bool(models) and models[0] == "pcie-root"
@@ -171,8 +178,13 @@ class _AddressSet:
             else:
                 has_bridge_bus = any(b.flags & PCI_BRIDGE for b in self.buses)
                 if not has_bridge_bus and add == 1:
-                    # a pure PCIe guest needs a pcie-root-port + pcie-to-pci-bridge
-                    models = ["pcie-root-port", "pcie-to-pci-bridge"]
+                    # a pure PCIe guest first needs a place for the bridge:
+                    # pcie-root-port + pcie-to-pci-bridge, or else
+                    # dmi-to-pci-bridge + pci-bridge
+                    if self.pcie_to_pci_bridge:
+                        models = ["pcie-root-port", "pcie-to-pci-bridge"]
+                    else:
+                        models = ["dmi-to-pci-bridge", "pci-bridge"]
                     bus_number += 1
                 else:
                     models = ["pci-bridge"] * add
@@ -387,7 +399,9 @@ def assign_pci(dom: DomainPci) -> None:
     if nbuses > 0:
         # the dry pass only counts buses: work on copies of the device states
         saved = [(d.address, d.wanted) for d in dom.devices]
-        dry = _AddressSet(_bus_models(dom, nbuses), True, multiple_roots)
+        dry = _AddressSet(
+            _bus_models(dom, nbuses), True, multiple_roots, dom.features.pcie_to_pci_bridge
+        )
         _collect(dom, dry)
         _validate_chipset(dom, dry)
         if dom.pci_controllers.get(0) == "pci-root" and not all(
