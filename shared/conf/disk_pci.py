@@ -489,21 +489,27 @@ def assign_disk_addresses(
     domain: etree._Element, disks: list[DiskDef], features: QemuFeatures = LATEST
 ) -> list[DiskDef]:
     """``disks`` (the parsed disks of ``domain``, in order) with the addresses the
-    QEMU driver gives the ones that have none."""
-    if not any(
-        d.target.bus is DiskBus.VIRTIO and d.info.address is None for d in disks
-    ) and not any(
-        d.info.address is not None
-        and d.info.address.type is AddressType.PCI
-        and d.info.address.pci_empty
+    QEMU driver gives the ones that have none, and ``multifunction='on'`` where
+    libvirt sets it on a disk at function 0 of a slot shared with other functions."""
+    wanting = any(
+        (d.target.bus is DiskBus.VIRTIO and d.info.address is None)
+        or (
+            d.info.address is not None
+            and d.info.address.type is AddressType.PCI
+            and d.info.address.pci_empty
+        )
         for d in disks
-    ):
+    )
+    on_pci = any(
+        d.info.address is not None and d.info.address.type is AddressType.PCI for d in disks
+    )
+    if not wanting and not on_pci:
         return disks
     dom = read_domain(domain, disks, features)
     out = list(disks)
-    if dom.family is Machine.S390_CCW:
+    if wanting and dom.family is Machine.S390_CCW:
         return _assign_ccw(out, _ccw_in_use(domain))
-    if _virtio_mmio_wanted(dom, disks):
+    if wanting and _virtio_mmio_wanted(dom, disks):
         for i, disk in enumerate(out):
             if disk.target.bus is DiskBus.VIRTIO and disk.info.address is None:
                 out[i] = _with_address(disk, DeviceAddress(type=AddressType.VIRTIO_MMIO))
@@ -517,6 +523,30 @@ def assign_disk_addresses(
             disk = out[dev.disk_number]
             if disk.info.address is None or disk.info.address.pci_empty:
                 out[dev.disk_number] = _with_address(disk, dev.address)
+    return _set_multifunction(out, dom)
+
+
+def _set_multifunction(disks: list[DiskDef], dom: DomainPci) -> list[DiskDef]:
+    """virDomainPCIAddressSetAllMulti for the disks: a disk at function 0 of a slot
+    whose other functions are in use gets ``multifunction='on'`` unless it says
+    otherwise."""
+    shared = {
+        (a.domain, a.bus, a.slot)
+        for dev in dom.devices
+        if (a := dev.address) is not None and a.type is AddressType.PCI and a.function != 0
+    }
+    out: list[DiskDef] = []
+    for disk in disks:
+        a = disk.info.address
+        if (
+            a is not None
+            and a.type is AddressType.PCI
+            and a.function == 0
+            and a.multifunction is None
+            and (a.domain, a.bus, a.slot) in shared
+        ):
+            disk = _with_address(disk, a.model_copy(update={"multifunction": True}))
+        out.append(disk)
     return out
 
 

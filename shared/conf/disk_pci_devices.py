@@ -14,6 +14,7 @@ from lxml import etree
 from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef, DiskModel
 from shared.conf.disk_props import child, prop
+from shared.util.errors import VirtError
 
 # libvirt's virDomainPCIConnectFlags bits.
 HOTPLUGGABLE = 1 << 0
@@ -177,7 +178,11 @@ def _address_state(node: etree._Element | None) -> tuple[DeviceAddress | None, b
     """(PCI address, wanted, has a non-PCI address) of a device's <address> child."""
     if node is None:
         return None, True, False
-    addr = parse_address(node)
+    try:
+        addr = parse_address(node)
+    except VirtError:
+        # another device's unusable address: libvirt refuses it elsewhere
+        return None, False, True
     if addr.type is AddressType.PCI:
         if addr.pci_empty:
             return None, True, False
