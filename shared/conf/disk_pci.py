@@ -8,6 +8,9 @@ reserved first, then explicitly given addresses, then, in libvirt's device
 order, the first free compatible slot for each device that wants one; a first
 dry pass decides which pci-bridges or pcie-root-ports libvirt adds.
 Only the disks' results are kept.
+
+Long because the address set, the chipset reservations and the two passes only
+make sense together; they mirror one libvirt file.
 """
 
 from __future__ import annotations

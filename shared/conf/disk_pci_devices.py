@@ -2,7 +2,11 @@
 its machine, its PCI controllers and every device that holds or wants a PCI slot,
 with the connection type it needs (qemu_domain_address.c
 qemuDomainDeviceCalculatePCIConnectFlags, the implicit devices of
-qemuDomainDefAddDefaultDevices and virDomainDefAddImplicitDevices)."""
+qemuDomainDefAddDefaultDevices and virDomainDefAddImplicitDevices).
+
+Long because it is one table-like pass over every device type libvirt can put
+on PCI; splitting it per device type would scatter that table.
+"""
 
 from __future__ import annotations
 
@@ -297,14 +301,8 @@ def _simple_device(tag: str, node: etree._Element, f: _Flags, family: Machine) -
         return dev
     if tag == "hostdev":
         source_type = prop(node, "type")
-        if prop(
-            node,
-            "mode",
-        ) not in (None, "subsystem") or source_type not in (
-            "pci",
-            "scsi_host",
-            "mdev",
-        ):
+        subsystem = prop(node, "mode") in (None, "subsystem")
+        if not subsystem or source_type not in ("pci", "scsi_host", "mdev"):
             return _device("hostdev", 0, node)
         if source_type == "scsi_host":
             return _device("hostdev", f.virtio_model(prop(node, "model")), node)

@@ -1,6 +1,10 @@
 """A disk's storage source: ``<source>``, its ``<backingStore>`` chain and the pieces every
 source type shares (domain_conf.c virDomainStorageSourceParse/virDomainDiskSourceFormat,
-virDomainDiskBackingStoreParse/Format; storage_source_conf.c auth and reservations)."""
+virDomainDiskBackingStoreParse/Format; storage_source_conf.c auth and reservations).
+
+Long because every source type's parse and format sit side by side here; the
+network protocols live in shared.conf.disk_source_net.
+"""
 
 from __future__ import annotations
 
