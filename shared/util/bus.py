@@ -1,8 +1,8 @@
 """The NATS connection every process and client opens.
 
-``connect`` retries the first connection with exponential backoff until its
-deadline (a service started before its server waits for it), then lets
-nats-py reconnect forever with jittered waits.  ``close`` drains, so
+``connect`` retries the first connection until its deadline (a service
+started before its server waits for it), then lets nats-py reconnect
+forever with jittered waits.  ``close`` drains, so
 in-flight requests are answered and published messages flushed.
 """
 
@@ -37,8 +37,14 @@ async def connect(
     within ``deadline`` seconds.
     """
 
+    connected = False
+    last_error: list[Exception] = []
+
     async def error_cb(err: Exception) -> None:
-        log.warning("nats error: %s", err)
+        if connected:
+            log.warning("nats error: %s", err)
+        else:
+            last_error[:] = [err]
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected", extra={"url": url})
@@ -46,38 +52,40 @@ async def connect(
             await on_reconnect()
 
     async def disconnected_cb() -> None:
-        log.info("nats disconnected", extra={"url": url})
+        if connected:
+            log.info("nats disconnected", extra={"url": url})
         if on_disconnect is not None:
             await on_disconnect()
 
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    wait = 0.05
-    while True:
-        try:
-            return await nats.connect(
+    # nats-py retries the first connection forever when reconnects are
+    # unlimited (with its jittered wait between attempts); the deadline bounds it.
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
                 servers=[url],
                 name=name,
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=0.25,
                 ping_interval=10,
                 max_outstanding_pings=3,
                 error_cb=error_cb,
                 reconnected_cb=reconnected_cb,
                 disconnected_cb=disconnected_cb,
-            )
-        except (NoServersError, OSError, TimeoutError) as err:
-            if loop.time() + wait > end:
-                raise VirtError(
-                    ErrorCode.NO_CONNECT,
-                    f"cannot connect to NATS at {url}: {err or type(err).__name__}",
-                    ErrorDomain.RPC,
-                    raw=True,
-                ) from err
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, 2.0)
+            ),
+            timeout=deadline,
+        )
+    except (TimeoutError, NoServersError, OSError) as err:
+        cause = last_error[0] if last_error else err
+        raise VirtError(
+            ErrorCode.NO_CONNECT,
+            f"cannot connect to NATS at {url}: {cause or type(cause).__name__}",
+            ErrorDomain.RPC,
+            raw=True,
+        ) from err
+    connected = True
+    return nc
 
 
 async def close(nc: NATS) -> None:
