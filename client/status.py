@@ -41,6 +41,8 @@ async def _gather(nc: NATS, subject: str, wait: float) -> list[dict[str, Any]]:
                 msg = await sub.next_msg(timeout=left)
             except TimeoutError:
                 break
+            if not msg.data:
+                continue  # the server's "no responders" status, when nothing listens
             replies.append(json.loads(msg.data))
     finally:
         await sub.unsubscribe()
