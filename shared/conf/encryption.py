@@ -8,8 +8,8 @@ import enum
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from shared.conf.units import UINT_MAX, parse_c_unsigned
 from shared.conf.uuid import parse_uuid
+from shared.conf.xmlprops import prop_enum, prop_uint
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, config_unsupported, xml_error
 
@@ -120,16 +120,8 @@ def _parse_cipher(node: etree._Element) -> Cipher:
     name = node.get("name")
     if name is None:
         raise xml_error("cipher info missing 'name' attribute", _DOMAIN)
-    size_text = node.get("size")
-    if size_text is None:
-        raise xml_error("Missing required attribute 'size' in element 'cipher'", _DOMAIN)
-    size = parse_c_unsigned(size_text, maximum=UINT_MAX)
-    if size is None:
-        raise xml_error(
-            f"Invalid value for attribute 'size' in element 'cipher': '{size_text}'. "
-            "Expected non-negative integer value",
-            _DOMAIN,
-        )
+    size = prop_uint(node, "size", required=True)
+    assert size is not None  # required=True raises instead
     return Cipher(name=name, size=size, mode=node.get("mode"), hash=node.get("hash"))
 
 
@@ -155,16 +147,7 @@ def parse_encryption(node: etree._Element) -> Encryption:
         raise config_unsupported(
             f"unknown volume encryption format type {format_text}", _DOMAIN
         ) from None
-    engine: EncryptionEngine | None = None
-    engine_text = node.get("engine")
-    if engine_text is not None:
-        try:
-            engine = EncryptionEngine(engine_text)
-        except ValueError:
-            raise xml_error(
-                f"Invalid value for attribute 'engine' in element 'encryption': '{engine_text}'.",
-                _DOMAIN,
-            ) from None
+    engine = prop_enum(node, "engine", EncryptionEngine)
     secrets = tuple(_parse_secret(child) for child in node.iterchildren("secret"))
     cipher: Cipher | None = None
     ivgen: Ivgen | None = None

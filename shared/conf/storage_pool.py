@@ -26,10 +26,10 @@ from shared.conf.storage_pool_util import (
     child_text,
     format_permissions,
     parse_permissions,
-    prop_tristate_bool,
     sanitize_path,
 )
 from shared.conf.uuid import generate_uuid, parse_uuid
+from shared.conf.xmlprops import prop_tristate
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
@@ -109,7 +109,7 @@ def _parse_type(root: etree._Element) -> PoolType:
 
 
 def _parse_cow(root: etree._Element, info: PoolTypeInfo) -> bool | None:
-    cow = prop_tristate_bool(root.find("features/cow"), "state")
+    cow = prop_tristate(root.find("features/cow"), "state")
     if cow is not None and not info.supports_cow:
         raise VirtError(
             ErrorCode.NO_SUPPORT, "cow feature may only be used for 'fs' and 'dir' pools", STORAGE

@@ -10,6 +10,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.encryption import SecretLookup, format_secret_lookup, parse_secret_lookup
+from shared.conf.pci_address import PciAddress, format_pci_address, parse_pci_address
 from shared.conf.storage_pool_types import (
     NETFS_FORMAT_NAMES,
     PoolType,
@@ -22,11 +23,10 @@ from shared.conf.storage_pool_util import (
     child_attr,
     child_text,
     prop_int,
-    prop_tristate_bool,
-    prop_uint_auto,
     sanitize_path,
 )
 from shared.conf.units import parse_c_signed
+from shared.conf.xmlprops import prop_enum, prop_tristate
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import config_unsupported, xml_detail, xml_error
 
@@ -64,17 +64,6 @@ class AdapterType(enum.StrEnum):
 
     SCSI_HOST = "scsi_host"
     FC_HOST = "fc_host"
-
-
-class PciAddress(BaseModel):
-    """A PCI address as ``<address domain= bus= slot= function=/>`` writes it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    domain: int = 0
-    bus: int = 0
-    slot: int = 0
-    function: int = 0
 
 
 class PoolAdapter(BaseModel):
@@ -150,7 +139,7 @@ def _parse_device(node: etree._Element) -> PoolSourceDevice:
     path = node.get("path")
     if path is None:
         raise xml_error("missing storage pool source device path", STORAGE)
-    return PoolSourceDevice(path=path, part_separator=prop_tristate_bool(node, "part_separator"))
+    return PoolSourceDevice(path=path, part_separator=prop_tristate(node, "part_separator"))
 
 
 def _format_device(w: XmlWriter, dev: PoolSourceDevice) -> None:
@@ -174,25 +163,6 @@ def _check_wwn(wwn: str) -> None:
         raise xml_error(f"Malformed wwn: {wwn}", STORAGE)
 
 
-def _parse_pci_address(node: etree._Element) -> PciAddress:
-    addr = PciAddress(
-        domain=prop_uint_auto(node, "domain") or 0,
-        bus=prop_uint_auto(node, "bus") or 0,
-        slot=prop_uint_auto(node, "slot") or 0,
-        function=prop_uint_auto(node, "function") or 0,
-    )
-    if addr != PciAddress():
-        if addr.bus > 0xFF:
-            raise xml_error(f"Invalid PCI address bus='{addr.bus:#x}', must be <= 0xFF", STORAGE)
-        if addr.slot > 0x1F:
-            raise xml_error(f"Invalid PCI address slot='{addr.slot:#x}', must be <= 0x1F", STORAGE)
-        if addr.function > 7:
-            raise xml_error(
-                f"Invalid PCI address function={addr.function:#x}, must be <= 7", STORAGE
-            )
-    return addr
-
-
 def _parse_adapter(node: etree._Element) -> PoolAdapter | None:
     type_text = node.get("type")
     if type_text is None:
@@ -208,16 +178,11 @@ def _parse_adapter(node: etree._Element) -> PoolAdapter | None:
             )
         name = node.get("name")
         return None if name is None else PoolAdapter(type=AdapterType.SCSI_HOST, name=name)
-    try:
-        adapter_type = AdapterType(type_text)
-    except ValueError:
-        raise xml_error(
-            f"Invalid value for attribute 'type' in element 'adapter': '{type_text}'.", STORAGE
-        ) from None
+    adapter_type = prop_enum(node, "type", AdapterType)
     if adapter_type is AdapterType.FC_HOST:
         return PoolAdapter(
             type=adapter_type,
-            managed=prop_tristate_bool(node, "managed"),
+            managed=prop_tristate(node, "managed"),
             parent=node.get("parent"),
             parent_wwnn=node.get("parent_wwnn"),
             parent_wwpn=node.get("parent_wwpn"),
@@ -232,13 +197,16 @@ def _parse_adapter(node: etree._Element) -> PoolAdapter | None:
         addr_node = parent_node.find("address")
         if addr_node is None:
             raise xml_error("Missing scsi_host PCI address element", STORAGE)
-        parentaddr = _parse_pci_address(addr_node)
+        parentaddr = parse_pci_address(addr_node)
         unique_text = parent_node.get("unique_id") or ""
         unique_id = parse_c_signed(unique_text, minimum=-INT_MAX - 1, maximum=INT_MAX)
         if unique_id is None or unique_id < 0:
             raise xml_error("Missing or invalid scsi adapter 'unique_id' value", STORAGE)
     return PoolAdapter(
-        type=adapter_type, name=node.get("name"), parentaddr=parentaddr, unique_id=unique_id
+        type=AdapterType.SCSI_HOST,
+        name=node.get("name"),
+        parentaddr=parentaddr,
+        unique_id=unique_id,
     )
 
 
@@ -297,19 +265,9 @@ def _format_adapter(w: XmlWriter, a: PoolAdapter) -> None:
     if a.name is not None or a.parentaddr is None:
         w.leaf("adapter", [("type", a.type.value), ("name", a.name)])
         return
-    addr = a.parentaddr
     w.open("adapter", [("type", a.type.value)])
     w.open("parentaddr", [("unique_id", a.unique_id)])
-    w.leaf(
-        "address",
-        [
-            ("domain", f"0x{addr.domain:04x}"),
-            ("bus", f"0x{addr.bus:02x}"),
-            ("slot", f"0x{addr.slot:02x}"),
-            # libvirt prints the function as "0x%d".
-            ("function", f"0x{addr.function}"),
-        ],
-    )
+    format_pci_address(w, a.parentaddr, with_type=False)
     w.close("parentaddr")
     w.close("adapter")
 

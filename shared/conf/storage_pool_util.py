@@ -6,7 +6,8 @@ from __future__ import annotations
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from shared.conf.units import LLONG_MAX, UINT_MAX, parse_c_signed, parse_c_unsigned
+from shared.conf.units import LLONG_MAX, UINT_MAX, parse_c_signed
+from shared.conf.xmlprops import string_of
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, xml_error
 
@@ -14,19 +15,11 @@ STORAGE = ErrorDomain.STORAGE
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
-def text_of(node: etree._Element | None) -> str | None:
-    """XPath ``string(node)`` as virXPathString returns it: None when absent or empty."""
-    if node is None:
-        return None
-    text = "".join(str(t) for t in node.itertext())
-    return text or None
-
-
 def child_text(node: etree._Element | None, path: str) -> str | None:
     """``string(./path)`` of ``node`` (first match), None when absent or empty."""
     if node is None:
         return None
-    return text_of(node.find(path))
+    return string_of(node.find(path))
 
 
 def child_attr(node: etree._Element | None, path: str, name: str) -> str | None:
@@ -41,25 +34,6 @@ def child_attr(node: etree._Element | None, path: str, name: str) -> str | None:
     return None
 
 
-def _invalid(node: etree._Element, name: str, value: str, expected: str = "") -> Exception:
-    return xml_error(
-        f"Invalid value for attribute '{name}' in element '{node.tag}': '{value}'.{expected}",
-        ErrorDomain.XML,
-    )
-
-
-def prop_tristate_bool(node: etree._Element | None, name: str) -> bool | None:
-    """A yes/no attribute (virXMLPropTristateBool); None when absent."""
-    if node is None:
-        return None
-    value = node.get(name)
-    if value is None:
-        return None
-    if value not in ("yes", "no"):
-        raise _invalid(node, name, value)
-    return value == "yes"
-
-
 def prop_int(node: etree._Element, name: str) -> int | None:
     """A signed int attribute, base 10 (virXMLPropInt); None when absent."""
     value = node.get(name)
@@ -67,24 +41,11 @@ def prop_int(node: etree._Element, name: str) -> int | None:
         return None
     number = parse_c_signed(value, minimum=INT_MIN, maximum=INT_MAX)
     if number is None:
-        raise _invalid(node, name, value, " Expected integer value")
-    return number
-
-
-def prop_uint_auto(node: etree._Element, name: str) -> int | None:
-    """An unsigned int attribute read with base 0 (0x hex, 0 octal; virXMLPropUInt)."""
-    value = node.get(name)
-    if value is None:
-        return None
-    stripped = value.lstrip(" \t\n\v\f\r").removeprefix("+")
-    if stripped[:2].lower() == "0x":
-        number = parse_c_unsigned(stripped[2:], maximum=UINT_MAX, base=16)
-    elif stripped.startswith("0") and len(stripped) > 1:
-        number = parse_c_unsigned(stripped[1:], maximum=UINT_MAX, base=8)
-    else:
-        number = parse_c_unsigned(stripped, maximum=UINT_MAX)
-    if number is None or stripped[:3].lower() == "0x+":
-        raise _invalid(node, name, value, " Expected non-negative integer value")
+        raise xml_error(
+            f"Invalid value for attribute '{name}' in element '{node.tag}': '{value}'. "
+            "Expected integer value",
+            ErrorDomain.XML,
+        )
     return number
 
 

@@ -26,6 +26,7 @@ from shared.conf.encryption import (
     format_encryption,
     parse_encryption,
 )
+from shared.conf.pci_address import PciAddress
 from shared.conf.storage_pool import (
     NamespaceOption,
     PoolTarget,
@@ -37,7 +38,6 @@ from shared.conf.storage_pool import (
 from shared.conf.storage_pool_source import (
     AdapterType,
     AuthType,
-    PciAddress,
     PoolAdapter,
     PoolAuth,
     PoolSource,
