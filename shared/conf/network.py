@@ -6,7 +6,9 @@ The parts live in their own modules (``network_ip``, ``network_dns``,
 ports); this module holds the document itself, the checks that tie the
 parts together and the ``dnsmasq:options`` namespace the network driver
 registers.  As in libvirt 9.0.0, ``<title>`` and ``<description>`` are not
-part of a network and are dropped.
+part of a network and are dropped.  A few values libvirt prints without
+escaping (a DHCP host's name, the domain name, a portgroup's name) are
+escaped here: for them libvirt would write a document that does not parse.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import enum
 from collections.abc import Mapping
 
 from lxml import etree
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.conf.macaddr import format_mac, is_multicast, parse_mac
 from shared.conf.netdev_bandwidth import Bandwidth, format_bandwidth, parse_bandwidth
@@ -33,7 +35,7 @@ from shared.conf.network_portgroup import PortGroupDef, format_portgroup, parse_
 from shared.conf.network_route import RouteDef, format_route, parse_route, unreachable_gateway
 from shared.conf.socketaddr import mask_by_prefix, same_family
 from shared.conf.uuid import generate_uuid, parse_uuid
-from shared.conf.xml_metadata import format_metadata, parse_metadata
+from shared.conf.xml_metadata import canonical_metadata, format_metadata, parse_metadata
 from shared.conf.xmlprops import (
     LONG_MAX,
     UINT_MAX,
@@ -122,6 +124,12 @@ class NetworkDef(BaseModel):
     virtualport: VirtualPort | None = None
     portgroups: tuple[PortGroupDef, ...] = ()
     dnsmasq_options: tuple[str, ...] = ()
+
+    @field_validator("metadata")
+    @classmethod
+    def _canonical_metadata(cls, value: str | None) -> str | None:
+        # kept in the form parse_network gives it, whoever builds the model
+        return None if value is None else canonical_metadata(value)
 
     def ips_of(self, *, ipv6: bool) -> list[IPDef]:
         """The ``<ip>`` elements of one family, in document order."""

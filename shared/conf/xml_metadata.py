@@ -40,9 +40,7 @@ class _Element:
 def _own_nsdecls(node: etree._Element) -> list[tuple[str | None, str]]:
     parent = node.getparent()
     inherited = parent.nsmap if parent is not None else {}
-    return [
-        (p, uri) for p, uri in node.nsmap.items() if inherited.get(p) != uri or p not in inherited
-    ]
+    return [(p, uri) for p, uri in node.nsmap.items() if inherited.get(p) != uri]
 
 
 def _content(node: etree._Element) -> list[etree._Element | str]:
@@ -213,6 +211,12 @@ def _serialize(node: etree._Element, level: int) -> str:
 def parse_metadata(node: etree._Element) -> str:
     """The ``<metadata>`` element as libvirt keeps it, written at level 0."""
     return _serialize(node, 0)
+
+
+def canonical_metadata(text: str) -> str:
+    """``text`` (a ``<metadata>`` element) as ``parse_metadata`` would keep it;
+    raises ``VirtError`` when it is not such an element."""
+    return parse_metadata(parse_xml(text, "metadata"))
 
 
 def format_metadata(w: XmlWriter, metadata: str | None) -> None:

@@ -790,3 +790,14 @@ def test_every_mode_has_one_row(mode: ForwardMode) -> None:
     # a mode either has libvirt's own bridge or none at all; layer 3 needs one
     assert not info.layer3 or info.libvirt_bridge
     assert not info.nat or mode is ForwardMode.NAT
+
+
+def test_metadata_is_kept_canonical_in_the_model() -> None:
+    net = NetworkDef(
+        name="m",
+        uuid="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        metadata="<metadata>  <a:x xmlns:a='urn:a'  k='v'/><b/></metadata>",
+    )
+    assert net.metadata == '<metadata>\n  <a:x xmlns:a="urn:a" k="v"/>\n</metadata>'
+    with pytest.raises(VirtError):
+        NetworkDef(name="m", uuid="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", metadata="<meta/>")
