@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from pathlib import Path
 
 import aiohttp
@@ -59,10 +60,12 @@ async def test_sigkill_restart_keeps_persistent_drops_ephemeral(
             "virtbus.v1.secret.internal.value.get", f'{{"uuid": "{keep}"}}'.encode(), timeout=5
         )
         assert VALUE.decode() not in internal.data.decode()  # base64 on the wire
-        assert base64.b64decode(__import__("json").loads(internal.data)["value"]) == VALUE
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
-                metrics = await r.text()
+        assert base64.b64decode(json.loads(internal.data)["value"]) == VALUE
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+        ):
+            metrics = await r.text()
         assert 'virtbus_secret_secrets{kind="ephemeral"} 0.0' in metrics
     finally:
         terminate(proc)

@@ -38,7 +38,8 @@ CEPH = f"""<secret ephemeral='no' private='no'>
 def _secret(
     usage: str, *, uuid: str | None = None, ephemeral: bool = False, private: bool = False
 ) -> str:
-    head = f"<secret ephemeral='{'yes' if ephemeral else 'no'}' private='{'yes' if private else 'no'}'>"
+    yes_no = {True: "yes", False: "no"}
+    head = f"<secret ephemeral='{yes_no[ephemeral]}' private='{yes_no[private]}'>"
     uid = f"<uuid>{uuid}</uuid>" if uuid else ""
     return f"{head}{uid}<usage type='volume'><volume>{usage}</volume></usage></secret>"
 
