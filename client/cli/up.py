@@ -34,6 +34,7 @@ log = logging.getLogger("virtbus.up")
 #: The processes of the local stack: (service name, module run with -m).
 STACK: list[tuple[str, str]] = [
     ("secret", "services.secret"),
+    ("storage", "services.storage"),
 ]
 
 _READY_TIMEOUT = 60.0

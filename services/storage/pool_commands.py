@@ -122,3 +122,76 @@ def pool_start_command(
     raise VirtError(
         ErrorCode.NO_SUPPORT, f"pool type '{pool.type.value}' has no mount or activate command", _D
     )
+
+
+# ---- building and tearing down ----------------------------------------------------
+
+#: The flag that makes each mkfs overwrite an existing file system (libvirt's choice).
+_MKFS_FORCE = {"xfs": "-f", "ext2": "-F", "ext3": "-F", "ext4": "-F", "vfat": "-I"}
+
+
+def mkfs_command(pool: StoragePoolDef, *, program: str = "mkfs") -> list[str]:
+    """The command that formats an fs pool's device (virStorageBackendExecuteMKFS)."""
+    if not pool.source.devices:
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            f"No source device specified when formatting pool '{pool.name}'",
+            _D,
+        )
+    fmt = str(pool.source.format)
+    argv = [program, "-t", fmt]
+    if fmt in _MKFS_FORCE:
+        argv.append(_MKFS_FORCE[fmt])
+    return [*argv, pool.source.devices[0].path]
+
+
+def logical_build_commands(pool: StoragePoolDef) -> list[list[str]]:
+    """pvcreate on each device, then vgcreate (virStorageBackendLogicalBuildPool)."""
+    devices = [d.path for d in pool.source.devices]
+    return [*(["pvcreate", d] for d in devices), ["vgcreate", str(pool.source.name), *devices]]
+
+
+def logical_delete_commands(pool: StoragePoolDef) -> list[list[str]]:
+    """vgremove, then pvremove on each device (virStorageBackendLogicalDeletePool)."""
+    return [
+        ["vgremove", "-f", str(pool.source.name)],
+        *(["pvremove", d.path] for d in pool.source.devices),
+    ]
+
+
+def lvcreate_command(
+    pool: StoragePoolDef, name: str, capacity: int, allocation: int, backing: str | None
+) -> list[str]:
+    """virStorageBackendLogicalLVCreate: a thin snapshot when allocation < capacity."""
+    argv = ["lvcreate", "--name", name, "-L"]
+    if capacity != allocation:
+        argv += [f"{-(-(allocation or 1) // 1024)}K", "--type", "snapshot", "--virtualsize"]
+    argv.append(f"{-(-capacity // 1024)}K")
+    argv += ["-s", backing] if backing else [str(pool.source.name)]
+    return argv
+
+
+def lvremove_commands(path: str) -> list[list[str]]:
+    """Deactivate, then remove a logical volume (virStorageBackendLogicalDeleteVol)."""
+    return [["lvchange", "-aln", path], ["lvremove", "-f", path]]
+
+
+def parted_label_command(pool: StoragePoolDef) -> list[str]:
+    """Write a disk pool's partition table (virStorageBackendDiskBuildPool)."""
+    fmt = pool.source.format or "dos"
+    label = "msdos" if fmt in ("dos", "unknown") else fmt
+    return ["parted", pool.source.devices[0].path, "mklabel", "--script", label]
+
+
+def iscsi_commands(pool: StoragePoolDef, *, login: bool) -> list[list[str]]:
+    """Discover and log in to (or log out of) an iSCSI pool's target (viriscsi.c)."""
+    host = pool.source.hosts[0]
+    portal = f"{host.name}:{host.port or 3260},1"
+    target = pool.source.devices[0].path
+    if not login:
+        return [["iscsiadm", "--mode", "node", "--portal", portal, "--targetname", target,
+                 "--logout"]]  # fmt: skip
+    return [
+        ["iscsiadm", "--mode", "discovery", "--type", "sendtargets", "--portal", portal],
+        ["iscsiadm", "--mode", "node", "--portal", portal, "--targetname", target, "--login"],
+    ]

@@ -111,13 +111,15 @@ class VolumeTarget(BaseModel):
 
 
 class BackingStore(BaseModel):
-    """``<backingStore>``: the image this volume is layered on."""
+    """``<backingStore>``: the image this volume is layered on; ``timestamps``
+    come from the backend only, as for the volume's own target."""
 
     model_config = ConfigDict(frozen=True)
 
     path: str
     format: str | None = None
     permissions: Permissions = Permissions()
+    timestamps: Timestamps | None = None
 
 
 class StorageVolumeDef(BaseModel):
@@ -277,6 +279,7 @@ def _format_backing_store(w: XmlWriter, backing: BackingStore, formats: FormatSe
     if formats is not None:
         w.leaf("format", [("type", backing.format or formats.default)])
     format_permissions(w, backing.permissions)
+    _format_timestamps(w, backing.timestamps)
     w.close("backingStore")
 
 

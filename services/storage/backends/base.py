@@ -1,0 +1,154 @@
+"""The interface every pool backend implements (libvirt's virStorageBackend).
+
+A backend acts on the pool's real storage and reports what is there; it
+never keeps state of its own.  An operation a backend lacks answers with
+libvirt's ``VIR_ERR_NO_SUPPORT`` message for it, except ``build``, ``start``
+and ``stop``, which libvirt treats as nothing to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from services.storage.runner import CommandRunner
+from shared.api.storage import BuildMode, WipeAlgorithm
+from shared.conf.storage_pool import StoragePoolDef
+from shared.conf.storage_pool_types import PoolType
+from shared.conf.storage_pool_util import Permissions
+from shared.conf.storage_volume import StorageVolumeDef, VolumeTarget, VolumeType
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+_D = ErrorDomain.STORAGE
+
+
+def no_support(message: str) -> VirtError:
+    return VirtError(ErrorCode.NO_SUPPORT, message, _D)
+
+
+def found_volume(
+    name: str, path: str, kind: VolumeType, size: int = 0, fmt: str | None = None, key: str = ""
+) -> StorageVolumeDef:
+    """A volume a refresh found whole: fully allocated, its key its path unless given."""
+    return StorageVolumeDef(
+        name=name,
+        key=key or path,
+        type=kind,
+        capacity=size,
+        allocation=size,
+        has_allocation=True,
+        target=VolumeTarget(path=path, format=fmt),
+    )
+
+
+def placed(vol: StorageVolumeDef, path: str, kind: VolumeType) -> StorageVolumeDef:
+    """``vol`` at ``path`` with its type, and its path as key (libvirt's createVol)."""
+    target = vol.target.model_copy(update={"path": path})
+    return vol.model_copy(update={"type": kind, "key": path, "target": target})
+
+
+@dataclass(frozen=True)
+class PoolScan:
+    """What a refresh found: sizes, volumes, and the target folder's permissions."""
+
+    capacity: int
+    allocation: int
+    available: int
+    volumes: list[StorageVolumeDef] = field(default_factory=list)
+    target_permissions: Permissions | None = None
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """Flags and secrets of a volume creation (VIR_STORAGE_VOL_CREATE_*)."""
+
+    prealloc_metadata: bool = False
+    reflink: bool = False
+    secret_path: str | None = None
+    input_secret_path: str | None = None
+
+
+class Backend:
+    """One pool type's storage operations; subclasses override what they support."""
+
+    pool_type: ClassVar[PoolType]
+    #: Whether volumes are built after being defined (libvirt's buildVol); a
+    #: backend without it needs a capacity in the volume XML.
+    builds_volumes: ClassVar[bool] = False
+    #: Whether ``check`` can tell a running pool (libvirt's checkPool exists).
+    has_check: ClassVar[bool] = False
+
+    def __init__(self, runner: CommandRunner) -> None:
+        self.runner = runner
+
+    # -- pools ---------------------------------------------------------------------
+
+    async def check(self, pool: StoragePoolDef) -> bool:
+        """Whether the pool's storage is running now (libvirt's checkPool);
+        backends without a check report inactive."""
+        return False
+
+    async def build(self, pool: StoragePoolDef, mode: BuildMode) -> None:
+        """Prepare the pool's storage (a folder, a file system, a volume group)."""
+
+    async def start(self, pool: StoragePoolDef) -> None:
+        """Make the storage usable (mount, activate)."""
+
+    async def stop(self, pool: StoragePoolDef) -> None:
+        """Undo ``start``."""
+
+    async def delete(self, pool: StoragePoolDef) -> None:
+        """Remove what ``build`` made."""
+        raise no_support("pool does not support pool deletion")
+
+    async def refresh(self, pool: StoragePoolDef, known: dict[str, StorageVolumeDef]) -> PoolScan:
+        """Sizes and volumes as the storage has them now."""
+        raise NotImplementedError
+
+    # -- volumes -------------------------------------------------------------------
+
+    def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+        """The volume with its type, target path and key set (libvirt's createVol);
+        refuses a volume that cannot exist in this pool."""
+        raise no_support("storage pool does not support volume creation")
+
+    async def build_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, options: CreateOptions
+    ) -> None:
+        """Create the volume's storage; on failure nothing of it remains."""
+        raise no_support("storage pool does not support volume creation")
+
+    async def build_volume_from(
+        self,
+        pool: StoragePoolDef,
+        vol: StorageVolumeDef,
+        source: StorageVolumeDef,
+        options: CreateOptions,
+    ) -> None:
+        """Create the volume as a copy of ``source``; on failure nothing of it remains."""
+        raise no_support("storage pool does not support volume creation from an existing volume")
+
+    async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+        """The volume as its storage describes it now."""
+        return vol
+
+    async def delete_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+        raise no_support("storage pool does not support vol deletion")
+
+    async def resize_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, capacity: int, allocate: bool
+    ) -> None:
+        raise no_support("storage pool does not support changing of volume capacity")
+
+    async def wipe_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, algorithm: WipeAlgorithm
+    ) -> None:
+        raise no_support("storage pool doesn't support volume wiping")
+
+    def upload_target(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
+        """The file an upload writes (confined to the pool)."""
+        raise no_support("storage pool doesn't support volume upload")
+
+    def download_source(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
+        """The file a download reads (confined to the pool)."""
+        raise no_support("storage pool doesn't support volume download")

@@ -1,0 +1,254 @@
+"""Volumes as files in a folder: what the dir, fs and netfs backends share
+(libvirt's storage_backend_fs.c volume half and storage_util.c's local helpers).
+
+Raw volumes are made natively (truncate, fallocate, sparse copy); every
+other format, and any clone involving one, goes through qemu-img with
+libvirt's exact command line.  Every path is confined to the pool folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from services.storage import files
+from services.storage.backends.base import Backend, CreateOptions, PoolScan, placed
+from services.storage.confine import check_volume_name, confined, volume_path
+from services.storage.qemu_img import QemuImgJob, qemu_img_create_commands
+from shared.api.storage import BuildMode, WipeAlgorithm
+from shared.conf.storage_pool import StoragePoolDef
+from shared.conf.storage_volume import StorageVolumeDef, VolumeType
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+_D = ErrorDomain.STORAGE
+
+
+def pool_root(pool: StoragePoolDef) -> str:
+    assert pool.target is not None, "a local pool has a target"
+    return pool.target.path
+
+
+def _needs_qemu_img(vol: StorageVolumeDef) -> bool:
+    return vol.type is VolumeType.FILE and (
+        (vol.target.format or "raw") != "raw" or vol.target.encryption is not None
+    )
+
+
+class LocalBackend(Backend):
+    """Folder-backed volumes; subclasses decide how the folder comes to be."""
+
+    builds_volumes = True
+
+    # -- pools ---------------------------------------------------------------------
+
+    async def build(self, pool: StoragePoolDef, mode: BuildMode) -> None:
+        await asyncio.to_thread(_build_folder, pool)
+
+    async def delete(self, pool: StoragePoolDef) -> None:
+        root = pool_root(pool)
+        try:
+            await asyncio.to_thread(os.rmdir, root)
+        except OSError as err:
+            raise files.system_error(err, f"failed to remove pool '{root}'") from err
+
+    async def refresh(self, pool: StoragePoolDef, known: dict[str, StorageVolumeDef]) -> PoolScan:
+        root = pool_root(pool)
+
+        def scan() -> PoolScan:
+            volumes = files.scan_folder(root, known)
+            try:
+                st = os.stat(root)
+            except OSError as err:
+                raise files.system_error(err, f"cannot stat path '{root}'") from err
+            sizes = files.folder_sizes(root)
+            return PoolScan(
+                sizes.capacity,
+                sizes.allocation,
+                sizes.available,
+                volumes,
+                files.permissions_of(st),
+            )
+
+        return await asyncio.to_thread(scan)
+
+    # -- volumes -------------------------------------------------------------------
+
+    def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+        fmt = vol.target.format
+        kind = {"dir": VolumeType.DIR, "ploop": VolumeType.PLOOP}.get(fmt or "", VolumeType.FILE)
+        check_volume_name(vol.name)
+        path = volume_path(pool_root(pool), vol.name)
+        if os.path.lexists(path):
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID, f"volume target path '{path}' already exists", _D
+            )
+        return placed(vol, path, kind)
+
+    async def build_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, options: CreateOptions
+    ) -> None:
+        fmt = vol.target.format or "raw"
+        path = confined(pool_root(pool), vol.target.path or "")
+        mode = vol.target.permissions.mode
+        if fmt == "raw" and vol.target.encryption is None:
+            if options.prealloc_metadata:
+                raise VirtError(
+                    ErrorCode.CONFIG_UNSUPPORTED,
+                    "metadata preallocation is not supported for raw volumes",
+                    _D,
+                )
+            if vol.backing_store is not None:
+                raise VirtError(
+                    ErrorCode.NO_SUPPORT, "backing storage not supported for raw volumes", _D
+                )
+            await asyncio.to_thread(files.create_raw, path, vol.capacity, vol.allocation, mode)
+        elif fmt == "dir":
+            await asyncio.to_thread(files.create_dir, path, mode)
+        elif fmt == "ploop":
+            raise VirtError(
+                ErrorCode.NO_SUPPORT, "ploop volumes need the ploop tools, not available", _D
+            )
+        else:
+            if vol.backing_store is not None:
+                _check_backing(pool, vol)
+            await self._qemu_img(
+                vol,
+                QemuImgJob(vol, None, options.prealloc_metadata, secret_path=options.secret_path),
+            )
+
+    async def build_volume_from(
+        self,
+        pool: StoragePoolDef,
+        vol: StorageVolumeDef,
+        source: StorageVolumeDef,
+        options: CreateOptions,
+    ) -> None:
+        path = confined(pool_root(pool), vol.target.path or "")
+        if _needs_qemu_img(vol) or _needs_qemu_img(source):
+            job = QemuImgJob(
+                vol,
+                source,
+                options.prealloc_metadata,
+                secret_path=options.secret_path,
+                input_secret_path=options.input_secret_path,
+            )
+            await self._qemu_img(vol, job)
+            return
+        if options.prealloc_metadata:
+            raise VirtError(
+                ErrorCode.CONFIG_UNSUPPORTED,
+                "metadata preallocation is not supported for raw volumes",
+                _D,
+            )
+        mode = vol.target.permissions.mode
+        await asyncio.to_thread(files.create_raw, path, vol.capacity, vol.allocation, mode, source)
+
+    async def _qemu_img(self, vol: StorageVolumeDef, job: QemuImgJob) -> None:
+        """Run the job's commands, then set the mode libvirt sets; remove the file on failure."""
+        path = vol.target.path or ""
+        commands = qemu_img_create_commands(job)
+        try:
+            for argv in commands:
+                await self.runner.run(argv)
+            mode = vol.target.permissions.mode
+            await asyncio.to_thread(
+                os.chmod, path, files.DEFAULT_VOL_MODE if mode is None else mode
+            )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                await asyncio.shield(asyncio.to_thread(os.unlink, path))
+            raise
+
+    async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+        path = confined(pool_root(pool), vol.target.path or "")
+        fresh = await asyncio.to_thread(files.describe, path, vol.name, vol)
+        if fresh is None:
+            raise VirtError(
+                ErrorCode.SYSTEM_ERROR,
+                f"cannot stat file '{path}': No such file or directory",
+                _D,
+            )
+        return fresh
+
+    async def delete_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+        check_volume_name(vol.name)
+        await asyncio.to_thread(files.remove, vol)
+
+    async def resize_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, capacity: int, allocate: bool
+    ) -> None:
+        path = confined(pool_root(pool), vol.target.path or "")
+        if (vol.target.format or "raw") == "raw" and vol.target.encryption is None:
+            await asyncio.to_thread(files.resize_raw, path, capacity, allocate)
+            return
+        if allocate:
+            raise VirtError(
+                ErrorCode.OPERATION_UNSUPPORTED,
+                "preallocate is only supported for raw type volume",
+                _D,
+            )
+        argv = ["qemu-img", "resize"]
+        if capacity < vol.capacity:
+            argv.append("--shrink")
+        await self.runner.run([*argv, path, str(capacity)])
+
+    async def wipe_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, algorithm: WipeAlgorithm
+    ) -> None:
+        path = confined(pool_root(pool), vol.target.path or "")
+        if algorithm is WipeAlgorithm.TRIM:
+            raise VirtError(ErrorCode.ARGUMENT_UNSUPPORTED, "'trim' algorithm not supported", _D)
+        if algorithm is WipeAlgorithm.ZERO:
+            await asyncio.to_thread(files.wipe_zero, path, vol.allocation)
+            return
+        await self.runner.run(["scrub", "-f", "-p", algorithm.value, path])
+
+    def upload_target(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
+        return confined(pool_root(pool), vol.target.path or "")
+
+    def download_source(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
+        return confined(pool_root(pool), vol.target.path or "")
+
+
+def _check_backing(pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+    """libvirt's access check on a backing store (relative paths are in the pool)."""
+    backing = vol.backing_store
+    assert backing is not None
+    path = backing.path if backing.path.startswith("/") else f"{pool_root(pool)}/{backing.path}"
+    if not os.access(path, os.R_OK):
+        raise VirtError(
+            ErrorCode.SYSTEM_ERROR,
+            f"inaccessible backing store volume {backing.path}: No such file or directory",
+            _D,
+        )
+
+
+def _build_folder(pool: StoragePoolDef) -> None:
+    """virStorageBackendBuildLocal: the parents with default modes, then the folder
+    with the XML's mode (or 0711 when it is new), owner and group."""
+    assert pool.target is not None
+    root = pool.target.path
+    if not root.startswith("/"):
+        raise VirtError(ErrorCode.INVALID_ARG, f"path '{root}' is not absolute", _D)
+    parent = os.path.dirname(root)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise files.system_error(err, f"cannot create path '{parent}'") from err
+    perms = pool.target.permissions
+    mode = perms.mode
+    if mode is None and not os.path.exists(root):
+        mode = files.DEFAULT_POOL_MODE
+    try:
+        os.makedirs(root, exist_ok=True)
+        if mode is not None:
+            os.chmod(root, mode)
+        if perms.owner is not None or perms.group is not None:
+            os.chown(
+                root,
+                perms.owner if perms.owner is not None else -1,
+                perms.group if perms.group is not None else -1,
+            )
+    except OSError as err:
+        raise files.system_error(err, f"cannot create path '{root}'") from err

@@ -1,0 +1,152 @@
+"""The runtime objects of the storage service: pools and volumes as libvirt's
+virStoragePoolObj and the volume list hold them, and their look-ups.
+
+A ``PoolObj`` keeps the definition in force (``definition``, with the sizes
+of the last refresh when active), a redefinition waiting for the pool to
+stop (``new_definition``), and what libvirt keeps beside a definition:
+active, persistent, autostart, starting, and the count of jobs in flight.
+The definition is not the runtime state: only the managers change either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from shared.api.storage import PoolInfo, PoolState, VolumeInfo
+from shared.conf.storage_pool import StoragePoolDef
+from shared.conf.storage_volume import StorageVolumeDef
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+_D = ErrorDomain.STORAGE
+
+
+@dataclass
+class VolObj:
+    """A volume of an active pool; ``building`` while being created, ``in_use``
+    counts jobs reading or writing it (clone source, wipe, upload...)."""
+
+    definition: StorageVolumeDef
+    building: bool = False
+    in_use: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def check_idle(self) -> None:
+        """Refuse a change while the volume is used or still being made (libvirt's words)."""
+        if self.in_use:
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID, f"volume '{self.name}' is still in use.", _D
+            )
+        self.check_built()
+
+    def check_built(self) -> None:
+        if self.building:
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID,
+                f"volume '{self.name}' is still being allocated.",
+                _D,
+            )
+
+
+@dataclass
+class PoolObj:
+    """A pool of this host."""
+
+    definition: StoragePoolDef
+    persistent: bool
+    active: bool = False
+    autostart: bool = False
+    new_definition: StoragePoolDef | None = None
+    starting: bool = False
+    asyncjobs: int = 0
+    revision: int | None = None
+    volumes: dict[str, VolObj] = field(default_factory=dict)
+    #: Serialises this pool's state changes (start, stop, build, refresh...).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def uuid(self) -> str:
+        return self.definition.uuid
+
+    def check_active(self) -> None:
+        if not self.active:
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID, f"storage pool '{self.name}' is not active", _D
+            )
+
+    def check_inactive(self, still: bool = False) -> None:
+        """Refuse when active: "is still active" (delete, undefine) or "is already active"."""
+        if self.active:
+            word = "still" if still else "already"
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID, f"storage pool '{self.name}' is {word} active", _D
+            )
+
+    def check_not_starting(self) -> None:
+        if self.starting:
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID, f"storage pool '{self.name}' is starting up", _D
+            )
+
+    def check_no_jobs(self) -> None:
+        if self.asyncjobs > 0:
+            raise VirtError(
+                ErrorCode.INTERNAL_ERROR,
+                f"pool '{self.name}' has asynchronous jobs running.",
+                _D,
+            )
+
+    def check_stopped(self) -> None:
+        """Before delete and undefine: inactive, not starting, no jobs running."""
+        self.check_inactive(still=True)
+        self.check_not_starting()
+        self.check_no_jobs()
+
+    def check_running(self) -> None:
+        """Before destroy and refresh: active, not starting, no jobs running."""
+        self.check_active()
+        self.check_not_starting()
+        self.check_no_jobs()
+
+    def volume(self, name: str) -> VolObj:
+        """The volume ``name``; ``VIR_ERR_NO_STORAGE_VOL`` when there is none."""
+        vol = self.volumes.get(name)
+        if vol is None:
+            raise VirtError(
+                ErrorCode.NO_STORAGE_VOL, f"no storage vol with matching name '{name}'", _D
+            )
+        return vol
+
+    def info(self) -> PoolInfo:
+        d = self.definition
+        return PoolInfo(
+            name=d.name,
+            uuid=d.uuid,
+            type=d.type.value,
+            state=PoolState.RUNNING if self.active else PoolState.INACTIVE,
+            persistent=self.persistent,
+            autostart=self.autostart,
+            capacity=d.capacity,
+            allocation=d.allocation,
+            available=d.available,
+            volumes=len(self.volumes),
+        )
+
+    def volume_info(self, vol: StorageVolumeDef) -> VolumeInfo:
+        return VolumeInfo(
+            name=vol.name,
+            pool=self.name,
+            key=vol.key or "",
+            path=vol.target.path or "",
+            type=vol.type.value,
+            capacity=vol.capacity,
+            allocation=vol.allocation,
+            physical=vol.physical,
+        )

@@ -1,0 +1,432 @@
+"""Every pool operation with libvirt's storage-driver rules (storage_driver.c,
+virstorageobj.c): define, create, build, start, destroy, delete, undefine,
+autostart, refresh, look-ups and the reconciliation on start.
+
+``PoolManager`` owns the ``PoolObj`` table of this host and is the only
+code that changes it; each change is written to KV before its event goes
+out.  A pool's ``lock`` serialises its state changes; volume jobs run
+outside it and are counted in ``asyncjobs``, as libvirt does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.storage.backends import BACKENDS
+from services.storage.backends.base import Backend
+from services.storage.objects import PoolObj, VolObj
+from services.storage.registry import PoolRecord, StorageRegistry
+from services.storage.runner import CommandRunner
+from shared.api.storage import BuildMode
+from shared.conf.storage_pool import StoragePoolDef, format_storage_pool, parse_storage_pool
+from shared.conf.storage_pool_types import PoolType
+from shared.conf.uuid import parse_uuid
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+log = logging.getLogger(__name__)
+_D = ErrorDomain.STORAGE
+
+#: (pool, virsh event name, detail): published after each change.
+PoolEvent = Callable[[PoolObj, str, str | None], Awaitable[None]]
+
+
+def _dir_match(a: StoragePoolDef, b: StoragePoolDef) -> bool:
+    if a.type is PoolType.DIR:
+        return a.target is not None and b.target is not None and a.target.path == b.target.path
+    hosts_a = {h.name for h in a.source.hosts}
+    return a.source.dir == b.source.dir and bool(hosts_a & {h.name for h in b.source.hosts})
+
+
+def _device_match(a: StoragePoolDef, b: StoragePoolDef) -> bool:
+    return bool({d.path for d in a.source.devices} & {d.path for d in b.source.devices})
+
+
+_DIR_LIKE = {PoolType.DIR, PoolType.NETFS, PoolType.GLUSTER, PoolType.ISCSI_DIRECT}
+_DEVICE_LIKE = {PoolType.FS, PoolType.LOGICAL, PoolType.DISK, PoolType.ZFS}
+
+
+def sources_clash(a: StoragePoolDef, b: StoragePoolDef) -> bool:
+    """Whether two pools use the same storage (virStoragePoolObjSourceFindDuplicate)."""
+    if a.type in _DIR_LIKE:
+        return a.type is b.type and _dir_match(a, b)
+    if a.type in _DEVICE_LIKE:
+        return b.type in _DEVICE_LIKE and _device_match(a, b)
+    if a.type is PoolType.ISCSI:
+        return a.type is b.type and _device_match(a, b) and a.source.hosts == b.source.hosts
+    if a.type in (PoolType.RBD, PoolType.SHEEPDOG, PoolType.VSTORAGE):
+        return a.type is b.type and a.source.name == b.source.name
+    return False
+
+
+class PoolManager:
+    """The pools of one host."""
+
+    def __init__(
+        self, registry: StorageRegistry, runner: CommandRunner, on_event: PoolEvent
+    ) -> None:
+        self._registry = registry
+        self._backends: dict[PoolType, Backend] = {t: cls(runner) for t, cls in BACKENDS.items()}
+        self._on_event = on_event
+        self.pools: dict[str, PoolObj] = {}
+
+    # -- look-ups ------------------------------------------------------------------
+
+    def backend(self, pool_type: PoolType) -> Backend:
+        """The backend of ``pool_type``; libvirt's error when the host has none."""
+        backend = self._backends.get(pool_type)
+        if backend is None:
+            number = list(PoolType).index(pool_type)
+            raise VirtError(
+                ErrorCode.INTERNAL_ERROR,
+                f"missing backend for pool type {number} ({pool_type.value})",
+                _D,
+            )
+        return backend
+
+    @property
+    def supported(self) -> list[PoolType]:
+        return list(self._backends)
+
+    def by_name(self, name: str) -> PoolObj:
+        for obj in self.pools.values():
+            if obj.name == name:
+                return obj
+        raise VirtError(
+            ErrorCode.NO_STORAGE_POOL, f"no storage pool with matching name '{name}'", _D
+        )
+
+    def by_uuid(self, text: str) -> PoolObj:
+        uuid = parse_uuid(text) or text
+        obj = self.pools.get(uuid)
+        if obj is None:
+            raise VirtError(
+                ErrorCode.NO_STORAGE_POOL, f"no storage pool with matching uuid '{text}'", _D
+            )
+        return obj
+
+    def all(self) -> list[PoolObj]:
+        return sorted(self.pools.values(), key=lambda o: o.name.lower())
+
+    # -- persistence ---------------------------------------------------------------
+
+    def _record(self, obj: PoolObj) -> PoolRecord:
+        return PoolRecord(
+            xml=format_storage_pool(obj.definition),
+            new_xml=format_storage_pool(obj.new_definition) if obj.new_definition else None,
+            persistent=obj.persistent,
+            active=obj.active,
+            autostart=obj.autostart,
+        )
+
+    async def _save(self, obj: PoolObj) -> None:
+        obj.revision = await self._registry.save_pool(obj.uuid, self._record(obj), obj.revision)
+
+    async def _forget(self, obj: PoolObj) -> None:
+        if obj.revision is not None:
+            await self._registry.delete_pool(obj.uuid, obj.revision)
+        self.pools.pop(obj.uuid, None)
+
+    async def _update_inactive(self, obj: PoolObj) -> None:
+        """virStoragePoolUpdateInactive: a transient pool goes, a pending definition applies."""
+        obj.volumes.clear()
+        if not obj.persistent:
+            await self._forget(obj)
+            return
+        if obj.new_definition is not None:
+            obj.definition, obj.new_definition = obj.new_definition, None
+        await self._save(obj)
+
+    # -- adding (define / create) ------------------------------------------------------
+
+    def _check_duplicate(self, new: StoragePoolDef, check_active: bool) -> PoolObj | None:
+        """virStoragePoolObjIsDuplicate: the existing pool of this UUID, or None."""
+        obj = self.pools.get(new.uuid)
+        if obj is not None:
+            if obj.name != new.name:
+                raise VirtError(
+                    ErrorCode.OPERATION_FAILED,
+                    f"pool '{obj.name}' is already defined with uuid {obj.uuid}",
+                    _D,
+                )
+            if check_active:
+                if obj.active:
+                    raise VirtError(
+                        ErrorCode.OPERATION_INVALID, f"pool is already active as '{obj.name}'", _D
+                    )
+                obj.check_not_starting()
+            return obj
+        for other in self.pools.values():
+            if other.name == new.name:
+                raise VirtError(
+                    ErrorCode.OPERATION_FAILED,
+                    f"pool '{new.name}' already exists with uuid {other.uuid}",
+                    _D,
+                )
+        return None
+
+    def _check_source(self, new: StoragePoolDef) -> None:
+        for other in self.pools.values():
+            if other.uuid != new.uuid and sources_clash(other.definition, new):
+                raise VirtError(
+                    ErrorCode.OPERATION_FAILED,
+                    f"Storage source conflict with pool: '{other.name}'",
+                    _D,
+                )
+
+    def _parse(self, xml: str) -> StoragePoolDef:
+        new = parse_storage_pool(xml)
+        if "\n" in new.name:
+            raise VirtError(ErrorCode.XML_DETAIL, "invalid char in name: 0x0a", _D)
+        self.backend(new.type)
+        return new
+
+    async def define(self, xml: str) -> PoolObj:
+        """virStoragePoolDefineXML: add a persistent pool or replace its definition."""
+        new = self._parse(xml)
+        obj = self._check_duplicate(new, check_active=False)
+        self._check_source(new)
+        if obj is None:
+            obj = PoolObj(definition=new, persistent=True)
+            self.pools[new.uuid] = obj
+            try:
+                await self._save(obj)
+            except BaseException:
+                self.pools.pop(new.uuid, None)
+                raise
+        else:
+            async with obj.lock:
+                if obj.active:
+                    obj.new_definition = new
+                else:
+                    obj.definition = new
+                obj.persistent = True
+                await self._save(obj)
+        await self._on_event(obj, "lifecycle", "Defined")
+        return obj
+
+    async def create(self, xml: str, build: BuildMode) -> PoolObj:
+        """virStoragePoolCreateXML: start a transient pool (or a defined inactive one)."""
+        new = self._parse(xml)
+        obj = self._check_duplicate(new, check_active=True)
+        self._check_source(new)
+        if obj is None:
+            obj = PoolObj(definition=new, persistent=False)
+            self.pools[new.uuid] = obj
+        else:
+            obj.new_definition = obj.definition
+            obj.definition = new
+        async with obj.lock:
+            await self._start_locked(obj, build)
+        return obj
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def _start_locked(self, obj: PoolObj, build: BuildMode) -> None:
+        backend = self.backend(obj.definition.type)
+        obj.starting = True
+        try:
+            if build is not BuildMode.NONE:
+                await backend.build(obj.definition, build)
+            await backend.start(obj.definition)
+            try:
+                await self._refresh_locked(obj, backend)
+            except BaseException:
+                await self._stop_quietly(obj, backend)
+                raise
+            obj.active = True
+            await self._save(obj)
+        except BaseException:
+            obj.active = False
+            await self._update_inactive(obj)
+            raise
+        finally:
+            obj.starting = False
+        await self._on_event(obj, "lifecycle", "Started")
+
+    async def _stop_quietly(self, obj: PoolObj, backend: Backend) -> None:
+        try:
+            await backend.stop(obj.definition)
+        except VirtError as err:
+            log.warning("stopping pool %s after a failed refresh: %s", obj.name, err)
+
+    async def start(self, name: str, build: BuildMode) -> PoolObj:
+        """virStoragePoolCreate (pool-start)."""
+        obj = self.by_name(name)
+        async with obj.lock:
+            self.backend(obj.definition.type)
+            obj.check_inactive()
+            obj.check_not_starting()
+            await self._start_locked(obj, build)
+        return obj
+
+    async def build(self, name: str, build: BuildMode) -> None:
+        """virStoragePoolBuild: only an inactive pool is built."""
+        obj = self.by_name(name)
+        async with obj.lock:
+            backend = self.backend(obj.definition.type)
+            obj.check_inactive()
+            obj.check_not_starting()
+            obj.starting = True
+            try:
+                await backend.build(obj.definition, build)
+            finally:
+                obj.starting = False
+        await self._on_event(obj, "lifecycle", "Created")
+
+    async def destroy(self, name: str) -> None:
+        """virStoragePoolDestroy: stop; a transient pool disappears."""
+        obj = self.by_name(name)
+        async with obj.lock:
+            backend = self.backend(obj.definition.type)
+            obj.check_running()
+            await backend.stop(obj.definition)
+            obj.active = False
+            await self._update_inactive(obj)
+        await self._on_event(obj, "lifecycle", "Stopped")
+
+    async def delete(self, name: str) -> None:
+        """virStoragePoolDelete: remove the pool's storage; the pool must be inactive."""
+        obj = self.by_name(name)
+        async with obj.lock:
+            backend = self.backend(obj.definition.type)
+            obj.check_stopped()
+            await backend.delete(obj.definition)
+        await self._on_event(obj, "lifecycle", "Deleted")
+
+    async def undefine(self, name: str) -> None:
+        """virStoragePoolUndefine: forget an inactive pool."""
+        obj = self.by_name(name)
+        async with obj.lock:
+            obj.check_stopped()
+            await self._forget(obj)
+        await self._on_event(obj, "lifecycle", "Undefined")
+
+    async def set_autostart(self, name: str, autostart: bool) -> None:
+        obj = self.by_name(name)
+        async with obj.lock:
+            if not obj.persistent:
+                raise VirtError(ErrorCode.INTERNAL_ERROR, "pool has no config file", _D)
+            if obj.autostart != autostart:
+                obj.autostart = autostart
+                await self._save(obj)
+
+    async def refresh(self, name: str) -> None:
+        """virStoragePoolRefresh; a failed refresh stops the pool, as in libvirt."""
+        obj = self.by_name(name)
+        async with obj.lock:
+            backend = self.backend(obj.definition.type)
+            obj.check_running()
+            try:
+                await self._refresh_locked(obj, backend)
+            except VirtError:
+                await self._stop_quietly(obj, backend)
+                obj.active = False
+                await self._update_inactive(obj)
+                await self._on_event(obj, "lifecycle", "Stopped")
+                raise
+        await self._on_event(obj, "refresh", None)
+
+    async def _refresh_locked(self, obj: PoolObj, backend: Backend) -> None:
+        known = {name: v.definition for name, v in obj.volumes.items()}
+        scan = await backend.refresh(obj.definition, known)
+        update: dict[str, object] = {
+            "capacity": scan.capacity,
+            "allocation": scan.allocation,
+            "available": scan.available,
+        }
+        if scan.target_permissions is not None and obj.definition.target is not None:
+            target = obj.definition.target
+            perms = target.permissions.model_copy(
+                update={
+                    "mode": scan.target_permissions.mode,
+                    "owner": scan.target_permissions.owner,
+                    "group": scan.target_permissions.group,
+                }
+            )
+            update["target"] = target.model_copy(update={"permissions": perms})
+        obj.definition = obj.definition.model_copy(update=update)
+        building = {n: v for n, v in obj.volumes.items() if v.building}
+        obj.volumes = {v.name: VolObj(v) for v in scan.volumes if v.name not in building}
+        obj.volumes.update(building)
+
+    def adjust_sizes(self, obj: PoolObj, allocated: int) -> None:
+        """Account for ``allocated`` more bytes used by volumes (negative when freed)."""
+        d = obj.definition
+        obj.definition = d.model_copy(
+            update={
+                "allocation": max(d.allocation + allocated, 0),
+                "available": max(d.available - allocated, 0),
+            }
+        )
+
+    # -- reconciliation ------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read this host's pools from KV and make their state match their storage
+        (libvirt's storagePoolUpdateAllState), then autostart (storageDriverAutostart)."""
+        for record, revision in await self._registry.pools():
+            try:
+                definition = parse_storage_pool(record.xml)
+                new = parse_storage_pool(record.new_xml) if record.new_xml else None
+            except VirtError as err:
+                log.error("stored pool definition no longer parses: %s", err)
+                continue
+            self.pools[definition.uuid] = PoolObj(
+                definition=definition,
+                persistent=record.persistent,
+                active=record.active,
+                autostart=record.autostart,
+                new_definition=new,
+                revision=revision,
+            )
+        for obj in list(self.pools.values()):
+            await self._reconcile(obj)
+        for obj in self.all():
+            if obj.autostart and not obj.active:
+                await self._autostart(obj)
+
+    async def _reconcile(self, obj: PoolObj) -> None:
+        """Active exactly when the backend says the storage is running."""
+        was_active = obj.active
+        backend = self._backends.get(obj.definition.type)
+        running = False
+        async with obj.lock:
+            if backend is not None:
+                try:
+                    running = await backend.check(obj.definition)
+                    if running:
+                        await self._refresh_locked(obj, backend)
+                except VirtError as err:
+                    log.error("Failed to restart storage pool '%s': %s", obj.name, err)
+                    running = False
+            obj.active = running
+            if running:
+                if not was_active:
+                    await self._save(obj)
+            else:
+                await self._update_inactive(obj)
+        if running != was_active:
+            await self._on_event(obj, "lifecycle", "Started" if running else "Stopped")
+
+    async def _autostart(self, obj: PoolObj) -> None:
+        try:
+            async with obj.lock:
+                await self._start_locked(obj, BuildMode.NONE)
+        except VirtError as err:
+            log.error("Failed to autostart storage pool '%s': %s", obj.name, err)
+
+    async def check_running(self) -> None:
+        """The periodic check: an active pool whose storage went away becomes inactive."""
+        for obj in list(self.pools.values()):
+            if obj.active and not obj.starting and obj.asyncjobs == 0:
+                backend = self._backends.get(obj.definition.type)
+                if backend is None or not backend.has_check:
+                    continue
+                if not await backend.check(obj.definition):
+                    async with obj.lock:
+                        if not obj.active:
+                            continue
+                        obj.active = False
+                        await self._update_inactive(obj)
+                    await self._on_event(obj, "lifecycle", "Stopped")

@@ -1,0 +1,113 @@
+"""What the storage service keeps in its KV bucket, per host.
+
+Keys of the ``virtbus_storage`` bucket:
+
+* ``pool.<host>.<uuid>`` -> ``PoolRecord``: the pool's current definition
+  (libvirt's config file, or its state file when active), a redefinition
+  waiting for the pool to stop, and the persistent/active/autostart flags;
+* ``claim.<host>.<pool uuid>.<name>`` -> ``Claim``: a volume being created.
+  Claiming is a KV ``create``, so of two concurrent creations of one name
+  exactly one proceeds; a claim left by a crash marks a half-made volume,
+  which the service removes when it starts again.
+
+Every write is a compare-and-set on the revision the service last saw.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.state import Conflict, StateStore
+from shared.util.subjects import token, untoken
+
+BUCKET = "virtbus_storage"
+_D = ErrorDomain.STORAGE
+
+
+class PoolRecord(BaseModel):
+    """A pool as stored: XML of its definitions and its runtime flags."""
+
+    xml: str
+    new_xml: str | None = None
+    persistent: bool = True
+    active: bool = False
+    autostart: bool = False
+
+
+class Claim(BaseModel):
+    """A volume creation in progress: enough to remove what it left."""
+
+    pool_uuid: str
+    name: str
+    path: str | None = None
+    started: float = 0.0
+
+
+def _changed(what: str) -> VirtError:
+    return VirtError(
+        ErrorCode.OPERATION_FAILED,
+        f"{what} was changed by another storage service for this host",
+        _D,
+    )
+
+
+class StorageRegistry:
+    """The bucket, seen from one host's service."""
+
+    def __init__(self, store: StateStore, host: str) -> None:
+        self._store = store
+        self._host = token(host)
+
+    def _pool_key(self, uuid: str) -> str:
+        return f"pool.{self._host}.{uuid}"
+
+    def _claim_key(self, pool_uuid: str, name: str) -> str:
+        return f"claim.{self._host}.{pool_uuid}.{token(name)}"
+
+    async def pools(self) -> list[tuple[PoolRecord, int]]:
+        """Every pool record of this host with its revision."""
+        entries = await self._store.items(f"pool.{self._host}.")
+        return [(PoolRecord.model_validate_json(e.value), e.revision) for e in entries]
+
+    async def save_pool(self, uuid: str, record: PoolRecord, revision: int | None) -> int:
+        """Store ``record``: create it (``revision`` None) or replace that revision."""
+        data = record.model_dump_json().encode()
+        try:
+            if revision is None:
+                return await self._store.create(self._pool_key(uuid), data)
+            return await self._store.update(self._pool_key(uuid), data, revision)
+        except Conflict as err:
+            raise _changed(f"pool {uuid}") from err
+
+    async def delete_pool(self, uuid: str, revision: int | None) -> None:
+        try:
+            await self._store.delete(self._pool_key(uuid), revision)
+        except Conflict as err:
+            raise _changed(f"pool {uuid}") from err
+
+    async def claim(self, pool_uuid: str, name: str, path: str | None) -> bool:
+        """Take the creation of ``name``; False when someone else holds it."""
+        claim = Claim(pool_uuid=pool_uuid, name=name, path=path, started=time.time())
+        try:
+            await self._store.create(
+                self._claim_key(pool_uuid, name), claim.model_dump_json().encode()
+            )
+        except Conflict:
+            return False
+        return True
+
+    async def release(self, pool_uuid: str, name: str) -> None:
+        await self._store.delete(self._claim_key(pool_uuid, name))
+
+    async def claims(self) -> list[Claim]:
+        """Claims left by creations that never finished."""
+        entries = await self._store.items(f"claim.{self._host}.")
+        claims = []
+        for entry in entries:
+            claim = Claim.model_validate_json(entry.value)
+            if claim.name == untoken(entry.key.rsplit(".", 1)[-1]):
+                claims.append(claim)
+        return claims

@@ -1,0 +1,344 @@
+"""Every volume operation with libvirt's storage-driver rules: create, create-from
+(clone), delete, wipe, resize, info, dumpxml and the name/key/path look-ups.
+
+A creation first reserves the name in the pool's table (synchronously, so a
+second request in this process sees it) and then claims it in KV (so a
+second process cannot take it either); the loser gets
+``VIR_ERR_STORAGE_VOL_EXIST``.  While a volume is built, the pool counts an
+async job and the volume is ``building``; while one is read or rewritten, it
+is ``in_use``; libvirt refuses conflicting operations in both states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from services.storage.backends.base import CreateOptions
+from services.storage.objects import PoolObj, VolObj
+from services.storage.pools import PoolManager
+from services.storage.registry import StorageRegistry
+from shared.api.storage import VolRef, WipeAlgorithm
+from shared.conf.storage_pool_util import sanitize_path
+from shared.conf.storage_volume import (
+    StorageVolumeDef,
+    VolParseFlags,
+    format_storage_volume,
+    parse_storage_volume,
+)
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+log = logging.getLogger(__name__)
+_D = ErrorDomain.STORAGE
+
+#: (pool, volume, detail, extra fields): published after each change.
+VolumeEvent = Callable[[PoolObj, StorageVolumeDef, str, dict[str, Any]], Awaitable[None]]
+#: Writes the passphrase of an encrypted volume to a private file; yields its path.
+SecretFiles = Callable[[PoolObj, StorageVolumeDef], contextlib.AbstractAsyncContextManager[str]]
+
+
+def volume_exists(name: str) -> VirtError:
+    """libvirt's VIR_ERR_STORAGE_VOL_EXIST, worded as virsh prints it."""
+    return VirtError(
+        ErrorCode.STORAGE_VOL_EXIST, f"storage volume '{name}' exists already", _D, raw=True
+    )
+
+
+class VolumeManager:
+    """The volumes of this host's active pools."""
+
+    def __init__(
+        self,
+        pools: PoolManager,
+        registry: StorageRegistry,
+        on_event: VolumeEvent,
+        secret_file: SecretFiles | None = None,
+    ) -> None:
+        self._pools = pools
+        self._registry = registry
+        self._on_event = on_event
+        self._secret_file = secret_file
+
+    # -- look-ups ------------------------------------------------------------------
+
+    def find(self, ref: VolRef) -> tuple[PoolObj, VolObj]:
+        """virStorageVolDefFromVol: the active pool and the volume of ``ref``."""
+        obj = self._pools.by_name(ref.pool)
+        obj.check_active()
+        return obj, obj.volume(ref.name)
+
+    def by_name(self, pool: str, name: str) -> tuple[PoolObj, VolObj]:
+        return self.find(VolRef(pool=pool, name=name))
+
+    def by_key(self, key: str) -> tuple[PoolObj, VolObj]:
+        for obj in self._pools.all():
+            if not obj.active:
+                continue
+            for vol in obj.volumes.values():
+                if vol.definition.key == key:
+                    return obj, vol
+        raise VirtError(ErrorCode.NO_STORAGE_VOL, f"no storage vol with matching key {key}", _D)
+
+    def by_path(self, path: str) -> tuple[PoolObj, VolObj]:
+        clean = sanitize_path(path)
+        for obj in self._pools.all():
+            if not obj.active:
+                continue
+            for vol in obj.volumes.values():
+                if vol.definition.target.path == clean:
+                    return obj, vol
+        shown = f"'{path}'" if path == clean else f"'{path}' ({clean})"
+        raise VirtError(ErrorCode.NO_STORAGE_VOL, f"no storage vol with matching path {shown}", _D)
+
+    async def refreshed(self, obj: PoolObj, vol: VolObj) -> StorageVolumeDef:
+        """The volume re-read from its storage (libvirt's refreshVol before info/XML)."""
+        backend = self._pools.backend(obj.definition.type)
+        vol.definition = await backend.refresh_volume(obj.definition, vol.definition)
+        return vol.definition
+
+    async def dumpxml(self, ref: VolRef) -> str:
+        obj, vol = self.find(ref)
+        return format_storage_volume(obj.definition, await self.refreshed(obj, vol))
+
+    # -- creation ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _secrets(
+        self, obj: PoolObj, vol: StorageVolumeDef, source: tuple[PoolObj, StorageVolumeDef] | None
+    ) -> AsyncIterator[CreateOptions]:
+        """Secret files for whichever of the volumes is encrypted, removed afterwards."""
+        async with contextlib.AsyncExitStack() as stack:
+            paths: list[str | None] = [None, None]
+            for i, pair in enumerate([(obj, vol), source]):
+                if pair is None or pair[1].target.encryption is None:
+                    continue
+                pool, volume = pair
+                if self._secret_file is None:
+                    raise VirtError(
+                        ErrorCode.CONFIG_UNSUPPORTED,
+                        "storage pool does not support encrypted volumes",
+                        _D,
+                    )
+                paths[i] = await stack.enter_async_context(self._secret_file(pool, volume))
+            yield CreateOptions(secret_path=paths[0], input_secret_path=paths[1])
+
+    @contextlib.asynccontextmanager
+    async def _reserve(self, obj: PoolObj, vol: StorageVolumeDef) -> AsyncIterator[VolObj]:
+        """Hold the name in the pool table and in KV while the volume is built.
+
+        The table entry is taken before the first await, so the check for an
+        existing name and the reservation cannot interleave in this process.
+        On failure the entry is dropped; on success it stays (no longer building).
+        """
+        if vol.name in obj.volumes:
+            raise volume_exists(vol.name)
+        reserved = VolObj(vol, building=True)
+        obj.volumes[vol.name] = reserved
+        obj.asyncjobs += 1
+        try:
+            if not await self._registry.claim(obj.uuid, vol.name, vol.target.path):
+                raise volume_exists(vol.name)
+            try:
+                yield reserved
+            finally:
+                await self._registry.release(obj.uuid, vol.name)
+        except BaseException:
+            if obj.volumes.get(vol.name) is reserved:
+                del obj.volumes[vol.name]
+            raise
+        finally:
+            obj.asyncjobs -= 1
+            reserved.building = False
+
+    async def _finish(self, obj: PoolObj, reserved: VolObj, vol: StorageVolumeDef) -> None:
+        """Read back what was built; a volume that cannot be read is removed again."""
+        backend = self._pools.backend(obj.definition.type)
+        try:
+            reserved.definition = await backend.refresh_volume(obj.definition, vol)
+        except BaseException:
+            with contextlib.suppress(VirtError):
+                await backend.delete_volume(obj.definition, vol)
+            raise
+
+    async def create(self, pool: str, xml: str, prealloc_metadata: bool) -> tuple[PoolObj, VolObj]:
+        """virStorageVolCreateXML."""
+        obj = self._pools.by_name(pool)
+        obj.check_active()
+        backend = self._pools.backend(obj.definition.type)
+        vol = parse_storage_volume(xml, obj.definition, VolParseFlags.OPT_CAPACITY)
+        if not vol.capacity and not backend.builds_volumes:
+            raise VirtError(
+                ErrorCode.NO_SUPPORT, "volume capacity required for this storage pool", _D
+            )
+        if vol.name in obj.volumes:
+            raise volume_exists(vol.name)
+        vol = backend.define_volume(obj.definition, vol.model_copy(update={"key": None}))
+        async with self._reserve(obj, vol) as reserved:
+            async with self._secrets(obj, vol, None) as secrets:
+                options = CreateOptions(
+                    prealloc_metadata=prealloc_metadata, secret_path=secrets.secret_path
+                )
+                await backend.build_volume(obj.definition, vol, options)
+            await self._finish(obj, reserved, vol)
+        self._pools.adjust_sizes(obj, reserved.definition.allocation)
+        await self._on_event(obj, reserved.definition, "Created", {})
+        return obj, reserved
+
+    async def create_from(
+        self, pool: str, xml: str, source: VolRef, prealloc_metadata: bool, reflink: bool
+    ) -> tuple[PoolObj, VolObj]:
+        """virStorageVolCreateXMLFrom: a new volume holding a copy of ``source``."""
+        obj = self._pools.by_name(pool)
+        src_pool = obj if source.pool == obj.name else self._pools.by_name(source.pool)
+        obj.check_active()
+        src_pool.check_active()
+        backend = self._pools.backend(obj.definition.type)
+        src = src_pool.volume(source.name)
+        vol = parse_storage_volume(xml, obj.definition, VolParseFlags.NO_CAPACITY)
+        if vol.name in obj.volumes:
+            raise VirtError(
+                ErrorCode.INTERNAL_ERROR, f"storage volume name '{vol.name}' already in use.", _D
+            )
+        src.check_built()
+        src_def = await self.refreshed(src_pool, src)
+        capacity = max(vol.capacity, src_def.capacity)
+        allocation = vol.allocation if vol.has_allocation else capacity
+        vol = vol.model_copy(update={"capacity": capacity, "allocation": allocation, "key": None})
+        vol = backend.define_volume(obj.definition, vol)
+        async with self._reserve(obj, vol) as reserved:
+            src.in_use += 1
+            if src_pool is not obj:
+                src_pool.asyncjobs += 1
+            try:
+                async with self._secrets(obj, vol, (src_pool, src_def)) as secrets:
+                    options = CreateOptions(
+                        prealloc_metadata=prealloc_metadata,
+                        reflink=reflink,
+                        secret_path=secrets.secret_path,
+                        input_secret_path=secrets.input_secret_path,
+                    )
+                    await backend.build_volume_from(obj.definition, vol, src_def, options)
+            finally:
+                src.in_use -= 1
+                if src_pool is not obj:
+                    src_pool.asyncjobs -= 1
+            await self._finish(obj, reserved, vol)
+        self._pools.adjust_sizes(obj, reserved.definition.allocation)
+        extra = {"source": f"{src_pool.name}/{src.name}"}
+        await self._on_event(obj, reserved.definition, "Created", extra)
+        return obj, reserved
+
+    # -- changes -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _busy(self, obj: PoolObj, vol: VolObj) -> AsyncIterator[None]:
+        """Mark ``vol`` in use (and its pool busy) for the length of a job."""
+        vol.check_idle()
+        vol.in_use += 1
+        obj.asyncjobs += 1
+        try:
+            yield
+        finally:
+            vol.in_use -= 1
+            obj.asyncjobs -= 1
+
+    async def delete(self, ref: VolRef) -> None:
+        """virStorageVolDelete."""
+        obj, vol = self.find(ref)
+        backend = self._pools.backend(obj.definition.type)
+        async with self._busy(obj, vol):
+            await backend.delete_volume(obj.definition, vol.definition)
+        if obj.volumes.get(vol.name) is vol:
+            del obj.volumes[vol.name]
+        self._pools.adjust_sizes(obj, -vol.definition.allocation)
+        await self._on_event(obj, vol.definition, "Deleted", {})
+
+    async def wipe(self, ref: VolRef, algorithm: WipeAlgorithm) -> None:
+        """virStorageVolWipePattern."""
+        obj, vol = self.find(ref)
+        backend = self._pools.backend(obj.definition.type)
+        async with self._busy(obj, vol):
+            await backend.wipe_volume(obj.definition, vol.definition, algorithm)
+            await self.refreshed(obj, vol)
+        await self._on_event(obj, vol.definition, "Wiped", {"algorithm": algorithm.value})
+
+    async def resize(
+        self, ref: VolRef, capacity: int, *, allocate: bool, delta: bool, shrink: bool
+    ) -> tuple[PoolObj, VolObj]:
+        """virStorageVolResize, with libvirt's checks in its order."""
+        obj, vol = self.find(ref)
+        backend = self._pools.backend(obj.definition.type)
+        vol.check_idle()
+        current = vol.definition
+        if delta:
+            if shrink:
+                target = current.capacity - min(capacity, current.capacity)
+            else:
+                target = current.capacity + capacity
+        else:
+            target = capacity
+        if target < current.allocation:
+            raise VirtError(
+                ErrorCode.INVALID_ARG, "can't shrink capacity below existing allocation", _D
+            )
+        if target < current.capacity and not shrink:
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                "Can't shrink capacity below current capacity unless shrink flag "
+                "explicitly specified",
+                _D,
+            )
+        grow = target - current.allocation if allocate else 0
+        if grow > obj.definition.available:
+            raise VirtError(ErrorCode.OPERATION_FAILED, "Not enough space left in storage pool", _D)
+        async with self._busy(obj, vol):
+            await backend.resize_volume(obj.definition, current, target, allocate)
+            await self.refreshed(obj, vol)
+        if allocate:
+            self._pools.adjust_sizes(obj, grow)
+        await self._on_event(obj, vol.definition, "Resized", {"capacity": target})
+        return obj, vol
+
+    @contextlib.asynccontextmanager
+    async def transfer(
+        self, ref: VolRef, *, upload: bool
+    ) -> AsyncIterator[tuple[PoolObj, VolObj, str]]:
+        """The file of a volume being uploaded or downloaded, held in use meanwhile."""
+        obj, vol = self.find(ref)
+        backend = self._pools.backend(obj.definition.type)
+        if upload:
+            vol.check_idle()
+            path = backend.upload_target(obj.definition, vol.definition)
+        else:
+            vol.check_built()
+            path = backend.download_source(obj.definition, vol.definition)
+        vol.in_use += 1
+        obj.asyncjobs += 1
+        try:
+            yield obj, vol, path
+        finally:
+            vol.in_use -= 1
+            obj.asyncjobs -= 1
+
+    # -- recovery ------------------------------------------------------------------
+
+    async def clean_claims(self) -> int:
+        """Remove what creations interrupted by a crash left behind; how many there were."""
+        claims = await self._registry.claims()
+        for claim in claims:
+            if claim.path:
+                await asyncio.to_thread(_remove_partial, claim.path)
+            log.warning("removed half-made volume %s of pool %s", claim.name, claim.pool_uuid)
+            await self._registry.release(claim.pool_uuid, claim.name)
+        return len(claims)
+
+
+def _remove_partial(path: str) -> None:
+    """Remove a half-made volume file; never a link, a folder or a device."""
+    if os.path.isfile(path) and not os.path.islink(path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -1,0 +1,238 @@
+"""The storage service's endpoints (libvirt's virStoragePool* and virStorageVol* API) and models.
+
+Every endpoint is host-scoped: the request goes to the storage service of
+the host named in the subject.  Pools are named by name, volumes by their
+pool and name, as libvirt's virStoragePoolPtr and virStorageVolPtr are.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import BaseModel, Field
+
+from shared.util.api import Empty, Endpoint
+
+SERVICE = "storage"
+#: Creating or cloning a volume may copy gigabytes; such calls wait longer.
+LONG_TIMEOUT = 3600.0
+
+
+class PoolState(enum.StrEnum):
+    """virStoragePoolState."""
+
+    INACTIVE = "inactive"
+    BUILDING = "building"
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    INACCESSIBLE = "inaccessible"
+
+
+class BuildMode(enum.StrEnum):
+    """How pool-build (or create/start with a build) treats existing data.
+
+    ``none``: no build; ``build``: build without a flag; ``overwrite`` and
+    ``no_overwrite``: VIR_STORAGE_POOL_BUILD_OVERWRITE / _NO_OVERWRITE.
+    """
+
+    NONE = "none"
+    BUILD = "build"
+    OVERWRITE = "overwrite"
+    NO_OVERWRITE = "no_overwrite"
+
+
+class WipeAlgorithm(enum.StrEnum):
+    """virStorageVolWipeAlgorithm, in libvirt's order."""
+
+    ZERO = "zero"
+    NNSA = "nnsa"
+    DOD = "dod"
+    BSI = "bsi"
+    GUTMANN = "gutmann"
+    SCHNEIER = "schneier"
+    PFITZNER7 = "pfitzner7"
+    PFITZNER33 = "pfitzner33"
+    RANDOM = "random"
+    TRIM = "trim"
+
+
+class PoolInfo(BaseModel):
+    """What virsh shows of a pool: identity, state and sizes (sizes only when active)."""
+
+    name: str
+    uuid: str
+    type: str
+    state: PoolState
+    persistent: bool
+    autostart: bool
+    capacity: int = 0
+    allocation: int = 0
+    available: int = 0
+    volumes: int = 0
+
+
+class VolumeInfo(BaseModel):
+    """What virsh shows of a volume: identity, type and sizes."""
+
+    name: str
+    pool: str
+    key: str
+    path: str
+    type: str
+    capacity: int = 0
+    allocation: int = 0
+    physical: int = 0
+
+
+class PoolXmlRequest(BaseModel):
+    xml: str
+    build: BuildMode = BuildMode.NONE
+
+
+class PoolRequest(BaseModel):
+    pool: str = Field(description="pool name")
+
+
+class PoolUuidRequest(BaseModel):
+    uuid: str
+
+
+class PoolBuildRequest(BaseModel):
+    pool: str
+    build: BuildMode = BuildMode.BUILD
+
+
+class PoolAutostartRequest(BaseModel):
+    pool: str
+    autostart: bool
+
+
+class PoolDumpXmlRequest(BaseModel):
+    pool: str
+    inactive: bool = False
+
+
+class PoolListRequest(BaseModel):
+    """virConnectListAllStoragePools' filters: None means either."""
+
+    active: bool | None = None
+    persistent: bool | None = None
+    autostart: bool | None = None
+    types: list[str] = Field(default_factory=list)
+
+
+class PoolListReply(BaseModel):
+    pools: list[PoolInfo] = Field(default_factory=list)
+
+
+class XmlReply(BaseModel):
+    xml: str
+
+
+class VolRef(BaseModel):
+    """A volume as virStorageVolPtr names it: its pool and its name."""
+
+    pool: str
+    name: str
+
+
+class VolCreateRequest(BaseModel):
+    pool: str
+    xml: str
+    prealloc_metadata: bool = False
+
+
+class VolCreateFromRequest(BaseModel):
+    pool: str
+    xml: str
+    source: VolRef
+    prealloc_metadata: bool = False
+    reflink: bool = False
+
+
+class VolRequest(BaseModel):
+    vol: VolRef
+
+
+class VolWipeRequest(BaseModel):
+    vol: VolRef
+    algorithm: WipeAlgorithm = WipeAlgorithm.ZERO
+
+
+class VolResizeRequest(BaseModel):
+    vol: VolRef
+    capacity: int = Field(ge=0)
+    allocate: bool = False
+    delta: bool = False
+    shrink: bool = False
+
+
+class VolNameRequest(BaseModel):
+    pool: str
+    name: str
+
+
+class VolKeyRequest(BaseModel):
+    key: str
+
+
+class VolPathRequest(BaseModel):
+    path: str
+
+
+class VolListReply(BaseModel):
+    volumes: list[VolumeInfo] = Field(default_factory=list)
+
+
+POOL_DEFINE = Endpoint(SERVICE, "pool.define", PoolXmlRequest, PoolInfo, host_scoped=True)
+POOL_CREATE = Endpoint(
+    SERVICE, "pool.create", PoolXmlRequest, PoolInfo, host_scoped=True, timeout=LONG_TIMEOUT
+)
+POOL_BUILD = Endpoint(
+    SERVICE, "pool.build", PoolBuildRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
+)
+POOL_START = Endpoint(
+    SERVICE, "pool.start", PoolBuildRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
+)
+POOL_DESTROY = Endpoint(SERVICE, "pool.destroy", PoolRequest, Empty, host_scoped=True)
+POOL_DELETE = Endpoint(
+    SERVICE, "pool.delete", PoolRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
+)
+POOL_UNDEFINE = Endpoint(SERVICE, "pool.undefine", PoolRequest, Empty, host_scoped=True)
+POOL_AUTOSTART = Endpoint(SERVICE, "pool.autostart", PoolAutostartRequest, Empty, host_scoped=True)
+POOL_REFRESH = Endpoint(
+    SERVICE, "pool.refresh", PoolRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
+)
+POOL_INFO = Endpoint(SERVICE, "pool.info", PoolRequest, PoolInfo, host_scoped=True)
+POOL_LOOKUP_UUID = Endpoint(
+    SERVICE, "pool.lookup.uuid", PoolUuidRequest, PoolInfo, host_scoped=True
+)
+POOL_LOOKUP_VOLUME = Endpoint(SERVICE, "pool.lookup.volume", VolRequest, PoolInfo, host_scoped=True)
+POOL_LIST = Endpoint(SERVICE, "pool.list", PoolListRequest, PoolListReply, host_scoped=True)
+POOL_DUMPXML = Endpoint(SERVICE, "pool.dumpxml", PoolDumpXmlRequest, XmlReply, host_scoped=True)
+POOL_CAPABILITIES = Endpoint(SERVICE, "pool.capabilities", Empty, XmlReply, host_scoped=True)
+
+VOL_CREATE = Endpoint(
+    SERVICE, "vol.create", VolCreateRequest, VolumeInfo, host_scoped=True, timeout=LONG_TIMEOUT
+)
+VOL_CREATE_FROM = Endpoint(
+    SERVICE,
+    "vol.create.from",
+    VolCreateFromRequest,
+    VolumeInfo,
+    host_scoped=True,
+    timeout=LONG_TIMEOUT,
+)
+VOL_DELETE = Endpoint(SERVICE, "vol.delete", VolRequest, Empty, host_scoped=True)
+VOL_WIPE = Endpoint(
+    SERVICE, "vol.wipe", VolWipeRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
+)
+VOL_RESIZE = Endpoint(
+    SERVICE, "vol.resize", VolResizeRequest, VolumeInfo, host_scoped=True, timeout=LONG_TIMEOUT
+)
+VOL_INFO = Endpoint(SERVICE, "vol.info", VolRequest, VolumeInfo, host_scoped=True)
+VOL_DUMPXML = Endpoint(SERVICE, "vol.dumpxml", VolRequest, XmlReply, host_scoped=True)
+VOL_LOOKUP_NAME = Endpoint(SERVICE, "vol.lookup.name", VolNameRequest, VolumeInfo, host_scoped=True)
+VOL_LOOKUP_KEY = Endpoint(SERVICE, "vol.lookup.key", VolKeyRequest, VolumeInfo, host_scoped=True)
+VOL_LOOKUP_PATH = Endpoint(SERVICE, "vol.lookup.path", VolPathRequest, VolumeInfo, host_scoped=True)
+VOL_LIST = Endpoint(SERVICE, "vol.list", PoolRequest, VolListReply, host_scoped=True)

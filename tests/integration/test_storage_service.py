@@ -1,0 +1,212 @@
+"""The storage service against a real nats-server and real qemu-img, through the typed client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from client.events import subscribe
+from client.storage import StorageClient
+from services.storage.service import StorageService, StorageSettings
+from shared.api.storage import BuildMode, PoolState, VolRef, WipeAlgorithm
+from shared.util.errors import ErrorCode, VirtError
+from shared.util.events import CloudEvent
+
+pytestmark = pytest.mark.integration
+
+HOST = "h1"
+
+
+def dir_pool(name: str, path: Path, uuid: str | None = None) -> str:
+    uid = f"<uuid>{uuid}</uuid>" if uuid else ""
+    return (
+        f"<pool type='dir'><name>{name}</name>{uid}<target><path>{path}</path></target></pool>"
+    )
+
+
+def vol_xml(name: str, capacity: int = 1 << 20, fmt: str = "raw", extra: str = "") -> str:
+    return (
+        f"<volume><name>{name}</name><capacity>{capacity}</capacity>"
+        f"<target><format type='{fmt}'/></target>{extra}</volume>"
+    )
+
+
+@pytest.fixture
+async def service(nats_url: str, tmp_path: Path) -> AsyncIterator[StorageService]:
+    settings = StorageSettings(nats_url=nats_url, state_dir=tmp_path / "state", host=HOST)
+    async with StorageService(settings) as svc:
+        yield svc
+
+
+@pytest.fixture
+def storage(service: StorageService, nc: NATS) -> StorageClient:
+    return StorageClient(nc, HOST)
+
+
+@pytest.fixture
+async def pool(storage: StorageClient, tmp_path: Path) -> str:
+    await storage.pool_define(dir_pool("images", tmp_path / "images"))
+    await storage.pool_build("images")
+    await storage.pool_start("images")
+    return "images"
+
+
+def ref(name: str, pool: str = "images") -> VolRef:
+    return VolRef(pool=pool, name=name)
+
+
+async def test_pool_lifecycle_and_refusals(storage: StorageClient, tmp_path: Path) -> None:
+    info = await storage.pool_define(dir_pool("p", tmp_path / "p"))
+    assert info.state is PoolState.INACTIVE and info.persistent and not info.autostart
+    with pytest.raises(VirtError) as err:
+        await storage.pool_destroy("p")
+    assert err.value.code is ErrorCode.OPERATION_INVALID
+    assert "storage pool 'p' is not active" in err.value.message
+    with pytest.raises(VirtError, match="No such file or directory"):
+        await storage.pool_start("p")
+    await storage.pool_start("p", BuildMode.BUILD)
+    assert (tmp_path / "p").stat().st_mode & 0o777 == 0o711
+    info = await storage.pool_info("p")
+    assert info.state is PoolState.RUNNING and info.capacity > 0
+    for action in (storage.pool_undefine, storage.pool_delete):
+        with pytest.raises(VirtError) as err:
+            await action("p")
+        assert err.value.message.endswith("storage pool 'p' is still active")
+    with pytest.raises(VirtError, match="is already active"):
+        await storage.pool_build("p")
+    await storage.pool_destroy("p")
+    await storage.pool_delete("p")
+    assert not (tmp_path / "p").exists()
+    await storage.pool_undefine("p")
+    with pytest.raises(VirtError) as err:
+        await storage.pool_info("p")
+    assert err.value.code is ErrorCode.NO_STORAGE_POOL
+
+
+async def test_define_duplicates_refused(storage: StorageClient, tmp_path: Path) -> None:
+    uuid = "4b0d2d9e-6a51-4c1e-9f25-3d1c0c7e9a10"
+    await storage.pool_define(dir_pool("a", tmp_path / "a", uuid))
+    with pytest.raises(VirtError, match=f"pool 'a' already exists with uuid {uuid}"):
+        await storage.pool_define(dir_pool("a", tmp_path / "other"))
+    with pytest.raises(VirtError, match=f"pool 'a' is already defined with uuid {uuid}"):
+        await storage.pool_define(dir_pool("b", tmp_path / "b", uuid))
+    with pytest.raises(VirtError, match="Storage source conflict with pool: 'a'"):
+        await storage.pool_define(dir_pool("c", tmp_path / "a"))
+
+
+async def test_transient_pool_goes_away_on_destroy(storage: StorageClient, tmp_path: Path) -> None:
+    info = await storage.pool_create(dir_pool("t", tmp_path / "t"), BuildMode.BUILD)
+    assert info.state is PoolState.RUNNING and not info.persistent
+    with pytest.raises(VirtError, match="pool has no config file"):
+        await storage.pool_set_autostart("t", True)
+    await storage.pool_destroy("t")
+    assert await storage.pool_list() == []
+
+
+async def test_list_filters(storage: StorageClient, tmp_path: Path, pool: str) -> None:
+    await storage.pool_define(dir_pool("idle", tmp_path / "idle"))
+    await storage.pool_set_autostart("idle", True)
+    names = [p.name for p in await storage.pool_list()]
+    assert names == ["idle", "images"]
+    assert [p.name for p in await storage.pool_list(active=True)] == ["images"]
+    assert [p.name for p in await storage.pool_list(autostart=True)] == ["idle"]
+    assert [p.name for p in await storage.pool_list(types=["fs"])] == []
+
+
+async def test_volumes_raw_qcow2_backing_clone_resize_wipe_delete(
+    storage: StorageClient, pool: str, tmp_path: Path
+) -> None:
+    base = await storage.vol_create(pool, vol_xml("base.raw", 4 << 20))
+    assert base.path == str(tmp_path / "images" / "base.raw") and base.key == base.path
+    assert base.capacity == 4 << 20 and base.allocation >= 4 << 20  # fully allocated
+    overlay = await storage.vol_create(
+        pool,
+        vol_xml(
+            "top.qcow2",
+            8 << 20,
+            "qcow2",
+            f"<backingStore><path>{base.path}</path><format type='raw'/></backingStore>",
+        ),
+    )
+    assert overlay.capacity == 8 << 20
+    xml = await storage.vol_dumpxml(ref("top.qcow2"))
+    assert "<format type='qcow2'/>" in xml and f"<path>{base.path}</path>" in xml
+    clone = await storage.vol_create_from(pool, vol_xml("copy.qcow2", 0, "qcow2"), ref("base.raw"))
+    assert clone.capacity == 4 << 20
+    grown = await storage.vol_resize(ref("copy.qcow2"), 16 << 20)
+    assert grown.capacity == 16 << 20
+    with pytest.raises(VirtError, match="unless shrink flag explicitly specified"):
+        await storage.vol_resize(ref("copy.qcow2"), 1 << 20)
+    await storage.vol_wipe(ref("base.raw"), WipeAlgorithm.ZERO)
+    await storage.vol_delete(ref("copy.qcow2"))
+    assert [v.name for v in await storage.vol_list(pool)] == ["base.raw", "top.qcow2"]
+    found = await storage.vol_lookup_by_path(base.path)
+    assert (found.pool, found.name) == (pool, "base.raw")
+    assert (await storage.vol_lookup_by_key(overlay.key)).name == "top.qcow2"
+
+
+async def test_volume_name_confined(storage: StorageClient, pool: str, tmp_path: Path) -> None:
+    for bad in ("../escape", "/etc/x", "a/b"):
+        with pytest.raises(VirtError, match="cannot contain '/'"):
+            await storage.vol_create(pool, vol_xml(bad))
+    for bad in ("..", "."):
+        with pytest.raises(VirtError) as err:
+            await storage.vol_create(pool, vol_xml(bad))
+        assert err.value.code is ErrorCode.OPERATION_INVALID
+    os.symlink("/etc/hostname", tmp_path / "images" / "link-out")
+    await storage.pool_refresh(pool)
+    assert "link-out" not in [v.name for v in await storage.vol_list(pool)]
+
+
+async def test_concurrent_create_same_name(storage: StorageClient, pool: str) -> None:
+    results = await asyncio.gather(
+        *(storage.vol_create(pool, vol_xml("race.img", 64 << 20)) for _ in range(2)),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, VirtError)]
+    assert len(errors) == 1 and len(results) == 2
+    assert errors[0].code is ErrorCode.STORAGE_VOL_EXIST
+    assert errors[0].message == "storage volume 'race.img' exists already"
+
+
+async def test_events(storage: StorageClient, nc: NATS, tmp_path: Path) -> None:
+    seen: list[CloudEvent] = []
+
+    async def collect() -> None:
+        async with subscribe(nc) as events:
+            async for ev in events:
+                seen.append(ev)
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(0.2)
+    await storage.pool_define(dir_pool("ev", tmp_path / "ev"))
+    await storage.pool_build("ev")
+    await storage.pool_start("ev")
+    await storage.vol_create("ev", vol_xml("v"))
+    await storage.pool_refresh("ev")
+    await storage.vol_delete(ref("v", "ev"))
+    await storage.pool_destroy("ev")
+    await storage.pool_undefine("ev")
+    for _ in range(50):
+        if len(seen) >= 8:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    got = [(e.data.object, e.data.event, e.data.detail) for e in seen]
+    assert got == [
+        ("pool", "lifecycle", "Defined"),
+        ("pool", "lifecycle", "Created"),
+        ("pool", "lifecycle", "Started"),
+        ("volume", "lifecycle", "Created"),
+        ("pool", "refresh", None),
+        ("volume", "lifecycle", "Deleted"),
+        ("pool", "lifecycle", "Stopped"),
+        ("pool", "lifecycle", "Undefined"),
+    ]
+    assert json.loads(seen[3].model_dump_json())["data"]["extra"]["pool"] == "ev"
