@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -126,6 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module_name, function, _, _ = _COMMANDS[args.command]
+    url = args.connect or os.environ.get("VIRTBUS_NATS_URL") or os.environ.get("NATS_URL") or ""
+    if args.command != "up" and not url.startswith(("ws://", "wss://")):
+        # nats-py imports aiohttp only for its websocket transport; skipping it
+        # saves about a third of a one-shot command's start-up time.
+        sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
     handler: Callable[[argparse.Namespace], int] = getattr(
         importlib.import_module(module_name), function
     )
