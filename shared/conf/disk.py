@@ -37,17 +37,6 @@ from shared.conf.disk_model import (
     StartupPolicy,
     Tray,
 )
-from shared.conf.disk_props import (
-    DOMAIN,
-    child,
-    child_prop,
-    child_text,
-    prop,
-    prop_bool,
-    prop_enum,
-    prop_switch,
-    prop_uint,
-)
 from shared.conf.disk_source import (
     StorageFormat,
     StorageSource,
@@ -62,17 +51,29 @@ from shared.conf.disk_source import (
     parse_storage_source,
 )
 from shared.conf.encryption import format_encryption, parse_encryption
+from shared.conf.xmlprops import (
+    first,
+    prop,
+    prop_enum,
+    prop_switch,
+    prop_tristate,
+    prop_uint,
+    string_of,
+    xpath_attr,
+)
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import ErrorCode, VirtError, config_unsupported, xml_error
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
 
 
 def _as_element(xml: str | bytes | etree._Element) -> etree._Element:
     if isinstance(xml, etree._Element):
         if xml.tag != "disk":
-            raise xml_error(f"unexpected root element <{xml.tag}>, expecting <disk>", DOMAIN)
+            raise xml_error(
+                f"unexpected root element <{xml.tag}>, expecting <disk>", ErrorDomain.DOMAIN
+            )
         return xml
-    return parse_xml(xml, "disk", domain=DOMAIN)
+    return parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN)
 
 
 # --- <source> and the disk's storage source -----------------------------------------
@@ -82,7 +83,7 @@ def _parse_disk_source(node: etree._Element, *, active: bool) -> StorageSource:
     """virDomainDiskDefParseSourceXML: the disk's type=, <source>, disk-level
     <auth>/<encryption> and backing chain."""
     kind = prop_enum(node, "type", StorageType, nonzero=True) or StorageType.FILE
-    source_node = child(node, "source")
+    source_node = first(node, "source")
     if source_node is not None:
         index = parse_index(prop(source_node, "index"), "disk index") if active else None
         src = parse_storage_source(source_node, kind, active=active, index=index)
@@ -90,16 +91,18 @@ def _parse_disk_source(node: etree._Element, *, active: bool) -> StorageSource:
         # libvirt resets the type when there is no <source> at all
         src = StorageSource(type=StorageType.FILE)
     update: dict[str, object] = {}
-    auth = child(node, "auth")
+    auth = first(node, "auth")
     if auth is not None:
         if src.auth is not None:
-            raise config_unsupported("an <auth> definition already found for disk source", DOMAIN)
+            raise config_unsupported(
+                "an <auth> definition already found for disk source", ErrorDomain.DOMAIN
+            )
         update["auth"] = parse_auth(auth)
-    encryption = child(node, "encryption")
+    encryption = first(node, "encryption")
     if encryption is not None:
         if src.encryption is not None:
             raise config_unsupported(
-                "an <encryption> definition already found for disk source", DOMAIN
+                "an <encryption> definition already found for disk source", ErrorDomain.DOMAIN
             )
         update["encryption"] = parse_encryption(encryption)
     update["backing_store"] = parse_backing_store(node, active=active)
@@ -112,7 +115,7 @@ def _parse_disk_source(node: etree._Element, *, active: bool) -> StorageSource:
 def _parse_driver(node: etree._Element) -> DiskDriver:
     rerror = prop_enum(node, "rerror_policy", ErrorPolicy, nonzero=True)
     if rerror is ErrorPolicy.ENOSPACE:
-        raise config_unsupported("Invalid disk read error policy: 'enospace'", DOMAIN)
+        raise config_unsupported("Invalid disk read error policy: 'enospace'", ErrorDomain.DOMAIN)
     cache = prop_enum(node, "cache", CacheMode)
     return DiskDriver(
         name=prop(node, "name"),
@@ -146,7 +149,7 @@ def _parse_driver_format(node: etree._Element) -> StorageFormat | None:
     except ValueError:
         fmt = StorageFormat.NONE
     if fmt is StorageFormat.NONE:
-        raise config_unsupported(f"unknown driver format value '{text}'", DOMAIN)
+        raise config_unsupported(f"unknown driver format value '{text}'", ErrorDomain.DOMAIN)
     return fmt
 
 
@@ -252,12 +255,12 @@ def _format_blockio(w: XmlWriter, b: DiskBlockIo | None) -> None:
 
 
 def _parse_iotune(node: etree._Element) -> DiskIotune:
-    iotune = child(node, "iotune")
+    iotune = first(node, "iotune")
     if iotune is None:
         return DiskIotune()
     values: dict[str, object] = {}
     for name in IOTUNE_FIELDS:
-        text = child_text(iotune, name)
+        text = string_of(first(iotune, name))
         if text is None:
             continue
         try:
@@ -265,9 +268,9 @@ def _parse_iotune(node: etree._Element) -> DiskIotune:
         except ValueError:
             number = -1
         if number < 0 or number >= 1 << 64:
-            raise xml_error(f"disk iotune field '{name}' must be an integer", DOMAIN)
+            raise xml_error(f"disk iotune field '{name}' must be an integer", ErrorDomain.DOMAIN)
         values[name] = number
-    values["group_name"] = child_text(iotune, "group_name")
+    values["group_name"] = string_of(first(iotune, "group_name"))
     return DiskIotune.model_validate(values)
 
 
@@ -292,53 +295,53 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
     """What the ``<disk>`` element says, without any post-parse defaults or checks."""
     source = _parse_disk_source(node, active=active)
     startup: StartupPolicy | None = None
-    source_node = child(node, "source")
+    source_node = first(node, "source")
     if source_node is not None:
         startup = prop_enum(source_node, "startupPolicy", StartupPolicy, nonzero=True)
     fields: dict[str, object] = {
         "device": prop_enum(node, "device", DiskDevice) or DiskDevice.DISK,
         "model": prop_enum(node, "model", DiskModel),
         "snapshot": prop_enum(node, "snapshot", SnapshotLocation, nonzero=True),
-        "rawio": prop_bool(node, "rawio"),
+        "rawio": prop_tristate(node, "rawio"),
         "sgio": prop_enum(node, "sgio", Sgio, nonzero=True),
         "startup_policy": startup,
     }
     if fields["model"] is DiskModel.DEFAULT:
         fields["model"] = None
-    target = child(node, "target")
+    target = first(node, "target")
     if target is not None:
         fields["target"] = _parse_target(target)
-    geometry = child(node, "geometry")
+    geometry = first(node, "geometry")
     if geometry is not None:
         fields["geometry"] = _parse_geometry(geometry)
-    blockio = child(node, "blockio")
+    blockio = first(node, "blockio")
     if blockio is not None:
         fields["blockio"] = _parse_blockio(blockio)
-    driver = child(node, "driver")
+    driver = first(node, "driver")
     if driver is not None:
         fields["driver"] = _parse_driver(driver)
         fmt = _parse_driver_format(driver)
         cache = metadata_cache(driver, "./", ["metadata_cache", "max_size"])
         source = source.model_copy(update={"format": fmt, "metadata_cache_max_size": cache})
-    mirror = child(node, "mirror")
+    mirror = first(node, "mirror")
     if mirror is not None and active:
         fields["mirror"] = parse_mirror(mirror)
-    transient = child(node, "transient")
+    transient = first(node, "transient")
     if transient is not None:
         fields["transient"] = True
-        fields["transient_share_backing"] = prop_bool(transient, "shareBacking")
+        fields["transient_share_backing"] = prop_tristate(transient, "shareBacking")
     fields.update(
         source=source,
-        auth_on_disk=child(node, "auth") is not None,
-        encryption_on_disk=child(node, "encryption") is not None,
-        readonly=child(node, "readonly") is not None,
-        shareable=child(node, "shareable") is not None,
+        auth_on_disk=first(node, "auth") is not None,
+        encryption_on_disk=first(node, "encryption") is not None,
+        readonly=first(node, "readonly") is not None,
+        shareable=first(node, "shareable") is not None,
         iotune=_parse_iotune(node),
-        backend_domain=child_prop(node, "backenddomain", "name"),
-        serial=child_text(node, "serial"),
-        wwn=child_text(node, "wwn"),
-        vendor=child_text(node, "vendor"),
-        product=child_text(node, "product"),
+        backend_domain=xpath_attr(first(node, "backenddomain"), "name"),
+        serial=string_of(first(node, "serial")),
+        wwn=string_of(first(node, "wwn")),
+        vendor=string_of(first(node, "vendor")),
+        product=string_of(first(node, "product")),
         info=parse_device_info(node, active=active),
     )
     return DiskDef.model_validate(fields)
@@ -376,7 +379,7 @@ def format_disk(disk: DiskDef, *, active: bool) -> str:
 def write_disk(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
     """Write ``<disk>`` into ``w`` at its current indentation."""
     if disk.source.type is StorageType.NONE:
-        raise VirtError(ErrorCode.INTERNAL_ERROR, "unexpected disk type 0", DOMAIN)
+        raise VirtError(ErrorCode.INTERNAL_ERROR, "unexpected disk type 0", ErrorDomain.DOMAIN)
     snapshot = disk.snapshot
     if snapshot is SnapshotLocation.NO and disk.readonly:
         snapshot = None
@@ -433,7 +436,7 @@ def start_mirror(disk: DiskDef, destination: StorageSource, job: MirrorJob) -> D
         raise VirtError(
             ErrorCode.BLOCK_COPY_ACTIVE,
             f"disk '{disk.target.dev}' already in active block job",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
     return disk.model_copy(update={"mirror": DiskMirror(source=destination, job=job)})
 
@@ -445,6 +448,6 @@ def pivot(disk: DiskDef) -> DiskDef:
         raise VirtError(
             ErrorCode.OPERATION_INVALID,
             f"disk '{disk.target.dev}' does not have an active block job",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
     return disk.model_copy(update={"source": disk.mirror.source, "mirror": None})

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from shared.conf.disk_props import DOMAIN, child, prop, prop_switch, prop_uint
 from shared.conf.units import parse_c_unsigned
+from shared.conf.xmlprops import first, prop, prop_switch, prop_uint
 from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import ErrorCode, VirtError, config_unsupported, xml_error
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
 
 
 class AddressType(enum.StrEnum):
@@ -112,7 +112,7 @@ def _check_pci(values: dict[str, int]) -> None:
         if values[name] > limit:
             raise config_unsupported(
                 f"Invalid PCI address {name}='0x{values[name]:x}', must be <= 0x{limit:x}",
-                DOMAIN,
+                ErrorDomain.DOMAIN,
             )
 
 
@@ -123,7 +123,7 @@ def _check_ccw(values: dict[str, int]) -> None:
             ErrorCode.INTERNAL_ERROR,
             "Invalid specification for virtio ccw address: "
             f"cssid='0x{cssid:x}' ssid='0x{ssid:x}' devno='0x{devno:04x}'",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
 
 
@@ -132,14 +132,18 @@ def _check_ccw_presence(node: etree._Element) -> None:
     present = [prop(node, name) is not None for name in ("cssid", "ssid", "devno")]
     if any(present) and not all(present):
         raise VirtError(
-            ErrorCode.INTERNAL_ERROR, "Invalid partial specification for virtio ccw address", DOMAIN
+            ErrorCode.INTERNAL_ERROR,
+            "Invalid partial specification for virtio ccw address",
+            ErrorDomain.DOMAIN,
         )
 
 
 def _parse_usb_port(text: str) -> str:
     parts = text.split(".")
     if len(parts) > 4 or any(parse_c_unsigned(p) is None for p in parts):
-        raise VirtError(ErrorCode.INTERNAL_ERROR, "Cannot parse <address> 'port' attribute", DOMAIN)
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR, "Cannot parse <address> 'port' attribute", ErrorDomain.DOMAIN
+        )
     return ".".join(str(int(p)) for p in parts)
 
 
@@ -147,15 +151,17 @@ def parse_address(node: etree._Element) -> DeviceAddress:
     """Parse an ``<address>`` element (virDomainDeviceAddressParseXML)."""
     type_text = prop(node, "type")
     if type_text is None:
-        raise VirtError(ErrorCode.INTERNAL_ERROR, "No type specified for device address", DOMAIN)
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR, "No type specified for device address", ErrorDomain.DOMAIN
+        )
     try:
         kind = AddressType(type_text)
     except ValueError:
         kind = AddressType.NONE
     if kind is AddressType.NONE:
-        raise config_unsupported(f"unknown address type '{type_text}'", DOMAIN)
+        raise config_unsupported(f"unknown address type '{type_text}'", ErrorDomain.DOMAIN)
     if kind is AddressType.VIRTIO_S390:
-        raise xml_error("virtio-s390 bus doesn't have an address", DOMAIN)
+        raise xml_error("virtio-s390 bus doesn't have an address", ErrorDomain.DOMAIN)
     values: dict[str, int] = {}
     for field in ADDRESS_FIELDS.get(kind, ()):
         number = prop_uint(node, field.name, base=field.base, required=kind is AddressType.DIMM)
@@ -165,7 +171,7 @@ def parse_address(node: etree._Element) -> DeviceAddress:
         extra["multifunction"] = prop_switch(node, "multifunction")
         if any(values.values()):
             _check_pci(values)
-        zpci = child(node, "zpci")
+        zpci = first(node, "zpci")
         if zpci is not None:
             extra["zpci_uid"] = prop_uint(zpci, "uid", base=0)
             extra["zpci_fid"] = prop_uint(zpci, "fid", base=0)
@@ -184,7 +190,7 @@ def parse_address(node: etree._Element) -> DeviceAddress:
                 raise xml_error(
                     f"Invalid value for attribute 'reg' in element 'address': '{reg}'. "
                     "Expected non-negative value",
-                    DOMAIN,
+                    ErrorDomain.DOMAIN,
                 )
             extra["reg"] = number
     elif kind is AddressType.DIMM:
@@ -266,12 +272,14 @@ _LOADPARM_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789. ")
 def _parse_loadparm(text: str) -> str:
     upper = text.upper()
     if len(upper) > 8:
-        raise xml_error(f"loadparm value '{upper}' must be between 1 and 8 characters", DOMAIN)
+        raise xml_error(
+            f"loadparm value '{upper}' must be between 1 and 8 characters", ErrorDomain.DOMAIN
+        )
     if not set(upper) <= _LOADPARM_CHARS:
         raise xml_error(
             f"invalid loadparm char '{next(c for c in upper if c not in _LOADPARM_CHARS)}', "
             "expecting chars in set of [a-zA-Z0-9.] and blank spaces",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
     return upper
 
@@ -281,23 +289,23 @@ def parse_device_info(node: etree._Element, *, active: bool) -> DeviceInfo:
     allowed).  Inactive parsing keeps only user aliases (``ua-`` prefix), as the
     QEMU driver does."""
     alias: str | None = None
-    alias_node = child(node, "alias")
+    alias_node = first(node, "alias")
     alias_text = prop(alias_node, "name") if alias_node is not None else None
     if alias_text and (active or is_user_alias(alias_text)):
         alias = alias_text
     boot_order: int | None = None
     loadparm: str | None = None
-    boot = child(node, "boot")
+    boot = first(node, "boot")
     if boot is not None:
         boot_order = prop_uint(boot, "order", required=True, nonzero=True)
         text = prop(boot, "loadparm")
         if text is not None:
             loadparm = _parse_loadparm(text)
     acpi_index: int | None = None
-    acpi = child(node, "acpi")
+    acpi = first(node, "acpi")
     if acpi is not None:
         acpi_index = prop_uint(acpi, "index", nonzero=True)
-    address_node = child(node, "address")
+    address_node = first(node, "address")
     address = parse_address(address_node) if address_node is not None else None
     return DeviceInfo(
         boot_order=boot_order,

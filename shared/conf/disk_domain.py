@@ -12,33 +12,33 @@ from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef
 from shared.conf.disk_pci import assign_disk_addresses
 from shared.conf.disk_pci_devices import LATEST, QemuFeatures
-from shared.conf.disk_props import DOMAIN, child, children, prop
 from shared.conf.disk_qemu import validate_disk_for_qemu
+from shared.conf.xmlprops import every, first, prop
 from shared.conf.xmlsafe import parse_xml
-from shared.util.errors import config_unsupported, xml_error
+from shared.util.errors import ErrorDomain, config_unsupported, xml_error
 
 
 def domain_root(domain: str | bytes | etree._Element) -> etree._Element:
     """The ``<domain>`` element of a document (parsed safely) or an element."""
     if isinstance(domain, etree._Element):
         return domain
-    return parse_xml(domain, "domain", domain=DOMAIN)
+    return parse_xml(domain, "domain", domain=ErrorDomain.DOMAIN)
 
 
 def domain_disk_elements(domain: str | bytes | etree._Element) -> list[etree._Element]:
     """The ``/domain/devices/disk`` elements, in document order."""
-    devices = child(domain_root(domain), "devices")
-    return children(devices, "disk") if devices is not None else []
+    devices = first(domain_root(domain), "devices")
+    return every(devices, "disk") if devices is not None else []
 
 
 def scsi_hostdev_addresses(domain: etree._Element) -> list[DeviceAddress]:
     """The drive addresses of the domain's SCSI host devices."""
-    devices = child(domain, "devices")
+    devices = first(domain, "devices")
     out: list[DeviceAddress] = []
-    for hostdev in children(devices, "hostdev") if devices is not None else []:
+    for hostdev in every(devices, "hostdev") if devices is not None else []:
         if prop(hostdev, "type") != "scsi":
             continue
-        address = child(hostdev, "address")
+        address = first(hostdev, "address")
         if address is not None and prop(address, "type") == "drive":
             out.append(parse_address(address))
     return out
@@ -75,7 +75,7 @@ def validate_domain_disks(
                 raise xml_error(
                     f"target '{a.target.dev}' duplicated for disk sources "
                     f"'{_source_name(a)}' and '{_source_name(b)}'",
-                    DOMAIN,
+                    ErrorDomain.DOMAIN,
                 )
     for i, a in enumerate(disks):
         addr_a = a.info.address
@@ -90,7 +90,7 @@ def validate_domain_disks(
                     f"Found duplicate drive address for disk with target name "
                     f"'{a.target.dev}' controller='{addr_a.controller}' bus='{addr_a.bus}' "
                     f"target='{addr_a.target}' unit='{addr_a.unit}'",
-                    DOMAIN,
+                    ErrorDomain.DOMAIN,
                 )
     for hostdev in scsi_hostdevs or []:
         for disk in disks:
@@ -105,7 +105,7 @@ def validate_domain_disks(
                     f"using disk target name '{disk.target.dev}' conflicts with SCSI host "
                     f"device address controller='{address.controller}' bus='{address.bus}' "
                     f"target='{address.target}' unit='{address.unit}",
-                    DOMAIN,
+                    ErrorDomain.DOMAIN,
                 )
     for disk in disks:
         group = disk.iotune.group_name
@@ -113,7 +113,7 @@ def validate_domain_disks(
             continue
         if not disk.iotune.has_any():
             raise config_unsupported(
-                "group_name can be configured only together with settings", DOMAIN
+                "group_name can be configured only together with settings", ErrorDomain.DOMAIN
             )
         for other in disks:
             if other is disk or other.iotune.group_name != group:
@@ -121,7 +121,7 @@ def validate_domain_disks(
             if other.iotune.limits() != disk.iotune.limits():
                 raise config_unsupported(
                     f"different iotunes for disks {disk.target.dev} and {other.target.dev}",
-                    DOMAIN,
+                    ErrorDomain.DOMAIN,
                 )
 
 

@@ -22,7 +22,6 @@ import enum
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from shared.conf.disk_props import DOMAIN, child, prop
 from shared.conf.disk_source import (
     StorageFormat,
     StorageSource,
@@ -37,8 +36,9 @@ from shared.conf.disk_source import (
     parse_storage_source,
     parse_storage_type,
 )
+from shared.conf.xmlprops import first, prop
 from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import config_unsupported, xml_error
+from shared.util.errors import ErrorDomain, config_unsupported, xml_error
 
 
 class MirrorJob(enum.StrEnum):
@@ -75,18 +75,20 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
         try:
             job = MirrorJob(job_text)
         except ValueError:
-            raise config_unsupported(f"unknown mirror job type '{job_text}'", DOMAIN) from None
+            raise config_unsupported(
+                f"unknown mirror job type '{job_text}'", ErrorDomain.DOMAIN
+            ) from None
     type_text = prop(node, "type")
     format_text: str | None
     index_text: str | None = None
     if type_text is not None:
-        format_node = child(node, "format")
+        format_node = first(node, "format")
         format_text = prop(format_node, "type") if format_node is not None else None
-        source_node = child(node, "source")
+        source_node = first(node, "source")
         index_text = prop(source_node, "index") if source_node is not None else None
     else:
         if job is not MirrorJob.COPY:
-            raise xml_error("mirror without type only supported by copy job", DOMAIN)
+            raise xml_error("mirror without type only supported by copy job", ErrorDomain.DOMAIN)
         format_text = prop(node, "format")
     kind = parse_storage_type(type_text)
     fmt = parse_storage_format(format_text) if format_text else None
@@ -94,15 +96,15 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
     cache = metadata_cache(node, "./format/", ["format", "metadata_cache", "max_size"])
     base: dict[str, object] = {"format": fmt, "index": index, "metadata_cache_max_size": cache}
     if type_text is not None:
-        source_node = child(node, "source")
+        source_node = first(node, "source")
         if source_node is None:
-            raise xml_error("mirror requires source element", DOMAIN)
+            raise xml_error("mirror requires source element", ErrorDomain.DOMAIN)
         source = parse_storage_source(source_node, kind, active=True, **base)
         source = source.model_copy(update={"backing_store": parse_backing_store(node, active=True)})
     else:
         path = prop(node, "file")
         if path is None:
-            raise xml_error("mirror requires file name", DOMAIN)
+            raise xml_error("mirror requires file name", ErrorDomain.DOMAIN)
         source = StorageSource.model_validate({"type": StorageType.FILE, "path": path, **base})
     ready = MirrorState.NONE
     ready_text = prop(node, "ready")
@@ -110,7 +112,9 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
         try:
             ready = MirrorState(ready_text)
         except ValueError:
-            raise xml_error(f"unknown mirror ready state {ready_text}", DOMAIN) from None
+            raise xml_error(
+                f"unknown mirror ready state {ready_text}", ErrorDomain.DOMAIN
+            ) from None
     return DiskMirror(source=source, job=job, ready=ready)
 
 

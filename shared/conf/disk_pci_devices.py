@@ -17,7 +17,7 @@ from lxml import etree
 
 from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef, DiskModel
-from shared.conf.disk_props import child, prop
+from shared.conf.xmlprops import first, prop
 from shared.util.errors import VirtError
 
 # libvirt's virDomainPCIConnectFlags bits.
@@ -195,12 +195,12 @@ def _address_state(node: etree._Element | None) -> tuple[DeviceAddress | None, b
 
 
 def _device(category: str, flags: int, node: etree._Element | None) -> PciDevice:
-    address, wanted, other = _address_state(child(node, "address") if node is not None else None)
+    address, wanted, other = _address_state(first(node, "address") if node is not None else None)
     return PciDevice(category, flags, address, wanted, other)
 
 
 def _model_type(node: etree._Element) -> str | None:
-    model = child(node, "model")
+    model = first(node, "model")
     return prop(model, "type") if model is not None else None
 
 
@@ -287,7 +287,7 @@ _VIDEO_PCI = {"vga", "cirrus", "vmvga", "xen", "vbox", "qxl", "parallels"}
 def _simple_device(tag: str, node: etree._Element, f: _Flags, family: Machine) -> PciDevice | None:
     """Devices other than controllers and disks; None for those never on PCI."""
     if tag == "filesystem":
-        driver = child(node, "driver")
+        driver = first(node, "driver")
         kind = prop(driver, "type") if driver is not None else None
         if kind in ("loop", "nbd", "ploop"):
             return _device("fs", 0, node)
@@ -335,7 +335,7 @@ def _simple_device(tag: str, node: etree._Element, f: _Flags, family: Machine) -
             node,
         )
     if tag == "serial":
-        target = child(node, "target")
+        target = first(node, "target")
         pci = target is not None and prop(target, "type") == "pci-serial"
         return _device("serial", f.pci if pci else 0, node)
     if tag == "iommu":
@@ -367,8 +367,8 @@ def _default_video(family: Machine) -> str:
 
 def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeatures) -> DomainPci:
     """Gather what PCI assignment needs from ``domain`` and its parsed ``disks``."""
-    os_node = child(domain, "os")
-    os_type = child(os_node, "type") if os_node is not None else None
+    os_node = first(domain, "os")
+    os_type = first(os_node, "type") if os_node is not None else None
     arch = (prop(os_type, "arch") if os_type is not None else None) or "x86_64"
     machine = prop(os_type, "machine") if os_type is not None else None
     family = machine_family(arch, machine or "")
@@ -376,7 +376,7 @@ def read_domain(domain: etree._Element, disks: list[DiskDef], features: QemuFeat
         machine is None and arch.startswith("riscv")
     ):
         family = machine_family(arch, "virt")
-    devices_node = child(domain, "devices")
+    devices_node = first(domain, "devices")
     nodes = list(devices_node) if devices_node is not None else []
     controllers = _controllers(nodes, disks, family, features)
     pcie_root = any(c.ctl_type == "pci" and c.ctl_model == "pcie-root" for c in controllers)
@@ -472,7 +472,7 @@ def _controllers(
             # libvirt gives a controller without index the next one of its type
             dev.ctl_index = 1 + max((c.ctl_index for c in out if c.ctl_type == ctype), default=-1)
         dev.ctl_model = prop(node, "model")
-        if child(node, "master") is not None:
+        if first(node, "master") is not None:
             dev.extra["master"] = "yes"
         insert(dev)
     for c in out:
@@ -516,9 +516,7 @@ def _controllers(
         for index in range(highest + 1):
             add(ctype, index, None)
     virtio_serial = any(
-        n.tag in ("channel", "console")
-        and (child(n, "target") is not None)
-        and prop(child(n, "target"), "type") == "virtio"  # type: ignore[arg-type]
+        n.tag in ("channel", "console") and prop(first(n, "target"), "type") == "virtio"
         for n in nodes
     )
     if virtio_serial:

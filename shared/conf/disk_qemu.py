@@ -24,11 +24,10 @@ from shared.conf.disk_model import (
     StartupPolicy,
     Tray,
 )
-from shared.conf.disk_props import DOMAIN
 from shared.conf.disk_source import StorageFormat, StorageSource, StorageType
 from shared.conf.disk_source_net import HostTransport, NetProtocol
 from shared.conf.encryption import EncryptionEngine, EncryptionFormat
-from shared.util.errors import ErrorCode, VirtError, config_unsupported, xml_error
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
 
 # --- target names ------------------------------------------------------------------
 
@@ -99,7 +98,7 @@ def drive_address(dst: str, bus: DiskBus) -> DeviceAddress | None:
     for buses that have no drive address.  Raises for an unmappable name."""
     index = disk_name_to_index(dst)
     if index is None:
-        raise xml_error(f"Unknown disk name '{dst}' and no address specified", DOMAIN)
+        raise xml_error(f"Unknown disk name '{dst}' and no address specified", ErrorDomain.DOMAIN)
     layout = DRIVE_LAYOUT.get(bus)
     if layout is None:
         return None
@@ -188,18 +187,21 @@ def _validate_chain_generic(src: StorageSource) -> None:
     if src.type is StorageType.NETWORK and net is not None and src.auth is not None:
         if net.protocol not in _AUTH_PROTOCOLS and net.protocol is not NetProtocol.NONE:
             raise config_unsupported(
-                f"authentication is not supported for protocol '{net.protocol.value}'", DOMAIN
+                f"authentication is not supported for protocol '{net.protocol.value}'",
+                ErrorDomain.DOMAIN,
             )
         usage = src.auth.secret_type
         if usage not in _SECRET_USAGES:
-            raise config_unsupported(f"unknown secret type '{usage or '<null>'}'", DOMAIN)
+            raise config_unsupported(
+                f"unknown secret type '{usage or '<null>'}'", ErrorDomain.DOMAIN
+            )
         required = _REQUIRED_USAGE.get(net.protocol)
         if required is not None and usage != required:
-            raise config_unsupported(f"invalid secret type '{usage}'", DOMAIN)
+            raise config_unsupported(f"invalid secret type '{usage}'", ErrorDomain.DOMAIN)
     enc = src.encryption
     if enc is not None and enc.format is EncryptionFormat.LUKS and enc.cipher is not None:
         raise config_unsupported(
-            "supplying <cipher> for domain disk definition is unnecessary", DOMAIN
+            "supplying <cipher> for domain disk definition is unnecessary", ErrorDomain.DOMAIN
         )
     # <snapshot>/<config> exist only in the network model here, so libvirt's
     # "only with rbd" refusal for other source types cannot arise.
@@ -208,61 +210,73 @@ def _validate_chain_generic(src: StorageSource) -> None:
 def _validate_chain_qemu(src: StorageSource) -> None:
     fmt = src.format
     if fmt is StorageFormat.COW:
-        raise config_unsupported("'cow' storage format is not supported", DOMAIN)
+        raise config_unsupported("'cow' storage format is not supported", ErrorDomain.DOMAIN)
     if fmt is StorageFormat.DIR:
         raise config_unsupported(
             "'directory' storage format is not directly supported by QEMU, "
             "use 'dir' disk type instead",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
     if fmt is StorageFormat.ISO:
         raise config_unsupported(
-            "storage format 'iso' is not directly supported by QEMU, use 'raw' instead", DOMAIN
+            "storage format 'iso' is not directly supported by QEMU, use 'raw' instead",
+            ErrorDomain.DOMAIN,
         )
     if fmt is StorageFormat.FAT and src.type not in (StorageType.VOLUME, StorageType.DIR):
         raise config_unsupported(
-            "storage format 'fat' is supported only with 'dir' storage type", DOMAIN
+            "storage format 'fat' is supported only with 'dir' storage type", ErrorDomain.DOMAIN
         )
     if src.type is StorageType.DIR and fmt not in (None, StorageFormat.FAT):
-        raise config_unsupported("storage type 'dir' requires use of storage format 'fat'", DOMAIN)
+        raise config_unsupported(
+            "storage type 'dir' requires use of storage format 'fat'", ErrorDomain.DOMAIN
+        )
     net = src.network if src.type is StorageType.NETWORK else None
     protocol = net.protocol if net is not None else None
     if net is not None:
         if protocol is NetProtocol.TFTP:
             raise config_unsupported(
-                "'tftp' protocol is not supported with this QEMU binary", DOMAIN
+                "'tftp' protocol is not supported with this QEMU binary", ErrorDomain.DOMAIN
             )
         if protocol is NetProtocol.NFS:
             if len(net.hosts) != 1:
                 raise config_unsupported(
-                    "'nfs' protocol requires the usage of exactly one host", DOMAIN
+                    "'nfs' protocol requires the usage of exactly one host", ErrorDomain.DOMAIN
                 )
             if net.hosts[0].transport is not HostTransport.TCP:
-                raise config_unsupported("'nfs' host must use TCP protocol", DOMAIN)
+                raise config_unsupported("'nfs' host must use TCP protocol", ErrorDomain.DOMAIN)
             if net.hosts[0].port:
-                raise config_unsupported("port cannot be specified in 'nfs' protocol host", DOMAIN)
+                raise config_unsupported(
+                    "port cannot be specified in 'nfs' protocol host", ErrorDomain.DOMAIN
+                )
         if net.tls_hostname is not None and protocol is not NetProtocol.NBD:
-            raise config_unsupported("'tlsHostname' field is supported only with NBD disks", DOMAIN)
+            raise config_unsupported(
+                "'tlsHostname' field is supported only with NBD disks", ErrorDomain.DOMAIN
+            )
     if src.metadata_cache_max_size and fmt is not StorageFormat.QCOW2:
         raise config_unsupported(
-            "metadata cache max size control is supported only with qcow2 images", DOMAIN
+            "metadata cache max size control is supported only with qcow2 images",
+            ErrorDomain.DOMAIN,
         )
     enc = src.encryption
     if enc is not None:
         if enc.format in (EncryptionFormat.DEFAULT, EncryptionFormat.QCOW):
-            raise config_unsupported("old qcow/qcow2 encryption is not supported", DOMAIN)
+            raise config_unsupported(
+                "old qcow/qcow2 encryption is not supported", ErrorDomain.DOMAIN
+            )
         if enc.engine is EncryptionEngine.QEMU:
             if enc.format is EncryptionFormat.LUKS2:
                 raise config_unsupported(
-                    "luks2 is currently not supported by the qemu encryption engine", DOMAIN
+                    "luks2 is currently not supported by the qemu encryption engine",
+                    ErrorDomain.DOMAIN,
                 )
             if fmt not in (StorageFormat.QCOW2, StorageFormat.RAW):
                 raise config_unsupported(
-                    "encryption is supported only with 'raw' and 'qcow2' image format", DOMAIN
+                    "encryption is supported only with 'raw' and 'qcow2' image format",
+                    ErrorDomain.DOMAIN,
                 )
         elif enc.engine is EncryptionEngine.LIBRBD and protocol is not NetProtocol.RBD:
             raise config_unsupported(
-                "librbd encryption is supported only with RBD backed disks", DOMAIN
+                "librbd encryption is supported only with RBD backed disks", ErrorDomain.DOMAIN
             )
 
 
@@ -275,8 +289,12 @@ def _no_target(disk: DiskDef) -> VirtError:
     elif src.network is not None and src.network.name is not None:
         detail = src.network.name
     else:
-        return VirtError(ErrorCode.NO_TARGET, "missing target information for device", DOMAIN)
-    return VirtError(ErrorCode.NO_TARGET, f"missing target information for device {detail}", DOMAIN)
+        return VirtError(
+            ErrorCode.NO_TARGET, "missing target information for device", ErrorDomain.DOMAIN
+        )
+    return VirtError(
+        ErrorCode.NO_TARGET, f"missing target information for device {detail}", ErrorDomain.DOMAIN
+    )
 
 
 _VIRTIO_MODELS = {
@@ -294,19 +312,23 @@ def _validate_generic(disk: DiskDef) -> None:
     for src in disk.source.chain():
         _validate_chain_generic(src)
     if disk.sgio is Sgio.UNFILTERED:
-        raise config_unsupported("unfiltered sgio is no longer supported", DOMAIN)
+        raise config_unsupported("unfiltered sgio is no longer supported", ErrorDomain.DOMAIN)
     if disk.device is not DiskDevice.LUN:
         if disk.source.reservations is not None:
-            raise config_unsupported("<reservations/> allowed only for lun devices", DOMAIN)
+            raise config_unsupported(
+                "<reservations/> allowed only for lun devices", ErrorDomain.DOMAIN
+            )
         if disk.rawio is not None:
-            raise config_unsupported("rawio can be used only with device='lun'", DOMAIN)
+            raise config_unsupported("rawio can be used only with device='lun'", ErrorDomain.DOMAIN)
         if disk.sgio is not None:
-            raise config_unsupported("sgio can be used only with device='lun'", DOMAIN)
+            raise config_unsupported("sgio can be used only with device='lun'", ErrorDomain.DOMAIN)
     io = disk.iotune
     for kind in ("bytes_sec", "iops_sec", "bytes_sec_max", "iops_sec_max"):
         total = getattr(io, f"total_{kind}")
         if total and (getattr(io, f"read_{kind}") or getattr(io, f"write_{kind}")):
-            raise xml_error(f"total and read/write {kind} cannot be set at the same time", DOMAIN)
+            raise xml_error(
+                f"total and read/write {kind} cannot be set at the same time", ErrorDomain.DOMAIN
+            )
     bus = disk.target.bus
     address_type = disk.info.address_type
     if (
@@ -317,62 +339,75 @@ def _validate_generic(disk: DiskDef) -> None:
         raise config_unsupported(
             f"Invalid address type '{address_type.value}' for the disk '{dst}' "
             f"with the bus type '{bus.value}'",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
     if bus is not DiskBus.VIRTIO:
         if disk.model in _VIRTIO_MODELS:
             raise config_unsupported(
-                f"disk model '{disk.model}' not supported for bus '{bus.value}'", DOMAIN
+                f"disk model '{disk.model}' not supported for bus '{bus.value}'", ErrorDomain.DOMAIN
             )
         if disk.driver.queues:
             raise config_unsupported(
                 "queues attribute in disk driver element is only supported by virtio-blk",
-                DOMAIN,
+                ErrorDomain.DOMAIN,
             )
         if disk.driver.event_idx is not None:
-            raise config_unsupported("disk event_idx mode supported only for virtio bus", DOMAIN)
+            raise config_unsupported(
+                "disk event_idx mode supported only for virtio bus", ErrorDomain.DOMAIN
+            )
         if disk.driver.ioeventfd is not None:
-            raise config_unsupported("disk ioeventfd mode supported only for virtio bus", DOMAIN)
+            raise config_unsupported(
+                "disk ioeventfd mode supported only for virtio bus", ErrorDomain.DOMAIN
+            )
         for option in ("iommu", "ats", "packed"):
             if getattr(disk.driver, option) is not None:
                 raise config_unsupported(
-                    f"{option} driver option is only supported for virtio devices", DOMAIN
+                    f"{option} driver option is only supported for virtio devices",
+                    ErrorDomain.DOMAIN,
                 )
         if disk.driver.page_per_vq is not None:
             raise config_unsupported(
-                "page_per_vq option is only supported for virtio devices", DOMAIN
+                "page_per_vq option is only supported for virtio devices", ErrorDomain.DOMAIN
             )
     if disk.source.nvme is not None and disk.source.nvme.namespace == 0:
-        raise config_unsupported("NVMe namespace can't be zero", DOMAIN)
+        raise config_unsupported("NVMe namespace can't be zero", ErrorDomain.DOMAIN)
     if disk.target.tray is not Tray.CLOSED and disk.device not in (
         DiskDevice.FLOPPY,
         DiskDevice.CDROM,
     ):
-        raise config_unsupported("tray is only valid for cdrom and floppy", DOMAIN)
+        raise config_unsupported("tray is only valid for cdrom and floppy", ErrorDomain.DOMAIN)
     for what, value, limit in (("vendor", disk.vendor, 8), ("product", disk.product, 16)):
         if value is None:
             continue
         if not value.isprintable() or not value.isascii():
-            raise xml_error(f"disk {what} is not printable string", DOMAIN)
+            raise xml_error(f"disk {what} is not printable string", ErrorDomain.DOMAIN)
         if len(value) > limit:
-            raise config_unsupported(f"disk {what} is more than {limit} characters", DOMAIN)
+            raise config_unsupported(
+                f"disk {what} is more than {limit} characters", ErrorDomain.DOMAIN
+            )
     if disk.device is DiskDevice.FLOPPY and bus is not DiskBus.FDC:
         raise VirtError(
-            ErrorCode.INTERNAL_ERROR, f"Invalid bus type '{bus.value}' for floppy disk", DOMAIN
+            ErrorCode.INTERNAL_ERROR,
+            f"Invalid bus type '{bus.value}' for floppy disk",
+            ErrorDomain.DOMAIN,
         )
     if disk.device is not DiskDevice.FLOPPY and bus is DiskBus.FDC:
         raise VirtError(
-            ErrorCode.INTERNAL_ERROR, f"Invalid bus type '{bus.value}' for disk", DOMAIN
+            ErrorCode.INTERNAL_ERROR, f"Invalid bus type '{bus.value}' for disk", ErrorDomain.DOMAIN
         )
     if disk.target.removable is not None and bus is not DiskBus.USB:
-        raise xml_error("removable is only valid for usb disks", DOMAIN)
+        raise xml_error("removable is only valid for usb disks", ErrorDomain.DOMAIN)
     _validate_startup_policy(disk)
     if disk.device in (DiskDevice.DISK, DiskDevice.LUN) and not dst.startswith(_PREFIXES[1:]):
-        raise VirtError(ErrorCode.INTERNAL_ERROR, f"Invalid harddisk device name: {dst}", DOMAIN)
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR, f"Invalid harddisk device name: {dst}", ErrorDomain.DOMAIN
+        )
     if disk.device is DiskDevice.FLOPPY and not dst.startswith("fd"):
-        raise VirtError(ErrorCode.INTERNAL_ERROR, f"Invalid floppy device name: {dst}", DOMAIN)
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR, f"Invalid floppy device name: {dst}", ErrorDomain.DOMAIN
+        )
     if disk.source.is_empty and disk.device is DiskDevice.DISK:
-        raise VirtError(ErrorCode.NO_SOURCE, dst, DOMAIN)
+        raise VirtError(ErrorCode.NO_SOURCE, dst, ErrorDomain.DOMAIN)
 
 
 def _validate_startup_policy(disk: DiskDef) -> None:
@@ -383,14 +418,14 @@ def _validate_startup_policy(disk: DiskDef) -> None:
         raise xml_error(
             f"disk startupPolicy '{policy.value}' is not allowed for disk of "
             f"'{disk.source.type.value}' type",
-            DOMAIN,
+            ErrorDomain.DOMAIN,
         )
     if policy is StartupPolicy.REQUISITE and disk.device not in (
         DiskDevice.CDROM,
         DiskDevice.FLOPPY,
     ):
         raise xml_error(
-            "disk startupPolicy 'requisite' is allowed only for cdrom or floppy", DOMAIN
+            "disk startupPolicy 'requisite' is allowed only for cdrom or floppy", ErrorDomain.DOMAIN
         )
 
 
@@ -398,38 +433,48 @@ def _validate_qemu(disk: DiskDef) -> None:
     dst = disk.target.dev or ""
     bus = disk.target.bus
     if disk.device is DiskDevice.CDROM and bus in (DiskBus.VIRTIO, DiskBus.SD):
-        raise config_unsupported(f"disk type of '{dst}' does not support ejectable media", DOMAIN)
+        raise config_unsupported(
+            f"disk type of '{dst}' does not support ejectable media", ErrorDomain.DOMAIN
+        )
     if disk.wwn and bus not in (DiskBus.IDE, DiskBus.SCSI):
-        raise config_unsupported("Only ide and scsi disk support wwn", DOMAIN)
+        raise config_unsupported("Only ide and scsi disk support wwn", ErrorDomain.DOMAIN)
     if (disk.vendor or disk.product) and bus is not DiskBus.SCSI:
-        raise config_unsupported("Only scsi disk supports vendor and product", DOMAIN)
+        raise config_unsupported("Only scsi disk supports vendor and product", ErrorDomain.DOMAIN)
     if disk.device is DiskDevice.LUN and bus not in (DiskBus.VIRTIO, DiskBus.SCSI):
         raise config_unsupported(
-            f"disk device='lun' is not supported for bus='{bus.value}'", DOMAIN
+            f"disk device='lun' is not supported for bus='{bus.value}'", ErrorDomain.DOMAIN
         )
     address_type = disk.info.address_type
     if bus in _DRIVE_BUSES and address_type is not AddressType.DRIVE:
         raise VirtError(
-            ErrorCode.INTERNAL_ERROR, f"unexpected address type for {bus.value} disk", DOMAIN
+            ErrorCode.INTERNAL_ERROR,
+            f"unexpected address type for {bus.value} disk",
+            ErrorDomain.DOMAIN,
         )
     if disk.readonly and disk.device is DiskDevice.DISK and bus in (DiskBus.IDE, DiskBus.SATA):
-        raise config_unsupported(f"readonly {bus.value} disks are not supported", DOMAIN)
+        raise config_unsupported(
+            f"readonly {bus.value} disks are not supported", ErrorDomain.DOMAIN
+        )
     if disk.transient and disk.readonly:
-        raise config_unsupported(f"transient disk '{dst}' must not be read-only", DOMAIN)
+        raise config_unsupported(
+            f"transient disk '{dst}' must not be read-only", ErrorDomain.DOMAIN
+        )
     if disk.shareable and not disk.readonly and disk.source.format is not StorageFormat.RAW:
         raise config_unsupported(
-            f"shared access for disk '{dst}' requires use of supported storage format", DOMAIN
+            f"shared access for disk '{dst}' requires use of supported storage format",
+            ErrorDomain.DOMAIN,
         )
     if disk.driver.name is not None and disk.driver.name != "qemu":
         raise config_unsupported(
-            f"unsupported driver name '{disk.driver.name}' for disk '{dst}'", DOMAIN
+            f"unsupported driver name '{disk.driver.name}' for disk '{dst}'", ErrorDomain.DOMAIN
         )
     parsed = disk_name_parse(dst)
     if parsed is None or parsed[1] < 0:
-        raise config_unsupported(f"invalid disk target '{dst}'", DOMAIN)
+        raise config_unsupported(f"invalid disk target '{dst}'", ErrorDomain.DOMAIN)
     if parsed[1] != 0:
         raise config_unsupported(
-            f"invalid disk target '{dst}', partitions can't appear in disk targets", DOMAIN
+            f"invalid disk target '{dst}', partitions can't appear in disk targets",
+            ErrorDomain.DOMAIN,
         )
     for src in disk.source.chain():
         _validate_chain_qemu(src)
@@ -447,5 +492,5 @@ def validate_disk_for_qemu(disk: DiskDef, *, rbd_encryption: bool) -> None:
         enc = src.encryption
         if enc is not None and enc.engine is EncryptionEngine.LIBRBD and not rbd_encryption:
             raise config_unsupported(
-                "librbd encryption is not supported by this QEMU binary", DOMAIN
+                "librbd encryption is not supported by this QEMU binary", ErrorDomain.DOMAIN
             )

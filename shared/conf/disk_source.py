@@ -14,16 +14,6 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.disk_address import DeviceAddress, parse_address
-from shared.conf.disk_props import (
-    DOMAIN,
-    child,
-    child_text,
-    children,
-    prop,
-    prop_bool,
-    prop_uint,
-    scaled_child,
-)
 from shared.conf.disk_source_net import (
     NetworkSource,
     format_network_children,
@@ -39,8 +29,24 @@ from shared.conf.encryption import (
     parse_secret_lookup,
 )
 from shared.conf.units import parse_c_unsigned
+from shared.conf.xmlprops import (
+    every,
+    first,
+    prop,
+    prop_tristate,
+    prop_uint,
+    scaled_value,
+    string_of,
+)
 from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import ErrorCode, VirtError, config_unsupported, xml_detail, xml_error
+from shared.util.errors import (
+    ErrorCode,
+    ErrorDomain,
+    VirtError,
+    config_unsupported,
+    xml_detail,
+    xml_error,
+)
 
 
 class StorageType(enum.StrEnum):
@@ -226,17 +232,19 @@ def parse_auth(node: etree._Element) -> StorageAuth:
     """Parse ``<auth>`` (virStorageAuthDefParse)."""
     username = prop(node, "username")
     if not username:
-        raise xml_error("missing username for auth", DOMAIN)
+        raise xml_error("missing username for auth", ErrorDomain.DOMAIN)
     auth_type = AuthType.NONE
     type_text = prop(node, "type")
     if type_text:
         try:
             auth_type = AuthType(type_text)
         except ValueError:
-            raise config_unsupported(f"unknown auth type '{type_text}'", DOMAIN) from None
-    secret = child(node, "secret")
+            raise config_unsupported(
+                f"unknown auth type '{type_text}'", ErrorDomain.DOMAIN
+            ) from None
+    secret = first(node, "secret")
     if secret is None:
-        raise xml_error("Missing <secret> element in auth", DOMAIN)
+        raise xml_error("Missing <secret> element in auth", ErrorDomain.DOMAIN)
     return StorageAuth(
         username=username,
         auth_type=auth_type,
@@ -256,22 +264,26 @@ def format_auth(w: XmlWriter, auth: StorageAuth) -> None:
 
 
 def _parse_reservations(node: etree._Element) -> Reservations:
-    managed = prop_bool(node, "managed", required=True)
-    source = child(node, "source")
+    managed = prop_tristate(node, "managed", required=True)
+    source = first(node, "source")
     kind = prop(source, "type") if source is not None else None
     path = prop(source, "path") if source is not None else None
     mode = prop(source, "mode") if source is not None else None
     if managed is False or kind or path or mode:
         if not kind:
-            raise xml_error("missing connection type for <reservations/>", DOMAIN)
+            raise xml_error("missing connection type for <reservations/>", ErrorDomain.DOMAIN)
         if not path:
-            raise xml_error("missing path for <reservations/>", DOMAIN)
+            raise xml_error("missing path for <reservations/>", ErrorDomain.DOMAIN)
         if not mode:
-            raise xml_error("missing connection mode for <reservations/>", DOMAIN)
+            raise xml_error("missing connection mode for <reservations/>", ErrorDomain.DOMAIN)
     if kind and kind != "unix":
-        raise xml_error(f"unsupported connection type for <reservations/>: {kind}", DOMAIN)
+        raise xml_error(
+            f"unsupported connection type for <reservations/>: {kind}", ErrorDomain.DOMAIN
+        )
     if mode and mode != "client":
-        raise xml_error(f"unsupported connection mode for <reservations/>: {mode}", DOMAIN)
+        raise xml_error(
+            f"unsupported connection mode for <reservations/>: {mode}", ErrorDomain.DOMAIN
+        )
     return Reservations(managed=bool(managed), path=path or None)
 
 
@@ -290,19 +302,19 @@ def parse_seclabels(node: etree._Element, *, active: bool) -> tuple[Seclabel, ..
     """The ``<seclabel>`` children of a source (virSecurityDeviceLabelDefParseXML);
     ``labelskip`` is live-only."""
     labels: list[Seclabel] = []
-    for sub in children(node, "seclabel"):
+    for sub in every(node, "seclabel"):
         model = prop(sub, "model")
         if model is not None and any(s.model == model for s in labels):
-            raise xml_detail(f"seclabel for model {model} is already provided", DOMAIN)
-        relabel = prop_bool(sub, "relabel")
-        labelskip = prop_bool(sub, "labelskip") if active else None
-        label = child_text(sub, "label")
+            raise xml_detail(f"seclabel for model {model} is already provided", ErrorDomain.DOMAIN)
+        relabel = prop_tristate(sub, "relabel")
+        labelskip = prop_tristate(sub, "labelskip") if active else None
+        label = string_of(first(sub, "label"))
         if label is not None and len(label) > _LABEL_MAX:
             label = None
         if label is not None and relabel is False:
             raise xml_error(
                 f"Cannot specify a label if relabelling is turned off. model={model or '<null>'}",
-                DOMAIN,
+                ErrorDomain.DOMAIN,
             )
         labels.append(
             Seclabel(
@@ -334,7 +346,8 @@ def _parse_pool(node: etree._Element) -> PoolSource | None:
         return None  # a CD-ROM or floppy may have no medium
     if pool is None or volume is None:
         raise xml_error(
-            "'pool' and 'volume' must be specified together for 'pool' type source", DOMAIN
+            "'pool' and 'volume' must be specified together for 'pool' type source",
+            ErrorDomain.DOMAIN,
         )
     mode: PoolMode | None = None
     mode_text = prop(node, "mode")
@@ -345,7 +358,7 @@ def _parse_pool(node: etree._Element) -> PoolSource | None:
             mode = None
         if mode is None or mode is PoolMode.DEFAULT:
             raise config_unsupported(
-                f"unknown source mode '{mode_text}' for volume type disk", DOMAIN
+                f"unknown source mode '{mode_text}' for volume type disk", ErrorDomain.DOMAIN
             )
     return PoolSource(pool=pool, volume=volume, mode=mode)
 
@@ -353,19 +366,19 @@ def _parse_pool(node: etree._Element) -> PoolSource | None:
 def _parse_nvme(node: etree._Element) -> NvmeSource:
     kind = prop(node, "type")
     if kind is None:
-        raise xml_error("missing 'type' attribute to disk source", DOMAIN)
+        raise xml_error("missing 'type' attribute to disk source", ErrorDomain.DOMAIN)
     if kind != "pci":
-        raise xml_error(f"unsupported source type '{kind}'", DOMAIN)
+        raise xml_error(f"unsupported source type '{kind}'", ErrorDomain.DOMAIN)
     namespace_text = prop(node, "namespace")
     if namespace_text is None:
-        raise xml_error("missing 'namespace' attribute to disk source", DOMAIN)
+        raise xml_error("missing 'namespace' attribute to disk source", ErrorDomain.DOMAIN)
     namespace = parse_c_unsigned(namespace_text)
     if namespace is None:
-        raise xml_error(f"malformed namespace '{namespace_text}'", DOMAIN)
-    managed = prop_bool(node, "managed")
-    address_node = child(node, "address")
+        raise xml_error(f"malformed namespace '{namespace_text}'", ErrorDomain.DOMAIN)
+    managed = prop_tristate(node, "managed")
+    address_node = first(node, "address")
     if address_node is None:
-        raise xml_error("NVMe disk source is missing address", DOMAIN)
+        raise xml_error("NVMe disk source is missing address", ErrorDomain.DOMAIN)
     address = parse_address_pci(address_node)
     return NvmeSource(managed=managed, namespace=namespace, address=address)
 
@@ -380,36 +393,38 @@ def parse_address_pci(node: etree._Element) -> DeviceAddress:
 def _parse_vhostuser(node: etree._Element) -> VhostUserSource:
     kind, path = prop(node, "type"), prop(node, "path")
     if kind is None:
-        raise xml_error("missing 'type' attribute for vhostuser disk source", DOMAIN)
+        raise xml_error("missing 'type' attribute for vhostuser disk source", ErrorDomain.DOMAIN)
     if kind != "unix":
-        raise xml_error("invalid 'type' attribute for vhostuser disk source", DOMAIN)
+        raise xml_error("invalid 'type' attribute for vhostuser disk source", ErrorDomain.DOMAIN)
     if path is None:
-        raise xml_error("missing 'path' attribute for vhostuser disk source", DOMAIN)
+        raise xml_error("missing 'path' attribute for vhostuser disk source", ErrorDomain.DOMAIN)
     enabled: bool | None = None
     timeout: int | None = None
-    reconnect = child(node, "reconnect")
+    reconnect = first(node, "reconnect")
     if reconnect is not None:
-        enabled = prop_bool(reconnect, "enabled")
+        enabled = prop_tristate(reconnect, "enabled")
         if enabled:
             timeout = prop_uint(reconnect, "timeout", required=True)
     return VhostUserSource(path=path, reconnect_enabled=enabled, reconnect_timeout=timeout)
 
 
 def _parse_slice(node: etree._Element) -> StorageSlice | None:
-    slices = child(node, "slices")
+    slices = first(node, "slices")
     if slices is None:
         return None
-    for sub in children(slices, "slice"):
+    for sub in every(slices, "slice"):
         if prop(sub, "type") != "storage":
             continue
         offset, size = prop(sub, "offset"), prop(sub, "size")
         if not offset or not size:
-            raise xml_error("missing offset or size attribute of slice", DOMAIN)
+            raise xml_error("missing offset or size attribute of slice", ErrorDomain.DOMAIN)
         values: list[int] = []
         for name, text in (("offset", offset), ("size", size)):
             number = parse_c_unsigned(text)
             if number is None:
-                raise xml_error(f"malformed value '{text}' of '{name}' attribute of slice", DOMAIN)
+                raise xml_error(
+                    f"malformed value '{text}' of '{name}' attribute of slice", ErrorDomain.DOMAIN
+                )
             values.append(number)
         return StorageSlice(offset=values[0], size=values[1])
     return None
@@ -444,17 +459,19 @@ def parse_storage_source(
     elif kind is StorageType.VHOSTUSER:
         fields["vhostuser"] = _parse_vhostuser(node)
     else:
-        raise VirtError(ErrorCode.INTERNAL_ERROR, f"unexpected disk type {kind.value}", DOMAIN)
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR, f"unexpected disk type {kind.value}", ErrorDomain.DOMAIN
+        )
     # libvirt treats a '' path like no path at all (a CD-ROM without medium).
     if fields.get("path") == "":
         fields["path"] = None
-    auth = child(node, "auth")
+    auth = first(node, "auth")
     if auth is not None:
         fields["auth"] = parse_auth(auth)
-    encryption = child(node, "encryption")
+    encryption = first(node, "encryption")
     if encryption is not None:
         fields["encryption"] = parse_encryption(encryption)
-    reservations = child(node, "reservations")
+    reservations = first(node, "reservations")
     if reservations is not None:
         fields["reservations"] = _parse_reservations(reservations)
     fields["slice_storage"] = _parse_slice(node)
@@ -560,7 +577,7 @@ def parse_storage_type(text: str | None) -> StorageType:
     except ValueError:
         kind = StorageType.NONE
     if kind is StorageType.NONE:
-        raise xml_error(f"unknown storage source type '{text}'", DOMAIN)
+        raise xml_error(f"unknown storage source type '{text}'", ErrorDomain.DOMAIN)
     return kind
 
 
@@ -571,7 +588,7 @@ def parse_storage_format(text: str) -> StorageFormat:
     except ValueError:
         fmt = StorageFormat.NONE
     if fmt is StorageFormat.NONE:
-        raise xml_error(f"unknown storage source format '{text}'", DOMAIN)
+        raise xml_error(f"unknown storage source format '{text}'", ErrorDomain.DOMAIN)
     return fmt
 
 
@@ -581,32 +598,32 @@ def parse_index(text: str | None, what: str = "storage source index") -> int | N
         return None
     number = parse_c_unsigned(text, maximum=2**32 - 1)
     if number is None:
-        raise xml_error(f"invalid {what} '{text}'", DOMAIN)
+        raise xml_error(f"invalid {what} '{text}'", ErrorDomain.DOMAIN)
     return number or None
 
 
 def metadata_cache(node: etree._Element, xpath_prefix: str, path: list[str]) -> int | None:
     """``<metadata_cache><max_size unit=...>`` under ``node``, in bytes; None when absent."""
-    size = scaled_child(node, f"{xpath_prefix}metadata_cache/max_size", path)
+    size = scaled_value(node, path, f"{xpath_prefix}metadata_cache/max_size")
     return size or None
 
 
 def parse_backing_store(node: etree._Element, *, active: bool) -> StorageSource | None:
     """The ``<backingStore>`` child of ``node`` (virDomainDiskBackingStoreParse)."""
-    store = child(node, "backingStore")
+    store = first(node, "backingStore")
     if store is None:
         return None
     type_text = prop(store, "type")
     if type_text is None:
         return TERMINATOR
     index_text = prop(store, "index") if active else None
-    format_node = child(store, "format")
+    format_node = first(store, "format")
     format_text = prop(format_node, "type") if format_node is not None else None
     if not format_text:
-        raise xml_error("missing disk backing store format", DOMAIN)
-    source = child(store, "source")
+        raise xml_error("missing disk backing store format", ErrorDomain.DOMAIN)
+    source = first(store, "source")
     if source is None:
-        raise xml_error("missing disk backing store source", DOMAIN)
+        raise xml_error("missing disk backing store source", ErrorDomain.DOMAIN)
     kind = parse_storage_type(type_text)
     fmt = parse_storage_format(format_text)
     index = parse_index(index_text)
@@ -635,7 +652,9 @@ def format_backing_store(w: XmlWriter, src: StorageSource, *, active: bool) -> N
         w.leaf("backingStore")
         return
     if store.format is None or store.format is StorageFormat.NONE:
-        raise VirtError(ErrorCode.INTERNAL_ERROR, "unexpected disk backing store format 0", DOMAIN)
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR, "unexpected disk backing store format 0", ErrorDomain.DOMAIN
+        )
     attrs: list[tuple[str, object | None]] = [("type", store.type.value)]
     if active and store.index:
         attrs.append(("index", store.index))

@@ -9,19 +9,10 @@ import re
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from shared.conf.disk_props import (
-    DOMAIN,
-    child,
-    child_prop,
-    children,
-    prop,
-    prop_bool,
-    prop_enum,
-    text_of,
-)
 from shared.conf.units import parse_c_unsigned
+from shared.conf.xmlprops import every, first, prop, prop_enum, prop_tristate, string_of, xpath_attr
 from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import ErrorCode, VirtError, config_unsupported, xml_error
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
 
 
 class NetProtocol(enum.StrEnum):
@@ -151,9 +142,11 @@ def _parse_port(text: str) -> int:
     # virStringParsePort: a number 0..65535 (0 meaning "use the default").
     number = parse_c_unsigned(text)
     if number is None:
-        raise VirtError(ErrorCode.INVALID_ARG, f"failed to parse port number '{text}'", DOMAIN)
+        raise VirtError(
+            ErrorCode.INVALID_ARG, f"failed to parse port number '{text}'", ErrorDomain.DOMAIN
+        )
     if number > 65535:
-        raise VirtError(ErrorCode.INVALID_ARG, f"port '{text}' out of range", DOMAIN)
+        raise VirtError(ErrorCode.INVALID_ARG, f"port '{text}' out of range", ErrorDomain.DOMAIN)
     return number
 
 
@@ -165,20 +158,21 @@ def _parse_host(node: etree._Element, default_port: int) -> NetHost:
             transport = HostTransport(transport_text)
         except ValueError:
             raise config_unsupported(
-                f"unknown protocol transport type '{transport_text}'", DOMAIN
+                f"unknown protocol transport type '{transport_text}'", ErrorDomain.DOMAIN
             ) from None
     socket = prop(node, "socket")
     if transport is HostTransport.UNIX and socket is None:
-        raise xml_error("missing socket for unix transport", DOMAIN)
+        raise xml_error("missing socket for unix transport", ErrorDomain.DOMAIN)
     if transport is not HostTransport.UNIX and socket is not None:
         raise xml_error(
-            f"transport '{transport_text or '(null)'}' does not support socket attribute", DOMAIN
+            f"transport '{transport_text or '(null)'}' does not support socket attribute",
+            ErrorDomain.DOMAIN,
         )
     if transport is HostTransport.UNIX:
         return NetHost(transport=transport, socket=socket)
     name = prop(node, "name")
     if name is None:
-        raise xml_error("missing name for host", DOMAIN)
+        raise xml_error("missing name for host", ErrorDomain.DOMAIN)
     port_text = prop(node, "port")
     port = _parse_port(port_text) if port_text is not None else 0
     if transport is HostTransport.TCP and port == 0:
@@ -193,35 +187,39 @@ _COOKIE_NAME_BAD = re.compile(r"[()<>@:/\[\]?={}]")
 
 def _parse_cookies(node: etree._Element) -> tuple[Cookie, ...]:
     cookies: list[Cookie] = []
-    for cookie in children(node, "cookie"):
+    for cookie in every(node, "cookie"):
         name = prop(cookie, "name")
         if not name:
-            raise xml_error("missing cookie name", DOMAIN)
-        value = text_of(cookie)
+            raise xml_error("missing cookie name", ErrorDomain.DOMAIN)
+        value = string_of(cookie)
         if value is None:
-            raise xml_error(f"missing value for cookie '{name}'", DOMAIN)
+            raise xml_error(f"missing value for cookie '{name}'", ErrorDomain.DOMAIN)
         if _COOKIE_VALUE_BAD.search(name) or _COOKIE_NAME_BAD.search(name):
-            raise xml_error(f"cookie name '{name}' contains invalid characters", DOMAIN)
+            raise xml_error(f"cookie name '{name}' contains invalid characters", ErrorDomain.DOMAIN)
         check = value
         if value.startswith('"'):
             if not value.endswith('"') or len(value) < 2:
-                raise xml_error(f"value of cookie '{name}' contains invalid characters", DOMAIN)
+                raise xml_error(
+                    f"value of cookie '{name}' contains invalid characters", ErrorDomain.DOMAIN
+                )
             check = value[1:-1]
         if _COOKIE_VALUE_BAD.search(check):
-            raise xml_error(f"value of cookie '{name}' contains invalid characters", DOMAIN)
+            raise xml_error(
+                f"value of cookie '{name}' contains invalid characters", ErrorDomain.DOMAIN
+            )
         if any(c.name == name for c in cookies):
-            raise xml_error(f"duplicate cookie '{name}'", DOMAIN)
+            raise xml_error(f"duplicate cookie '{name}'", ErrorDomain.DOMAIN)
         cookies.append(Cookie(name=name, value=value))
     return tuple(cookies)
 
 
 def _ull_child(node: etree._Element, name: str, attr: str) -> int | None:
-    text = child_prop(node, name, attr)
+    text = xpath_attr(first(node, name), attr)
     if text is None:
         return None
     number = parse_c_unsigned(text)
     if number is None:
-        raise xml_error("invalid readahead size or timeout", DOMAIN)
+        raise xml_error("invalid readahead size or timeout", ErrorDomain.DOMAIN)
     return number or None
 
 
@@ -232,37 +230,39 @@ def parse_network_source(node: etree._Element) -> NetworkSource:
     traits = PROTOCOLS[protocol]
     path = prop(node, "name")
     if path is None and protocol is not NetProtocol.NBD:
-        raise xml_error("missing name for disk source", DOMAIN)
+        raise xml_error("missing name for disk source", ErrorDomain.DOMAIN)
     volume: str | None = None
     if path is not None and traits.pool_in_name:
         slash = path.find("/")
         if slash <= 0:
-            raise xml_error(f"can't split path '{path}' into pool name and image name", DOMAIN)
+            raise xml_error(
+                f"can't split path '{path}' into pool name and image name", ErrorDomain.DOMAIN
+            )
         volume, path = path[:slash], path[slash + 1 :]
     nfs_user = nfs_group = None
     if traits.identity:
-        identity = child(node, "identity")
+        identity = first(node, "identity")
         if identity is not None:
             nfs_user, nfs_group = prop(identity, "user"), prop(identity, "group")
     ssl_verify: bool | None = None
-    ssl = child(node, "ssl") if traits.ssl else None
+    ssl = first(node, "ssl") if traits.ssl else None
     if ssl is not None:
-        ssl_verify = prop_bool(ssl, "verify")
-    cookies_node = child(node, "cookies") if traits.cookies else None
-    initiator = child(node, "initiator")
+        ssl_verify = prop_tristate(ssl, "verify")
+    cookies_node = first(node, "cookies") if traits.cookies else None
+    initiator = first(node, "initiator")
     return NetworkSource(
         protocol=protocol,
         path=path,
         volume=volume,
         query=prop(node, "query") if traits.query else None,
-        tls=prop_bool(node, "tls"),
+        tls=prop_tristate(node, "tls"),
         tls_hostname=prop(node, "tlsHostname"),
-        hosts=tuple(_parse_host(h, traits.default_port) for h in children(node, "host")),
+        hosts=tuple(_parse_host(h, traits.default_port) for h in every(node, "host")),
         nfs_user=nfs_user,
         nfs_group=nfs_group,
-        snapshot=child_prop(node, "snapshot", "name"),
-        config_file=child_prop(node, "config", "file"),
-        initiator_iqn=child_prop(initiator, "iqn", "name") if initiator is not None else None,
+        snapshot=xpath_attr(first(node, "snapshot"), "name"),
+        config_file=xpath_attr(first(node, "config"), "file"),
+        initiator_iqn=xpath_attr(first(initiator, "iqn"), "name"),
         ssl_verify=ssl_verify,
         cookies=_parse_cookies(cookies_node) if cookies_node is not None else (),
         readahead=_ull_child(node, "readahead", "size") if traits.readahead else None,

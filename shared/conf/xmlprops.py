@@ -14,15 +14,18 @@ The typed attribute readers (``virXMLPropEnum``, ``virXMLPropUInt``...) raise
 (``VIR_FROM_XML``).  Numbers follow the C library's ``strtoul`` as wrapped by
 libvirt's ``virStrToLong_*`` family (blanks and sign accepted, base 0 reads
 ``0x``/``0`` prefixes, the ``p`` variants refuse a minus sign).
+Sizes with a ``unit`` attribute follow ``virParseScaledValue``.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import TypeVar
 
 from lxml import etree
 
+from shared.conf.units import scale_integer
 from shared.util.errors import ErrorDomain, VirtError, xml_error
 
 E = TypeVar("E", bound=enum.StrEnum)
@@ -198,6 +201,32 @@ def prop_uint(
     if nonzero and number == 0:
         raise _zero(node, name)
     return number
+
+
+def scaled_value(
+    node: Node | None, path: Sequence[str], xpath: str, *, limit: int = ULONG_MAX
+) -> int | None:
+    """virParseScaledValue of an optional value: the text of the element reached by
+    following ``path`` down from ``node``, in bytes unless its ``unit`` attribute
+    says otherwise; None when that element is absent or its text empty.
+
+    ``xpath`` is the path as libvirt's caller spells it, quoted in the refusal of
+    text that is not a non-negative decimal integer.  Raises ``VirtError``
+    (``VIR_ERR_XML_ERROR`` from virxml.c, or virScaleInteger's unit and overflow
+    errors, see ``shared.conf.units.scale_integer``).
+    """
+    target = node
+    for name in path:
+        target = first(target, name)
+    text = string_of(target)
+    if target is None or text is None:
+        return None
+    number = c_unsigned(text, limit=ULONG_MAX, positive=True)
+    if number is None:
+        raise xml_error(
+            f"Invalid value '{text}' for element or attribute '{xpath}'", ErrorDomain.XML
+        )
+    return scale_integer(number, prop(target, "unit"), limit=limit)
 
 
 def _strtoul(text: str, base: int) -> tuple[bool, int] | None:

@@ -13,7 +13,7 @@ from shared.conf.disk_model import DiskBus
 from shared.conf.disk_pci_devices import LEGACY
 from shared.conf.disk_source import StorageFormat, StorageSource, StorageType
 from shared.conf.disk_source_net import NetProtocol
-from shared.util.errors import ErrorCode, VirtError
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 # A live disk in the middle of a block copy to a qcow2 file that has a raw backing image.
 COPYING = """<disk type='block' device='disk'>
@@ -390,6 +390,34 @@ def test_refusals(doc: str, message: str) -> None:
     with pytest.raises(VirtError) as info:
         parse_disk(doc, active=True)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("doc", "domain"),
+    [
+        # virxml.c's attribute and scaled-value readers report under VIR_FROM_XML...
+        ("<disk type='bogus'><source file='/a'/><target dev='vda'/></disk>", ErrorDomain.XML),
+        (
+            "<disk><source file='/a'/><target dev='vda'/><boot order='0'/></disk>",
+            ErrorDomain.XML,
+        ),
+        (
+            "<disk><driver name='qemu' type='qcow2'><metadata_cache><max_size>-1</max_size>"
+            "</metadata_cache></driver><source file='/a'/><target dev='vda'/></disk>",
+            ErrorDomain.XML,
+        ),
+        # ...while domain_conf.c's own checks stay under VIR_FROM_DOMAIN.
+        (
+            "<disk type='network'><source protocol='rbd' name='noslash'/>"
+            "<target dev='vda'/></disk>",
+            ErrorDomain.DOMAIN,
+        ),
+    ],
+)
+def test_refusal_error_domains(doc: str, domain: ErrorDomain) -> None:
+    with pytest.raises(VirtError) as info:
+        parse_disk(doc, active=True)
+    assert info.value.domain is domain
 
 
 def _domain(devices: str, machine: str = "pc", arch: str = "x86_64") -> str:
