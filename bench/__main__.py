@@ -1,0 +1,42 @@
+"""``python -m bench [secret|conf|all] [--quick]``: run the benchmarks and print their tables."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+from collections.abc import Sequence
+
+
+def header() -> str:
+    """When and where the figures were taken."""
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        f"virtbus benchmarks, {now}, {platform.node()}: {os.cpu_count()} CPUs, "
+        f"{platform.machine()}, Python {platform.python_version()}\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("which", nargs="?", choices=["secret", "conf", "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="a few seconds instead of a minute")
+    args = parser.parse_args(argv)
+    print(header(), flush=True)
+    # Imported here so that `conf` alone never imports the bus client.
+    if args.which in ("conf", "all"):
+        from bench import conf
+
+        print(conf.run(args.quick).render(), flush=True)
+    if args.which in ("secret", "all"):
+        from bench import secret
+
+        for table in secret.run(args.quick):
+            print(table.render(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
