@@ -32,8 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(conf.run(args.quick).render(), flush=True)
     if args.which in ("secret", "all"):
         from bench import secret
+        from shared.util.errors import VirtError
 
-        for table in secret.run(args.quick):
+        try:
+            tables = secret.run(args.quick)
+        except (RuntimeError, VirtError) as err:  # the stack did not come up
+            print(f"error: secret benchmark: {err}", file=sys.stderr)
+            return 1
+        for table in tables:
             print(table.render(), flush=True)
     return 0
 
