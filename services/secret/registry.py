@@ -61,6 +61,8 @@ class Change(BaseModel):
 
     definition: SecretDef
     revision: int
+    #: The definition before a define (None when the secret is new).
+    previous: SecretDef | None = None
 
 
 class SecretRegistry:
@@ -207,7 +209,7 @@ class SecretRegistry:
             revision = await self._store.update(
                 _secret_key(new.uuid), record.model_dump_json().encode(), entry.revision
             )
-            return Change(definition=new, revision=revision)
+            return Change(definition=new, revision=revision, previous=old.definition)
         holder = await self._usage_holder(new)
         if holder is not None:
             raise _usage_clash(holder, new.usage_id)
@@ -224,7 +226,11 @@ class SecretRegistry:
             if carried is not None:
                 self._ephemeral[new.uuid] = carried
             raise
-        return Change(definition=new, revision=revision)
+        return Change(
+            definition=new,
+            revision=revision,
+            previous=carried.definition if carried else None,
+        )
 
     async def _define_ephemeral(self, new: SecretDef) -> Change:
         assert new.uuid is not None
@@ -239,15 +245,17 @@ class SecretRegistry:
             if holder is not None:
                 raise _usage_clash(holder, new.usage_id)
         sealed = old.sealed_value if old else None
+        previous = old.definition if old else None
         if stored is not None:
             # Turning a persistent secret ephemeral: libvirt deletes its config.
             prior = SecretRecord.model_validate_json(stored.value)
             sealed = prior.sealed_value
+            previous = prior.definition
             await self._store.delete(_secret_key(new.uuid), stored.revision)
             await self._release_usage(prior.definition)
         self._ephemeral[new.uuid] = SecretRecord(definition=new, sealed_value=sealed)
         self._ephemeral_revision += 1
-        return Change(definition=new, revision=self._ephemeral_revision)
+        return Change(definition=new, revision=self._ephemeral_revision, previous=previous)
 
     async def undefine(self, uuid_text: str) -> Change:
         uuid = parse_uuid(uuid_text) or uuid_text

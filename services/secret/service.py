@@ -47,6 +47,10 @@ def _info(d: SecretDef) -> api.SecretInfo:
     )
 
 
+def _kind(d: SecretDef) -> str:
+    return "ephemeral" if d.ephemeral else "persistent"
+
+
 def decode_value(text: str) -> bytes:
     """Strict base64; ``VIR_ERR_INVALID_ARG`` otherwise or when too large."""
     try:
@@ -95,7 +99,8 @@ class SecretService(ServiceProcess[SecretSettings]):
         self._count.labels(kind="ephemeral").set(ephemeral)
 
     async def _recount_forever(self) -> None:
-        """Other replicas change secrets too: refresh the gauge periodically."""
+        """Other replicas change secrets too: recount periodically.  Requests
+        only adjust the gauge, since a full count reads every secret."""
         while True:
             await asyncio.sleep(_RECOUNT_SECONDS)
             try:
@@ -130,14 +135,16 @@ class SecretService(ServiceProcess[SecretSettings]):
     async def define(self, req: api.DefineRequest) -> api.DefineReply:
         change = await self.registry.define(parse_secret(req.xml))
         await self._lifecycle(change.definition, "Defined", change.revision)
-        await self._recount()
+        if change.previous is not None:
+            self._count.labels(kind=_kind(change.previous)).dec()
+        self._count.labels(kind=_kind(change.definition)).inc()
         assert change.definition.uuid is not None
         return api.DefineReply(uuid=change.definition.uuid)
 
     async def undefine(self, req: api.UuidRequest) -> Empty:
         change = await self.registry.undefine(req.uuid)
         await self._lifecycle(change.definition, "Undefined", change.revision)
-        await self._recount()
+        self._count.labels(kind=_kind(change.definition)).dec()
         return Empty()
 
     async def list(self, req: api.ListRequest) -> api.ListReply:

@@ -229,6 +229,7 @@ async def test_metrics_status_and_stats_count_errors(
     service: SecretService, client: Client
 ) -> None:
     await client.secret.define(CEPH)
+    await client.secret.define(CEPH)  # a redefinition is not a second secret
     with pytest.raises(VirtError):
         await client.secret.dumpxml("00000000-0000-4000-8000-000000000000")
     async with aiohttp.ClientSession() as http:
