@@ -23,10 +23,11 @@ from services.secret.cipher import ValueCipher
 from shared.conf.secret import SecretDef, SecretUsageType
 from shared.conf.uuid import generate_uuid, parse_uuid
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.state import Conflict, StateStore
+from shared.util.state import Conflict, StateStore, backoff
 from shared.util.subjects import token
 
 _D = ErrorDomain.SECRET
+_RETRIES = 60
 
 
 class SecretRecord(BaseModel):
@@ -123,11 +124,11 @@ class SecretRegistry:
         if new.ephemeral:
             async with self._ephemeral_lock:
                 return await self._define_ephemeral(new)
-        for _ in range(20):
+        for attempt in range(_RETRIES):
             try:
                 return await self._define_persistent(new)
             except Conflict:
-                continue  # a concurrent change to this secret: decide again
+                await asyncio.sleep(backoff(attempt))  # a concurrent change: decide again
         raise VirtError(ErrorCode.OPERATION_FAILED, f"secret '{uuid}' kept changing", _D)
 
     def _check_redefine(self, old: SecretDef, new: SecretDef) -> None:
@@ -164,13 +165,14 @@ class SecretRegistry:
             return
         assert new.uuid is not None
         key = _usage_key(new.usage_type, new.usage_id)
-        for _ in range(20):
+        for attempt in range(_RETRIES):
             entry = await self._store.get(key)
             if entry is None:
                 try:
                     await self._store.create(key, new.uuid.encode())
                     return
                 except Conflict:
+                    await asyncio.sleep(backoff(attempt))
                     continue
             holder = entry.value.decode()
             if holder == new.uuid:
@@ -182,6 +184,7 @@ class SecretRegistry:
                 await self._store.update(key, new.uuid.encode(), entry.revision)
                 return
             except Conflict:
+                await asyncio.sleep(backoff(attempt))
                 continue
         raise Conflict(key)
 
@@ -287,7 +290,7 @@ class SecretRegistry:
             self._ephemeral[uuid] = record.model_copy(update={"sealed_value": sealed})
             self._ephemeral_revision += 1
             return Change(definition=record.definition, revision=self._ephemeral_revision)
-        for _ in range(20):
+        for attempt in range(_RETRIES):
             entry = await self._store.get(_secret_key(uuid))
             if entry is None:
                 raise no_secret_uuid(uuid_text)
@@ -298,6 +301,7 @@ class SecretRegistry:
                     _secret_key(uuid), updated.model_dump_json().encode(), entry.revision
                 )
             except Conflict:
+                await asyncio.sleep(backoff(attempt))
                 continue
             return Change(definition=record.definition, revision=revision)
         raise VirtError(ErrorCode.OPERATION_FAILED, f"secret '{uuid}' kept changing", _D)

@@ -128,7 +128,11 @@ class ServiceProcess(Generic[S]):
         self.state = RunState.STARTING
         try:
             if self._nc is None:
-                self._nc = await bus.connect(self.settings.nats_url, f"virtbus-{self.name}")
+                self._nc = await bus.connect(
+                    self.settings.nats_url,
+                    f"virtbus-{self.name}",
+                    deadline=self.settings.nats_connect_timeout,
+                )
             self._js = self._nc.jetstream()
             await ensure_stream(self._js)
             host = self.settings.host if self.host_scoped else None

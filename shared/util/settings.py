@@ -38,6 +38,9 @@ class ProcessSettings(BaseModel):
     http_host: str = Field("127.0.0.1", description="address of /metrics, /healthz, /readyz")
     http_port: int = Field(0, ge=0, le=65535, description="port of the HTTP endpoints (0: any)")
     state_dir: Path = Field(default_factory=default_state_dir, description="state folder")
+    nats_connect_timeout: float = Field(
+        30.0, gt=0, description="seconds to wait for NATS when starting"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", description="json or text")
 

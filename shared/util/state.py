@@ -10,6 +10,7 @@ exception for a lost race; callers turn it into libvirt's error for the case.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,14 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-_RETRIES = 20
+_RETRIES = 60
+_WRONG_LAST_SEQUENCE = 10071
+
+
+def backoff(attempt: int) -> float:
+    """Full-jitter exponential wait after the ``attempt``-th lost race, so that
+    many writers contending for one key spread out instead of colliding again."""
+    return random.uniform(0, min(0.2, 0.002 * 2**attempt))
 
 
 class Conflict(Exception):
@@ -95,6 +103,12 @@ class StateStore:
             await self._kv.delete(key, last=revision)
         except jserr.KeyWrongLastSequenceError as err:
             raise Conflict(key) from err
+        except jserr.BadRequestError as err:
+            # nats-py passes the server's "wrong last sequence" (10071) through
+            # unconverted on delete, unlike on update.
+            if err.err_code == _WRONG_LAST_SEQUENCE:
+                raise Conflict(key) from err
+            raise
 
     async def mutate(
         self,
@@ -116,7 +130,7 @@ class StateStore:
                     await self.update(key, new, current.revision)
                 return new
             except Conflict:
-                await asyncio.sleep(0.005 * (attempt + 1))
+                await asyncio.sleep(backoff(attempt))
         raise Conflict(key)
 
     async def items(self, prefix: str = "") -> list[Entry]:

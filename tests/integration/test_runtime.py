@@ -1,0 +1,147 @@
+"""The runtime every process uses, against a real nats-server: state CAS, event
+de-duplication, and a process's run states through start, failure and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from shared.util.api import Empty, Endpoint, call
+from shared.util.errors import ErrorCode, VirtError
+from shared.util.events import STREAM, EventPublisher, ensure_stream
+from shared.util.natsserver import free_port
+from shared.util.process import HandlerTable, RunState, ServiceProcess
+from shared.util.settings import ProcessSettings, load_settings
+from shared.util.state import Conflict, StateStore
+
+pytestmark = pytest.mark.integration
+
+
+async def test_state_compare_and_set(nc: NATS) -> None:
+    store = await StateStore.open(nc.jetstream(), "t_state")
+    rev = await store.create("a", b"1")
+    with pytest.raises(Conflict):
+        await store.create("a", b"2")
+    rev2 = await store.update("a", b"2", rev)
+    with pytest.raises(Conflict):
+        await store.update("a", b"3", rev)  # stale revision loses
+    with pytest.raises(Conflict):
+        await store.delete("a", rev)
+    entry = await store.get("a")
+    assert entry is not None and (entry.value, entry.revision) == (b"2", rev2)
+    await store.create("b.x", b"x")
+    assert sorted(e.key for e in await store.items("b.")) == ["b.x"]
+    await store.delete("a", rev2)
+    assert await store.get("a") is None
+    assert await StateStore.open(nc.jetstream(), "t_state")  # opening again is harmless
+
+
+async def test_concurrent_mutations_are_never_lost(nc: NATS) -> None:
+    store = await StateStore.open(nc.jetstream(), "t_counter")
+
+    async def increment(old: bytes | None) -> bytes:
+        return str(int(old or b"0") + 1).encode()
+
+    await asyncio.gather(*(store.mutate("n", increment) for _ in range(25)))
+    entry = await store.get("n")
+    assert entry is not None and entry.value == b"25"
+
+
+async def test_events_with_one_id_are_stored_once(nc: NATS) -> None:
+    js = nc.jetstream()
+    await ensure_stream(js)
+    await ensure_stream(js)  # idempotent
+    publisher = EventPublisher(js, "test", "h1")
+    for _ in range(3):
+        await publisher.publish("thing", "t1", "lifecycle", "Defined", event_id="same-id")
+    await publisher.publish("thing", "t1", "lifecycle", "Undefined", event_id="other-id")
+    info = await js.stream_info(STREAM)
+    assert info.state.messages == 2
+    msg = await js.get_last_msg(STREAM, "virtbus.event.test.h1.thing.t1")
+    assert msg.headers is not None
+    assert msg.headers["Content-Type"] == "application/cloudevents+json"
+    body = json.loads(msg.data or b"")
+    assert body["specversion"] == "1.0" and body["data"]["detail"] == "Undefined"
+
+
+class EchoRequest(BaseModel):
+    text: str
+
+
+ECHO = Endpoint("echo", "say", EchoRequest, EchoRequest)
+BOOM = Endpoint("echo", "boom", Empty, Empty)
+
+
+class EchoProcess(ServiceProcess[ProcessSettings]):
+    name = "echo"
+    started_hooks = 0
+
+    def handlers(self) -> HandlerTable:
+        return [(ECHO, self.say), (BOOM, self.boom)]
+
+    async def say(self, req: EchoRequest) -> EchoRequest:
+        if not req.text:
+            raise VirtError(ErrorCode.INVALID_ARG, "empty text")
+        return req
+
+    async def boom(self, _: Empty) -> Empty:
+        raise RuntimeError("secret internals")
+
+
+async def test_process_states_and_error_replies(nats_url: str, nc: NATS) -> None:
+    process = EchoProcess(ProcessSettings(nats_url=nats_url, state_dir=Path("/nonexistent")))
+    assert process.state is RunState.NEW
+    await process.start()
+    assert process.state is RunState.RUNNING  # type: ignore[comparison-overlap]
+    assert (await call(nc, ECHO, EchoRequest(text="hi"))).text == "hi"
+    with pytest.raises(VirtError) as bad:
+        await call(nc, ECHO, EchoRequest(text=""))
+    assert bad.value.code is ErrorCode.INVALID_ARG
+    with pytest.raises(VirtError) as boom:
+        await call(nc, BOOM, Empty())
+    assert boom.value.code is ErrorCode.INTERNAL_ERROR
+    assert "secret internals" not in str(boom.value)
+    with pytest.raises(RuntimeError):
+        await process.start()
+    await process.stop()
+    assert process.state is RunState.STOPPED
+    await process.stop()  # idempotent
+    assert process.state is RunState.STOPPED
+    with pytest.raises(VirtError) as gone:
+        await call(nc, ECHO, EchoRequest(text="hi"))
+    assert gone.value.code is ErrorCode.NO_SERVER
+
+
+async def test_start_without_nats_rolls_back() -> None:
+    settings = ProcessSettings(nats_url=f"nats://127.0.0.1:{free_port()}", nats_connect_timeout=1.0)
+    process = EchoProcess(settings)
+    with pytest.raises(VirtError) as info:
+        await asyncio.wait_for(process.start(), 60)
+    assert info.value.code is ErrorCode.NO_CONNECT
+    assert process.state is RunState.STOPPED
+
+
+async def test_cancel_mid_start_leaves_nothing_running(nats_url: str) -> None:
+    process = EchoProcess(ProcessSettings(nats_url=f"nats://127.0.0.1:{free_port()}"))
+    task = asyncio.create_task(process.start())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert process.state is RunState.STOPPED
+    assert process.http.port == 0
+
+
+def test_settings_from_flags_then_environment() -> None:
+    env = {"VIRTBUS_HOST": "env-host", "VIRTBUS_HTTP_PORT": "9100", "NATS_URL": "nats://n:1"}
+    s = load_settings(ProcessSettings, ["--host", "flag-host"], env)
+    assert (s.host, s.http_port, s.nats_url) == ("flag-host", 9100, "nats://n:1")
+    s = load_settings(ProcessSettings, [], {"VIRTBUS_NATS_URL": "nats://v:2", **env})
+    assert s.nats_url == "nats://v:2"
+    with pytest.raises(SystemExit):
+        load_settings(ProcessSettings, ["--http-port", "70000"], {})
