@@ -54,3 +54,31 @@ def event_filter(service: str = "*", host: str | None = "*", kind: str = "*") ->
     """A subscription filter over events; ``*`` matches any one token."""
     host_token = "*" if host == "*" else token(host or CLUSTER)
     return f"{EVENT_PREFIX}.{service}.{host_token}.{kind}.>"
+
+
+# --- disks and block jobs (shared.api.blockjob) ---------------------------------------
+#: Service token of host agents' events (every agent kind publishes as "agent").
+AGENT = "agent"
+#: Object kinds: an agent's per-domain events; the storage service's job commands.
+DOMAIN_KIND = "domain"
+BLOCKJOB_KIND = "blockjob"
+
+
+def agent_domain_subject(host: str, domain: str) -> str:
+    """Where the agent of ``host`` publishes a domain's inventory and job status."""
+    return event_subject(AGENT, host, DOMAIN_KIND, domain)
+
+
+def agent_domain_filter(host: str = "*") -> str:
+    """Every agent domain event (of one host, or of all with ``*``)."""
+    return event_filter(AGENT, host, DOMAIN_KIND)
+
+
+def blockjob_command_subject(host: str, domain: str) -> str:
+    """Where the storage service sends block-job commands for a domain of ``host``."""
+    return event_subject("storage", host, BLOCKJOB_KIND, domain)
+
+
+def blockjob_command_filter(host: str) -> str:
+    """Every block-job command for the domains of ``host``."""
+    return event_filter("storage", host, BLOCKJOB_KIND)
