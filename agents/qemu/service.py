@@ -1,0 +1,406 @@
+"""The QEMU host agent process (micro service ``agent-qemu``, one per host): watches the
+domains folder, keeps a QMP connection to each domain's QEMU, publishes disk
+inventories, and runs the block-job commands the storage service sends this host.
+
+Tasks it owns: the folder watcher (every ``poll_interval``), the command
+consumer (durable JetStream pull consumer ``agent-qemu-<host>``), a progress
+ticker, and per connected domain a pump of QEMU's job events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import Field, ValidationError
+
+from agents.qemu.domains import Domain, scan
+from agents.qemu.hypervisor import Hypervisor
+from agents.qemu.inventory import live_disk
+from agents.qemu.jobs import JobController, Retry
+from agents.qemu.qemu_domain import QemuDomain
+from agents.qemu.qmp_client import QmpClient, QmpError
+from agents.qemu.records import BUCKET, AgentStore, InventoryMark, digest
+from shared.api import agent as api
+from shared.api.blockjob import (
+    INVENTORY,
+    START_KINDS,
+    UNDEFINED,
+    BlockJobStatus,
+    CommitCommand,
+    CopyCommand,
+    DiskInventory,
+    DomainUndefined,
+    PullCommand,
+    inventory_event_id,
+    parse_command,
+    status_detail,
+    status_event_id,
+    status_event_name,
+)
+from shared.conf.disk import format_disk
+from shared.util.api import Empty
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.events import STREAM, CloudEvent, EventPublisher
+from shared.util.process import HandlerTable, ServiceProcess
+from shared.util.settings import ProcessSettings
+from shared.util.state import StateStore
+from shared.util.subjects import AGENT, DOMAIN_KIND, blockjob_command_filter, token
+
+log = logging.getLogger(__name__)
+
+#: Deliveries of a command whose domain never shows up before it is given up.
+MAX_DELIVER = 8
+_BACKOFF = [5.0, 10.0, 30.0, 60.0]
+_CONNECT_RETRY = 1.0
+_REFRESH_SECONDS = 5.0
+_PROGRESS_SECONDS = 1.0
+
+
+class AgentSettings(ProcessSettings):
+    """Settings of the QEMU host agent."""
+
+    domains_dir: Path | None = Field(
+        None, description="folder of NAME.xml and NAME.qmp (default STATE_DIR/domains)"
+    )
+    poll_interval: float = Field(0.5, gt=0, description="seconds between looks at the folder")
+
+
+def durable_name(host: str) -> str:
+    return f"agent-qemu-{token(host)}"
+
+
+class QemuAgent(ServiceProcess[AgentSettings]):
+    """One host's QEMU domains: inventory and block jobs."""
+
+    name = "agent-qemu"
+    description = "QEMU host agent: disk inventory and block jobs over QMP"
+    host_scoped = True
+
+    def __init__(self, settings: AgentSettings, nc: NATS | None = None) -> None:
+        super().__init__(settings, nc)
+        self.folder = settings.domains_dir or settings.state_dir / "domains"
+        self.domains: dict[str, Domain] = {}
+        self._store: AgentStore | None = None
+        self._publisher: EventPublisher | None = None
+        self._jobs: JobController | None = None
+        self._marks: dict[str, InventoryMark] = {}
+        self._commands = self.metrics.counter("commands", "Block-job commands", ["kind", "outcome"])
+        self._domain_gauge = self.metrics.gauge("domains", "Domains in the folder", ["live"])
+
+    @property
+    def jobs(self) -> JobController:
+        assert self._jobs is not None, "agent not started"
+        return self._jobs
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        host = self.settings.host
+        self._store = AgentStore(await StateStore.open(self.js, BUCKET), host)
+        self._publisher = EventPublisher(self.js, AGENT, host)
+        self._jobs = JobController(
+            self._store, self.domains, self._publish_status, self.publish_inventory
+        )
+        await self._jobs.load()
+        subscription = await self.js.pull_subscribe(
+            blockjob_command_filter(host),
+            durable=durable_name(host),
+            stream=STREAM,
+            config=ConsumerConfig(
+                durable_name=durable_name(host),
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=_BACKOFF[0],
+                backoff=_BACKOFF,
+                max_deliver=MAX_DELIVER,
+                filter_subject=blockjob_command_filter(host),
+            ),
+        )
+        self.spawn(self._watch(), "watch-domains")
+        self.spawn(self._consume(subscription), "consume-commands")
+        self.spawn(self._tick(), "progress")
+
+    async def on_stop(self) -> None:
+        for domain in list(self.domains.values()):
+            await self._disconnect(domain)
+
+    def handlers(self) -> HandlerTable:
+        return [
+            (api.DOMAIN_LIST, self._domain_list),
+            (api.DOMAIN_DISKS, self._domain_disks),
+            (api.JOB_LIST, self._job_list),
+        ]
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _domain_list(self, _: Empty) -> api.DomainList:
+        return api.DomainList(
+            domains=[
+                api.DomainSummary(
+                    name=d.name, live=d.live, disks=len(d.disks), jobs=len(self.jobs.active(d.name))
+                )
+                for d in sorted(self.domains.values(), key=lambda d: d.name)
+            ]
+        )
+
+    async def _domain_disks(self, request: api.DomainRef) -> DiskInventory:
+        domain = self._domain(request.domain)
+        inventory = await self.inventory(domain)
+        mark = self._marks.get(domain.name, InventoryMark())
+        return inventory.model_copy(update={"generation": mark.generation})
+
+    async def _job_list(self, request: api.JobListRequest) -> api.JobList:
+        if request.domain is not None:
+            self._domain(request.domain)
+        return api.JobList(jobs=self.jobs.running(request.domain))
+
+    def _domain(self, name: str) -> Domain:
+        domain = self.domains.get(name)
+        if domain is None:
+            raise VirtError(
+                ErrorCode.NO_DOMAIN,
+                f"Domain not found: no domain with matching name '{name}'",
+                ErrorDomain.QEMU,
+            )
+        return domain
+
+    # -- inventory ------------------------------------------------------------------------
+
+    async def inventory(self, domain: Domain) -> DiskInventory:
+        """The domain's disks now: its XML with the live chains and running jobs' mirrors."""
+        live_disks = {}
+        live = domain.live
+        if domain.hypervisor is not None and live:
+            try:
+                live_disks = await domain.hypervisor.disks()
+            except QmpError:
+                live = False
+        disks = []
+        for disk in domain.disks:
+            alias = disk.info.alias
+            found = live_disks.get(alias) if alias else None
+            mirror = self.jobs.mirror_for(domain.name, alias) if alias else None
+            disks.append(format_disk(live_disk(disk, found, mirror), active=True))
+        return DiskInventory(host=self.settings.host, domain=domain.name, disks=disks, live=live)
+
+    async def publish_inventory(self, domain: Domain) -> None:
+        """Publish the domain's inventory when it differs from the last one published."""
+        assert self._store is not None and self._publisher is not None
+        async with domain.publish_lock:
+            inventory = await self.inventory(domain)
+            mark = await self._mark(domain.name)
+            content = digest(inventory.disks, inventory.live)
+            if content == mark.digest:
+                return
+            generation = mark.generation + 1
+            inventory = inventory.model_copy(update={"generation": generation})
+            await self._publisher.publish(
+                DOMAIN_KIND,
+                domain.name,
+                INVENTORY,
+                event_id=inventory_event_id(self.settings.host, domain.name, generation),
+                extra=inventory.model_dump(mode="json"),
+            )
+            await self._save_mark(domain.name, InventoryMark(generation=generation, digest=content))
+
+    async def _publish_undefined(self, name: str) -> None:
+        assert self._publisher is not None
+        mark = await self._mark(name)
+        generation = mark.generation + 1
+        await self._publisher.publish(
+            DOMAIN_KIND,
+            name,
+            UNDEFINED,
+            event_id=inventory_event_id(self.settings.host, name, generation),
+            extra=DomainUndefined(
+                host=self.settings.host, domain=name, generation=generation
+            ).model_dump(mode="json"),
+        )
+        await self._save_mark(name, InventoryMark(generation=generation))
+
+    async def _mark(self, name: str) -> InventoryMark:
+        assert self._store is not None
+        if name not in self._marks:
+            self._marks[name] = await self._store.mark(name)
+        return self._marks[name]
+
+    async def _save_mark(self, name: str, mark: InventoryMark) -> None:
+        assert self._store is not None
+        await self._store.save_mark(name, mark)
+        self._marks[name] = mark
+
+    async def _publish_status(self, status: BlockJobStatus) -> None:
+        assert self._publisher is not None
+        await self._publisher.publish(
+            DOMAIN_KIND,
+            status.domain,
+            status_event_name(status),
+            status_detail(status),
+            event_id=status_event_id(status),
+            extra=status.model_dump(mode="json"),
+        )
+
+    # -- the domains folder ---------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        refreshed = 0.0
+        while True:
+            try:
+                await self._look(refresh=time.monotonic() - refreshed > _REFRESH_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("domains folder scan failed")
+            if time.monotonic() - refreshed > _REFRESH_SECONDS:
+                refreshed = time.monotonic()
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def _look(self, *, refresh: bool) -> None:
+        """One pass over the folder: new, changed and removed domains, connections."""
+        seen = scan(self.folder)
+        for name in [n for n in self.domains if n not in seen]:
+            domain = self.domains.pop(name)
+            await self._disconnect(domain)
+            await self._publish_undefined(name)
+        for name, stamp in seen.items():
+            changed = False
+            if name not in self.domains:
+                self.domains[name] = Domain(name, self.folder)
+                self.domains[name].load(stamp)
+                changed = True
+            domain = self.domains[name]
+            if domain.stamp != stamp:
+                domain.load(stamp)
+                changed = True
+            if domain.hypervisor is None and time.monotonic() >= domain.next_connect:
+                changed = await self._connect(domain) or changed
+            if changed or refresh:
+                await self.publish_inventory(domain)
+        live = sum(1 for d in self.domains.values() if d.live)
+        self._domain_gauge.labels(live="yes").set(live)
+        self._domain_gauge.labels(live="no").set(len(self.domains) - live)
+
+    async def _connect(self, domain: Domain) -> bool:
+        """Connect to the domain's QMP socket and reconcile its jobs; False if not there."""
+        if not domain.qmp_path.exists():
+            return False
+        qmp = QmpClient(domain.name)
+        try:
+            await qmp.connect(str(domain.qmp_path), timeout=2.0)
+        except (QmpError, TimeoutError) as err:
+            domain.next_connect = time.monotonic() + _CONNECT_RETRY
+            log.debug("QMP not reachable", extra={"domain": domain.name, "error": str(err)})
+            return False
+        hv: Hypervisor = QemuDomain(qmp)
+        domain.hypervisor = hv
+        log.info("domain connected", extra={"domain": domain.name, "qemu": qmp.greeting})
+        domain.tasks.append(asyncio.create_task(self._pump(domain, hv), name=f"pump-{domain.name}"))
+        try:
+            await self.jobs.reconcile(domain)
+        except (QmpError, VirtError) as err:
+            log.error("reconcile failed", extra={"domain": domain.name, "error": str(err)})
+        return True
+
+    async def _disconnect(self, domain: Domain) -> None:
+        tasks, domain.tasks = domain.tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        hv, domain.hypervisor = domain.hypervisor, None
+        if hv is not None:
+            await hv.close()
+
+    async def _pump(self, domain: Domain, hv: Hypervisor) -> None:
+        """QEMU's job events for one domain, until its connection ends."""
+        async for event in hv.job_events():
+            if event is None:
+                break
+            try:
+                await self.jobs.on_job_state(domain, event.job_id, event.state)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job event not handled", extra={"job": event.job_id})
+        log.info("domain disconnected", extra={"domain": domain.name})
+        if domain.hypervisor is hv:
+            domain.hypervisor = None
+            domain.next_connect = time.monotonic() + _CONNECT_RETRY
+            await hv.close()
+            with contextlib.suppress(QmpError, VirtError):
+                await self.publish_inventory(domain)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(_PROGRESS_SECONDS)
+            for domain in list(self.domains.values()):
+                if not domain.live:
+                    continue
+                try:
+                    await self.jobs.refresh_progress(domain)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    log.debug("progress not read", extra={"domain": domain.name, "error": str(err)})
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def _consume(self, subscription: nats.js.JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                messages = await subscription.fetch(batch=10, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("command fetch failed", extra={"error": str(err)})
+                await asyncio.sleep(1.0)
+                continue
+            for msg in messages:
+                await self._on_command(msg)
+
+    async def _on_command(self, msg: Msg) -> None:
+        try:
+            event = CloudEvent.model_validate_json(msg.data)
+            command = parse_command(event.data.extra)
+        except ValidationError as err:
+            log.error(
+                "malformed block-job command", extra={"subject": msg.subject, "error": str(err)}
+            )
+            await msg.term()
+            return
+        kind = command.kind.value
+        try:
+            await msg.in_progress()
+            await self.jobs.handle(command)
+        except Retry as err:
+            delivered = msg.metadata.num_delivered
+            if delivered < MAX_DELIVER - 1:
+                self._commands.labels(kind=kind, outcome="retry").inc()
+                await msg.nak(delay=min(2.0**delivered, 30.0))
+                return
+            self._commands.labels(kind=kind, outcome="dropped").inc()
+            if command.kind in START_KINDS:
+                assert isinstance(command, CopyCommand | CommitCommand | PullCommand)
+                await self.jobs.fail(command, str(err))
+            log.error("command dropped", extra={"job": command.job_id, "reason": str(err)})
+            await msg.term()
+            return
+        except (QmpError, VirtError) as err:
+            # A control command QEMU refused (pivot of a job that is not ready...):
+            # the job goes on, and its events say how.
+            self._commands.labels(kind=kind, outcome="refused").inc()
+            log.warning("command refused", extra={"job": command.job_id, "reason": str(err)})
+        else:
+            self._commands.labels(kind=kind, outcome="ok").inc()
+        await msg.ack()
