@@ -1,0 +1,115 @@
+"""Restarting the storage service: pool state follows the storage, half-made volumes go."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from client.storage import StorageClient
+from services.storage.registry import BUCKET, StorageRegistry
+from services.storage.service import StorageService, StorageSettings
+from shared.api.storage import BuildMode, PoolState, VolRef
+from shared.util.errors import VirtError
+from shared.util.state import StateStore
+from tests.integration.procs import kill9, start_service, terminate, wait_for_service
+
+pytestmark = pytest.mark.integration
+HOST = "restart-host"
+
+
+def dir_pool(name: str, path: Path) -> str:
+    return f"<pool type='dir'><name>{name}</name><target><path>{path}</path></target></pool>"
+
+
+def settings(nats_url: str, tmp_path: Path) -> StorageSettings:
+    return StorageSettings(nats_url=nats_url, state_dir=tmp_path / "state", host=HOST)
+
+
+async def test_state_after_restart_matches_storage(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        for name in ("gone", "kept", "auto"):
+            await storage.pool_define(dir_pool(name, tmp_path / name))
+            await storage.pool_build(name)
+        await storage.pool_start("gone")
+        await storage.pool_start("kept")
+        await storage.pool_set_autostart("auto", True)
+        await storage.pool_create(dir_pool("transient", tmp_path / "transient"), BuildMode.BUILD)
+        await storage.vol_create("kept", "<volume><name>v</name><capacity>4096</capacity></volume>")
+        assert (await storage.pool_info("auto")).state is PoolState.INACTIVE
+    shutil.rmtree(tmp_path / "gone")
+    (tmp_path / "kept" / "outside.img").write_bytes(b"x" * 512)
+    async with StorageService(settings(nats_url, tmp_path)):
+        states = {p.name: (p.state, p.persistent) for p in await storage.pool_list()}
+        assert states == {
+            "auto": (PoolState.RUNNING, True),
+            "gone": (PoolState.INACTIVE, True),
+            "kept": (PoolState.RUNNING, True),
+            "transient": (PoolState.RUNNING, False),
+        }
+        assert [v.name for v in await storage.vol_list("kept")] == ["outside.img", "v"]
+
+
+async def test_claim_left_by_a_crash_is_cleaned(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        info = await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+    partial = tmp_path / "p" / "half.img"
+    partial.write_bytes(b"\0" * 1024)
+    registry = StorageRegistry(await StateStore.open(nc.jetstream(), BUCKET), HOST)
+    assert await registry.claim(info.uuid, "half.img", str(partial))
+    async with StorageService(settings(nats_url, tmp_path)):
+        assert not partial.exists()
+        assert await storage.vol_list("p") == []
+        assert await registry.claims() == []
+
+
+async def test_killed_mid_clone_leaves_no_volume(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+    storage = StorageClient(nc, HOST)
+    args = ["--host", HOST]
+    log = tmp_path / "storage.log"
+    proc = start_service("services.storage", nats_url, tmp_path / "state", log, extra=args)
+    try:
+        await wait_for_service(nc, "storage", proc)
+        await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+        block = bytes(range(256)) * 4096
+        with open(tmp_path / "p" / "big.img", "wb") as f:
+            for _ in range(256):
+                f.write(block)
+        await storage.pool_refresh("p")
+        clone = asyncio.create_task(
+            storage.vol_create_from(
+                "p",
+                "<volume><name>copy.img</name><capacity>0</capacity></volume>",
+                VolRef(pool="p", name="big.img"),
+            )
+        )
+        for _ in range(200):
+            if (tmp_path / "p" / "copy.img").exists():
+                break
+            await asyncio.sleep(0.005)
+        kill9(proc)
+        # The request dies with the service: no reply will ever come.
+        clone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await clone
+    finally:
+        terminate(proc)
+    proc = start_service("services.storage", nats_url, tmp_path / "state", log, extra=args)
+    try:
+        await wait_for_service(nc, "storage", proc)
+        for _ in range(100):
+            try:
+                names = [v.name for v in await storage.vol_list("p")]
+                break
+            except VirtError:
+                await asyncio.sleep(0.05)
+        assert names == ["big.img"]
+        assert not (tmp_path / "p" / "copy.img").exists()
+        assert "half-made volume copy.img" in log.read_text()
+    finally:
+        terminate(proc)
