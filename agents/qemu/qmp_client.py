@@ -144,6 +144,8 @@ class QmpClient:
             await self._writer.drain()
             async with asyncio.timeout(timeout or DEFAULT_TIMEOUT):
                 reply = await future
+        except TimeoutError:
+            raise  # an OSError too, but not a lost connection
         except (ConnectionError, OSError) as err:
             raise QmpConnectionError(f"{self.name}: {command}: {err}") from err
         finally:

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.qemu.qmp_client import QmpClient
+from agents.qemu.qmp_client import QmpClient, QmpEvent
 
 ALIAS = "virtio-disk0"
 TARGET = "vda"
@@ -62,6 +62,7 @@ class QemuFixture:
     proc: subprocess.Popen[bytes] | None = None
     qmp: QmpClient = field(default_factory=lambda: QmpClient("test"))
     writes: list[tuple[int, int, int]] = field(default_factory=list)
+    seen: list[QmpEvent] = field(default_factory=list)
 
     @property
     def base(self) -> Path:
@@ -135,6 +136,18 @@ class QemuFixture:
         await self.qmp.execute(
             "human-monitor-command", {"command-line": f'qemu-io -d {device} "flush"'}
         )
+
+    def event_time(self, name: str, device: str) -> float:
+        """QEMU's timestamp of the first event ``name`` about ``device`` seen so far
+        (QEMU sends every event to each monitor, the test's included)."""
+        while not self.qmp.events.empty():
+            event = self.qmp.events.get_nowait()
+            if event is not None:
+                self.seen.append(event)
+        for event in self.seen:
+            if event.name == name and event.data.get("device") == device:
+                return event.timestamp
+        raise AssertionError(f"no {name} for {device}")
 
     def reference(self, path: Path) -> Path:
         """A raw image holding what the disk should hold now (chain + guest writes)."""

@@ -244,6 +244,10 @@ async def test_copy_ready_write_pivot(
     running = await events.inventory(lambda d: d.find("mirror") is not None)
     assert _mirror_ready(running) == ""
     ready = await events.phase("copy1", Phase.READY)
+    arrived = events.arrived[events.items.index(ready)]
+    latency = arrived - domain.event_time("BLOCK_JOB_READY", "vbj-copy1")
+    print(f"BLOCK_JOB_READY -> subscriber: {latency * 1000:.1f} ms")
+    assert 0 < latency < 2.0
     assert ready.data.detail == "Block Copy for vda ready"
     assert ready.data.extra["type"] == "COPY" and ready.data.extra["status"] == "READY"
     disk = await events.inventory(lambda d: _mirror_ready(d) == "yes")
@@ -356,12 +360,16 @@ async def test_agent_sigkill_mid_copy(
         lambda e: e.data.event == "block-job-progress" and e.data.extra["cur"] > 0, timeout=20
     )
     agent.kill()
+    assert events.statuses("slow1") == []  # killed while copying
     await domain.guest_write(0x66, 5 * 1024 * 1024, 64 * 1024)
     await agent.start(nc)
     await send(nc, SetSpeedCommand(job_id="slow1", domain=DOMAIN, disk=TARGET, bandwidth=0))
     await events.phase("slow1", Phase.READY)
     await events.inventory(lambda d: _mirror_ready(d) == "yes")
+    # killed again once ready; the pivot waits in the stream for the next agent
+    agent.kill()
     await send(nc, PivotCommand(job_id="slow1", domain=DOMAIN, disk=TARGET))
+    await agent.start(nc)
     await events.phase("slow1", Phase.PIVOTED)
     await events.inventory(lambda d: _source(d) == str(copy) and d.find("mirror") is None)
     await asyncio.sleep(1.0)  # let anything doubled arrive
