@@ -35,6 +35,7 @@ log = logging.getLogger("virtbus.up")
 STACK: list[tuple[str, str]] = [
     ("secret", "services.secret"),
     ("storage", "services.storage"),
+    ("agent-qemu", "agents.qemu"),
 ]
 
 _READY_TIMEOUT = 60.0
