@@ -180,6 +180,8 @@ class JobController:
                 await self._save(record)
             started = await self._run(record, live)
             record.added_nodes = started
+            if record.job_type is JobType.COPY and started:
+                record.target_node = started[0]
             record.state = RecordState.RUNNING
             await self._save(record)
         except (VirtError, QmpCommandError) as err:
@@ -229,6 +231,7 @@ class JobController:
                 chain_nodes=chain_nodes,
                 drop_nodes=drop,
                 mirror=_from(live, base_index) if active else None,
+                target_node=base.node if active else None,
                 bandwidth=command.bandwidth,
             )
         base_index = _base_index(command.base, command.disk, live, len(live.chain))
@@ -430,9 +433,21 @@ class JobController:
                 await hv.dismiss(record.job_id)
             except QmpCommandError as err:
                 log.info("dismiss refused", extra={"job": record.job_id, "reason": err.desc})
-        live = (await hv.disks()).get(record.alias)
+        disks = await hv.disks()
+        live = disks.get(record.alias)
         in_chain = {layer.node for layer in live.chain} if live is not None else set()
-        switched = bool(record.drop_nodes) and not (set(record.drop_nodes) & in_chain)
+        # A mirror that completed after job-complete has switched (QEMU's word);
+        # after a restart that lost the job, the chain tells.
+        completed = job is not None and error is None and not record.abort_requested
+        switched = (completed and record.pivot_requested) or (
+            bool(record.drop_nodes) and not (set(record.drop_nodes) & in_chain)
+        )
+        alias = record.alias
+        target = record.target_node
+        if switched and target is not None and (live is None or live.top.node != target):
+            # qemu-storage-daemon: the alias named the old top node; the disk is
+            # now the target node, and its alias becomes that node's name.
+            live, alias = disks.get(target), target
         if switched:
             phase, error = (Phase.PIVOTED if record.mirror_job else Phase.COMPLETED), None
         elif record.abort_requested:
@@ -448,7 +463,10 @@ class JobController:
         if switched and live is not None:
             disk = domain.disk_by_target(record.disk)
             if disk is not None:
-                domain.write_xml(rewrite_disk(domain.xml, record.alias, source_for(disk, live)))
+                renamed = disk.model_copy(
+                    update={"info": disk.info.model_copy(update={"alias": alias})}
+                )
+                domain.write_xml(rewrite_disk(domain.xml, record.alias, source_for(renamed, live)))
             used = set(await _chain_nodes(live))
             await hv.release([n for n in record.chain_nodes if n not in used])
         else:

@@ -62,6 +62,8 @@ class JobRecord(BaseModel):
     chain_nodes: list[str] = Field(default_factory=list)
     drop_nodes: list[str] = Field(default_factory=list)
     mirror: StorageSource | None = None
+    #: the node a copy or active commit switches the disk to
+    target_node: str | None = None
     cur: int = 0
     end: int = 0
     bandwidth: int = 0

@@ -86,22 +86,36 @@ class QemuFixture:
         )  # fmt: skip
         qemu_io(self.top, "qcow2", TOP_WRITES)
 
-    async def start(self) -> None:
+    async def start(self, *, daemon: bool = False) -> None:
+        """Start qemu-system-x86_64, or with ``daemon`` qemu-storage-daemon (whose
+        disk is then named by its node, ``top-fmt``)."""
         assert QEMU is not None
         self.domains.mkdir(parents=True, exist_ok=True)
         agent_qmp = self.domains / f"{self.name}.qmp"
         test_qmp = self.images / "test.qmp"
-        argv = [
-            QEMU, "-S", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none",
-            "-m", "128",
-            "-qmp", f"unix:{agent_qmp},server=on,wait=off",
-            "-qmp", f"unix:{test_qmp},server=on,wait=off",
-            "-blockdev", f"driver=file,filename={self.base},node-name=base-file",
-            "-blockdev", "driver=raw,file=base-file,node-name=base-fmt",
-            "-blockdev", f"driver=file,filename={self.top},node-name=top-file",
-            "-blockdev", "driver=qcow2,file=top-file,backing=base-fmt,node-name=top-fmt",
-            "-device", f"virtio-blk-pci,drive=top-fmt,id={ALIAS}",
-        ]  # fmt: skip
+        blockdevs = [
+            f"driver=file,filename={self.base},node-name=base-file",
+            "driver=raw,file=base-file,node-name=base-fmt",
+            f"driver=file,filename={self.top},node-name=top-file",
+            "driver=qcow2,file=top-file,backing=base-fmt,node-name=top-fmt",
+        ]
+        if daemon:
+            argv = ["qemu-storage-daemon"]
+            for i, path in enumerate((agent_qmp, test_qmp)):
+                argv += ["--chardev", f"socket,path={path},server=on,wait=off,id=m{i}"]
+                argv += ["--monitor", f"chardev=m{i}"]
+            for blockdev in blockdevs:
+                argv += ["--blockdev", blockdev]
+        else:
+            argv = [
+                QEMU, "-S", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none",
+                "-m", "128",
+                "-qmp", f"unix:{agent_qmp},server=on,wait=off",
+                "-qmp", f"unix:{test_qmp},server=on,wait=off",
+                "-device", f"virtio-blk-pci,drive=top-fmt,id={ALIAS}",
+            ]  # fmt: skip
+            for blockdev in blockdevs:
+                argv += ["-blockdev", blockdev]
         log = open(self.images / "qemu.log", "wb")  # noqa: SIM115 - kept for the process
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         for _ in range(200):
@@ -111,8 +125,9 @@ class QemuFixture:
                 raise AssertionError((self.images / "qemu.log").read_text())
             await asyncio.sleep(0.05)
         await self.qmp.connect(str(test_qmp))
+        alias = "top-fmt" if daemon else ALIAS
         self.xml_path.write_text(
-            DOMAIN_XML.format(name=self.name, top=self.top, target=TARGET, alias=ALIAS)
+            DOMAIN_XML.format(name=self.name, top=self.top, target=TARGET, alias=alias)
         )
 
     async def stop(self) -> None:

@@ -346,6 +346,39 @@ async def test_bad_commands_fail_as_events(nc: NATS, domain: QemuFixture, events
     assert failed.data.extra["error"] == "invalid argument: disk 'vdz' not found in domain 'web1'"
 
 
+async def test_storage_daemon_disk_named_by_its_node(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+) -> None:
+    daemon = QemuFixture(DOMAIN, tmp_path / "images", tmp_path / "domains")
+    daemon.make_chain()
+    await daemon.start(daemon=True)
+    (tmp_path / "agent").mkdir()
+    agent = Agent(nats_server.url, tmp_path / "agent", daemon.domains, tmp_path / "agent.log")
+    collected = Events()
+    await agent.start(nc)
+    pump = asyncio.create_task(collected.pump(nc))  # the agent made the stream
+    try:
+        disk = await collected.inventory(lambda d: _source(d) == str(daemon.top))
+        assert disk.find("alias").get("name") == "top-fmt"  # type: ignore[union-attr]
+        assert disk.find("backingStore/source").get("file") == str(daemon.base)  # type: ignore[union-attr]
+        await send(nc, PullCommand(job_id="qsd-pull", domain=DOMAIN, disk=TARGET))
+        await collected.phase("qsd-pull", Phase.COMPLETED)
+        await collected.inventory(lambda d: _source(d) == str(daemon.top) and _chain_ends(d))
+        copy = tmp_path / "copy.qcow2"
+        await send(nc, copy_command("qsd-copy", copy))
+        await send(nc, PivotCommand(job_id="qsd-copy", domain=DOMAIN, disk=TARGET))
+        await collected.phase("qsd-copy", Phase.PIVOTED)
+        disk = await collected.inventory(lambda d: _source(d) == str(copy))
+        alias = disk.find("alias").get("name")  # type: ignore[union-attr]
+        assert alias != "top-fmt" and f"<alias name='{alias}'/>" in daemon.xml_path.read_text()
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        agent.stop()
+        await daemon.stop()
+
+
 # --- restart ---------------------------------------------------------------------------------
 
 
