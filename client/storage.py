@@ -6,6 +6,10 @@ libvirt connection talks to one daemon; ``host`` picks it.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+
 from nats.aio.client import Client as NATS
 
 from shared.api import storage as api
@@ -149,6 +153,40 @@ class StorageClient:
         request = api.VolPathRequest(path=path)
         return await call(self._nc, api.VOL_LOOKUP_PATH, request, host=self.host)
 
-    async def vol_list(self, pool: str) -> list[VolumeInfo]:
-        reply = await call(self._nc, api.VOL_LIST, api.PoolRequest(pool=pool), host=self.host)
-        return reply.volumes
+    async def vol_list(self, pool: str, *, details: bool = False) -> list[VolumeInfo]:
+        request = api.VolListRequest(pool=pool, details=details)
+        return (await call(self._nc, api.VOL_LIST, request, host=self.host)).volumes
+
+
+async def storage_hosts(nc: NATS, *, settle: float = 0.05, deadline: float = 1.0) -> list[str]:
+    """The hosts whose storage service answers ``$SRV.PING``, sorted.
+
+    Replies are collected until none has come for ``settle`` seconds after
+    the first one, or until ``deadline`` when nobody answers.
+    """
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    hosts: set[str] = set()
+    try:
+        await nc.publish(f"$SRV.PING.{api.SERVICE}", b"", reply=inbox)
+        await nc.flush()
+        wait = deadline
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=wait)
+            except TimeoutError:
+                break
+            with contextlib.suppress(ValueError, AttributeError):
+                host = (json.loads(msg.data).get("metadata") or {}).get("host")
+                if host:
+                    hosts.add(str(host))
+            wait = settle
+    finally:
+        await sub.unsubscribe()
+    return sorted(hosts)
+
+
+async def default_host(nc: NATS) -> str:
+    """The only host with a storage service on the bus, else this machine's name."""
+    hosts = await storage_hosts(nc)
+    return hosts[0] if len(hosts) == 1 else socket.gethostname()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -93,6 +94,264 @@ def _up(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats-url", help="join this NATS server instead of starting one")
     p.add_argument("--nats-port", type=int, default=4222, help="port of the embedded server")
     p.add_argument("--state-dir", help="state folder (default: the user's state folder)")
+
+
+_POOL = "client.cli.pool_cmds"
+_VOL = "client.cli.vol_cmds"
+
+
+def _pool_ref(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pool", help="pool name or uuid")
+
+
+def _build_flags(p: argparse.ArgumentParser, with_build: bool = True) -> None:
+    if with_build:
+        p.add_argument("--build", action="store_true", help="build the pool as normal")
+    p.add_argument("--overwrite", action="store_true", help="overwrite any existing data")
+    p.add_argument("--no-overwrite", action="store_true", help="do not overwrite any existing data")
+
+
+def _pool_x_as(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="name of the pool")
+    p.add_argument("type", help="type of the pool")
+    p.add_argument("--print-xml", action="store_true", help="print XML, do not define/create")
+    for option, what in (
+        ("source-host", "source-host for underlying storage"),
+        ("source-path", "source path for underlying storage"),
+        ("source-dev", "source device for underlying storage"),
+        ("source-name", "source name for underlying storage"),
+        ("target", "target for underlying storage"),
+        ("source-format", "format for underlying storage"),
+        ("auth-type", "auth type to be used for underlying storage"),
+        ("auth-username", "auth username to be used for underlying storage"),
+        ("secret-usage", "auth secret usage to be used for underlying storage"),
+        ("secret-uuid", "auth secret UUID to be used for underlying storage"),
+        ("adapter-name", "adapter name to be used for underlying storage"),
+        ("adapter-wwnn", "adapter wwnn to be used for underlying storage"),
+        ("adapter-wwpn", "adapter wwpn to be used for underlying storage"),
+        ("adapter-parent", "adapter parent scsi_hostN of the vHBA"),
+        ("adapter-parent-wwnn", "adapter parent scsi_hostN wwnn of the vHBA"),
+        ("adapter-parent-wwpn", "adapter parent scsi_hostN wwpn of the vHBA"),
+        ("adapter-parent-fabric-wwn", "adapter parent scsi_hostN fabric_wwn of the vHBA"),
+        ("source-protocol-ver", "nfsvers value for NFS pool mount option"),
+        ("source-initiator", "initiator iqn for underlying storage"),
+    ):
+        p.add_argument(f"--{option}", help=what)
+
+
+def _vol_ref(p: argparse.ArgumentParser, what: str = "vol name, key or path") -> None:
+    p.add_argument("vol", help=what)
+    p.add_argument("--pool", help="pool name or uuid")
+
+
+@command("pool-define", _POOL, "define_", "define an inactive persistent storage pool from XML")
+def _pool_define(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="file containing an XML pool description")
+    p.add_argument("--validate", action="store_true", help="validate the XML against the schema")
+
+
+@command("pool-define-as", _POOL, "define_as", "define a pool from a set of args")
+def _pool_define_as(p: argparse.ArgumentParser) -> None:
+    _pool_x_as(p)
+
+
+@command("pool-create", _POOL, "create", "create a pool from an XML file")
+def _pool_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="file containing an XML pool description")
+    _build_flags(p)
+
+
+@command("pool-create-as", _POOL, "create_as", "create a pool from a set of args")
+def _pool_create_as(p: argparse.ArgumentParser) -> None:
+    _pool_x_as(p)
+    _build_flags(p)
+
+
+@command("pool-build", _POOL, "build", "build a pool")
+def _pool_build(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    _build_flags(p, with_build=False)
+
+
+@command("pool-start", _POOL, "start", "start a (previously defined) inactive pool")
+def _pool_start(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    _build_flags(p)
+
+
+@command("pool-destroy", _POOL, "destroy", "destroy (stop) a pool")
+def _pool_destroy(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+
+
+@command("pool-delete", _POOL, "delete", "delete a pool")
+def _pool_delete(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+
+
+@command("pool-undefine", _POOL, "undefine", "undefine an inactive pool")
+def _pool_undefine(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+
+
+@command("pool-autostart", _POOL, "autostart", "autostart a pool")
+def _pool_autostart(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    p.add_argument("--disable", action="store_true", help="disable autostarting")
+
+
+@command("pool-refresh", _POOL, "refresh", "refresh a pool")
+def _pool_refresh(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+
+
+@command("pool-info", _POOL, "info", "storage pool information")
+def _pool_info(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    p.add_argument("--bytes", action="store_true", help="sizes in bytes, not pretty units")
+
+
+@command("pool-list", _POOL, "list_", "list pools")
+def _pool_list(p: argparse.ArgumentParser) -> None:
+    for flag, what in (
+        ("inactive", "list inactive pools"),
+        ("all", "list inactive & active pools"),
+        ("transient", "list transient pools"),
+        ("persistent", "list persistent pools"),
+        ("autostart", "list pools with autostart enabled"),
+        ("no-autostart", "list pools with autostart disabled"),
+        ("details", "display extended details for pools"),
+        ("uuid", "list UUID of pools only"),
+        ("name", "list name of pools only"),
+    ):
+        p.add_argument(f"--{flag}", action="store_true", help=what)
+    p.add_argument("--type", help="only list pools of these comma-separated types")
+
+
+@command("pool-dumpxml", _POOL, "dumpxml", "pool information in XML")
+def _pool_dumpxml(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    p.add_argument("--inactive", action="store_true", help="the configuration of next start")
+
+
+@command("pool-capabilities", _POOL, "capabilities", "storage pool capabilities")
+def _pool_capabilities(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@command("pool-name", _POOL, "name_", "convert a pool UUID to pool name")
+def _pool_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("uuid", help="pool uuid")
+
+
+@command("pool-uuid", _POOL, "uuid_", "convert a pool name to pool UUID")
+def _pool_uuid(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+
+
+@command("vol-create", _VOL, "create", "create a vol from an XML file")
+def _vol_create(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    p.add_argument("file", help="file containing an XML vol description")
+    p.add_argument("--prealloc-metadata", action="store_true", help="preallocate metadata")
+    p.add_argument("--validate", action="store_true", help="validate the XML against the schema")
+
+
+@command("vol-create-as", _VOL, "create_as", "create a volume from a set of args")
+def _vol_create_as(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    p.add_argument("name", help="name of the volume")
+    p.add_argument("capacity", help="size of the vol, as scaled integer (default bytes)")
+    p.add_argument("--allocation", help="initial allocation size, as scaled integer")
+    p.add_argument("--format", help="file format type raw,bochs,qcow,qcow2,qed,vmdk")
+    p.add_argument("--backing-vol", help="the backing volume if taking a snapshot")
+    p.add_argument("--backing-vol-format", help="format of backing volume")
+    p.add_argument("--prealloc-metadata", action="store_true", help="preallocate metadata")
+    p.add_argument("--print-xml", action="store_true", help="print XML, do not create")
+
+
+@command("vol-create-from", _VOL, "create_from", "create a vol, using another volume as input")
+def _vol_create_from(p: argparse.ArgumentParser) -> None:
+    _pool_ref(p)
+    p.add_argument("file", help="file containing an XML vol description")
+    p.add_argument("vol", help="input vol name or key")
+    p.add_argument("--inputpool", help="pool name or uuid of the input volume's pool")
+    p.add_argument("--prealloc-metadata", action="store_true", help="preallocate metadata")
+    p.add_argument("--reflink", action="store_true", help="use btrfs COW lightweight copy")
+    p.add_argument("--validate", action="store_true", help="validate the XML against the schema")
+
+
+@command("vol-clone", _VOL, "clone", "clone a volume")
+def _vol_clone(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p)
+    p.add_argument("newname", help="clone name")
+    p.add_argument("--prealloc-metadata", action="store_true", help="preallocate metadata")
+    p.add_argument("--reflink", action="store_true", help="use btrfs COW lightweight copy")
+    p.add_argument("--print-xml", action="store_true", help="print XML, do not clone")
+
+
+@command("vol-delete", _VOL, "delete", "delete a vol")
+def _vol_delete(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p)
+    p.add_argument("--delete-snapshots", action="store_true", help="delete its snapshots too")
+
+
+@command("vol-wipe", _VOL, "wipe", "wipe a vol")
+def _vol_wipe(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p)
+    p.add_argument("--algorithm", help="perform selected wiping algorithm")
+
+
+@command("vol-resize", _VOL, "resize", "resize a vol")
+def _vol_resize(p: argparse.ArgumentParser) -> None:
+    # virsh takes "-1G" (with --shrink) as a size, not as an option.
+    p._negative_number_matcher = re.compile(r"^-[0-9]+[A-Za-z]*$")
+    p.add_argument("vol", help="vol name, key or path")
+    p.add_argument("capacity", help="new capacity, as scaled integer (default bytes)")
+    p.add_argument("--pool", help="pool name or uuid")
+    p.add_argument("--allocate", action="store_true", help="allocate the new capacity")
+    p.add_argument("--delta", action="store_true", help="capacity is a change, not a size")
+    p.add_argument("--shrink", action="store_true", help="allow the resize to shrink")
+
+
+@command("vol-info", _VOL, "info", "storage vol information")
+def _vol_info(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p)
+    p.add_argument("--bytes", action="store_true", help="sizes in bytes, not pretty units")
+    p.add_argument("--physical", action="store_true", help="show the physical size")
+
+
+@command("vol-list", _VOL, "list_", "list vols")
+def _vol_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pool", nargs="?", help="pool name or uuid")
+    p.add_argument("--pool", dest="pool_opt", help="pool name or uuid")
+    p.add_argument("--details", action="store_true", help="display extended details")
+
+
+@command("vol-dumpxml", _VOL, "dumpxml", "vol information in XML")
+def _vol_dumpxml(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p)
+
+
+@command("vol-path", _VOL, "path", "returns the volume path for a given volume name or key")
+def _vol_path(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p, "volume name or key")
+
+
+@command("vol-key", _VOL, "key", "returns the volume key for a given volume name or path")
+def _vol_key(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p, "volume name or path")
+
+
+@command("vol-name", _VOL, "name_", "returns the volume name for a given volume key or path")
+def _vol_name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("vol", help="volume key or path")
+
+
+@command("vol-pool", _VOL, "pool", "returns the storage pool for a given volume key or path")
+def _vol_pool(p: argparse.ArgumentParser) -> None:
+    p.add_argument("vol", help="volume key or path")
+    p.add_argument("--uuid", action="store_true", help="return the pool uuid, not its name")
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

@@ -342,8 +342,14 @@ class StorageService(ServiceProcess[StorageSettings]):
     async def vol_lookup_path(self, req: api.VolPathRequest) -> api.VolumeInfo:
         return self._vol_info(self.volumes.by_path(req.path))
 
-    async def vol_list(self, req: api.PoolRequest) -> api.VolListReply:
+    async def vol_list(self, req: api.VolListRequest) -> api.VolListReply:
         obj = self.pools.by_name(req.pool)
         obj.check_active()
         vols = sorted(obj.volumes.values(), key=lambda v: v.name.lower())
-        return api.VolListReply(volumes=[obj.volume_info(v.definition) for v in vols])
+        infos = []
+        for vol in vols:
+            if req.details and not vol.building:
+                with contextlib.suppress(VirtError):
+                    await self.volumes.refreshed(obj, vol)
+            infos.append(obj.volume_info(vol.definition))
+        return api.VolListReply(volumes=infos)

@@ -180,6 +180,14 @@ class VolPathRequest(BaseModel):
     path: str
 
 
+class VolListRequest(BaseModel):
+    """``details``: re-read each volume from its storage first (virsh's vol-list
+    --details asks every volume's info, which libvirt refreshes)."""
+
+    pool: str
+    details: bool = False
+
+
 class VolListReply(BaseModel):
     volumes: list[VolumeInfo] = Field(default_factory=list)
 
@@ -235,4 +243,4 @@ VOL_DUMPXML = Endpoint(SERVICE, "vol.dumpxml", VolRequest, XmlReply, host_scoped
 VOL_LOOKUP_NAME = Endpoint(SERVICE, "vol.lookup.name", VolNameRequest, VolumeInfo, host_scoped=True)
 VOL_LOOKUP_KEY = Endpoint(SERVICE, "vol.lookup.key", VolKeyRequest, VolumeInfo, host_scoped=True)
 VOL_LOOKUP_PATH = Endpoint(SERVICE, "vol.lookup.path", VolPathRequest, VolumeInfo, host_scoped=True)
-VOL_LIST = Endpoint(SERVICE, "vol.list", PoolRequest, VolListReply, host_scoped=True)
+VOL_LIST = Endpoint(SERVICE, "vol.list", VolListRequest, VolListReply, host_scoped=True)

@@ -1,0 +1,495 @@
+"""The storage pool commands (pool-define ... pool-capabilities), printing what virsh prints.
+
+Every command talks to the storage service of one host: ``--host``, else
+the only host on the bus with a storage service, else this machine.
+A pool is named by UUID or name, tried in that order as virsh does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from client.cli.output import error, print_json, table
+from client.cli.secret_cmds import read_xml_file
+from client.cli.session import run
+from client.connection import Client
+from client.storage import StorageClient, default_host
+from shared.api.storage import BuildMode, PoolInfo, PoolState
+from shared.conf.storage_pool_types import PoolType
+from shared.conf.xmlwriter import XmlWriter
+from shared.util.errors import VirtError
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+_UUID_LENGTH = 36
+
+
+class CommandFailed(Exception):
+    """A command failed: its ``error:`` lines are in ``lines``."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__(lines[0] if lines else "")
+        self.lines = lines
+
+
+def pretty_capacity(value: int) -> str:
+    """virsh's vshPrettyCapacity rendered with ``%.2lf %s``."""
+    scaled = float(value)
+    unit = 0
+    while scaled >= 1024 and unit < len(_UNITS) - 1:
+        scaled /= 1024
+        unit += 1
+    return f"{scaled:.2f} {_UNITS[unit]}"
+
+
+Body = Callable[[StorageClient], Awaitable[int]]
+
+
+def fail(*lines: str) -> int:
+    """Print ``error:`` lines, then the blank line virsh ends every command with
+    (failed ones too); exit status 1."""
+    error(*lines)
+    print()
+    return 1
+
+
+def run_storage(args: argparse.Namespace, body: Body) -> int:
+    """Run ``body`` against the chosen host's storage service; ``CommandFailed`` and
+    ``VirtError`` become virsh's ``error:`` lines and exit status 1."""
+
+    async def main(c: Client) -> int:
+        host = args.host or await default_host(c.nc)
+        try:
+            return await body(StorageClient(c.nc, host))
+        except CommandFailed as failure:
+            return fail(*failure.lines)
+        except VirtError as err:
+            return fail(str(err))
+
+    return run(args, main)
+
+
+async def with_context(action: Awaitable[object], context: str) -> None:
+    """Await ``action``; a ``VirtError`` becomes ``context`` then the error, as virsh prints."""
+    try:
+        await action
+    except VirtError as err:
+        raise CommandFailed(context, str(err)) from err
+
+
+async def resolve_pool(storage: StorageClient, text: str) -> PoolInfo:
+    """virshCommandOptPoolBy: by UUID when it looks like one, then by name."""
+    if len(text) == _UUID_LENGTH:
+        try:
+            return await storage.pool_lookup_by_uuid(text)
+        except VirtError:
+            pass
+    try:
+        return await storage.pool_info(text)
+    except VirtError as err:
+        raise CommandFailed(f"failed to get pool '{text}'", str(err)) from err
+
+
+def done(args: argparse.Namespace, message: str, **fields: object) -> int:
+    """Print virsh's success line (and its blank line), or ``fields`` as JSON."""
+    if args.json:
+        print_json(fields)
+    else:
+        print(f"{message}\n")
+    return 0
+
+
+def show_xml(args: argparse.Namespace, xml: str, end: str = "\n", **fields: object) -> int:
+    """Print an XML document as virsh does (``end`` after it), or it and ``fields`` as JSON."""
+    if args.json:
+        print_json({**fields, "xml": xml})
+    else:
+        sys.stdout.write(xml + end)
+    return 0
+
+
+def _build_mode(args: argparse.Namespace) -> BuildMode:
+    if args.overwrite and args.no_overwrite:
+        raise CommandFailed("Options --overwrite and --no-overwrite are mutually exclusive")
+    if args.overwrite:
+        return BuildMode.OVERWRITE
+    if args.no_overwrite:
+        return BuildMode.NO_OVERWRITE
+    return BuildMode.BUILD if getattr(args, "build", False) else BuildMode.NONE
+
+
+# ---- define / create ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    name: str | None
+    wwnn: str | None
+    wwpn: str | None
+    parent: str | None
+    parent_wwnn: str | None
+    parent_wwpn: str | None
+    parent_fabric_wwn: str | None
+
+
+def _adapter_attrs(a: _Adapter) -> list[tuple[str, object | None]] | None:
+    if a.wwnn and a.wwpn:
+        attrs: list[tuple[str, object | None]] = [("type", "fc_host")]
+        if a.parent:
+            attrs.append(("parent", a.parent))
+        elif a.parent_wwnn and a.parent_wwpn:
+            attrs += [("parent_wwnn", a.parent_wwnn), ("parent_wwpn", a.parent_wwpn)]
+        elif a.parent_fabric_wwn:
+            attrs.append(("parent_fabric_wwn", a.parent_fabric_wwn))
+        return [*attrs, ("wwnn", a.wwnn), ("wwpn", a.wwpn)]
+    if a.name:
+        return [("type", "scsi_host"), ("name", a.name)]
+    return None
+
+
+def build_pool_xml(args: argparse.Namespace) -> str:
+    """The ``<pool>`` document pool-define-as and pool-create-as send (virshBuildPoolXML)."""
+    if args.secret_usage and args.secret_uuid:
+        raise CommandFailed("Options --secret-usage and --secret-uuid are mutually exclusive")
+    adapter = _Adapter(
+        args.adapter_name,
+        args.adapter_wwnn,
+        args.adapter_wwpn,
+        args.adapter_parent,
+        args.adapter_parent_wwnn,
+        args.adapter_parent_wwpn,
+        args.adapter_parent_fabric_wwn,
+    )
+    adapter_attrs = _adapter_attrs(adapter)
+    w = XmlWriter()
+    w.open("pool", [("type", args.type)])
+    w.text("name", args.name)
+    has_source = any(
+        (
+            args.source_host,
+            args.source_path,
+            args.source_dev,
+            args.source_initiator,
+            args.source_format,
+            args.source_name,
+            adapter_attrs,
+        )
+    )
+    if has_source:
+        w.open("source")
+        if args.source_host:
+            w.leaf("host", [("name", args.source_host)])
+        if args.source_path:
+            w.leaf("dir", [("path", args.source_path)])
+        if args.source_dev:
+            w.leaf("device", [("path", args.source_dev)])
+        if args.source_initiator:
+            w.open("initiator")
+            w.leaf("iqn", [("name", args.source_initiator)])
+            w.close("initiator")
+        if adapter_attrs:
+            w.leaf("adapter", adapter_attrs)
+        if args.auth_type and args.auth_username and (args.secret_usage or args.secret_uuid):
+            w.open("auth", [("type", args.auth_type), ("username", args.auth_username)])
+            key = "usage" if args.secret_usage else "uuid"
+            w.leaf("secret", [(key, args.secret_usage or args.secret_uuid)])
+            w.close("auth")
+        if args.source_format:
+            w.leaf("format", [("type", args.source_format)])
+        w.text("name", args.source_name)
+        if args.source_protocol_ver:
+            w.leaf("protocol", [("ver", args.source_protocol_ver)])
+        w.close("source")
+    if args.target:
+        w.open("target")
+        w.text("path", args.target)
+        w.close("target")
+    w.close("pool")
+    return w.getvalue()
+
+
+def define_(args: argparse.Namespace) -> int:
+    xml = read_xml_file(args.file)
+    if xml is None:
+        return 1
+
+    async def body(s: StorageClient) -> int:
+        try:
+            info = await s.pool_define(xml)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to define pool from {args.file}", str(err)) from err
+        return done(args, f"Pool {info.name} defined from {args.file}", **info.model_dump())
+
+    return run_storage(args, body)
+
+
+def _print_xml(xml: str) -> int:
+    sys.stdout.write(xml + "\n")
+    return 0
+
+
+def define_as(args: argparse.Namespace) -> int:
+    try:
+        xml = build_pool_xml(args)
+    except CommandFailed as failure:
+        return fail(*failure.lines)
+    if args.print_xml:
+        return _print_xml(xml)
+
+    async def body(s: StorageClient) -> int:
+        try:
+            info = await s.pool_define(xml)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to define pool {args.name}", str(err)) from err
+        return done(args, f"Pool {info.name} defined", **info.model_dump())
+
+    return run_storage(args, body)
+
+
+def create(args: argparse.Namespace) -> int:
+    xml = read_xml_file(args.file)
+    if xml is None:
+        return 1
+
+    async def body(s: StorageClient) -> int:
+        mode = _build_mode(args)
+        try:
+            info = await s.pool_create(xml, mode)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to create pool from {args.file}", str(err)) from err
+        return done(args, f"Pool {info.name} created from {args.file}", **info.model_dump())
+
+    return run_storage(args, body)
+
+
+def create_as(args: argparse.Namespace) -> int:
+    try:
+        xml = build_pool_xml(args)
+        mode = _build_mode(args)
+    except CommandFailed as failure:
+        return fail(*failure.lines)
+    if args.print_xml:
+        return _print_xml(xml)
+
+    async def body(s: StorageClient) -> int:
+        try:
+            info = await s.pool_create(xml, mode)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to create pool {args.name}", str(err)) from err
+        return done(args, f"Pool {info.name} created", **info.model_dump())
+
+    return run_storage(args, body)
+
+
+# ---- actions on one pool ------------------------------------------------------------
+
+
+def _pool_action(
+    args: argparse.Namespace,
+    act: Callable[[StorageClient, str], Awaitable[object]],
+    failed: str,
+    succeeded: str,
+) -> int:
+    """Resolve the pool, act on it; ``failed``/``succeeded`` take the given pool text."""
+
+    async def body(s: StorageClient) -> int:
+        info = await resolve_pool(s, args.pool)
+        await with_context(act(s, info.name), failed.format(args.pool))
+        return done(args, succeeded.format(args.pool), pool=info.name, uuid=info.uuid)
+
+    return run_storage(args, body)
+
+
+def build(args: argparse.Namespace) -> int:
+    try:
+        mode = _build_mode(args)
+    except CommandFailed as failure:
+        return fail(*failure.lines)
+    mode = BuildMode.BUILD if mode is BuildMode.NONE else mode
+    return _pool_action(
+        args, lambda s, p: s.pool_build(p, mode), "Failed to build pool {}", "Pool {} built"
+    )
+
+
+def start(args: argparse.Namespace) -> int:
+    try:
+        mode = _build_mode(args)
+    except CommandFailed as failure:
+        return fail(*failure.lines)
+    return _pool_action(
+        args, lambda s, p: s.pool_start(p, mode), "Failed to start pool {}", "Pool {} started"
+    )
+
+
+def destroy(args: argparse.Namespace) -> int:
+    return _pool_action(
+        args, StorageClient.pool_destroy, "Failed to destroy pool {}", "Pool {} destroyed"
+    )
+
+
+def delete(args: argparse.Namespace) -> int:
+    return _pool_action(
+        args, StorageClient.pool_delete, "Failed to delete pool {}", "Pool {} deleted"
+    )
+
+
+def undefine(args: argparse.Namespace) -> int:
+    return _pool_action(
+        args,
+        StorageClient.pool_undefine,
+        "Failed to undefine pool {}",
+        "Pool {} has been undefined",
+    )
+
+
+def refresh(args: argparse.Namespace) -> int:
+    return _pool_action(
+        args, StorageClient.pool_refresh, "Failed to refresh pool {}", "Pool {} refreshed"
+    )
+
+
+def autostart(args: argparse.Namespace) -> int:
+    on = not args.disable
+    verb = "mark" if on else "unmark"
+    return _pool_action(
+        args,
+        lambda s, p: s.pool_set_autostart(p, on),
+        f"failed to {verb} pool {{}} as autostarted",
+        f"Pool {{}} {verb}ed as autostarted",
+    )
+
+
+# ---- information ----------------------------------------------------------------------
+
+
+def _field(label: str, value: object) -> str:
+    return f"{label:<15} {value}"
+
+
+def info(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        p = await resolve_pool(s, args.pool)
+        if args.json:
+            print_json(p.model_dump(mode="json"))
+            return 0
+        lines = [
+            _field("Name:", p.name),
+            _field("UUID:", p.uuid),
+            _field("State:", p.state.value),
+            _field("Persistent:", "yes" if p.persistent else "no"),
+            _field("Autostart:", "yes" if p.autostart else "no"),
+        ]
+        if p.state in (PoolState.RUNNING, PoolState.DEGRADED):
+            for label, value in (
+                ("Capacity:", p.capacity),
+                ("Allocation:", p.allocation),
+                ("Available:", p.available),
+            ):
+                lines.append(_field(label, value if args.bytes else pretty_capacity(value)))
+        print("\n".join(lines) + "\n")
+        return 0
+
+    return run_storage(args, body)
+
+
+_POOL_TYPES = frozenset(t.value for t in PoolType)
+
+
+def _tristate(yes: bool, no: bool) -> bool | None:
+    return None if yes == no else yes
+
+
+def list_(args: argparse.Namespace) -> int:
+    for a, b in (("all", "inactive"), ("details", "uuid"), ("details", "name")):
+        if getattr(args, a) and getattr(args, b):
+            return fail(f"Options --{a} and --{b} are mutually exclusive")
+    types = [t for t in (args.type or "").split(",") if t]
+    for t in types:
+        if t not in _POOL_TYPES:
+            return fail(f"Invalid pool type '{t}'")
+    active: bool | None = None if args.all else not args.inactive
+
+    async def body(s: StorageClient) -> int:
+        pools = await s.pool_list(
+            active=active,
+            persistent=_tristate(args.persistent, args.transient),
+            autostart=_tristate(args.autostart, args.no_autostart),
+            types=types,
+        )
+        if args.json:
+            print_json([p.model_dump(mode="json") for p in pools])
+            return 0
+        sys.stdout.write(format_pool_list(pools, args.details, args.uuid, args.name))
+        return 0
+
+    return run_storage(args, body)
+
+
+def format_pool_list(pools: list[PoolInfo], details: bool, uuid: bool, name: bool) -> str:
+    """pool-list's output, in its three shapes (plain, --details, --uuid/--name)."""
+    if not details and (uuid or name):
+        lines = []
+        for p in pools:
+            text = f"{p.uuid:<36}" if uuid else ""
+            if uuid and name:
+                text += " "
+            if name:
+                text += f"{p.name:<20}"
+            lines.append(text)
+        return "".join(line + "\n" for line in lines) + "\n"
+    if not details:
+        rows = [
+            [p.name, "active" if p.state is PoolState.RUNNING else "inactive",
+             "yes" if p.autostart else "no"]
+            for p in pools
+        ]  # fmt: skip
+        return table(["Name", "State", "Autostart"], rows)
+    rows = []
+    for p in pools:
+        running = p.state in (PoolState.RUNNING, PoolState.DEGRADED)
+        sizes = [pretty_capacity(v) if running else "-" for v in (p.capacity, p.allocation,
+                                                                   p.available)]  # fmt: skip
+        rows.append(
+            [p.name, p.state.value, "yes" if p.autostart else "no",
+             "yes" if p.persistent else "no", *sizes]
+        )  # fmt: skip
+    headers = ["Name", "State", "Autostart", "Persistent", "Capacity", "Allocation", "Available"]
+    return table(headers, rows)
+
+
+def dumpxml(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        p = await resolve_pool(s, args.pool)
+        xml = await s.pool_dumpxml(p.name, inactive=args.inactive)
+        return show_xml(args, xml, pool=p.name)
+
+    return run_storage(args, body)
+
+
+def capabilities(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        # virsh adds a newline to this document and then its usual blank line.
+        return show_xml(args, await s.pool_capabilities(), "\n\n")
+
+    return run_storage(args, body)
+
+
+def name_(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        try:
+            p = await s.pool_lookup_by_uuid(args.uuid)
+        except VirtError as err:
+            raise CommandFailed(f"failed to get pool '{args.uuid}'", str(err)) from err
+        return done(args, p.name, pool=p.name, uuid=p.uuid)
+
+    return run_storage(args, body)
+
+
+def uuid_(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        p = await resolve_pool(s, args.pool)
+        return done(args, p.uuid, pool=p.name, uuid=p.uuid)
+
+    return run_storage(args, body)

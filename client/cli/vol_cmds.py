@@ -1,0 +1,379 @@
+"""The storage volume commands (vol-create ... vol-pool), printing what virsh prints.
+
+A volume is named as virsh names it: with ``--pool``, by name in that pool
+first; then by key, then by path, across the host's active pools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+
+from lxml import etree
+
+from client.cli.output import print_json, table
+from client.cli.pool_cmds import (
+    CommandFailed,
+    done,
+    fail,
+    pretty_capacity,
+    resolve_pool,
+    run_storage,
+    show_xml,
+)
+from client.cli.secret_cmds import read_xml_file
+from client.storage import StorageClient
+from shared.api.storage import PoolState, VolRef, VolumeInfo, WipeAlgorithm
+from shared.conf.units import ULLONG_MAX, parse_c_unsigned, scale_integer
+from shared.conf.xmlsafe import parse_xml
+from shared.conf.xmlwriter import XmlWriter
+from shared.util.errors import VirtError
+
+Lookup = Callable[[], Awaitable[VolumeInfo]]
+
+
+def parse_size(text: str) -> int:
+    """virsh's virshVolSize: digits then an optional unit; ``CommandFailed`` otherwise."""
+    stripped = text.lstrip(" \t\n\v\f\r")
+    digits = len(stripped) - len(stripped.lstrip("+0123456789"))
+    number = parse_c_unsigned(stripped[:digits]) if digits else None
+    if number is None:
+        raise CommandFailed(f"Malformed size {text}")
+    try:
+        return scale_integer(number, stripped[digits:] or None, limit=ULLONG_MAX)
+    except VirtError as err:
+        raise CommandFailed(f"Malformed size {text}", str(err)) from err
+
+
+async def resolve_volume(
+    s: StorageClient, text: str, pool_text: str | None, *, by_name: bool = True
+) -> VolumeInfo:
+    """virshCommandOptVolBy: name in ``--pool``, then key, then path."""
+    pool_name: str | None = None
+    if pool_text:
+        pool = await resolve_pool(s, pool_text)
+        if pool.state is not PoolState.RUNNING:
+            raise CommandFailed(f"pool '{pool_text}' is not active")
+        pool_name = pool.name
+    last: VirtError | None = None
+    lookups: list[Lookup] = []
+    if pool_name is not None and by_name:
+        lookups.append(lambda: s.vol_lookup_by_name(str(pool_name), text))
+    lookups += [lambda: s.vol_lookup_by_key(text), lambda: s.vol_lookup_by_path(text)]
+    for lookup in lookups:
+        try:
+            vol = await lookup()
+        except VirtError as err:
+            last = err
+            continue
+        if pool_name is not None and vol.pool != pool_name:
+            raise CommandFailed(f"Requested volume '{text}' is not in pool '{pool_name}'")
+        return vol
+    # Commands without a --pool option (vol-name, vol-pool) give no hint about it.
+    hint = "" if pool_name is not None or not by_name else ", specifying --pool might help"
+    lines = [f"failed to get vol '{text}'{hint}"]
+    if last is not None:
+        lines.append(str(last))
+    raise CommandFailed(*lines)
+
+
+def _pool_opt(args: argparse.Namespace) -> str | None:
+    return getattr(args, "pool", None)
+
+
+def _ref(vol: VolumeInfo) -> VolRef:
+    return VolRef(pool=vol.pool, name=vol.name)
+
+
+# ---- creating -------------------------------------------------------------------------
+
+
+def create(args: argparse.Namespace) -> int:
+    xml = read_xml_file(args.file)
+    if xml is None:
+        return 1
+
+    async def body(s: StorageClient) -> int:
+        pool = await resolve_pool(s, args.pool)
+        try:
+            vol = await s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to create vol from {args.file}", str(err)) from err
+        return done(args, f"Vol {vol.name} created from {args.file}", **vol.model_dump())
+
+    return run_storage(args, body)
+
+
+async def _backing_path(s: StorageClient, pool: str, text: str) -> str:
+    """vol-create-as's backing volume: by name in the pool, then key, then path."""
+    lookups: list[Lookup] = [
+        lambda: s.vol_lookup_by_name(pool, text),
+        lambda: s.vol_lookup_by_key(text),
+        lambda: s.vol_lookup_by_path(text),
+    ]
+    for lookup in lookups:
+        try:
+            return (await lookup()).path
+        except VirtError:
+            continue
+    raise CommandFailed(f"failed to get vol '{text}'")
+
+
+def volume_xml(
+    name: str,
+    capacity: int,
+    allocation: int | None,
+    fmt: str | None,
+    backing: str | None,
+    backing_format: str | None,
+) -> str:
+    """The ``<volume>`` document vol-create-as sends."""
+    w = XmlWriter()
+    w.open("volume")
+    w.text("name", name)
+    w.text("capacity", capacity)
+    w.text("allocation", allocation)
+    if fmt:
+        w.open("target")
+        w.leaf("format", [("type", fmt)])
+        w.close("target")
+    if backing:
+        w.open("backingStore")
+        w.text("path", backing)
+        if backing_format:
+            w.leaf("format", [("type", backing_format)])
+        w.close("backingStore")
+    w.close("volume")
+    return w.getvalue()
+
+
+def create_as(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        pool = await resolve_pool(s, args.pool)
+        capacity = parse_size(args.capacity)
+        allocation = parse_size(args.allocation) if args.allocation is not None else None
+        backing = await _backing_path(s, pool.name, args.backing_vol) if args.backing_vol else None
+        xml = volume_xml(
+            args.name, capacity, allocation, args.format, backing, args.backing_vol_format
+        )
+        if args.print_xml:
+            sys.stdout.write(xml + "\n")
+            return 0
+        try:
+            vol = await s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to create vol {args.name}", str(err)) from err
+        return done(args, f"Vol {args.name} created", **vol.model_dump())
+
+    return run_storage(args, body)
+
+
+def create_from(args: argparse.Namespace) -> int:
+    xml = read_xml_file(args.file)
+    if xml is None:
+        return 1
+
+    async def body(s: StorageClient) -> int:
+        pool = await resolve_pool(s, args.pool)
+        source = await resolve_volume(s, args.vol, args.inputpool)
+        try:
+            vol = await s.vol_create_from(
+                pool.name,
+                xml,
+                _ref(source),
+                prealloc_metadata=args.prealloc_metadata,
+                reflink=args.reflink,
+            )
+        except VirtError as err:
+            raise CommandFailed(f"Failed to create vol from {args.file}", str(err)) from err
+        return done(
+            args, f"Vol {vol.name} created from input vol {source.name}", **vol.model_dump()
+        )
+
+    return run_storage(args, body)
+
+
+def clone_xml(source_xml: str, new_name: str) -> str:
+    """virsh's virshMakeCloneXML: the source volume's XML with only the name changed
+    (serialised as libxml2 writes it: double quotes, no declaration)."""
+    root = parse_xml(source_xml, "volume")
+    node = root.find("name")
+    if node is not None:
+        node.text = new_name
+    return etree.tostring(root, encoding="unicode")
+
+
+def clone(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        source = await resolve_volume(s, args.vol, _pool_opt(args))
+        xml = clone_xml(await s.vol_dumpxml(_ref(source)), args.newname)
+        if args.print_xml:
+            sys.stdout.write(xml + "\n")
+            return 0
+        try:
+            vol = await s.vol_create_from(
+                source.pool,
+                xml,
+                _ref(source),
+                prealloc_metadata=args.prealloc_metadata,
+                reflink=args.reflink,
+            )
+        except VirtError as err:
+            raise CommandFailed(f"Failed to clone vol from {source.name}", str(err)) from err
+        return done(args, f"Vol {vol.name} cloned from {source.name}", **vol.model_dump())
+
+    return run_storage(args, body)
+
+
+# ---- changing ---------------------------------------------------------------------------
+
+
+def delete(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args))
+        try:
+            await s.vol_delete(_ref(vol))
+        except VirtError as err:
+            raise CommandFailed(f"Failed to delete vol {args.vol}", str(err)) from err
+        return done(args, f"Vol {args.vol} deleted", pool=vol.pool, name=vol.name)
+
+    return run_storage(args, body)
+
+
+def wipe(args: argparse.Namespace) -> int:
+    algorithm = WipeAlgorithm.ZERO
+    if args.algorithm is not None:
+        try:
+            algorithm = WipeAlgorithm(args.algorithm)
+        except ValueError:
+            return fail(f"Unsupported algorithm '{args.algorithm}'")
+
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args))
+        try:
+            await s.vol_wipe(_ref(vol), algorithm)
+        except VirtError as err:
+            raise CommandFailed(f"Failed to wipe vol {args.vol}", str(err)) from err
+        return done(args, f"Vol {args.vol} wiped", pool=vol.pool, name=vol.name)
+
+    return run_storage(args, body)
+
+
+def resize(args: argparse.Namespace) -> int:
+    text = args.capacity.lstrip(" \t\n\v\f\r")
+    delta = args.delta
+    if text.startswith("-"):
+        if not args.shrink:
+            return fail("negative size requires --shrink")
+        text, delta = text[1:], True
+
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args))
+        capacity = parse_size(text)
+        how = "by" if delta else "to"
+        try:
+            new = await s.vol_resize(
+                _ref(vol), capacity, allocate=args.allocate, delta=delta, shrink=args.shrink
+            )
+        except VirtError as err:
+            raise CommandFailed(
+                f"Failed to change size of volume '{vol.name}' {how} {text}", str(err)
+            ) from err
+        message = f"Size of volume '{vol.name}' successfully changed {how} {text}"
+        return done(args, message, **new.model_dump())
+
+    return run_storage(args, body)
+
+
+# ---- information ----------------------------------------------------------------------
+
+
+def info(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args))
+        fresh = await s.vol_info(_ref(vol))
+        if args.json:
+            print_json(fresh.model_dump())
+            return 0
+        second = (
+            ("Physical:", fresh.physical) if args.physical else ("Allocation:", fresh.allocation)
+        )
+        lines = [f"{'Name:':<15} {fresh.name}", f"{'Type:':<15} {fresh.type}"]
+        for label, value in (("Capacity:", fresh.capacity), second):
+            shown = f"{value} bytes" if args.bytes else pretty_capacity(value)
+            lines.append(f"{label:<15} {shown}")
+        print("\n".join(lines) + "\n")
+        return 0
+
+    return run_storage(args, body)
+
+
+def list_(args: argparse.Namespace) -> int:
+    pool_text = args.pool or args.pool_opt
+    if not pool_text:
+        return fail("command 'vol-list' requires <pool> option")
+
+    async def body(s: StorageClient) -> int:
+        pool = await resolve_pool(s, pool_text)
+        try:
+            vols = await s.vol_list(pool.name, details=args.details)
+        except VirtError as err:
+            raise CommandFailed("Failed to list volumes", str(err)) from err
+        if args.json:
+            print_json([v.model_dump() for v in vols])
+            return 0
+        if not args.details:
+            sys.stdout.write(table(["Name", "Path"], [[v.name, v.path] for v in vols]))
+            return 0
+        rows = [
+            [v.name, v.path, v.type, pretty_capacity(v.capacity), pretty_capacity(v.allocation)]
+            for v in vols
+        ]
+        sys.stdout.write(table(["Name", "Path", "Type", "Capacity", "Allocation"], rows))
+        return 0
+
+    return run_storage(args, body)
+
+
+def dumpxml(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args))
+        xml = await s.vol_dumpxml(_ref(vol))
+        return show_xml(args, xml, pool=vol.pool, name=vol.name)
+
+    return run_storage(args, body)
+
+
+def _print_field(args: argparse.Namespace, field: str, by_name: bool = True) -> int:
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args), by_name=by_name)
+        value = str(getattr(vol, field))
+        return done(args, value, **{field: value})
+
+    return run_storage(args, body)
+
+
+def path(args: argparse.Namespace) -> int:
+    return _print_field(args, "path")
+
+
+def key(args: argparse.Namespace) -> int:
+    return _print_field(args, "key")
+
+
+def name_(args: argparse.Namespace) -> int:
+    return _print_field(args, "name", by_name=False)
+
+
+def pool(args: argparse.Namespace) -> int:
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, None, by_name=False)
+        try:
+            owner = await s.pool_lookup_by_volume(_ref(vol))
+        except VirtError as err:
+            raise CommandFailed("failed to get parent pool", str(err)) from err
+        value = owner.uuid if args.uuid else owner.name
+        return done(args, value, pool=owner.name, uuid=owner.uuid)
+
+    return run_storage(args, body)
