@@ -283,6 +283,10 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                 changed = True
             if domain.hypervisor is None and time.monotonic() >= domain.next_connect:
                 changed = await self._connect(domain) or changed
+            elif refresh and domain.live and self.jobs.active(name):
+                # Catches up whatever a failed step left undone (NATS away while
+                # QEMU reported a job's end): every step of reconcile is idempotent.
+                await self._reconcile(domain)
             if changed or refresh:
                 await self.publish_inventory(domain)
         live = sum(1 for d in self.domains.values() if d.live)
@@ -304,11 +308,16 @@ class QemuAgent(ServiceProcess[AgentSettings]):
         domain.hypervisor = hv
         log.info("domain connected", extra={"domain": domain.name, "qemu": qmp.greeting})
         domain.tasks.append(asyncio.create_task(self._pump(domain, hv), name=f"pump-{domain.name}"))
+        await self._reconcile(domain)
+        return True
+
+    async def _reconcile(self, domain: Domain) -> None:
         try:
             await self.jobs.reconcile(domain)
-        except (QmpError, VirtError) as err:
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
             log.error("reconcile failed", extra={"domain": domain.name, "error": str(err)})
-        return True
 
     async def _disconnect(self, domain: Domain) -> None:
         tasks, domain.tasks = domain.tasks, []

@@ -414,3 +414,27 @@ async def test_agent_sigkill_mid_copy(
     await domain.flush()
     reference = domain.reference(tmp_path / "reference.raw")
     assert identical(copy, "qcow2", reference, "raw")
+
+
+async def test_nats_restart_mid_copy(
+    nats_server: EmbeddedNats, nc: NATS, domain: QemuFixture, events: Events, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.qcow2"
+    await events.inventory(lambda d: _source(d) == str(domain.top))
+    # 2 MiB/s over 8 MiB: ready while the server is away
+    await send(nc, copy_command("outage1", copy, bandwidth=2 * 1024 * 1024))
+    await events.wait(lambda e: e.data.event == "block-job-progress", timeout=20)
+    nats_server.kill()
+    await asyncio.sleep(6.0)
+    await nats_server.start()
+    await events.phase("outage1", Phase.READY, timeout=60)
+    await send(nc, PivotCommand(job_id="outage1", domain=DOMAIN, disk=TARGET))
+    await events.phase("outage1", Phase.PIVOTED)
+    await events.inventory(lambda d: _source(d) == str(copy) and d.find("mirror") is None)
+    await asyncio.sleep(1.0)
+    assert [s.phase for s in events.statuses("outage1")] == [Phase.READY, Phase.PIVOTED]
+    generations = [i.generation for i in events.inventories()]
+    assert generations == list(range(1, len(generations) + 1))
+    await domain.flush()
+    reference = domain.reference(tmp_path / "reference.raw")
+    assert identical(copy, "qcow2", reference, "raw")
