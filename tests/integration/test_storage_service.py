@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,9 +26,7 @@ HOST = "h1"
 
 def dir_pool(name: str, path: Path, uuid: str | None = None) -> str:
     uid = f"<uuid>{uuid}</uuid>" if uuid else ""
-    return (
-        f"<pool type='dir'><name>{name}</name>{uid}<target><path>{path}</path></target></pool>"
-    )
+    return f"<pool type='dir'><name>{name}</name>{uid}<target><path>{path}</path></target></pool>"
 
 
 def vol_xml(name: str, capacity: int = 1 << 20, fmt: str = "raw", extra: str = "") -> str:
@@ -210,3 +209,29 @@ async def test_events(storage: StorageClient, nc: NATS, tmp_path: Path) -> None:
         ("pool", "lifecycle", "Undefined"),
     ]
     assert json.loads(seen[3].model_dump_json())["data"]["extra"]["pool"] == "ev"
+
+
+async def test_busy_pool_and_volume_refuse_changes(
+    storage: StorageClient, pool: str, tmp_path: Path
+) -> None:
+    block = bytes(range(256)) * 4096
+    with open(tmp_path / "images" / "src.img", "wb") as f:
+        for _ in range(256):
+            f.write(block)
+    await storage.pool_refresh(pool)
+    clone = asyncio.create_task(
+        storage.vol_create_from(pool, vol_xml("dst.img", 0), ref("src.img"))
+    )
+    for _ in range(400):
+        if (tmp_path / "images" / "dst.img").exists():
+            break
+        await asyncio.sleep(0.005)
+    with pytest.raises(VirtError, match=re.escape("pool 'images' has asynchronous jobs running.")):
+        await storage.pool_destroy(pool)
+    with pytest.raises(VirtError, match=re.escape("volume 'src.img' is still in use.")):
+        await storage.vol_delete(ref("src.img"))
+    with pytest.raises(VirtError, match=re.escape("volume 'dst.img' is still being allocated.")):
+        await storage.vol_wipe(ref("dst.img"))
+    copied = await clone
+    assert copied.capacity == 256 * len(block)
+    await storage.pool_destroy(pool)
