@@ -26,7 +26,7 @@ from agents.qemu.hypervisor import Hypervisor
 from agents.qemu.inventory import live_disk
 from agents.qemu.jobs import JobController, Retry
 from agents.qemu.qemu_domain import QemuDomain
-from agents.qemu.qmp_client import QmpClient, QmpError
+from agents.qemu.qmp_client import QmpClient, QmpConnectionError, QmpError
 from agents.qemu.records import BUCKET, AgentStore, InventoryMark, digest
 from shared.api import agent as api
 from shared.api.blockjob import (
@@ -376,7 +376,13 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                 await asyncio.sleep(1.0)
                 continue
             for msg in messages:
-                await self._on_command(msg)
+                try:
+                    await self._on_command(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    # an ack or nak lost with the connection: the command comes again
+                    log.warning("command not settled", extra={"error": str(err)})
 
     async def _on_command(self, msg: Msg) -> None:
         try:
@@ -405,11 +411,26 @@ class QemuAgent(ServiceProcess[AgentSettings]):
             log.error("command dropped", extra={"job": command.job_id, "reason": str(err)})
             await msg.term()
             return
+        except QmpConnectionError as err:
+            # QEMU went away mid-command; the next delivery finds where it stopped.
+            self._commands.labels(kind=kind, outcome="retry").inc()
+            log.warning("command interrupted", extra={"job": command.job_id, "reason": str(err)})
+            await msg.nak(delay=1.0)
+            return
         except (QmpError, VirtError) as err:
             # A control command QEMU refused (pivot of a job that is not ready...):
             # the job goes on, and its events say how.
             self._commands.labels(kind=kind, outcome="refused").inc()
             log.warning("command refused", extra={"job": command.job_id, "reason": str(err)})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # NATS or KV away mid-step: every step is idempotent, so deliver again.
+            self._commands.labels(kind=kind, outcome="retry").inc()
+            log.exception("command failed", extra={"job": command.job_id})
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=2.0)
+            return
         else:
             self._commands.labels(kind=kind, outcome="ok").inc()
         await msg.ack()
