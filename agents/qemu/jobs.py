@@ -411,7 +411,11 @@ class JobController:
         if record.state is RecordState.READY and record.pivot_requested:
             await self._pivot(domain, record)
         elif retry and record.state is RecordState.PIVOTING:
-            await hv.complete(record.job_id)
+            try:
+                await hv.complete(record.job_id)
+            except QmpCommandError as err:
+                # already completing (a mirror stays 'ready' through its last sync)
+                log.debug("complete refused", extra={"job": record.job_id, "reason": err.desc})
         elif retry and record.state is RecordState.ABORTING:
             await self._abort(domain, record)
         await self._publish_inventory(domain)
