@@ -49,10 +49,14 @@ async def subscribe(
     """
     js = nc.jetstream()
     policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
+    # A one-second heartbeat lets the ordered consumer notice a lost server
+    # (and re-create itself from the last sequence seen) within seconds
+    # instead of nats-py's default of five-second heartbeats.
     sub = await js.subscribe(
         subject,
         stream=STREAM,
         ordered_consumer=True,
+        idle_heartbeat=1.0,
         config=ConsumerConfig(deliver_policy=policy),
     )
 

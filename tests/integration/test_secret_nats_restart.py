@@ -9,11 +9,39 @@ from pathlib import Path
 import pytest
 
 from client.connection import Client
+from client.events import subscribe
 from services.secret.service import SecretService, SecretSettings
 from shared.util.errors import VirtError
 from shared.util.natsserver import EmbeddedNats
 
 pytestmark = pytest.mark.integration
+
+
+async def test_event_subscription_resumes_after_nats_restart(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    settings = SecretSettings(nats_url=nats_server.url, state_dir=tmp_path / "s")
+    async with (
+        SecretService(settings),
+        await Client.connect(nats_server.url) as c,
+        subscribe(c.nc) as events,
+    ):
+        first = await c.secret.define("<secret><usage type='tls'><name>x</name></usage></secret>")
+        assert (await asyncio.wait_for(anext(events), 30)).data.name == first
+        nats_server.kill()
+        await nats_server.start()
+        second = None
+        for _ in range(300):  # until service and client have both reconnected
+            try:
+                second = await c.secret.define(
+                    "<secret><usage type='tls'><name>y</name></usage></secret>"
+                )
+                break
+            except VirtError:
+                await asyncio.sleep(0.1)
+        assert second is not None
+        got = await asyncio.wait_for(anext(events), 60)
+        assert (got.data.name, got.data.detail) == (second, "Defined")
 
 
 async def test_service_survives_nats_sigkill(nats_server: EmbeddedNats, tmp_path: Path) -> None:
