@@ -24,6 +24,11 @@ class StorageClient:
         self._nc = nc
         self.host = host
 
+    @property
+    def nc(self) -> NATS:
+        """The connection this client calls through (streams use it too)."""
+        return self._nc
+
     # -- pools ---------------------------------------------------------------------
 
     async def pool_define(self, xml: str) -> PoolInfo:

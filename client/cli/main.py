@@ -348,6 +348,24 @@ def _vol_name(p: argparse.ArgumentParser) -> None:
     p.add_argument("vol", help="volume key or path")
 
 
+def _stream_opts(p: argparse.ArgumentParser) -> None:
+    _vol_ref(p)
+    p.add_argument("file", help="file")
+    p.add_argument("--offset", type=int, default=0, help="volume offset to start at")
+    p.add_argument("--length", type=int, default=0, help="amount of data to transfer")
+    p.add_argument("--sparse", action="store_true", help="preserve sparseness of volume")
+
+
+@command("vol-upload", _VOL, "upload", "upload file contents to a volume")
+def _vol_upload(p: argparse.ArgumentParser) -> None:
+    _stream_opts(p)
+
+
+@command("vol-download", _VOL, "download", "download volume contents to a file")
+def _vol_download(p: argparse.ArgumentParser) -> None:
+    _stream_opts(p)
+
+
 @command("vol-pool", _VOL, "pool", "returns the storage pool for a given volume key or path")
 def _vol_pool(p: argparse.ArgumentParser) -> None:
     p.add_argument("vol", help="volume key or path")

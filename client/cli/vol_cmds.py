@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from lxml import etree
 
+from client import storage_stream
 from client.cli.output import print_json, table
 from client.cli.pool_cmds import (
     CommandFailed,
@@ -377,3 +378,67 @@ def pool(args: argparse.Namespace) -> int:
         return done(args, value, pool=owner.name, uuid=owner.uuid)
 
     return run_storage(args, body)
+
+
+# ---- streams ------------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._shown = -1
+        self._on = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._on or total <= 0:
+            return
+        percent = done * 100 // total
+        if percent == self._shown:
+            return
+        self._shown = percent
+        filled = percent * 30 // 100
+        bar = "#" * filled + " " * (30 - filled)
+        sys.stderr.write(f"\r{self._label} [{bar}] {percent:3d}% {pretty_capacity(done)}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _transfer(args: argparse.Namespace, upload: bool) -> int:
+    if args.offset < 0:
+        return fail("Numeric value for <offset> option is malformed or out of range")
+    # virsh reads a negative length as "everything" (an unsigned wrap).
+    length = max(args.length, 0)
+
+    async def body(s: StorageClient) -> int:
+        vol = await resolve_volume(s, args.vol, _pool_opt(args))
+        bar = ProgressBar(f"{'Uploading' if upload else 'Downloading'} {vol.name}")
+        kwargs = {"offset": args.offset, "length": length, "sparse": args.sparse, "progress": bar}
+        try:
+            if upload:
+                moved = await storage_stream.upload(s, _ref(vol), args.file, **kwargs)
+            else:
+                moved = await storage_stream.download(s, _ref(vol), args.file, **kwargs)
+        except FileNotFoundError as err:
+            what = "read" if upload else "create"
+            raise CommandFailed(f"cannot {what} {args.file}") from err
+        except (VirtError, OSError) as err:
+            verb = "send data to" if upload else "receive data from"
+            raise CommandFailed(f"cannot {verb} volume {args.vol}", str(err)) from err
+        if args.json:
+            print_json({"pool": vol.pool, "name": vol.name, "bytes": moved})
+        else:
+            print()
+        return 0
+
+    return run_storage(args, body)
+
+
+def upload(args: argparse.Namespace) -> int:
+    return _transfer(args, upload=True)
+
+
+def download(args: argparse.Namespace) -> int:
+    return _transfer(args, upload=False)

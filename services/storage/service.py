@@ -27,6 +27,7 @@ from services.storage.objects import PoolObj, VolObj
 from services.storage.pools import PoolManager
 from services.storage.registry import BUCKET, StorageRegistry
 from services.storage.runner import CommandRunner
+from services.storage.streams import CHUNK_BYTES, WINDOW, StreamServer
 from services.storage.volumes import VolumeManager
 from shared.api import secret as secret_api
 from shared.api import storage as api
@@ -76,6 +77,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._runner = CommandRunner(self._observe_command)
         self._pools: PoolManager | None = None
         self._volumes: VolumeManager | None = None
+        self._streams: StreamServer | None = None
         self._known_pools: set[str] = set()
 
     @property
@@ -100,8 +102,13 @@ class StorageService(ServiceProcess[StorageSettings]):
         if cleaned:
             log.warning("removed %d half-made volumes left by an interrupted run", cleaned)
         await self._pools.load()
+        self._streams = StreamServer(self.nc, self.settings.host)
         self._update_metrics()
         self.spawn(self._check_forever(), "storage-check")
+
+    async def on_stop(self) -> None:
+        if self._streams is not None:
+            await self._streams.close_all()
 
     async def _check_forever(self) -> None:
         """Pools whose storage went away outside virtbus become inactive."""
@@ -235,6 +242,8 @@ class StorageService(ServiceProcess[StorageSettings]):
             (api.VOL_LOOKUP_KEY, self.vol_lookup_key),
             (api.VOL_LOOKUP_PATH, self.vol_lookup_path),
             (api.VOL_LIST, self.vol_list),
+            (api.VOL_UPLOAD, self.vol_upload),
+            (api.VOL_DOWNLOAD, self.vol_download),
         ]
 
     async def pool_define(self, req: api.PoolXmlRequest) -> api.PoolInfo:
@@ -353,3 +362,32 @@ class StorageService(ServiceProcess[StorageSettings]):
                     await self.volumes.refreshed(obj, vol)
             infos.append(obj.volume_info(vol.definition))
         return api.VolListReply(volumes=infos)
+
+    async def _transfer(self, req: api.VolTransferRequest, upload: bool) -> api.TransferReply:
+        assert self._streams is not None, "service not started"
+        obj, vol, path = self.volumes.begin_transfer(req.vol, upload=upload)
+
+        async def closed(completed: bool) -> None:
+            await self.volumes.end_transfer(obj, vol, uploaded=upload and completed)
+
+        try:
+            subject, length = await self._streams.open(
+                path,
+                upload=upload,
+                offset=req.offset,
+                length=req.length,
+                sparse=req.sparse,
+                on_close=closed,
+            )
+        except BaseException:
+            await self.volumes.end_transfer(obj, vol, uploaded=False)
+            raise
+        return api.TransferReply(
+            subject=subject, length=length, chunk_bytes=CHUNK_BYTES, window=WINDOW
+        )
+
+    async def vol_upload(self, req: api.VolTransferRequest) -> api.TransferReply:
+        return await self._transfer(req, upload=True)
+
+    async def vol_download(self, req: api.VolTransferRequest) -> api.TransferReply:
+        return await self._transfer(req, upload=False)

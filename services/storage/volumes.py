@@ -303,11 +303,9 @@ class VolumeManager:
         await self._on_event(obj, vol.definition, "Resized", {"capacity": target})
         return obj, vol
 
-    @contextlib.asynccontextmanager
-    async def transfer(
-        self, ref: VolRef, *, upload: bool
-    ) -> AsyncIterator[tuple[PoolObj, VolObj, str]]:
-        """The file of a volume being uploaded or downloaded, held in use meanwhile."""
+    def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
+        """Hold a volume for an upload or a download; its file, confined to the pool.
+        Every successful call is matched by ``end_transfer``."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
         if upload:
@@ -318,11 +316,16 @@ class VolumeManager:
             path = backend.download_source(obj.definition, vol.definition)
         vol.in_use += 1
         obj.asyncjobs += 1
-        try:
-            yield obj, vol, path
-        finally:
-            vol.in_use -= 1
-            obj.asyncjobs -= 1
+        return obj, vol, path
+
+    async def end_transfer(self, obj: PoolObj, vol: VolObj, *, uploaded: bool) -> None:
+        """Release the volume; after a completed upload, re-read it and say so."""
+        vol.in_use -= 1
+        obj.asyncjobs -= 1
+        if uploaded and obj.volumes.get(vol.name) is vol:
+            with contextlib.suppress(VirtError):
+                await self.refreshed(obj, vol)
+            await self._on_event(obj, vol.definition, "Uploaded", {})
 
     # -- recovery ------------------------------------------------------------------
 

@@ -180,6 +180,25 @@ class VolPathRequest(BaseModel):
     path: str
 
 
+class VolTransferRequest(BaseModel):
+    """An upload or download of ``length`` bytes (0: to the end) from ``offset``;
+    ``sparse`` sends holes as holes (VIR_STORAGE_VOL_*_SPARSE_STREAM)."""
+
+    vol: VolRef
+    offset: int = Field(0, ge=0)
+    length: int = Field(0, ge=0)
+    sparse: bool = False
+
+
+class TransferReply(BaseModel):
+    """Where to send the chunks, how big they may be and how many may be in flight."""
+
+    subject: str
+    length: int
+    chunk_bytes: int
+    window: int
+
+
 class VolListRequest(BaseModel):
     """``details``: re-read each volume from its storage first (virsh's vol-list
     --details asks every volume's info, which libvirt refreshes)."""
@@ -244,3 +263,7 @@ VOL_LOOKUP_NAME = Endpoint(SERVICE, "vol.lookup.name", VolNameRequest, VolumeInf
 VOL_LOOKUP_KEY = Endpoint(SERVICE, "vol.lookup.key", VolKeyRequest, VolumeInfo, host_scoped=True)
 VOL_LOOKUP_PATH = Endpoint(SERVICE, "vol.lookup.path", VolPathRequest, VolumeInfo, host_scoped=True)
 VOL_LIST = Endpoint(SERVICE, "vol.list", VolListRequest, VolListReply, host_scoped=True)
+VOL_UPLOAD = Endpoint(SERVICE, "vol.upload", VolTransferRequest, TransferReply, host_scoped=True)
+VOL_DOWNLOAD = Endpoint(
+    SERVICE, "vol.download", VolTransferRequest, TransferReply, host_scoped=True
+)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
+from client import storage_stream
 from client.events import subscribe
 from client.storage import StorageClient
 from services.storage.service import StorageService, StorageSettings
@@ -235,3 +236,43 @@ async def test_busy_pool_and_volume_refuse_changes(
     copied = await clone
     assert copied.capacity == 256 * len(block)
     await storage.pool_destroy(pool)
+
+
+async def test_upload_download_sparse_round_trip(
+    storage: StorageClient, pool: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "src.bin"
+    with open(src, "wb") as f:
+        f.write(os.urandom(3 << 20))
+        f.seek(20 << 20)
+        f.write(os.urandom(1 << 20))
+        f.truncate(32 << 20)
+    await storage.vol_create(pool, vol_xml("v.img", 32 << 20, extra="<allocation>0</allocation>"))
+    seen: list[tuple[int, int]] = []
+    sent = await storage_stream.upload(
+        storage, ref("v.img"), str(src), sparse=True, progress=lambda d, t: seen.append((d, t))
+    )
+    assert sent == 32 << 20 and seen[-1] == (32 << 20, 32 << 20)
+    vol_file = tmp_path / "images" / "v.img"
+    assert vol_file.stat().st_blocks * 512 < 8 << 20  # holes stayed holes
+    out = tmp_path / "out.bin"
+    assert await storage_stream.download(storage, ref("v.img"), str(out), sparse=True) == 32 << 20
+    assert out.read_bytes() == src.read_bytes()
+    assert out.stat().st_blocks * 512 < 8 << 20
+    part = tmp_path / "part.bin"
+    await storage_stream.download(storage, ref("v.img"), str(part), offset=1 << 20, length=4096)
+    assert part.read_bytes() == src.read_bytes()[1 << 20 : (1 << 20) + 4096]
+    info = await storage.vol_info(ref("v.img"))
+    assert info.allocation < 8 << 20
+
+
+async def test_upload_refused_while_volume_busy_and_past_its_end(
+    storage: StorageClient, pool: str, tmp_path: Path
+) -> None:
+    await storage.vol_create(pool, vol_xml("small.img", 4096))
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 8192)
+    with pytest.raises(VirtError, match="goes past the volume's end"):
+        await storage_stream.upload(storage, ref("small.img"), str(big))
+    # The failed stream released the volume.
+    await storage.vol_delete(ref("small.img"))

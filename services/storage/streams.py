@@ -1,0 +1,269 @@
+"""Volume upload and download as chunked, flow-controlled, sparse-aware streams over NATS
+(libvirt's virStorageVolUpload/Download with VIR_STORAGE_VOL_*_SPARSE_STREAM).
+
+``vol.upload``/``vol.download`` open a stream and name its subject; the
+client then sends one request per chunk on that subject and waits for the
+reply, keeping at most ``window`` requests in flight (the flow control):
+
+* upload: a request carries ``Virtbus-Offset`` and either data, or
+  ``Virtbus-Hole: <length>`` with no data (the range reads as zeros and is
+  punched out of the file), or ``Virtbus-Kind: end``; the reply is empty;
+* download: a request carries ``Virtbus-Offset`` and ``Virtbus-Size``; the
+  reply is the bytes there, or ``Virtbus-Hole: <length>`` when the whole
+  range is a hole (sparse downloads only), or ``Virtbus-Kind: end``.
+
+A failure answers with the API's error headers.  A stream idle for
+``IDLE_SECONDS`` is closed; the volume is released either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import functools
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shared.util.api import error_reply
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.subjects import api_subject
+
+log = logging.getLogger(__name__)
+_D = ErrorDomain.STREAMS
+
+SERVICE = "storage"
+CHUNK_BYTES = 512 * 1024
+WINDOW = 16
+IDLE_SECONDS = 60.0
+OFFSET = "Virtbus-Offset"
+SIZE = "Virtbus-Size"
+HOLE = "Virtbus-Hole"
+KIND = "Virtbus-Kind"
+END = "end"
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate a range of a file so it reads as zeros (fallocate PUNCH_HOLE);
+    where the file system cannot, write the zeros."""
+    rc = _libc.fallocate(
+        ctypes.c_int(fd),
+        ctypes.c_int(_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE),
+        ctypes.c_longlong(offset),
+        ctypes.c_longlong(length),
+    )
+    if rc == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, os.strerror(err))
+    zero = bytes(min(length, CHUNK_BYTES))
+    done = 0
+    while done < length:
+        done += os.pwrite(fd, zero[: min(len(zero), length - done)], offset + done)
+
+
+def is_hole(fd: int, offset: int, length: int) -> bool:
+    """True when ``[offset, offset + length)`` of the file holds no data (SEEK_DATA)."""
+    try:
+        data = os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as err:
+        # ENXIO: no data after offset at all.
+        return err.errno == errno.ENXIO
+    return data >= offset + length
+
+
+async def _unsubscribe(subscription: Subscription) -> None:
+    with contextlib.suppress(Exception):
+        await subscription.unsubscribe()
+
+
+@dataclass
+class _Stream:
+    """One open transfer: its file, its range and its subscription."""
+
+    id: str
+    upload: bool
+    fd: int
+    start: int
+    end: int
+    sparse: bool
+    on_close: Callable[[bool], Awaitable[None]]
+    subscription: Subscription | None = None
+    last_seen: float = 0.0
+    closed: bool = False
+    written: int = 0
+    watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class StreamServer:
+    """The open streams of one storage service."""
+
+    def __init__(self, nc: NATS, host: str) -> None:
+        self._nc = nc
+        self._host = host
+        self._streams: dict[str, _Stream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def subject(self, stream_id: str) -> str:
+        return api_subject(SERVICE, f"stream.{stream_id}", self._host)
+
+    async def open(
+        self,
+        path: str,
+        *,
+        upload: bool,
+        offset: int,
+        length: int,
+        sparse: bool,
+        on_close: Callable[[bool], Awaitable[None]],
+    ) -> tuple[str, int]:
+        """Open ``path`` for a transfer of ``length`` bytes from ``offset`` (0: to the
+        end); returns the stream's subject and the number of bytes it covers.
+        ``on_close(completed)`` runs once when the stream ends, however it ends."""
+        flags = (os.O_WRONLY if upload else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = await asyncio.to_thread(os.open, path, flags)
+        except OSError as err:
+            raise VirtError(
+                ErrorCode.SYSTEM_ERROR, f"Unable to open '{path}': {err.strerror}", _D
+            ) from err
+        size = await asyncio.to_thread(lambda: os.lseek(fd, 0, os.SEEK_END))
+        if offset > size:
+            os.close(fd)
+            raise VirtError(ErrorCode.INVALID_ARG, f"offset {offset} is past the volume's end", _D)
+        if upload and offset + length > size:
+            os.close(fd)
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                f"upload of {length} bytes at offset {offset} goes past the volume's end "
+                f"({size} bytes)",
+                _D,
+            )
+        end = size if length == 0 else min(offset + length, size)
+        stream = _Stream(uuid.uuid4().hex, upload, fd, offset, end, sparse, on_close)
+        stream.last_seen = asyncio.get_running_loop().time()
+        self._streams[stream.id] = stream
+        stream.subscription = await self._nc.subscribe(
+            self.subject(stream.id), cb=functools.partial(self._handle, stream)
+        )
+        stream.watchdog = asyncio.create_task(self._watch(stream), name=f"stream-{stream.id}")
+        return self.subject(stream.id), end - offset
+
+    async def _watch(self, stream: _Stream) -> None:
+        loop = asyncio.get_running_loop()
+        while not stream.closed:
+            await asyncio.sleep(1.0)
+            if loop.time() - stream.last_seen > IDLE_SECONDS:
+                log.warning("closing idle stream %s", stream.id)
+                await self._close(stream, completed=False)
+                self._unsubscribe_later(stream)
+
+    async def _close(self, stream: _Stream, *, completed: bool) -> None:
+        """Finish the stream's file and release the volume (the subscription stays
+        until ``_unsubscribe_later``, so a reply can still go out)."""
+        if stream.closed:
+            return
+        stream.closed = True
+        self._streams.pop(stream.id, None)
+        try:
+            if stream.upload and completed:
+                await asyncio.to_thread(os.fsync, stream.fd)
+        finally:
+            os.close(stream.fd)
+            await stream.on_close(completed)
+
+    def _unsubscribe_later(self, stream: _Stream) -> None:
+        """Drop the stream's subscription and watchdog once the current reply is out.
+
+        Unsubscribing cancels the task delivering the stream's messages, which
+        is usually the caller: it runs as its own task, after the caller's last
+        await.
+        """
+        if stream.subscription is not None:
+            task = asyncio.create_task(_unsubscribe(stream.subscription))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            stream.subscription = None
+        if stream.watchdog is not None and stream.watchdog is not asyncio.current_task():
+            stream.watchdog.cancel()
+
+    async def close_all(self) -> None:
+        """Abort every open stream and wait for their subscriptions to go."""
+        for stream in list(self._streams.values()):
+            await self._close(stream, completed=False)
+            self._unsubscribe_later(stream)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, stream: _Stream, msg: Msg) -> None:
+        stream.last_seen = asyncio.get_running_loop().time()
+        headers = msg.headers or {}
+        if stream.closed:
+            body, err_headers = error_reply(
+                VirtError(ErrorCode.INVALID_STREAM, "the stream is closed", _D)
+            )
+            await self._reply(msg, body, err_headers)
+            return
+        try:
+            if headers.get(KIND) == END:
+                await self._close(stream, completed=True)
+                await self._reply(msg, b"", {KIND: END})
+                self._unsubscribe_later(stream)
+                return
+            offset = int(headers.get(OFFSET, "0"))
+            if stream.upload:
+                await self._write(stream, offset, msg.data, int(headers.get(HOLE, "0")))
+                await self._reply(msg, b"", {})
+            else:
+                data, reply_headers = await self._read(stream, offset, int(headers[SIZE]))
+                await self._reply(msg, data, reply_headers)
+        except (VirtError, OSError, ValueError, KeyError) as exc:
+            err = (
+                exc
+                if isinstance(exc, VirtError)
+                else VirtError(ErrorCode.OPERATION_FAILED, f"stream failed: {exc}", _D)
+            )
+            body, err_headers = error_reply(err)
+            with contextlib.suppress(Exception):
+                await self._reply(msg, body, err_headers)
+            await self._close(stream, completed=False)
+            self._unsubscribe_later(stream)
+
+    async def _reply(self, msg: Msg, data: bytes, headers: dict[str, str]) -> None:
+        if msg.reply:
+            await self._nc.publish(msg.reply, data, headers=headers or None)
+
+    async def _write(self, stream: _Stream, offset: int, data: bytes, hole: int) -> None:
+        length = hole or len(data)
+        if offset < stream.start or offset + length > stream.end:
+            raise VirtError(
+                ErrorCode.INVALID_ARG, "upload data beyond the range given when it began", _D
+            )
+        if hole:
+            await asyncio.to_thread(punch_hole, stream.fd, offset, hole)
+        else:
+            await asyncio.to_thread(os.pwrite, stream.fd, data, offset)
+        stream.written += length
+
+    async def _read(self, stream: _Stream, offset: int, size: int) -> tuple[bytes, dict[str, str]]:
+        if offset >= stream.end:
+            return b"", {KIND: END}
+        size = min(size, stream.end - offset, CHUNK_BYTES)
+        if stream.sparse and await asyncio.to_thread(is_hole, stream.fd, offset, size):
+            return b"", {HOLE: str(size)}
+        data = await asyncio.to_thread(os.pread, stream.fd, size, offset)
+        return data, {}
