@@ -22,6 +22,8 @@ MAX_XML_BYTES = 1024 * 1024
 #: is 256; ours is tighter and reports clearly).
 MAX_XML_DEPTH = 64
 
+# True when some element lies deeper than the limit (one XPath evaluation in C).
+_TOO_DEEP = etree.XPath("boolean(/*" + "/*" * MAX_XML_DEPTH + ")")
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
@@ -66,22 +68,14 @@ def parse_xml(
         raise xml_error(f"malformed document: {err.msg}", domain) from err
     if element is None:  # pragma: no cover - lxml raises before this for empty input
         raise xml_error("empty document", domain)
-    _check_depth(element, domain)
-    for node in element.iter():
-        if isinstance(node, etree._Entity):
-            raise xml_error("entity references are not allowed", domain)
+    if _TOO_DEEP(element):
+        raise xml_error(f"elements nested deeper than {MAX_XML_DEPTH} levels", domain)
+    # Without a DTD no entity can be declared; this guards the parser settings.
+    for _ in element.iter(etree.Entity):
+        raise xml_error("entity references are not allowed", domain)
     if root is not None and element.tag != root:
         raise xml_error(f"unexpected root element <{element.tag}>, expecting <{root}>", domain)
     return element
-
-
-def _check_depth(element: etree._Element, domain: ErrorDomain) -> None:
-    stack: list[tuple[etree._Element, int]] = [(element, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_XML_DEPTH:
-            raise xml_error(f"elements nested deeper than {MAX_XML_DEPTH} levels", domain)
-        stack.extend((child, depth + 1) for child in node)
 
 
 def reject(message: str, domain: ErrorDomain = ErrorDomain.XML) -> VirtError:

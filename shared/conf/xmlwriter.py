@@ -10,6 +10,7 @@ libvirt's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -17,14 +18,16 @@ Attrs = Iterable[tuple[str, object | None]]
 
 _ESCAPES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
 # virBufferEscapeString drops these control characters; tab, LF and CR stay.
-_DROPPED = {chr(c) for c in range(0x01, 0x20)} - {"\t", "\n", "\r"}
+_DROPPED = "".join(chr(c) for c in range(0x01, 0x20) if chr(c) not in "\t\n\r")
+_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(_ESCAPES) + _DROPPED) + "]")
+_TABLE = str.maketrans({**_ESCAPES, **dict.fromkeys(_DROPPED)})
 
 
 def escape(value: str) -> str:
     """Escape ``value`` for an attribute or text node as libvirt does."""
-    if not any(c in _ESCAPES or c in _DROPPED for c in value):
+    if _NEEDS_ESCAPE.search(value) is None:
         return value
-    return "".join(_ESCAPES.get(c, "" if c in _DROPPED else c) for c in value)
+    return value.translate(_TABLE)
 
 
 def attrs_text(attrs: Attrs) -> str:
