@@ -67,8 +67,13 @@ def confined(root: str, path: str) -> str:
     """
     if "\0" in path:
         raise VirtError(ErrorCode.INVALID_ARG, "path contains a NUL character", _D)
+    real_root = os.path.realpath(root)
     parent = os.path.dirname(path.rstrip("/"))
-    if os.path.realpath(parent) != os.path.realpath(root) or not is_inside(root, path):
+    inside = os.path.realpath(parent) == real_root
+    if inside and os.path.islink(path):
+        real = os.path.realpath(path)
+        inside = real == real_root or real.startswith(real_root.rstrip("/") + "/")
+    if not inside:
         raise VirtError(
             ErrorCode.ACCESS_DENIED, f"path '{path}' leads out of pool folder '{root}'", _D
         )

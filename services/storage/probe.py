@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from shared.conf.encryption import EncryptionFormat
 
-#: How much of a file the probe reads (libvirt reads 1 KiB plus qcow2's extensions).
-HEADER_BYTES = 65536
+#: How much of a file the probe reads first; more when a backing file name lies beyond.
+HEADER_BYTES = 4096
+_MAX_HEADER_BYTES = 1 << 20
 ISO_OFFSET = 32769
 
 _QCOW_MAGIC = b"QFI\xfb"
@@ -151,12 +152,24 @@ def probe_header(data: bytes, iso_magic: bytes = b"") -> ImageInfo:
     return ImageInfo("raw")
 
 
+def _backing_end(data: bytes) -> int:
+    """Where the backing file name a qcow/qcow2/QED header points at ends (0: none)."""
+    if data[:4] == _QCOW_MAGIC:
+        return _u64be(data, 8) + _u32be(data, 16)
+    if data[:4] == b"QED\0":
+        return _u32le(data, 56) + _u32le(data, 60)
+    return 0
+
+
 def probe_file(path: str) -> ImageInfo:
     """``probe_header`` on the file at ``path`` (blocking: run it in a thread)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         data = os.pread(fd, HEADER_BYTES, 0)
-        iso = os.pread(fd, 5, ISO_OFFSET) if len(data) > ISO_OFFSET else b""
+        needed = _backing_end(data)
+        if len(data) < needed <= _MAX_HEADER_BYTES:
+            data = os.pread(fd, needed, 0)
+        iso = os.pread(fd, 5, ISO_OFFSET) if len(data) == HEADER_BYTES else b""
     finally:
         os.close(fd)
     return probe_header(data, iso)

@@ -4,24 +4,21 @@ Keys of the ``virtbus_storage`` bucket:
 
 * ``pool.<host>.<uuid>`` -> ``PoolRecord``: the pool's current definition
   (libvirt's config file, or its state file when active), a redefinition
-  waiting for the pool to stop, and the persistent/active/autostart flags;
-* ``claim.<host>.<pool uuid>.<name>`` -> ``Claim``: a volume being created.
-  Claiming is a KV ``create``, so of two concurrent creations of one name
-  exactly one proceeds; a claim left by a crash marks a half-made volume,
-  which the service removes when it starts again.
+  waiting for the pool to stop, and the persistent/active/autostart flags.
+
+Volumes are not stored: the pool's storage says which exist (the creation
+journal, ``journal.py``, covers those being made).
 
 Every write is a compare-and-set on the revision the service last saw.
 """
 
 from __future__ import annotations
 
-import time
-
 from pydantic import BaseModel
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.state import Conflict, StateStore
-from shared.util.subjects import token, untoken
+from shared.util.subjects import token
 
 BUCKET = "virtbus_storage"
 _D = ErrorDomain.STORAGE
@@ -35,15 +32,6 @@ class PoolRecord(BaseModel):
     persistent: bool = True
     active: bool = False
     autostart: bool = False
-
-
-class Claim(BaseModel):
-    """A volume creation in progress: enough to remove what it left."""
-
-    pool_uuid: str
-    name: str
-    path: str | None = None
-    started: float = 0.0
 
 
 def _changed(what: str) -> VirtError:
@@ -63,9 +51,6 @@ class StorageRegistry:
 
     def _pool_key(self, uuid: str) -> str:
         return f"pool.{self._host}.{uuid}"
-
-    def _claim_key(self, pool_uuid: str, name: str) -> str:
-        return f"claim.{self._host}.{pool_uuid}.{token(name)}"
 
     async def pools(self) -> list[tuple[PoolRecord, int]]:
         """Every pool record of this host with its revision."""
@@ -87,27 +72,3 @@ class StorageRegistry:
             await self._store.delete(self._pool_key(uuid), revision)
         except Conflict as err:
             raise _changed(f"pool {uuid}") from err
-
-    async def claim(self, pool_uuid: str, name: str, path: str | None) -> bool:
-        """Take the creation of ``name``; False when someone else holds it."""
-        claim = Claim(pool_uuid=pool_uuid, name=name, path=path, started=time.time())
-        try:
-            await self._store.create(
-                self._claim_key(pool_uuid, name), claim.model_dump_json().encode()
-            )
-        except Conflict:
-            return False
-        return True
-
-    async def release(self, pool_uuid: str, name: str) -> None:
-        await self._store.delete(self._claim_key(pool_uuid, name))
-
-    async def claims(self) -> list[Claim]:
-        """Claims left by creations that never finished."""
-        entries = await self._store.items(f"claim.{self._host}.")
-        claims = []
-        for entry in entries:
-            claim = Claim.model_validate_json(entry.value)
-            if claim.name == untoken(entry.key.rsplit(".", 1)[-1]):
-                claims.append(claim)
-        return claims

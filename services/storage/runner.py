@@ -28,9 +28,20 @@ DEFAULT_TIMEOUT = 3600.0
 Observe = Callable[[str, float], None]
 
 
+_ENV = {**os.environ, "LC_ALL": "C", "PATH": _SEARCH_PATH}
+_found: dict[str, str] = {}
+
+
 def find_tool(name: str) -> str | None:
-    """The full path of ``name``, searching the sbin folders too; None when absent."""
-    return shutil.which(name, path=_SEARCH_PATH)
+    """The full path of ``name``, searching the sbin folders too; None when absent.
+
+    A tool once found is remembered; ``CommandRunner.run`` looks again if it vanished."""
+    path = _found.get(name)
+    if path is None:
+        path = shutil.which(name, path=_SEARCH_PATH)
+        if path is not None:
+            _found[name] = path
+    return path
 
 
 def command_text(argv: Sequence[str]) -> str:
@@ -67,17 +78,13 @@ class CommandRunner:
         Raises ``VirtError`` when the program is missing, exits with a code not
         in ``ok_codes``, or outlives ``timeout``.
         """
-        program = argv[0] if os.path.isabs(argv[0]) else self.require(argv[0])
         tool = os.path.basename(argv[0])
         started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            program,
-            *argv[1:],
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "LC_ALL": "C", "PATH": _SEARCH_PATH},
-        )
+        try:
+            proc = await self._spawn(argv)
+        except FileNotFoundError:
+            _found.pop(argv[0], None)  # the remembered tool went away: look again
+            proc = await self._spawn(argv)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
         except BaseException as exc:
@@ -105,6 +112,21 @@ class CommandRunner:
                 _D,
             )
         return code, out.decode("utf-8", "replace")
+
+    async def _spawn(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
+        program = argv[0] if os.path.isabs(argv[0]) else self.require(argv[0])
+        return await asyncio.create_subprocess_exec(
+            program,
+            *argv[1:],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_ENV,
+            # Python opens every descriptor non-inheritable (PEP 446), so nothing
+            # leaks; not closing them lets subprocess use posix_spawn, several
+            # times cheaper than fork+exec in a large process.
+            close_fds=False,
+        )
 
     async def output(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> str:
         """Run ``argv``, which must succeed; its stdout."""

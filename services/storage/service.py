@@ -15,14 +15,17 @@ import base64
 import contextlib
 import logging
 import os
+import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from pydantic import Field
 
 from services.storage.capabilities import format_pool_capabilities
+from services.storage.journal import CreationJournal
 from services.storage.objects import PoolObj, VolObj
 from services.storage.pools import PoolManager
 from services.storage.registry import BUCKET, StorageRegistry
@@ -34,7 +37,7 @@ from shared.api import storage as api
 from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import format_storage_pool
 from shared.conf.storage_volume import StorageVolumeDef
-from shared.util.api import Empty, call
+from shared.util.api import Empty, Endpoint, call
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.process import HandlerTable, ServiceProcess
 from shared.util.settings import ProcessSettings
@@ -45,12 +48,59 @@ _D = ErrorDomain.STORAGE
 _COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600)
 
 
+#: Requests of one micro endpoint are answered one at a time (one subscription);
+#: volume endpoints get this many subscriptions in the service's queue group, so
+#: that many requests proceed at once (a qemu-img run does not hold up the next).
+LANES = 8
+
+
+@dataclass(frozen=True)
+class _Lane(Endpoint[Any, Any]):
+    """One of several subscriptions serving the same subject under distinct names."""
+
+    lane: int = 0
+
+    @property
+    def micro_name(self) -> str:
+        return f"{self.name.replace('.', '-')}-{self.lane}"
+
+
+def lanes(endpoint: Endpoint[Any, Any], count: int = LANES) -> list[Endpoint[Any, Any]]:
+    """``count`` copies of ``endpoint`` on its subject, each its own subscription."""
+    return [
+        _Lane(
+            endpoint.service,
+            endpoint.name,
+            endpoint.request,
+            endpoint.reply,
+            endpoint.host_scoped,
+            endpoint.timeout,
+            lane=i,
+        )
+        for i in range(count)
+    ]
+
+
 class StorageSettings(ProcessSettings):
     """Settings of the storage service."""
 
     check_interval: float = Field(
         60.0, gt=0, description="seconds between checks that pools match their storage"
     )
+
+
+def _watch_children_with_pidfd() -> None:
+    """Reap qemu-img and the other tools through pidfds (Python 3.11's default
+    starts a thread per child to wait for it; 3.12 uses pidfds by itself)."""
+    if sys.version_info >= (3, 12) or not hasattr(asyncio, "PidfdChildWatcher"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return  # no pidfd support in this kernel
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
 
 
 class StorageService(ServiceProcess[StorageSettings]):
@@ -94,11 +144,13 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._commands.labels(tool=tool).observe(seconds)
 
     async def on_start(self) -> None:
+        _watch_children_with_pidfd()
         store = await StateStore.open(self.js, BUCKET)
         registry = StorageRegistry(store, self.settings.host)
         self._pools = PoolManager(registry, self._runner, self._pool_event)
-        self._volumes = VolumeManager(self._pools, registry, self._volume_event, self._secret_file)
-        cleaned = await self._volumes.clean_claims()
+        journal = CreationJournal(self.settings.state_dir / "creating")
+        self._volumes = VolumeManager(self._pools, journal, self._volume_event, self._secret_file)
+        cleaned = await self._volumes.clean_unfinished()
         if cleaned:
             log.warning("removed %d half-made volumes left by an interrupted run", cleaned)
         await self._pools.load()
@@ -215,7 +267,8 @@ class StorageService(ServiceProcess[StorageSettings]):
     # -- endpoints -------------------------------------------------------------------
 
     def handlers(self) -> HandlerTable:
-        return [
+        Row = tuple[Endpoint[Any, Any], Callable[[Any], Awaitable[Any]]]
+        pools: list[Row] = [
             (api.POOL_DEFINE, self.pool_define),
             (api.POOL_CREATE, self.pool_create),
             (api.POOL_BUILD, self.pool_build),
@@ -231,6 +284,8 @@ class StorageService(ServiceProcess[StorageSettings]):
             (api.POOL_LIST, self.pool_list),
             (api.POOL_DUMPXML, self.pool_dumpxml),
             (api.POOL_CAPABILITIES, self.pool_capabilities),
+        ]
+        volumes: list[Row] = [
             (api.VOL_CREATE, self.vol_create),
             (api.VOL_CREATE_FROM, self.vol_create_from),
             (api.VOL_DELETE, self.vol_delete),
@@ -245,6 +300,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             (api.VOL_UPLOAD, self.vol_upload),
             (api.VOL_DOWNLOAD, self.vol_download),
         ]
+        return [*pools, *((lane, h) for ep, h in volumes for lane in lanes(ep))]
 
     async def pool_define(self, req: api.PoolXmlRequest) -> api.PoolInfo:
         return (await self.pools.define(req.xml)).info()

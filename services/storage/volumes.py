@@ -1,12 +1,13 @@
 """Every volume operation with libvirt's storage-driver rules: create, create-from
 (clone), delete, wipe, resize, info, dumpxml and the name/key/path look-ups.
 
-A creation first reserves the name in the pool's table (synchronously, so a
-second request in this process sees it) and then claims it in KV (so a
-second process cannot take it either); the loser gets
-``VIR_ERR_STORAGE_VOL_EXIST``.  While a volume is built, the pool counts an
-async job and the volume is ``building``; while one is read or rewritten, it
-is ``in_use``; libvirt refuses conflicting operations in both states.
+A creation first reserves the name in the pool's table, synchronously, so
+that of concurrent requests exactly one gets it and the others get
+``VIR_ERR_STORAGE_VOL_EXIST``; it is then recorded in the creation journal
+until the volume is complete, so that a crash leaves nothing half-made.
+While a volume is built, the pool counts an async job and the volume is
+``building``; while one is read or rewritten, it is ``in_use``; libvirt
+refuses conflicting operations in both states.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from services.storage.backends.base import CreateOptions
+from services.storage.journal import CreationJournal
 from services.storage.objects import PoolObj, VolObj
 from services.storage.pools import PoolManager
-from services.storage.registry import StorageRegistry
 from shared.api.storage import VolRef, WipeAlgorithm
 from shared.conf.storage_pool_util import sanitize_path
 from shared.conf.storage_volume import (
@@ -54,12 +55,12 @@ class VolumeManager:
     def __init__(
         self,
         pools: PoolManager,
-        registry: StorageRegistry,
+        journal: CreationJournal,
         on_event: VolumeEvent,
         secret_file: SecretFiles | None = None,
     ) -> None:
         self._pools = pools
-        self._registry = registry
+        self._journal = journal
         self._on_event = on_event
         self._secret_file = secret_file
 
@@ -128,7 +129,7 @@ class VolumeManager:
 
     @contextlib.asynccontextmanager
     async def _reserve(self, obj: PoolObj, vol: StorageVolumeDef) -> AsyncIterator[VolObj]:
-        """Hold the name in the pool table and in KV while the volume is built.
+        """Hold the name in the pool table and in the journal while the volume is built.
 
         The table entry is taken before the first await, so the check for an
         existing name and the reservation cannot interleave in this process.
@@ -140,12 +141,12 @@ class VolumeManager:
         obj.volumes[vol.name] = reserved
         obj.asyncjobs += 1
         try:
-            if not await self._registry.claim(obj.uuid, vol.name, vol.target.path):
+            if not self._journal.begin(obj.uuid, vol.name, vol.target.path):
                 raise volume_exists(vol.name)
             try:
                 yield reserved
             finally:
-                await self._registry.release(obj.uuid, vol.name)
+                self._journal.end(obj.uuid, vol.name)
         except BaseException:
             if obj.volumes.get(vol.name) is reserved:
                 del obj.volumes[vol.name]
@@ -329,15 +330,15 @@ class VolumeManager:
 
     # -- recovery ------------------------------------------------------------------
 
-    async def clean_claims(self) -> int:
+    async def clean_unfinished(self) -> int:
         """Remove what creations interrupted by a crash left behind; how many there were."""
-        claims = await self._registry.claims()
-        for claim in claims:
-            if claim.path:
-                await asyncio.to_thread(_remove_partial, claim.path)
-            log.warning("removed half-made volume %s of pool %s", claim.name, claim.pool_uuid)
-            await self._registry.release(claim.pool_uuid, claim.name)
-        return len(claims)
+        unfinished = self._journal.unfinished()
+        for creation in unfinished:
+            if creation.path:
+                await asyncio.to_thread(_remove_partial, creation.path)
+            log.warning("removed half-made volume %s of pool %s", creation.name, creation.pool_uuid)
+            self._journal.end(creation.pool_uuid, creation.name)
+        return len(unfinished)
 
 
 def _remove_partial(path: str) -> None:

@@ -10,11 +10,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from client.storage import StorageClient
-from services.storage.registry import BUCKET, StorageRegistry
+from services.storage.journal import CreationJournal
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
 from shared.util.errors import VirtError
-from shared.util.state import StateStore
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 
 pytestmark = pytest.mark.integration
@@ -54,18 +53,18 @@ async def test_state_after_restart_matches_storage(nats_url: str, nc: NATS, tmp_
         assert [v.name for v in await storage.vol_list("kept")] == ["outside.img", "v"]
 
 
-async def test_claim_left_by_a_crash_is_cleaned(nats_url: str, nc: NATS, tmp_path: Path) -> None:
+async def test_creation_left_by_a_crash_is_cleaned(nats_url: str, nc: NATS, tmp_path: Path) -> None:
     storage = StorageClient(nc, HOST)
     async with StorageService(settings(nats_url, tmp_path)):
         info = await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
     partial = tmp_path / "p" / "half.img"
     partial.write_bytes(b"\0" * 1024)
-    registry = StorageRegistry(await StateStore.open(nc.jetstream(), BUCKET), HOST)
-    assert await registry.claim(info.uuid, "half.img", str(partial))
+    journal = CreationJournal(tmp_path / "state" / "creating")
+    assert journal.begin(info.uuid, "half.img", str(partial))
     async with StorageService(settings(nats_url, tmp_path)):
         assert not partial.exists()
         assert await storage.vol_list("p") == []
-        assert await registry.claims() == []
+        assert journal.unfinished() == []
 
 
 async def test_killed_mid_clone_leaves_no_volume(nats_url: str, nc: NATS, tmp_path: Path) -> None:

@@ -164,15 +164,17 @@ async def test_volume_name_confined(storage: StorageClient, pool: str, tmp_path:
     assert "link-out" not in [v.name for v in await storage.vol_list(pool)]
 
 
-async def test_concurrent_create_same_name(storage: StorageClient, pool: str) -> None:
+@pytest.mark.parametrize("clients", [2, 12])
+async def test_concurrent_create_same_name(storage: StorageClient, pool: str, clients: int) -> None:
     results = await asyncio.gather(
-        *(storage.vol_create(pool, vol_xml("race.img", 64 << 20)) for _ in range(2)),
+        *(storage.vol_create(pool, vol_xml("race.img", 64 << 20)) for _ in range(clients)),
         return_exceptions=True,
     )
     errors = [r for r in results if isinstance(r, VirtError)]
-    assert len(errors) == 1 and len(results) == 2
-    assert errors[0].code is ErrorCode.STORAGE_VOL_EXIST
-    assert errors[0].message == "storage volume 'race.img' exists already"
+    assert len(errors) == clients - 1 and len(results) == clients
+    assert {e.code for e in errors} == {ErrorCode.STORAGE_VOL_EXIST}
+    assert {e.message for e in errors} == {"storage volume 'race.img' exists already"}
+    assert [v.name for v in await storage.vol_list(pool)] == ["race.img"]
 
 
 async def test_events(storage: StorageClient, nc: NATS, tmp_path: Path) -> None:

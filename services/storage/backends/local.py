@@ -145,20 +145,29 @@ class LocalBackend(Backend):
         await asyncio.to_thread(files.create_raw, path, vol.capacity, vol.allocation, mode, source)
 
     async def _qemu_img(self, vol: StorageVolumeDef, job: QemuImgJob) -> None:
-        """Run the job's commands, then set the mode libvirt sets; remove the file on failure."""
+        """Run the job's commands, then set the mode libvirt sets; remove the file on failure.
+
+        qemu-img's LUKS key setup times PBKDF2 by the thread's CPU time and gives
+        up when a short run measures as zero ("Unable to get accurate CPU
+        usage"), which a busy host makes likely: such a run is tried again.
+        """
         path = vol.target.path or ""
         commands = qemu_img_create_commands(job)
-        try:
-            for argv in commands:
-                await self.runner.run(argv)
-            mode = vol.target.permissions.mode
-            await asyncio.to_thread(
-                os.chmod, path, files.DEFAULT_VOL_MODE if mode is None else mode
-            )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                await asyncio.shield(asyncio.to_thread(os.unlink, path))
-            raise
+        for attempt in range(_PBKDF_ATTEMPTS):
+            try:
+                for argv in commands:
+                    await self.runner.run(argv)
+                mode = vol.target.permissions.mode
+                # qemu-img creates with the umask's mode; libvirt then sets the volume's.
+                os.chmod(path, files.DEFAULT_VOL_MODE if mode is None else mode)
+                return
+            except VirtError as err:
+                await _remove(path)
+                if _PBKDF_FLAKE not in err.message or attempt == _PBKDF_ATTEMPTS - 1:
+                    raise
+            except BaseException:
+                await _remove(path)
+                raise
 
     async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
         path = confined(pool_root(pool), vol.target.path or "")
@@ -209,6 +218,16 @@ class LocalBackend(Backend):
 
     def download_source(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
         return confined(pool_root(pool), vol.target.path or "")
+
+
+_PBKDF_FLAKE = "Unable to get accurate CPU usage"
+_PBKDF_ATTEMPTS = 3
+
+
+async def _remove(path: str) -> None:
+    """Remove a half-made volume file, even while the request is being cancelled."""
+    with contextlib.suppress(OSError):
+        await asyncio.shield(asyncio.to_thread(os.unlink, path))
 
 
 def _check_backing(pool: StoragePoolDef, vol: StorageVolumeDef) -> None:

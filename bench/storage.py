@@ -1,0 +1,260 @@
+"""The storage benchmark: create, list, inspect and delete qcow2 volumes, beside libvirt.
+
+``python -m bench.storage [--quick]`` prints one table.  virtbus's side runs a
+real embedded nats-server and the storage service as its own process in a
+temporary folder, and works through ``client.storage.StorageClient`` with
+several requests in flight: create N qcow2 volumes (1 GiB each), list the
+pool's volumes, fetch each volume's info, delete them.  libvirt's side does
+the same work against ``qemu:///system`` (``bench/storage_libvirt.py`` under
+the system interpreter, one connection per worker thread).  The floor is bare
+``qemu-img create`` run the same number of times with the same concurrency:
+no service can create a qcow2 volume faster than the tool that writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.libvirt_side import PREFIX, SYSTEM_PYTHON, URI, Libvirt
+from bench.table import Table, median, ms, percentile, rate
+from client.storage import StorageClient
+from shared.api.storage import BuildMode, VolRef
+from shared.util import bus
+from shared.util.errors import ErrorCode, VirtError
+from shared.util.natsserver import EmbeddedNats
+
+HOST = "bench-host"
+POOL = "bench"
+VOLUME_XML = (
+    "<volume><name>{name}</name><capacity unit='G'>1</capacity>"
+    "<target><format type='qcow2'/></target></volume>"
+)
+WORKER = Path(__file__).with_name("storage_libvirt.py")
+_ROOT = Path(__file__).resolve().parent.parent
+_READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    volumes: int
+    concurrency: int
+    lists: int
+
+
+NORMAL = Sizes(volumes=500, concurrency=8, lists=50)
+QUICK = Sizes(volumes=40, concurrency=8, lists=10)
+PHASES = ("create", "list", "info", "delete")
+
+
+@dataclass
+class Phase:
+    """Seconds per call, and the phase's wall time for ``count`` calls."""
+
+    latencies: list[float]
+    wall: float
+    count: int
+
+    def cells(self) -> list[str]:
+        per_second = self.count / self.wall if self.wall else 0.0
+        return [ms(median(self.latencies)), ms(percentile(self.latencies, 99)), rate(per_second)]
+
+
+Figures = dict[str, Phase]
+
+
+async def phase(count: int, concurrency: int, work: Callable[[int], Awaitable[object]]) -> Phase:
+    """``work(i)`` for i < count, ``concurrency`` at a time; each call timed."""
+    in_flight = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        async with in_flight:
+            start = time.perf_counter()
+            await work(i)
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return Phase(latencies, time.perf_counter() - start, count)
+
+
+# -- virtbus's side --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def storage_stack(folder: Path) -> AsyncIterator[StorageClient]:
+    """An embedded nats-server and a storage service process under ``folder``."""
+    server = EmbeddedNats(folder / "nats")
+    await server.start()
+    try:
+        log_path = folder / "storage.log"
+        log = await asyncio.to_thread(log_path.open, "wb")
+        with log:
+            proc = await asyncio.create_subprocess_exec(
+                *[sys.executable, "-m", "services.storage", "--nats-url", server.url],
+                *["--state-dir", str(folder / "storage"), "--http-port", "0"],
+                *["--host", HOST, "--log-level", "WARNING"],
+                cwd=_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        nc = await bus.connect(server.url, "virtbus-bench")
+        try:
+            storage = StorageClient(nc, HOST)
+            await _wait_ready(storage, proc, log_path)
+            yield storage
+        finally:
+            await bus.close(nc)
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 15)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+    finally:
+        await server.stop()
+
+
+async def _wait_ready(storage: StorageClient, proc: asyncio.subprocess.Process, log: Path) -> None:
+    end = time.monotonic() + _READY_TIMEOUT
+    while time.monotonic() < end:
+        if proc.returncode is not None:
+            text = await asyncio.to_thread(log.read_text)
+            raise RuntimeError(f"the storage service exited; its log:\n{text}")
+        try:
+            await storage.pool_list()
+            return
+        except VirtError as err:
+            if err.code not in (ErrorCode.NO_SERVER, ErrorCode.OPERATION_TIMEOUT):
+                raise
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the storage service did not answer within {_READY_TIMEOUT:.0f}s")
+
+
+async def measure_virtbus(folder: Path, sizes: Sizes) -> Figures:
+    async with storage_stack(folder) as storage:
+        target = folder / "pool"
+        await storage.pool_create(
+            f"<pool type='dir'><name>{POOL}</name><target><path>{target}</path></target></pool>",
+            BuildMode.BUILD,
+        )
+        names = [f"vol{i:04d}.qcow2" for i in range(sizes.volumes)]
+
+        async def listed(_: int) -> None:
+            if len(await storage.vol_list(POOL)) != sizes.volumes:
+                raise RuntimeError("virtbus listed a different number of volumes")
+
+        c = sizes.concurrency
+        return {
+            "create": await phase(
+                sizes.volumes,
+                c,
+                lambda i: storage.vol_create(POOL, VOLUME_XML.format(name=names[i])),
+            ),
+            "list": await phase(sizes.lists, c, listed),
+            "info": await phase(
+                sizes.volumes, c, lambda i: storage.vol_info(VolRef(pool=POOL, name=names[i]))
+            ),
+            "delete": await phase(
+                sizes.volumes, c, lambda i: storage.vol_delete(VolRef(pool=POOL, name=names[i]))
+            ),
+        }
+
+
+# -- the floor and libvirt -------------------------------------------------------------
+
+
+async def measure_qemu_img(folder: Path, sizes: Sizes) -> Phase:
+    """Bare ``qemu-img create`` with the same options libvirt passes."""
+    await asyncio.to_thread(folder.mkdir)
+
+    async def create(i: int) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "qemu-img", "create", "-f", "qcow2", "-o", "compat=0.10",
+            str(folder / f"vol{i:04d}.qcow2"), "1048576K",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        if await proc.wait() != 0:
+            raise RuntimeError("qemu-img create failed")
+
+    return await phase(sizes.volumes, sizes.concurrency, create)
+
+
+def measure_libvirt(folder: Path, sizes: Sizes) -> Figures:
+    argv = [
+        SYSTEM_PYTHON, str(WORKER), "run", "--uri", URI, "--prefix", PREFIX,
+        "--folder", str(folder), "--volumes", str(sizes.volumes),
+        "--concurrency", str(sizes.concurrency), "--lists", str(sizes.lists),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"libvirt worker exited {done.returncode}")
+    data = json.loads(done.stdout)
+    return {name: Phase(**data[name]) for name in PHASES}
+
+
+def run(quick: bool) -> Table:
+    sizes = QUICK if quick else NORMAL
+    libvirt = Libvirt.find()
+    with tempfile.TemporaryDirectory(prefix="virtbus-bench-storage-") as tmp:
+        folder = Path(tmp)
+        ours = asyncio.run(measure_virtbus(folder / "virtbus", sizes))
+        floor = asyncio.run(measure_qemu_img(folder / "floor", sizes))
+        theirs: Figures | None = None
+        reason = libvirt.reason
+        if libvirt.version:
+            try:
+                theirs = measure_libvirt(folder / "libvirt", sizes)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:
+                reason = f"n/a ({err})"
+    table = Table(
+        f"storage: {sizes.volumes} qcow2 volumes of 1 GiB, {sizes.concurrency} requests in flight",
+        ["", "virtbus", libvirt.label, "qemu-img create"],
+    )
+    for name in PHASES:
+        mine = ours[name].cells()
+        other = theirs[name].cells() if theirs else [reason or "n/a"] * 3
+        bare = floor.cells() if name == "create" else ["", "", ""]
+        for i, stat in enumerate(("median", "p99", "throughput")):
+            table.add(f"{name}, {stat}", mine[i], other[i], bare[i])
+    table.notes.append(
+        "latencies are per call under load (all in flight at once); throughput is calls "
+        "per second of wall time"
+    )
+    table.notes.append(
+        f"list = one call returning all {sizes.volumes} volumes; libvirt: listAllVolumes"
+    )
+    if libvirt.started:
+        table.notes.append("libvirtd was not running and was started for this run")
+    if shutil.which("qemu-img") is None:
+        table.notes.append("qemu-img is not installed: nothing could be created")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.storage", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few volumes instead of 500")
+    args = parser.parse_args(argv)
+    try:
+        print(run(args.quick).render(), flush=True)
+    except (RuntimeError, VirtError) as err:
+        print(f"error: storage benchmark: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
