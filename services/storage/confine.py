@@ -67,10 +67,11 @@ def confined(root: str, path: str) -> str:
     """
     if "\0" in path:
         raise VirtError(ErrorCode.INVALID_ARG, "path contains a NUL character", _D)
-    real_root = os.path.realpath(root)
     parent = os.path.dirname(path.rstrip("/"))
-    inside = os.path.realpath(parent) == real_root
+    # A volume path is built as root/name: its folder is the pool's, link or not.
+    inside = parent == root.rstrip("/") or os.path.realpath(parent) == os.path.realpath(root)
     if inside and os.path.islink(path):
+        real_root = os.path.realpath(root)
         real = os.path.realpath(path)
         inside = real == real_root or real.startswith(real_root.rstrip("/") + "/")
     if not inside:

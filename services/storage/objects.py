@@ -140,7 +140,9 @@ class PoolObj:
         )
 
     def volume_info(self, vol: StorageVolumeDef) -> VolumeInfo:
-        return VolumeInfo(
+        # Every field comes from an already validated definition: no need to
+        # validate again (a pool lists hundreds of these in one reply).
+        return VolumeInfo.model_construct(
             name=vol.name,
             pool=self.name,
             key=vol.key or "",
