@@ -1,0 +1,73 @@
+"""The disk backend with the real parted on a loop device this test creates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from client.storage import StorageClient
+from services.storage.service import StorageService, StorageSettings
+from shared.api.storage import PoolState
+
+pytestmark = pytest.mark.integration
+HOST = "disk-host"
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[str]:
+    if shutil.which("losetup") is None or shutil.which("parted") is None:
+        pytest.skip("losetup or parted is not installed")
+    if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
+        pytest.skip("loop devices need root and the kernel's loop support")
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    proc = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"losetup cannot attach a loop device here: {proc.stderr.strip()}")
+    device = proc.stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+@pytest.fixture
+async def storage(nats_url: str, nc: NATS, tmp_path: Path) -> AsyncIterator[StorageClient]:
+    settings = StorageSettings(nats_url=nats_url, state_dir=tmp_path / "state", host=HOST)
+    async with StorageService(settings):
+        yield StorageClient(nc, HOST)
+
+
+async def test_disk_pool_label_and_partitions(storage: StorageClient, loop_device: str) -> None:
+    await storage.pool_define(
+        f"<pool type='disk'><name>d</name><source><device path='{loop_device}'/>"
+        "<format type='dos'/></source><target><path>/dev</path></target></pool>"
+    )
+    await storage.pool_build("d")  # parted DEV mklabel --script msdos
+    label = subprocess.run(
+        ["parted", "-m", loop_device, "print", "--script"], capture_output=True, text=True
+    ).stdout
+    assert ":msdos:" in label
+    await storage.pool_start("d")
+    info = await storage.pool_info("d")
+    assert info.state is PoolState.RUNNING and info.capacity == 32 << 20
+    assert await storage.vol_list("d") == []
+    subprocess.run(
+        ["parted", loop_device, "mkpart", "--script", "primary", "1MiB", "9MiB"], check=True
+    )
+    await storage.pool_refresh("d")
+    [part] = await storage.vol_list("d")
+    name = os.path.basename(loop_device) + "p1"
+    assert (part.name, part.capacity, part.type) == (name, 8 << 20, "block")
+    assert (await storage.pool_info("d")).allocation == 8 << 20
+    await storage.pool_destroy("d")
+    await storage.pool_undefine("d")
