@@ -309,3 +309,22 @@ def resize_raw(path: str, capacity: int, allocate: bool) -> None:
         raise system_error(err, f"Failed to truncate file '{path}'") from err
     finally:
         os.close(fd)
+
+
+def zero_ends(path: str, length: int) -> None:
+    """Zero the first and last ``length`` bytes of a device (a partition table's
+    places, as virStorageBackendZeroPartitionTable does)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise system_error(err, f"Failed to open storage volume with path '{path}'") from err
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        zero = bytes(min(length, size))
+        os.pwrite(fd, zero, 0)
+        os.pwrite(fd, zero, max(size - len(zero), 0))
+        os.fsync(fd)
+    except OSError as err:
+        raise system_error(err, f"Failed to wipe storage volume with path '{path}'") from err
+    finally:
+        os.close(fd)

@@ -13,7 +13,8 @@ from nats.aio.client import Client as NATS
 
 from client.storage import StorageClient
 from services.storage.service import StorageService, StorageSettings
-from shared.api.storage import PoolState
+from shared.api.storage import BuildMode, PoolState
+from shared.util.errors import VirtError
 
 pytestmark = pytest.mark.integration
 HOST = "disk-host"
@@ -71,3 +72,18 @@ async def test_disk_pool_label_and_partitions(storage: StorageClient, loop_devic
     assert (await storage.pool_info("d")).allocation == 8 << 20
     await storage.pool_destroy("d")
     await storage.pool_undefine("d")
+
+
+async def test_build_refuses_a_labelled_disk_unless_overwriting(
+    storage: StorageClient, loop_device: str
+) -> None:
+    subprocess.run(["parted", loop_device, "mklabel", "--script", "gpt"], check=True)
+    await storage.pool_define(
+        f"<pool type='disk'><name>d</name><source><device path='{loop_device}'/>"
+        "<format type='dos'/></source><target><path>/dev</path></target></pool>"
+    )
+    with pytest.raises(VirtError, match="different label format present"):
+        await storage.pool_build("d")
+    await storage.pool_build("d", BuildMode.OVERWRITE)
+    with pytest.raises(VirtError, match="Disk label already formatted using 'dos'"):
+        await storage.pool_build("d", BuildMode.NO_OVERWRITE)

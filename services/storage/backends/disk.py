@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from services.storage.backends.base import Backend, PoolScan, found_volume
+from services.storage.backends.devices import require_no_label
 from services.storage.pool_commands import parted_label_command
 from shared.api.storage import BuildMode
 from shared.conf.storage_pool import StoragePoolDef
@@ -32,6 +33,9 @@ class DiskBackend(Backend):
         return await asyncio.to_thread(os.path.exists, self._device(pool))
 
     async def build(self, pool: StoragePoolDef, mode: BuildMode) -> None:
+        if mode is not BuildMode.OVERWRITE:
+            fmt = pool.source.format or "dos"
+            await require_no_label(self.runner, self._device(pool), fmt)
         await self.runner.run(parted_label_command(pool))
 
     async def refresh(self, pool: StoragePoolDef, known: dict[str, StorageVolumeDef]) -> PoolScan:

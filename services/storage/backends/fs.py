@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from services.storage.backends.devices import require_empty
 from services.storage.backends.local import LocalBackend, pool_root
 from services.storage.pool_commands import (
     check_fs_source,
@@ -14,7 +15,6 @@ from services.storage.pool_commands import (
     mount_command,
     unmount_command,
 )
-from services.storage.runner import find_tool
 from shared.api.storage import BuildMode
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_pool_types import PoolType
@@ -77,35 +77,8 @@ class FsBackend(LocalBackend):
                 _D,
             )
         if mode is BuildMode.NO_OVERWRITE:
-            await self._check_empty(device, fmt)
+            await require_empty(self.runner, device, fmt)
         await self.runner.run(argv)
-
-    async def _check_empty(self, device: str, fmt: str) -> None:
-        """Refuse to format a device that already holds a file system (blkid probe)."""
-        if find_tool("blkid") is None:
-            raise VirtError(
-                ErrorCode.OPERATION_INVALID,
-                f"Unable to probe '{device}' for existing data, forced overwrite is necessary",
-                _D,
-            )
-        code, out = await self.runner.run(
-            ["blkid", "-p", "-o", "value", "-s", "TYPE", device], ok_codes=(0, 2)
-        )
-        found = out.strip()
-        if code == 2 or not found:
-            return
-        if found == fmt:
-            raise VirtError(
-                ErrorCode.STORAGE_POOL_BUILT,
-                f"Device '{device}' already formatted using '{fmt}'",
-                _D,
-            )
-        raise VirtError(
-            ErrorCode.STORAGE_POOL_BUILT,
-            f"Format of device '{device}' does not match the expected format '{fmt}', "
-            "forced overwrite is necessary",
-            _D,
-        )
 
     async def start(self, pool: StoragePoolDef) -> None:
         if await self._mounted(pool):

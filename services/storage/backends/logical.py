@@ -14,6 +14,7 @@ from services.storage.backends.base import (
     found_volume,
     placed,
 )
+from services.storage.backends.devices import require_empty
 from services.storage.confine import check_volume_name
 from services.storage.pool_commands import (
     logical_build_commands,
@@ -49,6 +50,12 @@ class LogicalBackend(Backend):
         return await asyncio.to_thread(os.path.exists, _target(pool))
 
     async def build(self, pool: StoragePoolDef, mode: BuildMode) -> None:
+        """pvcreate each device (empty ones only, unless overwriting), then vgcreate;
+        a device's first and last MiB are zeroed first so no old label lingers."""
+        for device in pool.source.devices:
+            if mode is not BuildMode.OVERWRITE:
+                await require_empty(self.runner, device.path, "lvm2")
+            await asyncio.to_thread(files.zero_ends, device.path, 1 << 20)
         for argv in logical_build_commands(pool):
             await self.runner.run(argv)
 
