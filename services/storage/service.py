@@ -130,6 +130,12 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._streams: StreamServer | None = None
         self._known_pools: set[str] = set()
 
+    async def start(self) -> None:
+        """Start, and return only once the server has every endpoint's subscription
+        (a request sent right after would otherwise find no responder)."""
+        await super().start()
+        await self.nc.flush()
+
     @property
     def pools(self) -> PoolManager:
         assert self._pools is not None, "service not started"
@@ -146,7 +152,7 @@ class StorageService(ServiceProcess[StorageSettings]):
     async def on_start(self) -> None:
         _watch_children_with_pidfd()
         store = await StateStore.open(self.js, BUCKET)
-        registry = StorageRegistry(store, self.settings.host)
+        registry = StorageRegistry(store, self.js, self.settings.host)
         self._pools = PoolManager(registry, self._runner, self._pool_event)
         journal = CreationJournal(self.settings.state_dir / "creating")
         self._volumes = VolumeManager(self._pools, journal, self._volume_event, self._secret_file)
