@@ -3,9 +3,10 @@
 Keys of the ``virtbus_secret`` bucket:
 
 * ``secret.<uuid>`` -> ``SecretRecord`` JSON: the definition and the sealed value;
-* ``usage.<type>.<id token>`` -> the UUID holding that usage.  Claiming a usage
-  is a KV ``create``, so of two concurrent defines with one usage exactly one
-  wins (libvirt refuses a second secret for a usage in use).
+* ``usage.<type>.<id token>`` -> ``{"uuid", "at"}``: the secret holding that
+  usage and when it claimed it.  Claiming a usage is a KV ``create``, so of
+  two concurrent defines with one usage exactly one wins (libvirt refuses a
+  second secret for a usage in use).
 
 Ephemeral secrets (libvirt: never written to disk) are kept in this process's
 memory only and are gone after a restart.  The registry is the one place
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import time
 
 from pydantic import BaseModel
 
@@ -28,6 +31,8 @@ from shared.util.subjects import token
 
 _D = ErrorDomain.SECRET
 _RETRIES = 60
+#: A usage claim whose secret was never stored is taken over after this long.
+CLAIM_GRACE_SECONDS = 60.0
 
 
 class SecretRecord(BaseModel):
@@ -43,6 +48,16 @@ def _secret_key(uuid: str) -> str:
 
 def _usage_key(usage_type: SecretUsageType, usage_id: str) -> str:
     return f"usage.{usage_type.value}.{token(usage_id)}"
+
+
+def _claim(uuid: str) -> bytes:
+    return json.dumps({"uuid": uuid, "at": time.time()}).encode()
+
+
+def _parse_claim(value: bytes) -> tuple[str, float]:
+    """The UUID holding a usage and when it claimed it."""
+    doc = json.loads(value)
+    return str(doc["uuid"]), float(doc["at"])
 
 
 def no_secret_uuid(uuid: str) -> VirtError:
@@ -103,7 +118,7 @@ class SecretRegistry:
                 return d
         entry = await self._store.get(_usage_key(usage_type, usage_id))
         if entry is not None:
-            found = await self._load(entry.value.decode())
+            found = await self._load(_parse_claim(entry.value)[0])
             if found is not None:
                 return found[0].definition
         raise VirtError(ErrorCode.NO_SECRET, f"no secret with matching usage '{usage_id}'", _D)
@@ -154,7 +169,7 @@ class SecretRegistry:
         entry = await self._store.get(_usage_key(new.usage_type, new.usage_id))
         if entry is None:
             return None
-        holder = entry.value.decode()
+        holder, _ = _parse_claim(entry.value)
         if holder != new.uuid and await self._store.get(_secret_key(holder)) is not None:
             return holder
         return None
@@ -165,23 +180,29 @@ class SecretRegistry:
             return
         assert new.uuid is not None
         key = _usage_key(new.usage_type, new.usage_id)
+        claim = _claim(new.uuid)
         for attempt in range(_RETRIES):
             entry = await self._store.get(key)
             if entry is None:
                 try:
-                    await self._store.create(key, new.uuid.encode())
+                    await self._store.create(key, claim)
                     return
                 except Conflict:
                     await asyncio.sleep(backoff(attempt))
                     continue
-            holder = entry.value.decode()
+            holder, claimed_at = _parse_claim(entry.value)
             if holder == new.uuid:
                 return
-            if await self._store.get(_secret_key(holder)) is not None:
+            # A claim without its secret is either a define still under way
+            # (it stores the secret right after claiming) or one that crashed
+            # in between; only a claim that old is taken over.
+            if (
+                await self._store.get(_secret_key(holder)) is not None
+                or time.time() - claimed_at < CLAIM_GRACE_SECONDS
+            ):
                 raise _usage_clash(holder, new.usage_id)
             try:
-                # The holder is gone (it crashed between claim and store): take over.
-                await self._store.update(key, new.uuid.encode(), entry.revision)
+                await self._store.update(key, claim, entry.revision)
                 return
             except Conflict:
                 await asyncio.sleep(backoff(attempt))
@@ -193,7 +214,7 @@ class SecretRegistry:
             return
         key = _usage_key(d.usage_type, d.usage_id)
         entry = await self._store.get(key)
-        if entry is not None and entry.value.decode() == d.uuid:
+        if entry is not None and _parse_claim(entry.value)[0] == d.uuid:
             try:
                 await self._store.delete(key, entry.revision)
             except Conflict:

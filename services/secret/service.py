@@ -72,6 +72,8 @@ class SecretService(ServiceProcess[SecretSettings]):
     """libvirt's secret driver semantics, cluster-wide, values encrypted at rest."""
 
     name = "secret"
+    # The registry settles races by compare-and-set, so requests may overlap.
+    concurrency = 16
     description = "libvirt secrets: XML definitions, values encrypted at rest"
 
     def __init__(self, settings: SecretSettings, nc: NATS | None = None) -> None:

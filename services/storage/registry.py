@@ -9,18 +9,11 @@ Keys of the ``virtbus_storage`` bucket:
 Volumes are not stored: the pool's storage says which exist (the creation
 journal, ``journal.py``, covers those being made).
 
-Every write is a compare-and-set on the revision the service last saw.  The
-records are read back with a pull consumer sized from its own pending count
-at creation: the push watcher behind ``StateStore.items`` can mark its
-initial values done before a value still in flight arrives, and a pool
-missed at start-up would be a transient pool forgotten.
+Every write is a compare-and-set on the revision the service last saw.
 """
 
 from __future__ import annotations
 
-import contextlib
-
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel
 
@@ -63,32 +56,8 @@ class StorageRegistry:
 
     async def pools(self) -> list[tuple[PoolRecord, int]]:
         """Every pool record of this host with its revision."""
-        prefix = f"$KV.{BUCKET}."
-        sub = await self._js.pull_subscribe(
-            f"{prefix}pool.{self._host}.>",
-            stream=f"KV_{BUCKET}",
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30.0,
-            ),
-        )
-        records: list[tuple[PoolRecord, int]] = []
-        try:
-            remaining = (await sub.consumer_info()).num_pending or 0
-            while remaining > 0:
-                batch = await sub.fetch(min(remaining, 256), timeout=10)
-                remaining -= len(batch)
-                for msg in batch:
-                    operation = (msg.headers or {}).get("KV-Operation")
-                    if operation in ("DEL", "PURGE") or not msg.data:
-                        continue
-                    revision = msg.metadata.sequence.stream
-                    records.append((PoolRecord.model_validate_json(msg.data), revision))
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        return records
+        entries = await self._store.items(f"pool.{self._host}.")
+        return [(PoolRecord.model_validate_json(e.value), e.revision) for e in entries]
 
     async def save_pool(self, uuid: str, record: PoolRecord, revision: int | None) -> int:
         """Store ``record``: create it (``revision`` None) or replace that revision."""

@@ -18,7 +18,6 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -48,37 +47,9 @@ _D = ErrorDomain.STORAGE
 _COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600)
 
 
-#: Requests of one micro endpoint are answered one at a time (one subscription);
-#: volume endpoints get this many subscriptions in the service's queue group, so
-#: that many requests proceed at once (a qemu-img run does not hold up the next).
-LANES = 8
-
-
-@dataclass(frozen=True)
-class _Lane(Endpoint[Any, Any]):
-    """One of several subscriptions serving the same subject under distinct names."""
-
-    lane: int = 0
-
-    @property
-    def micro_name(self) -> str:
-        return f"{self.name.replace('.', '-')}-{self.lane}"
-
-
-def lanes(endpoint: Endpoint[Any, Any], count: int = LANES) -> list[Endpoint[Any, Any]]:
-    """``count`` copies of ``endpoint`` on its subject, each its own subscription."""
-    return [
-        _Lane(
-            endpoint.service,
-            endpoint.name,
-            endpoint.request,
-            endpoint.reply,
-            endpoint.host_scoped,
-            endpoint.timeout,
-            lane=i,
-        )
-        for i in range(count)
-    ]
+#: Volume requests handled at once: a qemu-img run does not hold up the next.
+#: Pool requests stay one at a time (definitions are checked, then stored).
+VOLUME_CONCURRENCY = 8
 
 
 class StorageSettings(ProcessSettings):
@@ -306,7 +277,10 @@ class StorageService(ServiceProcess[StorageSettings]):
             (api.VOL_UPLOAD, self.vol_upload),
             (api.VOL_DOWNLOAD, self.vol_download),
         ]
-        return [*pools, *((lane, h) for ep, h in volumes for lane in lanes(ep))]
+        return [*pools, *volumes]
+
+    def concurrency_for(self, endpoint: Endpoint[Any, Any]) -> int:
+        return VOLUME_CONCURRENCY if endpoint.name.startswith("vol.") else 1
 
     async def pool_define(self, req: api.PoolXmlRequest) -> api.PoolInfo:
         return (await self.pools.define(req.xml)).info()

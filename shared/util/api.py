@@ -14,10 +14,11 @@ and answered as ``VIR_ERR_INTERNAL_ERROR`` without the exception's text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -135,6 +136,8 @@ async def call(
 
 
 Handler = Callable[[Any], Awaitable[BaseModel]]
+#: Runs one request's coroutine as a task the process tracks (and drains on stop).
+Spawner = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
 async def serve(
@@ -143,10 +146,20 @@ async def serve(
     handler: Handler,
     metrics: ProcessMetrics,
     host: str | None = None,
+    *,
+    concurrency: int = 1,
+    spawn: Spawner | None = None,
 ) -> None:
-    """Register ``handler`` for ``endpoint`` on a started micro ``service``."""
+    """Register ``handler`` for ``endpoint`` on a started micro ``service``.
 
-    async def handle(request: Request) -> None:
+    nats-py runs one subscription's callbacks one after another, so with
+    ``concurrency`` above 1 each request runs as its own task (through
+    ``spawn``), at most ``concurrency`` at a time; the subscription waits
+    while all are busy, which pushes back on the sender.
+    """
+
+    async def handle(request: Request) -> bool:
+        """Answer one request; True when the answer was an error."""
         started = time.perf_counter()
         outcome = "ok"
         try:
@@ -162,39 +175,75 @@ async def serve(
             await request.respond(reply.model_dump_json().encode())
         except VirtError as err:
             outcome = "error"
-            await _respond_error(service, endpoint, request, err)
+            await request.respond(*error_reply(err))
+            _count_error(service, endpoint, err.name)
         except Exception:
             outcome = "error"
             request_id = (request.headers or {}).get("Nats-Msg-Id") or request.subject
             log.exception(
                 "unexpected error", extra={"endpoint": endpoint.name, "request": request_id}
             )
-            await _respond_error(
-                service,
-                endpoint,
-                request,
-                VirtError(ErrorCode.INTERNAL_ERROR, f"unexpected failure in {endpoint.name}"),
-            )
+            internal = VirtError(ErrorCode.INTERNAL_ERROR, f"unexpected failure in {endpoint.name}")
+            await request.respond(*error_reply(internal))
+            _count_error(service, endpoint, internal.name)
         finally:
-            metrics.observe_request(endpoint.name, outcome, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.observe_request(endpoint.name, outcome, elapsed)
+        return outcome == "error"
+
+    if concurrency <= 1 or spawn is None:
+
+        async def inline(request: Request) -> None:
+            await handle(request)
+
+        callback: Callable[[Request], Awaitable[None]] = inline
+    else:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def run(request: Request) -> None:
+            started = time.perf_counter_ns()
+            try:
+                await handle(request)
+            finally:
+                slots.release()
+                _add_processing_time(service, endpoint, time.perf_counter_ns() - started)
+
+        async def dispatch(request: Request) -> None:
+            await slots.acquire()
+            spawn(run(request))
+
+        callback = dispatch
 
     await service.add_endpoint(
         name=endpoint.micro_name,
         subject=endpoint.subject(host),
-        handler=handle,
+        handler=callback,
         metadata={"request": endpoint.request.__name__, "reply": endpoint.reply.__name__},
     )
 
 
-async def _respond_error(
-    service: Service, endpoint: Endpoint[Any, Any], request: Request, err: VirtError
-) -> None:
-    body, headers = error_reply(err)
-    await request.respond(body, headers=headers)
-    # nats.micro counts an error only when the handler raises, and then answers
-    # with headers alone; we answer with the JSON body ourselves and count here
-    # so that $SRV.STATS stays true.
+# nats.micro counts an error only when the handler raises (and then answers
+# with headers alone), and times only the callback, which returns at once for
+# a request running as its own task.  We answer errors with the JSON body and
+# run requests concurrently, so these two keep $SRV.STATS true.
+
+
+def _micro_endpoint(service: Service, endpoint: Endpoint[Any, Any]) -> Any:
     for ep in getattr(service, "_endpoints", []):
         if getattr(ep, "_name", None) == endpoint.micro_name:
-            ep._num_errors += 1
-            ep._last_error = err.name
+            return ep
+    return None
+
+
+def _count_error(service: Service, endpoint: Endpoint[Any, Any], name: str) -> None:
+    ep = _micro_endpoint(service, endpoint)
+    if ep is not None:
+        ep._num_errors += 1
+        ep._last_error = name
+
+
+def _add_processing_time(service: Service, endpoint: Endpoint[Any, Any], ns: int) -> None:
+    ep = _micro_endpoint(service, endpoint)
+    if ep is not None and ep._num_requests:
+        ep._processing_time += ns
+        ep._average_processing_time = int(ep._processing_time / ep._num_requests)

@@ -36,6 +36,7 @@ from shared.util.settings import ProcessSettings, load_settings
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+_DRAIN_SECONDS = 10.0
 
 S = TypeVar("S", bound=ProcessSettings)
 HandlerTable = Sequence[tuple[Endpoint[Any, Any], Callable[[Any], Awaitable[Any]]]]
@@ -55,6 +56,8 @@ class ServiceProcess(Generic[S]):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     host_scoped: ClassVar[bool] = False
+    #: Requests of one endpoint handled at the same time (1: one after another).
+    concurrency: ClassVar[int] = 1
 
     def __init__(self, settings: S, nc: NATS | None = None) -> None:
         self.settings = settings
@@ -67,6 +70,7 @@ class ServiceProcess(Generic[S]):
         self._micro: Service | None = None
         self._events: EventPublisher | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
 
     # -- what subclasses provide -------------------------------------------------
@@ -74,6 +78,10 @@ class ServiceProcess(Generic[S]):
     def handlers(self) -> HandlerTable:
         """The endpoint table: each endpoint with the coroutine that answers it."""
         raise NotImplementedError
+
+    def concurrency_for(self, endpoint: Endpoint[Any, Any]) -> int:
+        """How many requests of ``endpoint`` may run at once (default: ``concurrency``)."""
+        return self.concurrency
 
     async def on_start(self) -> None:
         """Open state and reconcile; runs after NATS and the event stream are up."""
@@ -121,6 +129,13 @@ class ServiceProcess(Generic[S]):
 
         task.add_done_callback(done)
 
+    def _spawn_request(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A request running as its own task; ``stop`` lets it finish."""
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return task
+
     async def start(self) -> None:
         """Connect, open state, register endpoints, serve HTTP.  Rolls back on failure."""
         if self.state is not RunState.NEW:
@@ -147,7 +162,17 @@ class ServiceProcess(Generic[S]):
                 metadata={"host": self.settings.host},
             )
             for endpoint, handler in self.handlers():
-                await serve(self._micro, endpoint, handler, self.metrics, host)
+                await serve(
+                    self._micro,
+                    endpoint,
+                    handler,
+                    self.metrics,
+                    host,
+                    concurrency=self.concurrency_for(endpoint),
+                    spawn=self._spawn_request,
+                )
+            # Requests sent right after start must find the subscriptions.
+            await self._nc.flush()
             await self.http.start(self.settings.http_host, self.settings.http_port)
         except BaseException:
             await self._teardown()
@@ -187,6 +212,11 @@ class ServiceProcess(Generic[S]):
         if self._micro is not None:
             await attempt(self._micro.stop())
             self._micro = None
+        if self._inflight:
+            # No new requests arrive now; let those under way answer.
+            _, late = await asyncio.wait(set(self._inflight), timeout=_DRAIN_SECONDS)
+            for task in late:
+                task.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -10,12 +10,13 @@ exception for a lost race; callers turn it into libvirt's error for the case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats.js.errors as jserr
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -45,8 +46,9 @@ class Entry:
 class StateStore:
     """One service's KV bucket."""
 
-    def __init__(self, kv: KeyValue, bucket: str) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self._kv = kv
+        self._js = js
         self.bucket = bucket
 
     @classmethod
@@ -69,7 +71,7 @@ class StateStore:
             except jserr.BadRequestError:
                 # Another replica created it between our look-up and create.
                 kv = await js.key_value(bucket)
-        return cls(kv, bucket)
+        return cls(kv, js, bucket)
 
     async def get(self, key: str) -> Entry | None:
         """The key's entry, or None when absent or deleted."""
@@ -134,21 +136,39 @@ class StateStore:
         raise Conflict(key)
 
     async def items(self, prefix: str = "") -> list[Entry]:
-        """Every live entry whose key starts with ``prefix``, in one pass."""
-        subject_filter = f"{prefix}>" if prefix.endswith(".") else ">"
-        watcher = await self._kv.watch(subject_filter, ignore_deletes=True)
+        """Every live entry whose key starts with ``prefix`` (a whole-token
+        prefix ending in ``.``, or empty for all), in one pass.
+
+        Read with a pull consumer sized by its pending count when created:
+        nats-py's push watcher can declare its initial values complete while a
+        value is still in flight, and a key missed here is a secret or pool
+        forgotten at start-up.
+        """
+        subjects = f"$KV.{self.bucket}.{prefix}>" if prefix else f"$KV.{self.bucket}.>"
+        sub = await self._js.pull_subscribe(
+            subjects,
+            stream=f"KV_{self.bucket}",
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=30.0,
+            ),
+        )
+        start = len(f"$KV.{self.bucket}.")
         entries: list[Entry] = []
         try:
-            while True:
-                entry = await watcher.updates(timeout=5)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                if entry.value is None or entry.revision is None or entry.operation is not None:
-                    continue
-                if entry.key.startswith(prefix):
-                    entries.append(Entry(entry.key, entry.value, entry.revision))
-        except TimeoutError:
-            pass
+            remaining = (await sub.consumer_info()).num_pending or 0
+            while remaining > 0:
+                batch = await sub.fetch(min(remaining, 256), timeout=10)
+                remaining -= len(batch)
+                for msg in batch:
+                    operation = (msg.headers or {}).get("KV-Operation")
+                    if operation in ("DEL", "PURGE") or not msg.data:
+                        continue
+                    entries.append(
+                        Entry(msg.subject[start:], msg.data, msg.metadata.sequence.stream)
+                    )
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         return entries

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from shared.conf.secret import SecretUsageType
 from shared.util.api import call
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.events import CloudEvent
+from shared.util.state import StateStore
+from shared.util.subjects import token
 
 pytestmark = pytest.mark.integration
 
@@ -251,3 +254,23 @@ async def test_no_service_gives_no_server(nc: NATS) -> None:
     with pytest.raises(VirtError) as info:
         await Client(nc).secret.list()
     assert info.value.code is ErrorCode.NO_SERVER
+
+
+async def test_claim_left_by_a_crashed_define_is_taken_over_only_when_old(
+    service: SecretService, client: Client
+) -> None:
+    # What a define that died between claiming the usage and storing its secret
+    # leaves behind: a claim whose secret does not exist.
+    store = await StateStore.open(client.nc.jetstream(), "virtbus_secret")
+    ghost = "11111111-2222-4333-8444-555555555555"
+    key = f"usage.volume.{token('/img/ghost')}"
+    await store.create(key, json.dumps({"uuid": ghost, "at": time.time()}).encode())
+    with pytest.raises(VirtError) as fresh:
+        await client.secret.define(_secret("/img/ghost"))
+    assert ghost in str(fresh.value)
+    entry = await store.get(key)
+    assert entry is not None
+    await store.update(key, json.dumps({"uuid": ghost, "at": 0}).encode(), entry.revision)
+    uuid = await client.secret.define(_secret("/img/ghost"))
+    info = await client.secret.lookup_by_usage(SecretUsageType.VOLUME, "/img/ghost")
+    assert info.uuid == uuid != ghost
