@@ -134,6 +134,7 @@ class SecretRegistry:
 
     async def define(self, new: SecretDef) -> Change:
         """Add or update a secret as virSecretDefineXML does."""
+        generated = new.uuid is None
         uuid = new.uuid or generate_uuid()
         new = new.model_copy(update={"uuid": uuid})
         if new.ephemeral:
@@ -141,7 +142,8 @@ class SecretRegistry:
                 return await self._define_ephemeral(new)
         for attempt in range(_RETRIES):
             try:
-                return await self._define_persistent(new)
+                # A UUID we just generated names no stored secret: skip that read.
+                return await self._define_persistent(new, known_new=generated and attempt == 0)
             except Conflict:
                 await asyncio.sleep(backoff(attempt))  # a concurrent change: decide again
         raise VirtError(ErrorCode.OPERATION_FAILED, f"secret '{uuid}' kept changing", _D)
@@ -158,14 +160,23 @@ class SecretRegistry:
                 ErrorCode.INTERNAL_ERROR, "cannot change private flag on existing secret", _D
             )
 
-    async def _usage_holder(self, new: SecretDef) -> str | None:
-        """The UUID of another live secret holding ``new``'s usage, if any."""
+    def _ephemeral_holder(self, new: SecretDef) -> str | None:
+        """The UUID of another ephemeral secret holding ``new``'s usage, if any."""
         if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
             return None
         for record in self._ephemeral.values():
             d = record.definition
             if d.uuid != new.uuid and d.usage_type is new.usage_type and d.usage_id == new.usage_id:
                 return d.uuid
+        return None
+
+    async def _usage_holder(self, new: SecretDef) -> str | None:
+        """The UUID of another live secret holding ``new``'s usage, if any."""
+        if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
+            return None
+        ephemeral = self._ephemeral_holder(new)
+        if ephemeral is not None:
+            return ephemeral
         entry = await self._store.get(_usage_key(new.usage_type, new.usage_id))
         if entry is None:
             return None
@@ -220,12 +231,12 @@ class SecretRegistry:
             except Conflict:
                 pass  # someone else claimed it meanwhile: theirs now
 
-    async def _define_persistent(self, new: SecretDef) -> Change:
+    async def _define_persistent(self, new: SecretDef, *, known_new: bool = False) -> Change:
         assert new.uuid is not None
         if new.uuid in self._ephemeral:
             old_record = self._ephemeral[new.uuid]
             self._check_redefine(old_record.definition, new)
-        entry = await self._store.get(_secret_key(new.uuid))
+        entry = None if known_new else await self._store.get(_secret_key(new.uuid))
         if entry is not None:
             old = SecretRecord.model_validate_json(entry.value)
             self._check_redefine(old.definition, new)
@@ -234,10 +245,10 @@ class SecretRegistry:
                 _secret_key(new.uuid), record.model_dump_json().encode(), entry.revision
             )
             return Change(definition=new, revision=revision, previous=old.definition)
-        holder = await self._usage_holder(new)
+        holder = self._ephemeral_holder(new)
         if holder is not None:
             raise _usage_clash(holder, new.usage_id)
-        await self._claim_usage(new)
+        await self._claim_usage(new)  # decides against stored secrets
         carried = self._ephemeral.pop(new.uuid, None)
         record = SecretRecord(
             definition=new, sealed_value=carried.sealed_value if carried else None
