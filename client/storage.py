@@ -119,11 +119,16 @@ class StorageClient:
         )
         return await call(self._nc, api.VOL_CREATE_FROM, request, host=self.host)
 
-    async def vol_delete(self, vol: VolRef) -> None:
-        await call(self._nc, api.VOL_DELETE, api.VolRequest(vol=vol), host=self.host)
+    async def vol_delete(self, vol: VolRef, *, force: bool = False) -> None:
+        """virStorageVolDelete; ``force`` deletes a volume a domain disk uses."""
+        request = api.VolDeleteRequest(vol=vol, force=force)
+        await call(self._nc, api.VOL_DELETE, request, host=self.host)
 
-    async def vol_wipe(self, vol: VolRef, algorithm: WipeAlgorithm = WipeAlgorithm.ZERO) -> None:
-        request = api.VolWipeRequest(vol=vol, algorithm=algorithm)
+    async def vol_wipe(
+        self, vol: VolRef, algorithm: WipeAlgorithm = WipeAlgorithm.ZERO, *, force: bool = False
+    ) -> None:
+        """virStorageVolWipePattern; ``force`` wipes a volume a domain disk uses."""
+        request = api.VolWipeRequest(vol=vol, algorithm=algorithm, force=force)
         await call(self._nc, api.VOL_WIPE, request, host=self.host)
 
     async def vol_resize(
@@ -134,9 +139,11 @@ class StorageClient:
         allocate: bool = False,
         delta: bool = False,
         shrink: bool = False,
+        force: bool = False,
     ) -> VolumeInfo:
+        """virStorageVolResize; ``force`` shrinks a volume a domain disk uses."""
         request = api.VolResizeRequest(
-            vol=vol, capacity=capacity, allocate=allocate, delta=delta, shrink=shrink
+            vol=vol, capacity=capacity, allocate=allocate, delta=delta, shrink=shrink, force=force
         )
         return await call(self._nc, api.VOL_RESIZE, request, host=self.host)
 

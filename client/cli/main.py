@@ -294,12 +294,14 @@ def _vol_clone(p: argparse.ArgumentParser) -> None:
 def _vol_delete(p: argparse.ArgumentParser) -> None:
     _vol_ref(p)
     p.add_argument("--delete-snapshots", action="store_true", help="delete its snapshots too")
+    p.add_argument("--force", action="store_true", help="even if a domain disk uses it (virtbus)")
 
 
 @command("vol-wipe", _VOL, "wipe", "wipe a vol")
 def _vol_wipe(p: argparse.ArgumentParser) -> None:
     _vol_ref(p)
     p.add_argument("--algorithm", help="perform selected wiping algorithm")
+    p.add_argument("--force", action="store_true", help="even if a domain disk uses it (virtbus)")
 
 
 @command("vol-resize", _VOL, "resize", "resize a vol")
@@ -312,6 +314,7 @@ def _vol_resize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocate", action="store_true", help="allocate the new capacity")
     p.add_argument("--delta", action="store_true", help="capacity is a change, not a size")
     p.add_argument("--shrink", action="store_true", help="allow the resize to shrink")
+    p.add_argument("--force", action="store_true", help="shrink even if a disk uses it (virtbus)")
 
 
 @command("vol-info", _VOL, "info", "storage vol information")
@@ -319,6 +322,7 @@ def _vol_info(p: argparse.ArgumentParser) -> None:
     _vol_ref(p)
     p.add_argument("--bytes", action="store_true", help="sizes in bytes, not pretty units")
     p.add_argument("--physical", action="store_true", help="show the physical size")
+    p.add_argument("--users", action="store_true", help="also list the disks using it (virtbus)")
 
 
 @command("vol-list", _VOL, "list_", "list vols")
@@ -370,6 +374,95 @@ def _vol_download(p: argparse.ArgumentParser) -> None:
 def _vol_pool(p: argparse.ArgumentParser) -> None:
     p.add_argument("vol", help="volume key or path")
     p.add_argument("--uuid", action="store_true", help="return the pool uuid, not its name")
+
+
+_DOMAIN = "client.cli.domain_cmds"
+_BLOCKJOB = "client.cli.blockjob_cmds"
+
+
+def _domain_disk(p: argparse.ArgumentParser, what: str = "fully-qualified path of disk") -> None:
+    p.add_argument("domain", help="domain name")
+    p.add_argument("path", help=what)
+
+
+def _job_wait(p: argparse.ArgumentParser, wait_help: str, timeout_help: str) -> None:
+    p.add_argument("--bandwidth", help="bandwidth limit in MiB/s")
+    p.add_argument("--bytes", action="store_true", help="the bandwidth limit is in bytes/s")
+    p.add_argument("--wait", action="store_true", help=wait_help)
+    p.add_argument("--verbose", action="store_true", help="with --wait, display the progress")
+    p.add_argument("--timeout", help=timeout_help)
+    p.add_argument(
+        "--async", dest="async_", action="store_true", help="with --wait, don't wait for cancel"
+    )
+
+
+@command("domblklist", _DOMAIN, "domblklist", "list all domain blocks")
+def _domblklist(p: argparse.ArgumentParser) -> None:
+    p.add_argument("domain", help="domain name")
+    p.add_argument("--details", action="store_true", help="also show the type and device")
+
+
+@command("disk-dumpxml", _DOMAIN, "disk_dumpxml", "a domain disk as the inventory holds it")
+def _disk_dumpxml(p: argparse.ArgumentParser) -> None:
+    p.add_argument("domain", help="domain name")
+    p.add_argument("target", help="disk target (vda) or source path")
+
+
+@command("blockcopy", _BLOCKJOB, "blockcopy", "Start a block copy operation.")
+def _blockcopy(p: argparse.ArgumentParser) -> None:
+    _domain_disk(p, "fully-qualified path of source disk")
+    p.add_argument("dest_arg", nargs="?", metavar="dest", help="path of the copy to create")
+    p.add_argument("--dest", help="path of the copy to create")
+    _job_wait(p, "wait for job to reach mirroring phase", "implies --wait, abort after seconds")
+    p.add_argument("--shallow", action="store_true", help="make the copy share a backing chain")
+    p.add_argument("--reuse-external", action="store_true", help="reuse existing destination")
+    p.add_argument("--raw", dest="format", action="store_const", const="raw", help="format=raw")
+    p.add_argument("--blockdev", action="store_true", help="destination is a block device")
+    p.add_argument("--pivot", action="store_true", help="implies --wait, pivot when mirroring")
+    p.add_argument("--finish", action="store_true", help="implies --wait, quit when mirroring")
+    p.add_argument("--xml", help="file with the XML description of the copy destination")
+    p.add_argument("--format", help="format of the destination file")
+    p.add_argument("--granularity", help="power-of-two granularity to use during the copy")
+    p.add_argument("--buf-size", help="maximum amount of in-flight data during the copy")
+    p.add_argument("--transient-job", action="store_true", help="accepted; jobs are not persisted")
+    p.add_argument("--synchronous-writes", action="store_true", help="write guest data to both")
+    p.add_argument("--print-xml", action="store_true", help="print the destination XML only")
+    p.add_argument("--pool", help="copy into a new volume of this pool (virtbus)")
+    p.add_argument("--name", help="name of that new volume (virtbus)")
+
+
+@command("blockcommit", _BLOCKJOB, "blockcommit", "Start a block commit operation.")
+def _blockcommit(p: argparse.ArgumentParser) -> None:
+    _domain_disk(p)
+    _job_wait(p, "wait for job to complete (with --active, to sync)", "implies --wait")
+    p.add_argument("--base", help="path of base file to commit into (default bottom of chain)")
+    p.add_argument("--shallow", action="store_true", help="use backing file of top as base")
+    p.add_argument("--top", help="path of top file to commit from (default top of chain)")
+    p.add_argument("--active", action="store_true", help="two-stage active commit of top file")
+    p.add_argument("--delete", action="store_true", help="delete files successfully committed")
+    p.add_argument("--pivot", action="store_true", help="implies --active --wait, then pivot")
+    p.add_argument("--keep-overlay", action="store_true", help="implies --active --wait, quit")
+    p.add_argument("--keep-relative", action="store_true", help="keep relative backing names")
+
+
+@command("blockpull", _BLOCKJOB, "blockpull", "Populate a disk from its backing image.")
+def _blockpull(p: argparse.ArgumentParser) -> None:
+    _domain_disk(p)
+    _job_wait(p, "wait for job to finish", "with --wait, abort after seconds")
+    p.add_argument("--base", help="path of backing file in chain for a partial pull")
+    p.add_argument("--keep-relative", action="store_true", help="keep relative backing names")
+
+
+@command("blockjob", _BLOCKJOB, "blockjob", "Manage active block operations")
+def _blockjob(p: argparse.ArgumentParser) -> None:
+    _domain_disk(p)
+    p.add_argument("--abort", action="store_true", help="abort the active job on the disk")
+    p.add_argument("--async", dest="async_", action="store_true", help="don't wait for the end")
+    p.add_argument("--pivot", action="store_true", help="conclude and pivot a copy or commit")
+    p.add_argument("--info", action="store_true", help="get active job information")
+    p.add_argument("--bytes", action="store_true", help="bandwidth in bytes, not MiB/s")
+    p.add_argument("--raw", action="store_true", help="implies --info; details, not a summary")
+    p.add_argument("--bandwidth", help="set the bandwidth limit in MiB/s")
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

@@ -11,6 +11,9 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from nats.aio.client import Client as NATS
 
 from client.cli.output import error, print_json, table
 from client.cli.secret_cmds import read_xml_file
@@ -45,6 +48,7 @@ def pretty_capacity(value: int) -> str:
 
 
 Body = Callable[[StorageClient], Awaitable[int]]
+C = TypeVar("C")
 
 
 def fail(*lines: str) -> int:
@@ -55,20 +59,30 @@ def fail(*lines: str) -> int:
     return 1
 
 
-def run_storage(args: argparse.Namespace, body: Body) -> int:
-    """Run ``body`` against the chosen host's storage service; ``CommandFailed`` and
-    ``VirtError`` become virsh's ``error:`` lines and exit status 1."""
+def run_on_host(
+    args: argparse.Namespace,
+    client: Callable[[NATS, str], C],
+    body: Callable[[C], Awaitable[int]],
+) -> int:
+    """Run ``body`` with ``client(nc, host)`` for the chosen host's storage service;
+    ``CommandFailed`` and ``VirtError`` become virsh's ``error:`` lines and exit
+    status 1."""
 
     async def main(c: Client) -> int:
         host = args.host or await default_host(c.nc)
         try:
-            return await body(StorageClient(c.nc, host))
+            return await body(client(c.nc, host))
         except CommandFailed as failure:
             return fail(*failure.lines)
         except VirtError as err:
             return fail(str(err))
 
     return run(args, main)
+
+
+def run_storage(args: argparse.Namespace, body: Body) -> int:
+    """Run ``body`` against the chosen host's storage service (see ``run_on_host``)."""
+    return run_on_host(args, StorageClient, body)
 
 
 async def with_context(action: Awaitable[object], context: str) -> None:

@@ -234,7 +234,7 @@ def delete(args: argparse.Namespace) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         try:
-            await s.vol_delete(_ref(vol))
+            await s.vol_delete(_ref(vol), force=args.force)
         except VirtError as err:
             raise CommandFailed(f"Failed to delete vol {args.vol}", str(err)) from err
         return done(args, f"Vol {args.vol} deleted", pool=vol.pool, name=vol.name)
@@ -253,7 +253,7 @@ def wipe(args: argparse.Namespace) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         try:
-            await s.vol_wipe(_ref(vol), algorithm)
+            await s.vol_wipe(_ref(vol), algorithm, force=args.force)
         except VirtError as err:
             raise CommandFailed(f"Failed to wipe vol {args.vol}", str(err)) from err
         return done(args, f"Vol {args.vol} wiped", pool=vol.pool, name=vol.name)
@@ -275,7 +275,12 @@ def resize(args: argparse.Namespace) -> int:
         how = "by" if delta else "to"
         try:
             new = await s.vol_resize(
-                _ref(vol), capacity, allocate=args.allocate, delta=delta, shrink=args.shrink
+                _ref(vol),
+                capacity,
+                allocate=args.allocate,
+                delta=delta,
+                shrink=args.shrink,
+                force=args.force,
             )
         except VirtError as err:
             raise CommandFailed(
@@ -304,6 +309,10 @@ def info(args: argparse.Namespace) -> int:
         for label, value in (("Capacity:", fresh.capacity), second):
             shown = f"{value} bytes" if args.bytes else pretty_capacity(value)
             lines.append(f"{label:<15} {shown}")
+        if args.users:
+            # virtbus only, on request, so that the default output stays virsh's
+            users = ", ".join(sorted({u.label() for u in fresh.users})) or "-"
+            lines.append(f"{'Users:':<15} {users}")
         print("\n".join(lines) + "\n")
         return 0
 

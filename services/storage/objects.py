@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from shared.api.storage import PoolInfo, PoolState, VolumeInfo
+from shared.api.storage import PoolInfo, PoolState, VolumeInfo, VolumeUser
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
@@ -139,7 +139,10 @@ class PoolObj:
             volumes=len(self.volumes),
         )
 
-    def volume_info(self, vol: StorageVolumeDef) -> VolumeInfo:
+    def volume_info(
+        self, vol: StorageVolumeDef, users: list[VolumeUser] | None = None
+    ) -> VolumeInfo:
+        """What is shown of ``vol``, with the domain disks using it (``users``)."""
         # Every field comes from an already validated definition: no need to
         # validate again (a pool lists hundreds of these in one reply).
         return VolumeInfo.model_construct(
@@ -151,4 +154,5 @@ class PoolObj:
             capacity=vol.capacity,
             allocation=vol.allocation,
             physical=vol.physical,
+            users=users or [],
         )

@@ -24,6 +24,7 @@ from nats.aio.client import Client as NATS
 from pydantic import Field
 
 from services.storage.capabilities import format_pool_capabilities
+from services.storage.disk_service import DiskService
 from services.storage.journal import CreationJournal
 from services.storage.objects import PoolObj, VolObj
 from services.storage.pools import PoolManager
@@ -99,6 +100,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._pools: PoolManager | None = None
         self._volumes: VolumeManager | None = None
         self._streams: StreamServer | None = None
+        self._disks: DiskService | None = None
         self._known_pools: set[str] = set()
 
     async def start(self) -> None:
@@ -117,6 +119,12 @@ class StorageService(ServiceProcess[StorageSettings]):
         assert self._volumes is not None, "service not started"
         return self._volumes
 
+    @property
+    def disks(self) -> DiskService:
+        """The disk inventory and block jobs of this host."""
+        assert self._disks is not None, "service not started"
+        return self._disks
+
     def _observe_command(self, tool: str, seconds: float) -> None:
         self._commands.labels(tool=tool).observe(seconds)
 
@@ -132,6 +140,17 @@ class StorageService(ServiceProcess[StorageSettings]):
             log.warning("removed %d half-made volumes left by an interrupted run", cleaned)
         await self._pools.load()
         self._streams = StreamServer(self.nc, self.settings.host)
+        self._disks = DiskService(
+            self.nc,
+            self.js,
+            self.settings.host,
+            store,
+            self._volumes,
+            self.events,
+            reconcile_interval=self.settings.check_interval,
+        )
+        self._volumes.users = self._disks.volume_users
+        await self._disks.start(self.spawn)
         self._update_metrics()
         self.spawn(self._check_forever(), "storage-check")
 
@@ -277,10 +296,13 @@ class StorageService(ServiceProcess[StorageSettings]):
             (api.VOL_UPLOAD, self.vol_upload),
             (api.VOL_DOWNLOAD, self.vol_download),
         ]
-        return [*pools, *volumes]
+        return [*pools, *volumes, *self.disks.handlers()]
 
     def concurrency_for(self, endpoint: Endpoint[Any, Any]) -> int:
-        return VOLUME_CONCURRENCY if endpoint.name.startswith("vol.") else 1
+        # Block-job requests may create a destination volume or wait on the agent.
+        if endpoint.name.startswith(("vol.", "blockjob.", "domain.", "disk.")):
+            return VOLUME_CONCURRENCY
+        return 1
 
     async def pool_define(self, req: api.PoolXmlRequest) -> api.PoolInfo:
         return (await self.pools.define(req.xml)).info()
@@ -346,7 +368,7 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     def _vol_info(self, found: tuple[PoolObj, VolObj]) -> api.VolumeInfo:
         obj, vol = found
-        return obj.volume_info(vol.definition)
+        return obj.volume_info(vol.definition, self.volumes.users(obj, vol.definition))
 
     async def vol_create(self, req: api.VolCreateRequest) -> api.VolumeInfo:
         return self._vol_info(await self.volumes.create(req.pool, req.xml, req.prealloc_metadata))
@@ -357,23 +379,29 @@ class StorageService(ServiceProcess[StorageSettings]):
         )
         return self._vol_info(found)
 
-    async def vol_delete(self, req: api.VolRequest) -> Empty:
-        await self.volumes.delete(req.vol)
+    async def vol_delete(self, req: api.VolDeleteRequest) -> Empty:
+        await self.volumes.delete(req.vol, force=req.force)
         return Empty()
 
     async def vol_wipe(self, req: api.VolWipeRequest) -> Empty:
-        await self.volumes.wipe(req.vol, req.algorithm)
+        await self.volumes.wipe(req.vol, req.algorithm, force=req.force)
         return Empty()
 
     async def vol_resize(self, req: api.VolResizeRequest) -> api.VolumeInfo:
         found = await self.volumes.resize(
-            req.vol, req.capacity, allocate=req.allocate, delta=req.delta, shrink=req.shrink
+            req.vol,
+            req.capacity,
+            allocate=req.allocate,
+            delta=req.delta,
+            shrink=req.shrink,
+            force=req.force,
         )
         return self._vol_info(found)
 
     async def vol_info(self, req: api.VolRequest) -> api.VolumeInfo:
         obj, vol = self.volumes.find(req.vol)
-        return obj.volume_info(await self.volumes.refreshed(obj, vol))
+        await self.volumes.refreshed(obj, vol)
+        return self._vol_info((obj, vol))
 
     async def vol_dumpxml(self, req: api.VolRequest) -> api.XmlReply:
         return api.XmlReply(xml=await self.volumes.dumpxml(req.vol))
@@ -396,7 +424,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             if req.details and not vol.building:
                 with contextlib.suppress(VirtError):
                     await self.volumes.refreshed(obj, vol)
-            infos.append(obj.volume_info(vol.definition))
+            infos.append(self._vol_info((obj, vol)))
         return api.VolListReply(volumes=infos)
 
     async def _transfer(self, req: api.VolTransferRequest, upload: bool) -> api.TransferReply:

@@ -23,7 +23,7 @@ from services.storage.backends.base import CreateOptions
 from services.storage.journal import CreationJournal
 from services.storage.objects import PoolObj, VolObj
 from services.storage.pools import PoolManager
-from shared.api.storage import VolRef, WipeAlgorithm
+from shared.api.storage import VolRef, VolumeUser, WipeAlgorithm
 from shared.conf.storage_pool_util import sanitize_path
 from shared.conf.storage_volume import (
     StorageVolumeDef,
@@ -40,6 +40,15 @@ _D = ErrorDomain.STORAGE
 VolumeEvent = Callable[[PoolObj, StorageVolumeDef, str, dict[str, Any]], Awaitable[None]]
 #: Writes the passphrase of an encrypted volume to a private file; yields its path.
 SecretFiles = Callable[[PoolObj, StorageVolumeDef], contextlib.AbstractAsyncContextManager[str]]
+#: The domain disks that use a volume (from the disk inventory).
+VolumeUsers = Callable[[PoolObj, StorageVolumeDef], list[VolumeUser]]
+
+
+def in_use(name: str, users: list[VolumeUser]) -> VirtError:
+    """libvirt's refusal of a change to a volume in use (its storage driver's
+    "volume '%s' is still in use."), naming the domain disks that use it."""
+    who = ", ".join(sorted({f"domain '{u.domain}' disk '{u.disk}'" for u in users}))
+    return VirtError(ErrorCode.OPERATION_INVALID, f"volume '{name}' is still in use by {who}.", _D)
 
 
 def volume_exists(name: str) -> VirtError:
@@ -58,11 +67,21 @@ class VolumeManager:
         journal: CreationJournal,
         on_event: VolumeEvent,
         secret_file: SecretFiles | None = None,
+        users: VolumeUsers | None = None,
     ) -> None:
         self._pools = pools
         self._journal = journal
         self._on_event = on_event
         self._secret_file = secret_file
+        self.users: VolumeUsers = users or (lambda obj, vol: [])
+
+    def check_unused(self, obj: PoolObj, vol: VolObj, force: bool) -> None:
+        """Refuse to destroy data a domain disk uses, unless ``force``."""
+        if force:
+            return
+        users = self.users(obj, vol.definition)
+        if users:
+            raise in_use(vol.name, users)
 
     # -- look-ups ------------------------------------------------------------------
 
@@ -247,10 +266,12 @@ class VolumeManager:
             vol.in_use -= 1
             obj.asyncjobs -= 1
 
-    async def delete(self, ref: VolRef) -> None:
-        """virStorageVolDelete."""
+    async def delete(self, ref: VolRef, *, force: bool = False) -> None:
+        """virStorageVolDelete; a volume a domain disk uses only with ``force``."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
+        vol.check_idle()
+        self.check_unused(obj, vol, force)
         async with self._busy(obj, vol):
             await backend.delete_volume(obj.definition, vol.definition)
         if obj.volumes.get(vol.name) is vol:
@@ -258,19 +279,29 @@ class VolumeManager:
         self._pools.adjust_sizes(obj, -vol.definition.allocation)
         await self._on_event(obj, vol.definition, "Deleted", {})
 
-    async def wipe(self, ref: VolRef, algorithm: WipeAlgorithm) -> None:
-        """virStorageVolWipePattern."""
+    async def wipe(self, ref: VolRef, algorithm: WipeAlgorithm, *, force: bool = False) -> None:
+        """virStorageVolWipePattern; a volume a domain disk uses only with ``force``."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
+        vol.check_idle()
+        self.check_unused(obj, vol, force)
         async with self._busy(obj, vol):
             await backend.wipe_volume(obj.definition, vol.definition, algorithm)
             await self.refreshed(obj, vol)
         await self._on_event(obj, vol.definition, "Wiped", {"algorithm": algorithm.value})
 
     async def resize(
-        self, ref: VolRef, capacity: int, *, allocate: bool, delta: bool, shrink: bool
+        self,
+        ref: VolRef,
+        capacity: int,
+        *,
+        allocate: bool,
+        delta: bool,
+        shrink: bool,
+        force: bool = False,
     ) -> tuple[PoolObj, VolObj]:
-        """virStorageVolResize, with libvirt's checks in its order."""
+        """virStorageVolResize, with libvirt's checks in its order; shrinking a volume
+        a domain disk uses only with ``force`` (growing it is harmless)."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
@@ -293,6 +324,8 @@ class VolumeManager:
                 "explicitly specified",
                 _D,
             )
+        if target < current.capacity:
+            self.check_unused(obj, vol, force)
         grow = target - current.allocation if allocate else 0
         if grow > obj.definition.available:
             raise VirtError(ErrorCode.OPERATION_FAILED, "Not enough space left in storage pool", _D)

@@ -71,8 +71,27 @@ class PoolInfo(BaseModel):
     volumes: int = 0
 
 
+class VolumeUser(BaseModel):
+    """A domain disk that uses a volume, from the disk inventory its host's agent
+    publishes: ``role`` is ``source`` (the disk's image), ``backing`` (a layer
+    of its chain, ``index`` as in the disk XML), ``mirror`` (the destination of a
+    copy or active commit) or ``job`` (the destination of a block job not yet
+    running)."""
+
+    host: str
+    domain: str
+    disk: str
+    role: str
+    index: int | None = None
+
+    def label(self) -> str:
+        """How messages name the user: ``web1/vda``."""
+        return f"{self.domain}/{self.disk}"
+
+
 class VolumeInfo(BaseModel):
-    """What virsh shows of a volume: identity, type and sizes."""
+    """What virsh shows of a volume: identity, type and sizes; and, which virsh
+    cannot show, the domain disks using it (``users``)."""
 
     name: str
     pool: str
@@ -82,6 +101,7 @@ class VolumeInfo(BaseModel):
     capacity: int = 0
     allocation: int = 0
     physical: int = 0
+    users: list[VolumeUser] = Field(default_factory=list)
 
 
 class PoolXmlRequest(BaseModel):
@@ -154,17 +174,29 @@ class VolRequest(BaseModel):
     vol: VolRef
 
 
+class VolDeleteRequest(VolRequest):
+    """``force``: delete even when a domain disk uses the volume (virtbus only)."""
+
+    force: bool = False
+
+
 class VolWipeRequest(BaseModel):
+    """``force``: wipe even when a domain disk uses the volume (virtbus only)."""
+
     vol: VolRef
     algorithm: WipeAlgorithm = WipeAlgorithm.ZERO
+    force: bool = False
 
 
 class VolResizeRequest(BaseModel):
+    """``force``: shrink even when a domain disk uses the volume (virtbus only)."""
+
     vol: VolRef
     capacity: int = Field(ge=0)
     allocate: bool = False
     delta: bool = False
     shrink: bool = False
+    force: bool = False
 
 
 class VolNameRequest(BaseModel):
@@ -250,7 +282,7 @@ VOL_CREATE_FROM = Endpoint(
     host_scoped=True,
     timeout=LONG_TIMEOUT,
 )
-VOL_DELETE = Endpoint(SERVICE, "vol.delete", VolRequest, Empty, host_scoped=True)
+VOL_DELETE = Endpoint(SERVICE, "vol.delete", VolDeleteRequest, Empty, host_scoped=True)
 VOL_WIPE = Endpoint(
     SERVICE, "vol.wipe", VolWipeRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
 )

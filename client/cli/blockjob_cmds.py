@@ -1,0 +1,509 @@
+"""The block-job commands (blockcopy, blockcommit, blockpull, blockjob) with virsh's
+options, messages and waiting.
+
+As virsh does, a command with ``--wait`` (or ``--pivot``, ``--finish``,
+``--keep-overlay``, ``--timeout``) follows the job until it is ready or over,
+printing ``Block Copy: [ 45 %]`` progress on stderr with ``--verbose``, aborts
+it on ``--timeout`` or Ctrl-C, then pivots or finishes it.  A pivot or an
+abort waits for the job's end (unless ``--async``) and for the storage
+service to hold the disk's new inventory, so the next command sees it.
+
+Rates are virsh's: ``--bandwidth`` in MiB/s (a scaled value such as ``64M``
+is bytes, rounded down to MiB/s), bytes with ``--bytes``; they go to the
+service in bytes per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+
+from client.cli.domain_cmds import run_jobs
+from client.cli.output import error, print_json
+from client.cli.pool_cmds import CommandFailed, pretty_capacity
+from client.cli.secret_cmds import read_xml_file
+from client.storage_jobs import BlockJobClient, JobWatch
+from shared.api import storage_jobs as api
+from shared.api.blockjob import JobStatus, JobType
+from shared.conf.units import ULLONG_MAX, parse_c_unsigned, scale_integer
+from shared.conf.xmlwriter import XmlWriter
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+ULONG_MAX = (1 << 64) - 1
+_MIB = 1 << 20
+#: How long a synchronous abort or pivot waits for the job's end.
+_END_TIMEOUT = 120.0
+
+
+class UsageError(Exception):
+    """A command line virsh refuses before doing anything."""
+
+
+def _opt(args: argparse.Namespace, name: str) -> object:
+    """The value of option ``--name`` (``--async`` is stored as ``async_``)."""
+    return getattr(args, "async_" if name == "async" else name.replace("-", "_"))
+
+
+def _exclusive(args: argparse.Namespace, *pairs: tuple[str, str]) -> None:
+    for a, b in pairs:
+        if _opt(args, a) and _opt(args, b):
+            raise UsageError(f"Options --{a} and --{b} are mutually exclusive")
+
+
+def bandwidth_bytes(text: str | None, in_bytes: bool) -> int:
+    """vshBlockJobOptionBandwidth, in bytes per second (0: unlimited).  A plain
+    number is MiB/s (bytes with ``in_bytes``); a negative one is, as virsh
+    says, the maximum, which here means no limit; a scaled one is bytes."""
+    if text is None:
+        return 0
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        value = int(stripped)
+        if value < 0:
+            return 0
+        if value > ULONG_MAX:
+            raise UsageError(
+                f"Scaled numeric value '{text}' for <--bandwidth> option is malformed or out "
+                "of range"
+            )
+        return value if in_bytes else value * _MIB
+    digits = len(stripped) - len(stripped.lstrip("0123456789"))
+    number = parse_c_unsigned(stripped[:digits]) if digits else None
+    try:
+        if number is None:
+            raise ValueError(text)
+        scaled = scale_integer(number, stripped[digits:] or None, limit=ULONG_MAX)
+    except (ValueError, VirtError) as err:
+        raise UsageError(
+            f"Scaled numeric value '{text}' for <--bandwidth> option is malformed or out of range"
+        ) from err
+    return scaled if in_bytes else (scaled >> 20) * _MIB
+
+
+def _unsigned(text: str | None, name: str, limit: int = ULLONG_MAX) -> int:
+    if text is None:
+        return 0
+    value = parse_c_unsigned(text.strip())
+    if value is None or value > limit:
+        raise UsageError(f"Numeric value '{text}' for <{name}> option is malformed or out of range")
+    return value
+
+
+def _timeout(text: str | None) -> float | None:
+    """vshCommandOptTimeoutToMs: whole seconds above zero."""
+    if text is None:
+        return None
+    value = parse_c_unsigned(text.strip())
+    if value is None or value == 0 or value > (2**31 - 1) // 1000:
+        raise UsageError(
+            f"Numeric value '{text}' for <timeout> option is malformed or out of range"
+        )
+    return float(value)
+
+
+def progress_text(label: str, cur: int, end: int) -> str:
+    """virshPrintJobProgress (virsh 9.0): whole percent, 100 only when done."""
+    remaining = end - cur
+    if remaining == 0:
+        percent = 100
+    else:
+        percent = int(100.0 - remaining * 100.0 / end) if end else 0
+        percent = min(percent, 99)
+    return f"\r{label}: [{percent:3d} %]"
+
+
+def _show_progress(label: str, cur: int, end: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(progress_text(label, cur, end))
+    sys.stderr.flush()
+
+
+@dataclass
+class Waiting:
+    """How one command waits: its progress label, verbosity, timeout, abort mode."""
+
+    label: str
+    verbose: bool
+    timeout: float | None
+    async_abort: bool
+    blocking: bool = True
+
+
+class Interrupt:
+    """Ctrl-C while waiting aborts the job, as in virsh, instead of ending the command."""
+
+    def __init__(self) -> None:
+        self.caught = asyncio.Event()
+
+    def __enter__(self) -> Interrupt:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self.caught.set)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+
+async def wait_job(
+    jobs: BlockJobClient, watch: JobWatch, job: api.BlockJobInfo, how: Waiting, stop: Interrupt
+) -> JobStatus:
+    """virshBlockJobWait: until the job is ready or over (its first BLOCK_JOB_2
+    status), printing progress; aborted at the timeout or on Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    last = (0, 0)
+    result: JobStatus | None = None
+    while result is None:
+        info = await jobs.info(job.domain, job.disk)
+        status = watch.status(job.job_id)
+        if status is not None and status.status is not None:
+            result = status.status
+            break
+        if info is None or info.job_id != job.job_id:
+            ended = await jobs.job(job.domain, job.job_id)
+            if ended is not None and not ended.active and ended.phase.status is not None:
+                result = ended.phase.status
+                break
+        elif how.verbose and (info.cur, info.end) != last:
+            _show_progress(how.label, info.cur, info.end)
+            last = (info.cur, info.end)
+        timed_out = how.timeout is not None and loop.time() - started > how.timeout
+        if stop.caught.is_set() or timed_out:
+            try:
+                await jobs.abort(job.domain, job.disk)
+            except VirtError as err:
+                raise CommandFailed(f"failed to abort job for disk '{job.disk}'", str(err)) from err
+            if not how.async_abort:
+                await wait_end(watch, job)
+            result = JobStatus.CANCELED
+            break
+        await watch.changed(0.5)
+    if how.verbose and result in (JobStatus.COMPLETED, JobStatus.READY):
+        _show_progress(how.label, 1, 1)
+    return result
+
+
+async def wait_end(watch: JobWatch, job: api.BlockJobInfo) -> JobStatus:
+    """Until the job's outcome (after a pivot or an abort), as virDomainBlockJobAbort
+    waits without VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC, then until the storage
+    service holds the disk's new inventory."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _END_TIMEOUT
+    while True:
+        status = watch.status(job.job_id, after=JobStatus.READY)
+        if status is not None and status.status is not None:
+            if status.status is not JobStatus.FAILED:
+                await watch.settled(job.job_id, job.disk)
+            elif status.error:
+                raise VirtError(
+                    ErrorCode.OPERATION_FAILED, status.error, ErrorDomain.QEMU, raw=True
+                )
+            return status.status
+        if loop.time() > deadline:
+            raise CommandFailed(f"no outcome of the block job on disk {job.disk} yet")
+        await watch.changed(0.5)
+
+
+async def _conclude(
+    jobs: BlockJobClient, watch: JobWatch, job: api.BlockJobInfo, *, pivot: bool, what: str
+) -> None:
+    """Pivot (or abort, keeping the source) a ready job and wait for its end."""
+    try:
+        await jobs.abort(job.domain, job.disk, pivot=pivot)
+        outcome = await wait_end(watch, job)
+    except VirtError as err:
+        raise CommandFailed(f"failed to {what} job for disk {job.disk}", str(err)) from err
+    if outcome is JobStatus.FAILED:
+        raise CommandFailed(f"failed to {what} job for disk {job.disk}")
+
+
+async def _start_or_wait(
+    jobs: BlockJobClient,
+    watch: JobWatch,
+    job: api.BlockJobInfo,
+    args: argparse.Namespace,
+    how: Waiting,
+    kind: str,
+    word: str,
+) -> int | None:
+    """Without waiting, virsh's ``<kind> started``; else wait as virsh does.  The
+    exit status when the command ends here (aborted, failed, not waiting), None
+    when the job is ready or complete.  A failure's reason, which virsh cannot
+    know, follows on stderr."""
+    if not how.blocking:
+        if args.json:
+            print_json(job.model_dump(mode="json"))
+        else:
+            print(f"{kind} started")
+        return 0
+    with Interrupt() as stop:
+        result = await wait_job(jobs, watch, job, how, stop)
+    if result is JobStatus.CANCELED:
+        print(f"\n{word} aborted")
+        return 1
+    if result is JobStatus.FAILED:
+        print(f"\n{word} failed")
+        status = watch.status(job.job_id)
+        if status is not None and status.error:
+            error(status.error)
+        return 1
+    return None
+
+
+def _blocking_checks(args: argparse.Namespace, blocking: bool, options: str) -> None:
+    if blocking:
+        return
+    for flag in ("verbose", "async"):
+        if _opt(args, flag):
+            raise UsageError(f"--{flag} requires at least one of {options}")
+
+
+# ---- blockcopy ------------------------------------------------------------------------------
+
+
+def print_xml(dest: str, fmt: str | None, blockdev: bool) -> str:
+    """The ``<disk>`` virsh's blockcopy --print-xml shows for ``--dest``."""
+    w = XmlWriter()
+    with w.block("disk", [("type", "block" if blockdev else "file")]) as d:
+        d.leaf("source", [("dev" if blockdev else "file", dest)])
+        if fmt:
+            d.leaf("driver", [("type", fmt)])
+    return w.getvalue()
+
+
+def copy_request(args: argparse.Namespace) -> api.BlockCopyRequest:
+    dest = args.dest or args.dest_arg
+    if args.dest and args.dest_arg:
+        raise UsageError("option --dest already has a value")
+    args.dest = dest
+    _exclusive(args, ("dest", "xml"), ("format", "xml"), ("blockdev", "xml"), ("pivot", "finish"))
+    _exclusive(args, ("dest", "pool"), ("xml", "pool"))
+    if bool(args.pool) != bool(args.name):
+        raise UsageError("--pool and --name go together")
+    if not dest and not args.xml and not args.pool:
+        raise UsageError("need either --dest or --xml")
+    xml = None
+    if args.xml:
+        xml = read_xml_file(args.xml)
+        if xml is None:
+            raise UsageError(f"cannot read {args.xml}")
+    return api.BlockCopyRequest(
+        domain=args.domain,
+        disk=args.path,
+        dest=dest,
+        format=args.format,
+        blockdev=args.blockdev,
+        xml=xml,
+        pool=args.pool,
+        volume=args.name,
+        shallow=args.shallow,
+        reuse_external=args.reuse_external,
+        bandwidth=bandwidth_bytes(args.bandwidth, args.bytes),
+        granularity=_unsigned(args.granularity, "granularity", (1 << 32) - 1),
+        buf_size=_unsigned(args.buf_size, "buf-size"),
+        synchronous_writes=args.synchronous_writes,
+    )
+
+
+def blockcopy(args: argparse.Namespace) -> int:
+    try:
+        timeout = _timeout(args.timeout)
+        blocking = bool(args.wait or args.finish or args.pivot or timeout)
+        request = copy_request(args)
+        _blocking_checks(args, blocking, "--timeout, --wait, --pivot, or --finish")
+    except UsageError as err:
+        error(str(err))
+        return 1
+    if args.print_xml:
+        if request.xml is not None:
+            sys.stdout.write(request.xml)
+        elif request.dest is not None:
+            sys.stdout.write(print_xml(request.dest, request.format, request.blockdev))
+        print()
+        return 0
+
+    async def body(jobs: BlockJobClient) -> int:
+        async with JobWatch(jobs, args.domain) as watch:
+            job = await jobs.copy(request)
+            how = Waiting("Block Copy", args.verbose, timeout, args.async_, blocking)
+            ended = await _start_or_wait(jobs, watch, job, args, how, "Block Copy", "Copy")
+            if ended is not None:
+                return ended
+            if args.pivot:
+                await _conclude(jobs, watch, job, pivot=True, what="pivot")
+                message = "Successfully pivoted"
+            elif args.finish:
+                await _conclude(jobs, watch, job, pivot=False, what="finish")
+                message = "Successfully copied"
+            else:
+                message = "Now in mirroring phase"
+            print(f"\n{message}")
+            return 0
+
+    return run_jobs(args, body)
+
+
+# ---- blockcommit ----------------------------------------------------------------------------
+
+
+def blockcommit(args: argparse.Namespace) -> int:
+    try:
+        _exclusive(args, ("pivot", "keep-overlay"))
+        timeout = _timeout(args.timeout)
+        active = bool(args.active or args.pivot or args.keep_overlay)
+        blocking = bool(args.wait or args.pivot or args.keep_overlay or timeout)
+        _blocking_checks(args, blocking, "--timeout, --wait, --pivot, or --keep-overlay")
+        request = api.BlockCommitRequest(
+            domain=args.domain,
+            disk=args.path,
+            top=args.top,
+            base=args.base,
+            active=active,
+            shallow=args.shallow,
+            keep_relative=args.keep_relative,
+            bandwidth=bandwidth_bytes(args.bandwidth, args.bytes),
+            delete=args.delete,
+        )
+    except UsageError as err:
+        error(str(err))
+        return 1
+
+    async def body(jobs: BlockJobClient) -> int:
+        async with JobWatch(jobs, args.domain) as watch:
+            job = await jobs.commit(request)
+            how = Waiting("Block commit", args.verbose, timeout, args.async_, blocking)
+            kind = "Active Block Commit" if active else "Block Commit"
+            ended = await _start_or_wait(jobs, watch, job, args, how, kind, "Commit")
+            if ended is not None:
+                return ended
+            if job.type is not JobType.ACTIVE_COMMIT:
+                await watch.settled(job.job_id, job.disk)
+                message = "Commit complete"
+            elif args.pivot:
+                await _conclude(jobs, watch, job, pivot=True, what="pivot")
+                message = "Successfully pivoted"
+            elif args.keep_overlay:
+                await _conclude(jobs, watch, job, pivot=False, what="finish")
+                message = "Commit complete, overlay image kept"
+            else:
+                message = "Now in synchronized phase"
+            print(f"\n{message}")
+            return 0
+
+    return run_jobs(args, body)
+
+
+# ---- blockpull ------------------------------------------------------------------------------
+
+
+def blockpull(args: argparse.Namespace) -> int:
+    try:
+        for option in ("verbose", "async"):
+            if _opt(args, option) and not args.wait:
+                raise UsageError(f"Option --wait is required by option --{option}")
+        timeout = _timeout(args.timeout)
+        request = api.BlockPullRequest(
+            domain=args.domain,
+            disk=args.path,
+            base=args.base,
+            keep_relative=args.keep_relative,
+            bandwidth=bandwidth_bytes(args.bandwidth, args.bytes),
+        )
+    except UsageError as err:
+        error(str(err))
+        return 1
+
+    async def body(jobs: BlockJobClient) -> int:
+        async with JobWatch(jobs, args.domain) as watch:
+            job = await jobs.pull(request)
+            how = Waiting("Block Pull", args.verbose, timeout, args.async_, args.wait)
+            ended = await _start_or_wait(jobs, watch, job, args, how, "Block Pull", "Pull")
+            if ended is not None:
+                return ended
+            await watch.settled(job.job_id, job.disk)
+            print("\nPull complete")
+            return 0
+
+    return run_jobs(args, body)
+
+
+# ---- blockjob -------------------------------------------------------------------------------
+
+#: virsh's names of job types (virshDomainBlockJob).
+_LABELS = {t: t.label for t in JobType}
+
+
+def _info_text(job: api.BlockJobInfo, raw: bool, in_bytes: bool) -> tuple[str, str]:
+    """(stderr, stdout) of ``blockjob --info`` for a running job, as virsh 9.0 prints."""
+    label = _LABELS[job.type]
+    if raw:
+        bandwidth = job.bandwidth if in_bytes else job.bandwidth >> 20
+        return "", (f" type={label}\n bandwidth={bandwidth}\n cur={job.cur}\n end={job.end}\n")
+    out = ""
+    if job.bandwidth:
+        pretty, unit = pretty_capacity(job.bandwidth).split(" ")
+        value = float(pretty)
+        out = f"    Bandwidth limit: {job.bandwidth} bytes/s ({value:.3f} {unit}/s)"
+    return progress_text(label, job.cur, job.end), out + "\n"
+
+
+def blockjob(args: argparse.Namespace) -> int:
+    try:
+        _exclusive(args, ("raw", "abort"), ("raw", "pivot"), ("raw", "async"))
+        _exclusive(args, ("raw", "bandwidth"), ("info", "abort"), ("info", "pivot"))
+        _exclusive(args, ("info", "async"), ("info", "bandwidth"), ("bytes", "abort"))
+        _exclusive(args, ("bytes", "pivot"), ("bytes", "async"))
+        bandwidth = (
+            bandwidth_bytes(args.bandwidth, args.bytes) if args.bandwidth is not None else None
+        )
+    except UsageError as err:
+        error(str(err))
+        return 1
+
+    async def body(jobs: BlockJobClient) -> int:
+        if bandwidth is not None:
+            job = await jobs.set_speed(args.domain, args.path, bandwidth)
+            if args.json:
+                print_json(job.model_dump(mode="json"))
+            else:
+                print()
+            return 0
+        if args.abort or args.pivot or args.async_:
+            async with JobWatch(jobs, args.domain) as watch:
+                job = await jobs.abort(args.domain, args.path, pivot=args.pivot)
+                if not args.async_:
+                    outcome = await wait_end(watch, job)
+                    if outcome is JobStatus.FAILED:
+                        status = watch.status(job.job_id)
+                        raise CommandFailed(
+                            (status.error if status else None) or "block job failed"
+                        )
+            if args.json:
+                print_json(job.model_dump(mode="json"))
+            else:
+                print()
+            return 0
+        current = await jobs.info(args.domain, args.path)
+        if args.json:
+            print_json(current.model_dump(mode="json") if current is not None else None)
+            return 0
+        if current is None:
+            if not args.raw:
+                print(f"No current block job for {args.path}")
+            else:
+                print()
+            return 0
+        err, out = _info_text(current, args.raw, args.bytes)
+        if err:
+            sys.stdout.flush()
+            sys.stderr.write(err)
+            sys.stderr.flush()
+        sys.stdout.write(out + "\n")
+        return 0
+
+    return run_jobs(args, body)

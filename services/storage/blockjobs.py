@@ -1,0 +1,651 @@
+"""Block jobs as the storage service controls them: validate a request against the
+disk inventory, prepare the destination, record the job, and send its command
+to the disk's host agent; then follow the agent's status events to the end.
+
+A job holds its disk from the request to its outcome (a KV claim, see
+disk_store.py), so a second job on a busy disk is refused with libvirt's
+error.  Every status is applied once (the record keeps the phases seen), and
+what follows an outcome (the claim released, committed images deleted) is
+idempotent, so an event delivered twice, or again after a restart, changes
+nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from services.storage.disk_store import DiskStore, JobRecord
+from services.storage.disks import JOB, DiskIndex, DomainDisks, commit_layers, no_disk
+from services.storage.objects import PoolObj, VolObj
+from services.storage.probe import probe_file
+from services.storage.volumes import VolumeManager
+from shared.api import storage_jobs as api
+from shared.api.blockjob import (
+    AbortCommand,
+    BlockJobStatus,
+    Command,
+    CommitCommand,
+    CopyCommand,
+    JobType,
+    Phase,
+    PivotCommand,
+    PullCommand,
+    SetSpeedCommand,
+    command_event_id,
+    destination_source,
+)
+from shared.api.storage import VolRef, VolumeUser
+from shared.conf.disk_model import DiskDef
+from shared.conf.disk_source import StorageSource, StorageType
+from shared.conf.storage_pool_util import sanitize_path
+from shared.conf.xmlwriter import XmlWriter
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.events import EventPublisher
+from shared.util.subjects import BLOCKJOB_KIND
+
+log = logging.getLogger(__name__)
+_D = ErrorDomain.QEMU
+#: Statuses after which the job is over.
+TERMINAL = frozenset({Phase.COMPLETED, Phase.PIVOTED, Phase.FAILED, Phase.CANCELLED})
+#: Seconds between stored copies of a running job's progress (events come each second).
+_PROGRESS_SAVE_SECONDS = 5.0
+_TWO_PHASE = frozenset({JobType.COPY, JobType.ACTIVE_COMMIT})
+#: libvirt's names of job types in "job type '%s' does not support pivot".
+_TYPE_NAMES = {
+    JobType.PULL: "pull",
+    JobType.COPY: "copy",
+    JobType.COMMIT: "commit",
+    JobType.ACTIVE_COMMIT: "active-commit",
+}
+
+
+def no_job(target: str) -> VirtError:
+    return VirtError(ErrorCode.INVALID_ARG, f"disk {target} does not have an active block job", _D)
+
+
+def busy(target: str, two_phase: bool) -> VirtError:
+    """qemuDomainDiskBlockJobIsActive: a mirror (copy, active commit) is
+    VIR_ERR_BLOCK_COPY_ACTIVE, any other job VIR_ERR_OPERATION_UNSUPPORTED."""
+    code = ErrorCode.BLOCK_COPY_ACTIVE if two_phase else ErrorCode.OPERATION_UNSUPPORTED
+    return VirtError(code, f"disk '{target}' already in active block job", _D)
+
+
+def _users_text(users: list[VolumeUser]) -> str:
+    return ", ".join(sorted({f"domain '{u.domain}' disk '{u.disk}'" for u in users}))
+
+
+@dataclass(frozen=True)
+class Destination:
+    """What a copy command carries about its destination."""
+
+    xml: str
+    reuse_external: bool
+    path: str | None
+    created_volume: str | None = None
+
+
+def destination_xml(kind: StorageType, path: str, fmt: str | None) -> str:
+    """The ``<disk>`` virsh's blockcopy builds for ``--dest`` (its order: source, driver)."""
+    w = XmlWriter()
+    with w.block("disk", [("type", kind.value)]) as d:
+        d.leaf("source", [("dev" if kind is StorageType.BLOCK else "file", path)])
+        if fmt:
+            d.leaf("driver", [("type", fmt)])
+    return w.getvalue()
+
+
+def check_local_destination(target: str, path: str, *, reuse: bool, blockdev: bool) -> None:
+    """qemuDomainBlockCopyCommon's checks of a local destination before the copy."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        if reuse:
+            raise VirtError(
+                ErrorCode.SYSTEM_ERROR,
+                f"missing destination file for disk {target}: {path}: No such file or directory",
+                _D,
+                raw=True,
+            ) from err
+        return
+    except OSError as err:
+        raise VirtError(
+            ErrorCode.SYSTEM_ERROR,
+            f"unable to stat for disk {target}: {path}: {err.strerror}",
+            _D,
+            raw=True,
+        ) from err
+    if stat.S_ISBLK(st.st_mode):
+        return
+    if st.st_size and not reuse:
+        raise VirtError(
+            ErrorCode.CONFIG_UNSUPPORTED,
+            f"external destination file for disk {target} already exists and is not a "
+            f"block device: {path}",
+            _D,
+        )
+    if blockdev:
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            f"blockdev flag requested for disk {target}, but file '{path}' is not a block device",
+            _D,
+        )
+
+
+class BlockJobs:
+    """The block jobs of this host's domains."""
+
+    def __init__(
+        self,
+        host: str,
+        index: DiskIndex,
+        store: DiskStore,
+        volumes: VolumeManager,
+        publisher: EventPublisher,
+    ) -> None:
+        self.host = host
+        self._index = index
+        self._store = store
+        self._volumes = volumes
+        self._publisher = publisher
+        self.records: dict[str, JobRecord] = {}
+        self._saved_progress: dict[str, float] = {}
+
+    async def load(self) -> None:
+        self.records = {r.job_id: r for r in await self._store.jobs()}
+        # An outcome applied just before a crash may have left its follow-ups undone.
+        for record in list(self.records.values()):
+            if not record.active:
+                await self._after_end(record)
+
+    # -- look-ups -----------------------------------------------------------------------
+
+    def active_job(self, domain: str, target: str) -> JobRecord | None:
+        for record in self.records.values():
+            if record.active and record.domain == domain and record.disk == target:
+                return record
+        return None
+
+    def jobs(self, domain: str | None = None, *, finished: bool = False) -> list[JobRecord]:
+        found = [
+            r
+            for r in self.records.values()
+            if (domain is None or r.domain == domain) and (finished or r.active)
+        ]
+        return sorted(found, key=lambda r: r.created)
+
+    def destination_users(self) -> dict[str, list[VolumeUser]]:
+        """Paths of the destinations of running jobs, as volume users (a copy's
+        destination is used before the agent reports its ``<mirror>``)."""
+        users: dict[str, list[VolumeUser]] = {}
+        for record in self.records.values():
+            if record.active and record.destination:
+                users.setdefault(sanitize_path(record.destination), []).append(
+                    VolumeUser(host=self.host, domain=record.domain, disk=record.disk, role=JOB)
+                )
+        return users
+
+    def _disk(self, domain: str, name: str) -> tuple[DomainDisks, DiskDef, str]:
+        entry = self._index.get(domain)
+        _, disk = entry.disk(name)
+        target = disk.target.dev
+        if target is None:
+            raise no_disk(name)
+        return entry, disk, target
+
+    # -- starting -----------------------------------------------------------------------
+
+    async def copy(self, req: api.BlockCopyRequest) -> api.BlockJobInfo:
+        """virDomainBlockCopy."""
+        _, disk, target = self._disk(req.domain, req.disk)
+        self._check_idle(disk, target)
+        job_id = self._new_id()
+        async with self._claimed(req.domain, target, job_id):
+            dest = await self._destination(req, disk, target)
+            command = CopyCommand(
+                job_id=job_id,
+                domain=req.domain,
+                disk=target,
+                destination=dest.xml,
+                shallow=req.shallow,
+                reuse_external=dest.reuse_external,
+                bandwidth=req.bandwidth,
+                granularity=req.granularity,
+                buf_size=req.buf_size,
+                synchronous_writes=req.synchronous_writes,
+            )
+            record = self._record(command, JobType.COPY, req.bandwidth)
+            record.destination = dest.path
+            record.created_volume = dest.created_volume
+            return await self._start(record)
+
+    async def commit(self, req: api.BlockCommitRequest) -> api.BlockJobInfo:
+        """virDomainBlockCommit (``delete``: see BlockCommitRequest)."""
+        _, disk, target = self._disk(req.domain, req.disk)
+        self._check_idle(disk, target)
+        top_at, base_at = commit_layers(disk, req.top, req.base, shallow=req.shallow)
+        if top_at == 0 and not req.active:
+            raise VirtError(
+                ErrorCode.INVALID_ARG, f"commit of '{target}' active layer requires active flag", _D
+            )
+        chain = disk.source.chain()
+        job_id = self._new_id()
+        async with self._claimed(req.domain, target, job_id):
+            command = CommitCommand(
+                job_id=job_id,
+                domain=req.domain,
+                disk=target,
+                top=req.top,
+                base=req.base,
+                active=req.active,
+                shallow=req.shallow,
+                keep_relative=req.keep_relative,
+                bandwidth=req.bandwidth,
+            )
+            kind = JobType.ACTIVE_COMMIT if top_at == 0 else JobType.COMMIT
+            record = self._record(command, kind, req.bandwidth)
+            if top_at == 0:
+                record.destination = chain[base_at].path
+            if req.delete:
+                record.delete_paths = [
+                    layer.path for layer in chain[top_at:base_at] if layer.is_local and layer.path
+                ]
+            return await self._start(record)
+
+    async def pull(self, req: api.BlockPullRequest) -> api.BlockJobInfo:
+        """virDomainBlockPull / virDomainBlockRebase without copy."""
+        _, disk, target = self._disk(req.domain, req.disk)
+        self._check_idle(disk, target)
+        job_id = self._new_id()
+        async with self._claimed(req.domain, target, job_id):
+            command = PullCommand(
+                job_id=job_id,
+                domain=req.domain,
+                disk=target,
+                base=req.base,
+                keep_relative=req.keep_relative,
+                bandwidth=req.bandwidth,
+            )
+            return await self._start(self._record(command, JobType.PULL, req.bandwidth))
+
+    def _check_idle(self, disk: DiskDef, target: str) -> None:
+        if disk.mirror is not None:
+            raise busy(target, True)
+
+    @staticmethod
+    def _new_id() -> str:
+        return uuid.uuid4().hex[:16]
+
+    def _record(self, command: Command, kind: JobType, bandwidth: int) -> JobRecord:
+        return JobRecord(
+            job_id=command.job_id,
+            host=self.host,
+            domain=command.domain,
+            disk=command.disk,
+            type=kind,
+            type_code=kind.code,
+            bandwidth=bandwidth,
+            command=command,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _claimed(self, domain: str, target: str, job_id: str) -> AsyncIterator[None]:
+        """Hold the disk for ``job_id`` while the job is set up; released again if
+        setting up fails (a started job keeps it until its outcome)."""
+        for _ in range(3):
+            holder = await self._store.claim(domain, target, job_id)
+            if holder is None:
+                break
+            record = self.records.get(holder)
+            if record is not None and record.active:
+                raise busy(target, record.type in _TWO_PHASE)
+            # a claim left by a job that ended (or a half-made start): take it over
+            await self._store.release(domain, target, holder)
+        else:
+            raise busy(target, False)
+        try:
+            yield
+        except BaseException:
+            await self._store.release(domain, target, job_id)
+            raise
+
+    async def _start(self, record: JobRecord) -> api.BlockJobInfo:
+        """Record the job, then send its command (a failed send ends the job)."""
+        await self._store.save_job(record)
+        self.records[record.job_id] = record
+        try:
+            await self._send(record.command)
+        except Exception as err:
+            await self._end(record, Phase.FAILED, f"command not sent: {err}")
+            raise VirtError(
+                ErrorCode.OPERATION_FAILED, f"block job command not sent: {err}", _D
+            ) from err
+        log.info(
+            "block job started",
+            extra={"job": record.job_id, "domain": record.domain, "disk": record.disk},
+        )
+        return record.info()
+
+    async def _send(self, command: Command) -> None:
+        await self._publisher.publish(
+            BLOCKJOB_KIND,
+            command.domain,
+            command.kind.value,
+            event_id=command_event_id(command),
+            extra=command.model_dump(mode="json"),
+        )
+
+    # -- destinations --------------------------------------------------------------------
+
+    async def _destination(
+        self, req: api.BlockCopyRequest, disk: DiskDef, target: str
+    ) -> Destination:
+        given = sum(1 for x in (req.dest, req.xml, req.pool or req.volume) if x)
+        if given != 1:
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                "a block copy needs one destination: a path, an XML description, or a pool "
+                "and a volume name",
+                _D,
+            )
+        fmt = req.format or (disk.source.format.value if disk.source.format else None)
+        if req.dest is not None:
+            kind = StorageType.BLOCK if req.blockdev else StorageType.FILE
+            path = sanitize_path(req.dest)
+            await self._check_free(path, target, reuse=req.reuse_external, blockdev=req.blockdev)
+            return Destination(destination_xml(kind, path, fmt), req.reuse_external, path)
+        if req.xml is not None:
+            return await self._xml_destination(req, target)
+        if not req.pool or not req.volume:
+            raise VirtError(
+                ErrorCode.INVALID_ARG, "a pool volume destination needs a pool and a name", _D
+            )
+        return await self._volume_destination(req, disk, target, fmt)
+
+    async def _check_free(self, path: str, target: str, *, reuse: bool, blockdev: bool) -> None:
+        users = self.users_of_path(path)
+        if users:
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID,
+                f"destination '{path}' is in use by {_users_text(users)}",
+                _D,
+            )
+        await asyncio.to_thread(
+            check_local_destination, target, path, reuse=reuse, blockdev=blockdev
+        )
+
+    def users_of_path(self, path: str) -> list[VolumeUser]:
+        return self._index.users(path) + self.destination_users().get(sanitize_path(path), [])
+
+    async def _xml_destination(self, req: api.BlockCopyRequest, target: str) -> Destination:
+        assert req.xml is not None
+        src = destination_source(req.xml)
+        if src.type is StorageType.VOLUME:
+            if src.pool is None or not src.pool.pool or not src.pool.volume:
+                raise VirtError(
+                    ErrorCode.XML_ERROR, "missing pool or volume of the copy destination", _D
+                )
+            obj, vol = self._volumes.by_name(src.pool.pool, src.pool.volume)
+            fmt = src.format.value if src.format else _volume_format(vol)
+            return await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
+        if src.is_local and src.path:
+            path = sanitize_path(src.path)
+            blockdev = src.type is StorageType.BLOCK
+            await self._check_free(path, target, reuse=req.reuse_external, blockdev=blockdev)
+            return Destination(req.xml, req.reuse_external, path)
+        if not req.reuse_external:
+            raise VirtError(
+                ErrorCode.OPERATION_UNSUPPORTED,
+                "non-file destination not supported yet",
+                _D,
+            )
+        return Destination(req.xml, True, None)
+
+    async def _volume_destination(
+        self, req: api.BlockCopyRequest, disk: DiskDef, target: str, fmt: str | None
+    ) -> Destination:
+        assert req.pool is not None and req.volume is not None
+        if req.reuse_external:
+            obj, vol = self._volumes.by_name(req.pool, req.volume)
+            return await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
+        capacity = await self._capacity(disk, target)
+        xml = _volume_xml(req.volume, capacity, fmt, disk.source if req.shallow else None)
+        obj, vol = await self._volumes.create(req.pool, xml, False)
+        created = await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
+        return Destination(created.xml, True, created.path, created_volume=f"{obj.name}/{vol.name}")
+
+    async def _volume_as_destination(
+        self, obj: PoolObj, vol: VolObj, fmt: str | None, target: str, *, reuse: bool
+    ) -> Destination:
+        path = vol.definition.target.path
+        if not path:
+            raise VirtError(
+                ErrorCode.OPERATION_UNSUPPORTED,
+                f"volume '{vol.name}' of pool '{obj.name}' has no path to copy to",
+                _D,
+            )
+        kind = StorageType.BLOCK if vol.definition.type.value == "block" else StorageType.FILE
+        await self._check_free(path, target, reuse=reuse, blockdev=False)
+        return Destination(destination_xml(kind, path, fmt or _volume_format(vol)), True, path)
+
+    async def _capacity(self, disk: DiskDef, target: str) -> int:
+        src = disk.source
+        if not src.is_local or not src.path:
+            raise VirtError(
+                ErrorCode.OPERATION_UNSUPPORTED,
+                f"the size of disk '{target}' is unknown: give a destination that exists",
+                _D,
+            )
+        path = src.path
+        info = await asyncio.to_thread(probe_file, path)
+        if info.capacity is not None:
+            return info.capacity
+        return (await asyncio.to_thread(os.stat, path)).st_size
+
+    # -- control ----------------------------------------------------------------------------
+
+    async def abort(self, req: api.BlockJobAbortRequest) -> api.BlockJobInfo:
+        """virDomainBlockJobAbort, with or without PIVOT."""
+        _, _, target = self._disk(req.domain, req.disk)
+        record = self.active_job(req.domain, target)
+        if record is None:
+            raise no_job(target)
+        if req.pivot:
+            if record.type not in _TWO_PHASE:
+                raise VirtError(
+                    ErrorCode.OPERATION_INVALID,
+                    f"job type '{_TYPE_NAMES[record.type]}' does not support pivot",
+                    _D,
+                )
+            if record.phase is not Phase.READY:
+                raise VirtError(
+                    ErrorCode.BLOCK_COPY_ACTIVE, f"disk '{target}' not ready for pivot yet", _D
+                )
+            command: Command = PivotCommand(job_id=record.job_id, domain=req.domain, disk=target)
+        else:
+            command = AbortCommand(job_id=record.job_id, domain=req.domain, disk=target)
+
+        async def mark(r: JobRecord) -> bool:
+            if req.pivot:
+                r.pivot_requested = True
+            else:
+                r.abort_requested = True
+            return True
+
+        updated = await self._store.update_job(record.job_id, mark)
+        if updated is not None:
+            self.records[record.job_id] = updated
+        await self._send(command)
+        return (updated or record).info()
+
+    async def set_speed(self, req: api.BlockJobSpeedRequest) -> api.BlockJobInfo:
+        """virDomainBlockJobSetSpeed."""
+        _, _, target = self._disk(req.domain, req.disk)
+        record = self.active_job(req.domain, target)
+        if record is None:
+            raise no_job(target)
+        await self._send(
+            SetSpeedCommand(
+                job_id=record.job_id, domain=req.domain, disk=target, bandwidth=req.bandwidth
+            )
+        )
+
+        async def mark(r: JobRecord) -> bool:
+            r.bandwidth = req.bandwidth
+            return True
+
+        updated = await self._store.update_job(record.job_id, mark)
+        if updated is not None:
+            self.records[record.job_id] = updated
+        return (updated or record).info()
+
+    def info(self, req: api.DiskRef) -> api.BlockJobInfoReply:
+        """virDomainGetBlockJobInfo: the disk's running job, if any."""
+        _, _, target = self._disk(req.domain, req.disk)
+        record = self.active_job(req.domain, target)
+        return api.BlockJobInfoReply(job=record.info() if record is not None else None)
+
+    def note_progress(self, job_id: str, cur: int, end: int, bandwidth: int | None) -> None:
+        """Fresher cur/end (from the agent's job list) for a running job, in memory."""
+        record = self.records.get(job_id)
+        if record is not None and record.active:
+            record.cur, record.end = cur, end
+            if bandwidth:
+                record.bandwidth = bandwidth
+
+    # -- the agent's statuses ----------------------------------------------------------------
+
+    async def on_status(self, status: BlockJobStatus) -> None:
+        """A ``block-job-2`` or ``block-job-progress`` of the agent."""
+        record = self.records.get(status.job_id)
+        if record is None:
+            return  # not a job of this service (or forgotten): nothing to follow
+        if status.phase is Phase.PROGRESS:
+            await self._progress(record, status)
+            return
+        phase = status.phase
+
+        async def apply(r: JobRecord) -> bool:
+            if phase in r.phases or not r.active:
+                return False
+            r.phases.append(phase)
+            r.phase = phase
+            r.cur, r.end = status.cur, status.end
+            r.bandwidth = status.bandwidth or r.bandwidth
+            r.error = status.error
+            if phase in TERMINAL:
+                r.active = False
+            return True
+
+        updated = await self._store.update_job(record.job_id, apply)
+        if updated is None:
+            return
+        self.records[record.job_id] = updated
+        if not updated.active:
+            await self._after_end(updated)
+
+    async def _progress(self, record: JobRecord, status: BlockJobStatus) -> None:
+        if not record.active:
+            return
+        record.cur, record.end = status.cur, status.end
+        record.bandwidth = status.bandwidth or record.bandwidth
+        now = time.monotonic()
+        if now - self._saved_progress.get(record.job_id, 0.0) < _PROGRESS_SAVE_SECONDS:
+            return
+        self._saved_progress[record.job_id] = now
+
+        async def apply(r: JobRecord) -> bool:
+            if not r.active:
+                return False
+            r.cur, r.end, r.bandwidth = record.cur, record.end, record.bandwidth
+            return True
+
+        updated = await self._store.update_job(record.job_id, apply)
+        if updated is not None:
+            self.records[record.job_id] = updated
+
+    async def _end(self, record: JobRecord, phase: Phase, error: str | None) -> None:
+        async def apply(r: JobRecord) -> bool:
+            if not r.active:
+                return False
+            r.phases.append(phase)
+            r.phase, r.active, r.error = phase, False, error
+            return True
+
+        updated = await self._store.update_job(record.job_id, apply)
+        self.records[record.job_id] = updated or record
+        await self._after_end(self.records[record.job_id])
+
+    async def _after_end(self, record: JobRecord) -> None:
+        """What follows an outcome, each step idempotent: the disk's claim goes, and a
+        commit with ``delete`` removes the images it emptied."""
+        self._saved_progress.pop(record.job_id, None)
+        await self._store.release(record.domain, record.disk, record.job_id)
+        if record.delete_paths and record.phase in (Phase.COMPLETED, Phase.PIVOTED):
+            for path in record.delete_paths:
+                await self._delete_image(record, path)
+
+            async def done(r: JobRecord) -> bool:
+                r.delete_paths = []
+                return True
+
+            updated = await self._store.update_job(record.job_id, done)
+            if updated is not None:
+                self.records[record.job_id] = updated
+
+    async def _delete_image(self, record: JobRecord, path: str) -> None:
+        others = [
+            u for u in self._index.users(path) if (u.domain, u.disk) != (record.domain, record.disk)
+        ]
+        if others:
+            log.warning(
+                "committed image kept: used by %s", _users_text(others), extra={"path": path}
+            )
+            return
+        try:
+            obj, vol = self._volumes.by_path(path)
+        except VirtError:
+            pass
+        else:
+            await self._volumes.delete(VolRef(pool=obj.name, name=vol.name), force=True)
+            return
+        if await asyncio.to_thread(_remove_file, path):
+            log.info("committed image deleted", extra={"path": path})
+
+
+def _remove_file(path: str) -> bool:
+    """Remove a regular file (never a link, a folder or a device); True if removed."""
+    if os.path.isfile(path) and not os.path.islink(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            return True
+    return False
+
+
+def _volume_format(vol: VolObj) -> str | None:
+    return vol.definition.target.format
+
+
+def _volume_xml(name: str, capacity: int, fmt: str | None, source: StorageSource | None) -> str:
+    """A new volume for a copy; with ``source`` (shallow) on the source's backing image."""
+    w = XmlWriter()
+    with w.block("volume") as v:
+        v.text("name", name)
+        v.text("capacity", capacity)
+        if fmt:
+            with v.block("target") as t:
+                t.leaf("format", [("type", fmt)])
+        backing = source.backing_store if source is not None else None
+        if backing is not None and not backing.is_terminator and backing.path:
+            with v.block("backingStore") as b:
+                b.text("path", backing.path)
+                if backing.format:
+                    b.leaf("format", [("type", backing.format.value)])
+    return w.getvalue()

@@ -1,0 +1,140 @@
+"""The disk and block-job side of the storage service, wired together: the inventory
+(disks.py), its KV copy (disk_store.py), the jobs (blockjobs.py) and the agent's
+events (disk_events.py), with the endpoints of shared.api.storage_jobs.
+
+``StorageService`` owns one ``DiskService``: it calls ``start`` from its own
+start (after the volumes are loaded), serves ``handlers()``, and asks
+``volume_users`` for the users of a volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+
+from services.storage.blockjobs import BlockJobs
+from services.storage.disk_events import DiskEvents
+from services.storage.disk_store import DiskStore
+from services.storage.disks import DiskIndex
+from services.storage.objects import PoolObj
+from services.storage.volumes import VolumeManager
+from shared.api import storage_jobs as api
+from shared.api.blockjob import DiskInventory
+from shared.api.storage import VolumeUser
+from shared.conf.storage_pool_util import sanitize_path
+from shared.conf.storage_volume import StorageVolumeDef
+from shared.util.api import Empty, Endpoint
+from shared.util.events import EventPublisher
+from shared.util.state import StateStore
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+Row = tuple[Endpoint[Any, Any], Callable[[Any], Awaitable[Any]]]
+
+
+class DiskService:
+    """This host's disk inventory and block jobs."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        host: str,
+        state: StateStore,
+        volumes: VolumeManager,
+        publisher: EventPublisher,
+        *,
+        reconcile_interval: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.index = DiskIndex(host)
+        self.store = DiskStore(state, host)
+        self.jobs = BlockJobs(host, self.index, self.store, volumes, publisher)
+        self.events = DiskEvents(nc, js, host, self.index, self.store, self.jobs)
+        self._reconcile_interval = reconcile_interval
+
+    async def start(self, spawn: Spawn) -> None:
+        """Load what is stored, make the consumer (before reconciling, so nothing
+        published in between is missed), reconcile, then consume."""
+        await self.events.load()
+        await self.jobs.load()
+        subscription = await self.events.subscribe()
+        await self.events.reconcile()
+        spawn(self.events.consume(subscription), "disk-events")
+        spawn(self._reconcile_forever(), "disk-reconcile")
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._reconcile_interval)
+            try:
+                await self.events.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("disk inventory reconcile failed")
+
+    def volume_users(self, obj: PoolObj, vol: StorageVolumeDef) -> list[VolumeUser]:
+        """The domain disks using ``vol`` (by its path, or as a ``type='volume'`` source)."""
+        users = self.index.users(vol.target.path, obj.name, vol.name)
+        if vol.target.path:
+            # a running job's destination, until the agent reports it as a mirror
+            seen = {(u.domain, u.disk) for u in users}
+            pending = self.jobs.destination_users().get(sanitize_path(vol.target.path), [])
+            users += [u for u in pending if (u.domain, u.disk) not in seen]
+        return users
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def handlers(self) -> list[Row]:
+        return [
+            (api.DOMAIN_LIST, self.domain_list),
+            (api.DOMAIN_DISKS, self.domain_disks),
+            (api.DISK_DUMPXML, self.disk_dumpxml),
+            (api.BLOCK_COPY, self.jobs.copy),
+            (api.BLOCK_COMMIT, self.jobs.commit),
+            (api.BLOCK_PULL, self.jobs.pull),
+            (api.BLOCK_JOB_ABORT, self.jobs.abort),
+            (api.BLOCK_JOB_SPEED, self.jobs.set_speed),
+            (api.BLOCK_JOB_INFO, self.job_info),
+            (api.BLOCK_JOB_LIST, self.job_list),
+        ]
+
+    async def domain_list(self, _: Empty) -> api.DomainListReply:
+        return api.DomainListReply(
+            domains=[
+                api.DomainSummary(
+                    name=d.name,
+                    disks=len(d.disks),
+                    live=d.inventory.live,
+                    generation=d.inventory.generation,
+                )
+                for d in self.index
+            ]
+        )
+
+    async def domain_disks(self, req: api.DomainRef) -> DiskInventory:
+        return self.index.get(req.domain).inventory
+
+    async def disk_dumpxml(self, req: api.DiskRef) -> api.DiskXmlReply:
+        entry = self.index.get(req.domain)
+        target, xml = entry.disk_xml(req.disk)
+        return api.DiskXmlReply(target=target, xml=xml, generation=entry.inventory.generation)
+
+    async def job_info(self, req: api.DiskRef) -> api.BlockJobInfoReply:
+        reply = self.jobs.info(req)
+        if reply.job is not None:
+            # virsh polls this every half second: cur/end as QEMU has them now
+            await self.events.refresh_jobs(req.domain)
+            reply = self.jobs.info(req)
+        return reply
+
+    async def job_list(self, req: api.BlockJobListRequest) -> api.BlockJobListReply:
+        return api.BlockJobListReply(
+            jobs=[r.info() for r in self.jobs.jobs(req.domain, finished=req.all)]
+        )

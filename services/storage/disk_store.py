@@ -1,0 +1,155 @@
+"""The disk inventory and the block jobs in the storage service's KV bucket.
+
+Keys of ``virtbus_storage`` (beside the pool records of registry.py):
+
+* ``disks.<host>.<domain>`` -> ``DiskInventory``: the domain's disks as its
+  agent last published them; written only when the generation is newer, so
+  an event delivered late never replaces a newer reconcile.
+* ``blockjob.<host>.<job_id>`` -> ``JobRecord``: a job from its request to
+  its outcome.
+* ``blockdisk.<host>.<domain>.<target>`` -> the job id holding the disk.
+  Taking it is a KV create, so of two requests for one disk exactly one
+  starts a job; it is deleted when the job ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from pydantic import Field
+
+from shared.api.blockjob import Command, DiskInventory, Phase
+from shared.api.storage_jobs import BlockJobInfo
+from shared.util.state import Conflict, StateStore
+from shared.util.subjects import token
+
+
+class JobRecord(BlockJobInfo):
+    """A job as stored: what is shown of it plus the command sent, the statuses
+    already applied (each once), the images a commit with ``delete`` removes
+    afterwards, and when it was asked for."""
+
+    command: Command = Field(discriminator="kind")
+    phases: list[Phase] = Field(default_factory=list)
+    delete_paths: list[str] = Field(default_factory=list)
+    created: float = Field(default_factory=time.time)
+
+    def info(self) -> BlockJobInfo:
+        return BlockJobInfo.model_validate(self.model_dump(include=set(BlockJobInfo.model_fields)))
+
+
+class DiskStore:
+    """This host's inventory, jobs and disk claims in the bucket."""
+
+    def __init__(self, store: StateStore, host: str) -> None:
+        self._store = store
+        self._host = token(host)
+
+    def _disks_key(self, domain: str) -> str:
+        return f"disks.{self._host}.{token(domain)}"
+
+    def _job_key(self, job_id: str) -> str:
+        return f"blockjob.{self._host}.{token(job_id)}"
+
+    def _claim_key(self, domain: str, target: str) -> str:
+        return f"blockdisk.{self._host}.{token(domain)}.{token(target)}"
+
+    # -- inventory ----------------------------------------------------------------------
+
+    async def inventories(self) -> list[DiskInventory]:
+        entries = await self._store.items(f"disks.{self._host}.")
+        return [DiskInventory.model_validate_json(e.value) for e in entries]
+
+    async def save_inventory(self, inventory: DiskInventory, *, same_ok: bool = False) -> bool:
+        """Store ``inventory`` unless the stored one is newer (or as new, unless
+        ``same_ok``); True when it was stored."""
+        data = inventory.model_dump_json().encode()
+        stored = [True]
+
+        async def change(old: bytes | None) -> bytes | None:
+            if old is not None:
+                current = DiskInventory.model_validate_json(old).generation
+                newer = inventory.generation > current or (
+                    same_ok and inventory.generation == current
+                )
+                if not newer:
+                    stored[0] = False
+                    return old
+            stored[0] = True
+            return data
+
+        await self._store.mutate(self._disks_key(inventory.domain), change)
+        return stored[0]
+
+    async def delete_inventory(self, domain: str, generation: int) -> bool:
+        """Forget the domain unless a newer inventory was stored since."""
+        deleted = [True]
+
+        async def change(old: bytes | None) -> bytes | None:
+            if old is not None and DiskInventory.model_validate_json(old).generation > generation:
+                deleted[0] = False
+                return old
+            return None
+
+        await self._store.mutate(self._disks_key(domain), change)
+        return deleted[0]
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def jobs(self) -> list[JobRecord]:
+        entries = await self._store.items(f"blockjob.{self._host}.")
+        return [JobRecord.model_validate_json(e.value) for e in entries]
+
+    async def save_job(self, record: JobRecord) -> None:
+        data = record.model_dump_json().encode()
+
+        async def put(_: bytes | None) -> bytes:
+            return data
+
+        await self._store.mutate(self._job_key(record.job_id), put)
+
+    async def update_job(
+        self, job_id: str, change: Callable[[JobRecord], Awaitable[bool]]
+    ) -> JobRecord | None:
+        """Apply ``change`` to the stored record under compare-and-set (it returns
+        False to leave the record as it is); the record as stored after."""
+        result: list[JobRecord | None] = [None]
+
+        async def apply(old: bytes | None) -> bytes | None:
+            if old is None:
+                result[0] = None
+                return None
+            record = JobRecord.model_validate_json(old)
+            if await change(record):
+                result[0] = record
+                return record.model_dump_json().encode()
+            result[0] = record
+            return old
+
+        await self._store.mutate(self._job_key(job_id), apply)
+        return result[0]
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._store.delete(self._job_key(job_id))
+
+    # -- disk claims ------------------------------------------------------------------------
+
+    async def claim(self, domain: str, target: str, job_id: str) -> str | None:
+        """Hold the disk for ``job_id``; None when taken, else the holder's job id."""
+        try:
+            await self._store.create(self._claim_key(domain, target), job_id.encode())
+        except Conflict:
+            entry = await self._store.get(self._claim_key(domain, target))
+            return entry.value.decode() if entry is not None else ""
+        return None
+
+    async def release(self, domain: str, target: str, job_id: str) -> None:
+        """Give the disk back if ``job_id`` still holds it."""
+
+        async def change(old: bytes | None) -> bytes | None:
+            if old is not None and old.decode() != job_id:
+                return old
+            return None
+
+        await self._store.mutate(self._claim_key(domain, target), change)
