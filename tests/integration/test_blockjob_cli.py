@@ -165,10 +165,23 @@ async def test_pull(stack: Stack, tmp_path: Path) -> None:
 
 
 async def test_abort_leaves_the_source_untouched(stack: Stack, tmp_path: Path) -> None:
+    """A shallow copy into an existing volume named by ``--xml`` (a ``type='volume'``
+    source), aborted once ready."""
     cli, domain = stack.cli, stack.domain
     before = domain.xml_path.read_text()
-    copy = tmp_path / "abandoned.qcow2"
-    started = await cli.ok("blockcopy", DOMAIN, TARGET, str(copy), "--format", "qcow2")
+    await cli.ok("pool-create", "--build", str(_write(tmp_path, dir_pool("images", domain.images))))
+    await cli.ok(
+        "vol-create-as", "images", "shallow.qcow2", "8M", "--format", "qcow2",
+        "--backing-vol", "base.raw", "--backing-vol-format", "raw",
+    )  # fmt: skip
+    dest = tmp_path / "dest.xml"
+    dest.write_text(
+        "<disk type='volume'><source pool='images' volume='shallow.qcow2'/>"
+        "<driver type='qcow2'/></disk>"
+    )
+    started = await cli.ok(
+        "blockcopy", DOMAIN, TARGET, "--xml", str(dest), "--shallow", "--reuse-external"
+    )
     assert started.out == "Block Copy started\n"
 
     async def ready() -> bool:
@@ -177,6 +190,10 @@ async def test_abort_leaves_the_source_untouched(stack: Stack, tmp_path: Path) -
         return mirror is not None and mirror.get("ready") == "yes"
 
     await eventually(ready)
+    mirror = _disk((await cli.ok("disk-dumpxml", DOMAIN, TARGET)).out).find("mirror")
+    assert mirror is not None and mirror.get("file") == str(domain.images / "shallow.qcow2")
+    backing = mirror.find("backingStore/source")
+    assert backing is not None and backing.get("file") == str(domain.base)
     await cli.ok("blockjob", DOMAIN, TARGET, "--abort")
     disk = _disk((await cli.ok("disk-dumpxml", DOMAIN, TARGET)).out)
     assert disk.find("mirror") is None
