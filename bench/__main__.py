@@ -1,4 +1,5 @@
-"""``python -m bench [secret|conf|all] [--quick]``: run the benchmarks and print their tables."""
+"""``python -m bench [secret|conf|storage|blockjob|all] [--quick]``: run the benchmarks and
+print their tables."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ def header() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("which", nargs="?", choices=["secret", "conf", "all"], default="all")
+    parser.add_argument(
+        "which",
+        nargs="?",
+        choices=["secret", "conf", "storage", "blockjob", "all"],
+        default="all",
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds instead of a minute")
     args = parser.parse_args(argv)
     print(header(), flush=True)
@@ -41,6 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         for table in tables:
             print(table.render(), flush=True)
+    if args.which in ("storage", "all"):
+        from bench import storage
+
+        if storage.main(["--quick"] if args.quick else []) != 0:
+            return 1
+    if args.which in ("blockjob", "all"):
+        from bench import blockjob
+
+        if blockjob.main(["--quick"] if args.quick else []) != 0:
+            return 1
     return 0
 
 

@@ -512,13 +512,17 @@ class BlockJobs:
         record = self.active_job(req.domain, target)
         return api.BlockJobInfoReply(job=record.info() if record is not None else None)
 
-    def note_progress(self, job_id: str, cur: int, end: int, bandwidth: int | None) -> None:
-        """Fresher cur/end (from the agent's job list) for a running job, in memory."""
-        record = self.records.get(job_id)
-        if record is not None and record.active:
-            record.cur, record.end = cur, end
-            if bandwidth:
-                record.bandwidth = bandwidth
+    def note_progress(self, status: BlockJobStatus) -> None:
+        """What the agent's job list says of a running job now, kept in memory: its
+        cur/end, and that it is ready (its READY event may still be on its way
+        here, and a pivot right after the event must not be refused)."""
+        record = self.records.get(status.job_id)
+        if record is None or not record.active:
+            return
+        record.cur, record.end = status.cur, status.end
+        record.bandwidth = status.bandwidth or record.bandwidth
+        if status.phase is Phase.READY and record.phase is Phase.PROGRESS:
+            record.phase = Phase.READY
 
     # -- the agent's statuses ----------------------------------------------------------------
 

@@ -252,7 +252,7 @@ class DiskEvents:
             log.debug("agent job list not read", extra={"error": str(err)})
             return
         for status in running.jobs:
-            self._jobs.note_progress(status.job_id, status.cur, status.end, status.bandwidth)
+            self._jobs.note_progress(status)
 
 
 async def _settle(step: Awaitable[None]) -> None:

@@ -99,7 +99,7 @@ class DiskService:
             (api.BLOCK_COPY, self.jobs.copy),
             (api.BLOCK_COMMIT, self.jobs.commit),
             (api.BLOCK_PULL, self.jobs.pull),
-            (api.BLOCK_JOB_ABORT, self.jobs.abort),
+            (api.BLOCK_JOB_ABORT, self.job_abort),
             (api.BLOCK_JOB_SPEED, self.jobs.set_speed),
             (api.BLOCK_JOB_INFO, self.job_info),
             (api.BLOCK_JOB_LIST, self.job_list),
@@ -133,6 +133,12 @@ class DiskService:
             await self.events.refresh_jobs(req.domain)
             reply = self.jobs.info(req)
         return reply
+
+    async def job_abort(self, req: api.BlockJobAbortRequest) -> api.BlockJobInfo:
+        if req.pivot:
+            # a job whose READY event is still on its way here is ready all the same
+            await self.events.refresh_jobs(req.domain)
+        return await self.jobs.abort(req)
 
     async def job_list(self, req: api.BlockJobListRequest) -> api.BlockJobListReply:
         return api.BlockJobListReply(
