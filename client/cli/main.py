@@ -424,7 +424,7 @@ def _blockcopy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", help="format of the destination file")
     p.add_argument("--granularity", help="power-of-two granularity to use during the copy")
     p.add_argument("--buf-size", help="maximum amount of in-flight data during the copy")
-    p.add_argument("--transient-job", action="store_true", help="accepted; jobs are not persisted")
+    p.add_argument("--transient-job", action="store_true", help="accepted: no job outlives QEMU")
     p.add_argument("--synchronous-writes", action="store_true", help="write guest data to both")
     p.add_argument("--print-xml", action="store_true", help="print the destination XML only")
     p.add_argument("--pool", help="copy into a new volume of this pool (virtbus)")

@@ -48,7 +48,7 @@ from shared.conf.disk_source import StorageSource, StorageType
 from shared.conf.storage_pool_util import sanitize_path
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.events import EventPublisher
+from shared.util.events import MAX_AGE_SECONDS, EventPublisher
 from shared.util.subjects import BLOCKJOB_KIND
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,19 @@ class BlockJobs:
         self._saved_progress: dict[str, float] = {}
 
     async def load(self) -> None:
+        """The jobs as stored; ended ones older than the event stream keeps are
+        forgotten, and the follow-ups of the others done (an outcome applied just
+        before a crash may have left them undone)."""
         self.records = {r.job_id: r for r in await self._store.jobs()}
-        # An outcome applied just before a crash may have left its follow-ups undone.
+        oldest = time.time() - MAX_AGE_SECONDS
         for record in list(self.records.values()):
-            if not record.active:
-                await self._after_end(record)
+            if record.active:
+                continue
+            if record.created < oldest:
+                await self._store.delete_job(record.job_id)
+                del self.records[record.job_id]
+                continue
+            await self._after_end(record)
 
     # -- look-ups -----------------------------------------------------------------------
 

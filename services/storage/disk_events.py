@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 BACKOFF = [2.0, 5.0, 10.0, 30.0, 60.0]
 MAX_DELIVER = 20
 _AGENT_TIMEOUT = 5.0
+#: Empty one-second fetches after which the consumer's existence is checked.
+_CHECK_IDLE_FETCHES = 30
 
 Changed = Callable[[], Awaitable[None]]
 
@@ -141,11 +143,19 @@ class DiskEvents:
         """Fetch and apply until cancelled; the subscription is made again after
         repeated failures (a server that lost the consumer, a lost connection)."""
         failures = 0
+        idle = 0
         while True:
             try:
                 messages = await subscription.fetch(batch=32, timeout=1.0)
             except nats.errors.TimeoutError:
                 failures = 0
+                idle += 1
+                if idle >= _CHECK_IDLE_FETCHES:
+                    # quiet for a while: make sure the consumer still exists (a server
+                    # that lost it answers pulls with nothing, never an error)
+                    idle = 0
+                    if not await self._consumer_exists(subscription):
+                        subscription = await self._resubscribe(subscription)
                 continue
             except asyncio.CancelledError:
                 raise
@@ -157,9 +167,21 @@ class DiskEvents:
                     subscription = await self._resubscribe(subscription)
                     failures = 0
                 continue
-            failures = 0
+            failures = idle = 0
             for msg in messages:
                 await self._handle(msg)
+
+    async def _consumer_exists(self, subscription: JetStreamContext.PullSubscription) -> bool:
+        try:
+            await subscription.consumer_info()
+        except nats.js.errors.NotFoundError:
+            log.warning("disk event consumer lost", extra={"durable": durable_name(self.host)})
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.debug("disk event consumer not checked", extra={"error": str(err)})
+        return True
 
     async def _resubscribe(
         self, old: JetStreamContext.PullSubscription

@@ -14,6 +14,7 @@ import contextlib
 import json
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from shared.util.natsserver import EmbeddedNats
 from shared.util.subjects import BLOCKJOB_KIND, agent_domain_subject, event_filter
 from tests.integration.blockjob_stack import DOMAIN, Cli, eventually, qemu_domain
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
-from tests.integration.qemu_domain import QEMU, TARGET, identical
+from tests.integration.qemu_domain import QEMU, TARGET, QemuFixture, identical
 
 pytestmark = [
     pytest.mark.integration,
@@ -70,86 +71,121 @@ def _phases(events: Collected, job_id: str) -> list[str]:
     ]
 
 
-async def test_storage_service_killed_mid_copy(
-    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
-) -> None:
-    url = nats_server.url
-    cli = Cli(url)
-    domains = tmp_path / "domains"
-    for name in ("agent", "storage"):
-        (tmp_path / name).mkdir()
-    agent_args = ["--host", HOST, "--domains-dir", str(domains), "--poll-interval", "0.1"]
-    storage_args = ["--host", HOST]
+@dataclass
+class Processes:
+    """The agent and the storage service of ``HOST`` as processes, and a QEMU domain."""
 
-    def storage() -> subprocess.Popen[bytes]:
-        log = tmp_path / "storage.log"
-        return start_service("services.storage", url, tmp_path / "storage", log, extra=storage_args)
+    url: str
+    folder: Path
+    domain: QemuFixture
+    agent: subprocess.Popen[bytes] | None = None
+    storage: subprocess.Popen[bytes] | None = None
 
-    async with qemu_domain(tmp_path / "images", domains) as domain:
-        agent = start_service(
-            "agents.qemu", url, tmp_path / "agent", tmp_path / "agent.log", extra=agent_args
+    def start_storage(self) -> subprocess.Popen[bytes]:
+        log = self.folder / "storage.log"
+        self.storage = start_service(
+            "services.storage", self.url, self.folder / "storage", log, extra=["--host", HOST]
         )
-        service = storage()
+        return self.storage
+
+
+@contextlib.asynccontextmanager
+async def processes(url: str, nc: NATS, folder: Path) -> AsyncIterator[Processes]:
+    domains = folder / "domains"
+    for name in ("agent", "storage"):
+        (folder / name).mkdir()
+    agent_args = ["--host", HOST, "--domains-dir", str(domains), "--poll-interval", "0.1"]
+    async with qemu_domain(folder / "images", domains) as domain:
+        running = Processes(url, folder, domain)
+        running.agent = start_service(
+            "agents.qemu", url, folder / "agent", folder / "agent.log", extra=agent_args
+        )
         try:
-            await wait_for_service(nc, "agent-qemu", agent)
-            await wait_for_service(nc, "storage", service)
+            await wait_for_service(nc, "agent-qemu", running.agent)
+            await wait_for_service(nc, "storage", running.start_storage())
+            cli = Cli(url)
 
             async def listed() -> bool:
                 r = await cli.run("--host", HOST, "domblklist", DOMAIN)
                 return r.rc == 0 and str(domain.top) in r.out
 
             await eventually(listed, timeout=60)
-            agent_subject = agent_domain_subject(HOST, DOMAIN)
-            commands_subject = event_filter("storage", HOST, BLOCKJOB_KIND)
-            async with (
-                collecting(nc, agent_subject) as statuses,
-                collecting(nc, commands_subject) as commands,
-            ):
-                copy = tmp_path / "copy.qcow2"
-                started = await cli.ok(
-                    "--host", HOST, "--json", "blockcopy", DOMAIN, TARGET, str(copy),
-                    "--format", "qcow2", "--bandwidth", "1",
-                )  # fmt: skip
-                job_id = json.loads(started.out)["job_id"]
-
-                async def copying() -> bool:
-                    return any(
-                        e.data.event == "block-job-progress" and e.data.extra["cur"] > 0
-                        for e in statuses.items
-                    )
-
-                await eventually(copying)
-                kill9(service)
-                await domain.guest_write(0x66, 5 * 1024 * 1024, 64 * 1024)
-
-                async def ready() -> bool:
-                    return Phase.READY.value in _phases(statuses, job_id)
-
-                await eventually(ready, timeout=60)  # while the service is down
-                service = storage()
-                await wait_for_service(nc, "storage", service)
-
-                shown = await cli.ok("--host", HOST, "blockjob", DOMAIN, TARGET, "--info")
-                assert shown.err == "\rBlock Copy: [100 %]"
-                assert "Bandwidth limit: 1048576 bytes/s (1.000 MiB/s)" in shown.out
-                await cli.ok("--host", HOST, "blockjob", DOMAIN, TARGET, "--pivot")
-                listing = await cli.ok("--host", HOST, "domblklist", DOMAIN)
-                assert str(copy) in listing.out and str(domain.top) not in listing.out
-                await asyncio.sleep(1.0)  # let anything doubled arrive
-
-                assert _phases(statuses, job_id) == ["ready", "pivoted"]
-                sent = [e.data.event for e in commands.items]
-                assert sent == ["copy", "pivot"]
-                entry = await (await nc.jetstream().key_value(BUCKET)).get(
-                    f"blockjob.{HOST}.{job_id}"
-                )
-                assert entry.value is not None
-                record = JobRecord.model_validate_json(entry.value)
-                assert record.phases == [Phase.READY, Phase.PIVOTED]
-                assert not record.active and record.phase is Phase.PIVOTED
-
-            await domain.flush()
-            assert identical(copy, "qcow2", domain.reference(tmp_path / "reference.raw"), "raw")
+            yield running
         finally:
-            terminate(service)
-            terminate(agent)
+            for proc in (running.storage, running.agent):
+                if proc is not None:
+                    terminate(proc)
+
+
+async def test_storage_service_killed_mid_copy(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+) -> None:
+    cli = Cli(nats_server.url)
+    async with processes(nats_server.url, nc, tmp_path) as running:
+        domain = running.domain
+        assert running.storage is not None
+        agent_subject = agent_domain_subject(HOST, DOMAIN)
+        commands_subject = event_filter("storage", HOST, BLOCKJOB_KIND)
+        async with (
+            collecting(nc, agent_subject) as statuses,
+            collecting(nc, commands_subject) as commands,
+        ):
+            copy = tmp_path / "copy.qcow2"
+            started = await cli.ok(
+                "--host", HOST, "--json", "blockcopy", DOMAIN, TARGET, str(copy),
+                "--format", "qcow2", "--bandwidth", "1",
+            )  # fmt: skip
+            job_id = json.loads(started.out)["job_id"]
+
+            async def copying() -> bool:
+                return any(
+                    e.data.event == "block-job-progress" and e.data.extra["cur"] > 0
+                    for e in statuses.items
+                )
+
+            await eventually(copying)
+            kill9(running.storage)
+            await domain.guest_write(0x66, 5 * 1024 * 1024, 64 * 1024)
+
+            async def ready() -> bool:
+                return Phase.READY.value in _phases(statuses, job_id)
+
+            await eventually(ready, timeout=60)  # while the service is down
+            await wait_for_service(nc, "storage", running.start_storage())
+
+            shown = await cli.ok("--host", HOST, "blockjob", DOMAIN, TARGET, "--info")
+            assert shown.err == "\rBlock Copy: [100 %]"
+            assert "Bandwidth limit: 1048576 bytes/s (1.000 MiB/s)" in shown.out
+            await cli.ok("--host", HOST, "blockjob", DOMAIN, TARGET, "--pivot")
+            listing = await cli.ok("--host", HOST, "domblklist", DOMAIN)
+            assert str(copy) in listing.out and str(domain.top) not in listing.out
+            await asyncio.sleep(1.0)  # let anything doubled arrive
+
+            assert _phases(statuses, job_id) == ["ready", "pivoted"]
+            sent = [e.data.event for e in commands.items]
+            assert sent == ["copy", "pivot"]
+            entry = await (await nc.jetstream().key_value(BUCKET)).get(f"blockjob.{HOST}.{job_id}")
+            assert entry.value is not None
+            record = JobRecord.model_validate_json(entry.value)
+            assert record.phases == [Phase.READY, Phase.PIVOTED]
+            assert not record.active and record.phase is Phase.PIVOTED
+
+        await domain.flush()
+        assert identical(copy, "qcow2", domain.reference(tmp_path / "reference.raw"), "raw")
+
+
+async def test_storage_service_follows_the_agent_after_a_nats_restart(
+    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+) -> None:
+    """The storage service's own consumer of the agent's events carries on after
+    nats-server was SIGKILLed and started again (the agent's side is in
+    test_agent_qemu.py): a pull started afterwards completes in its inventory."""
+    cli = Cli(nats_server.url)
+    async with processes(nats_server.url, nc, tmp_path) as running:
+        nats_server.kill()
+        await asyncio.sleep(3.0)
+        await nats_server.start()
+        done = await cli.ok("--host", HOST, "blockpull", DOMAIN, TARGET, "--wait")
+        assert done.out == "\nPull complete\n"
+        disk = (await cli.ok("--host", HOST, "disk-dumpxml", DOMAIN, TARGET)).out
+        assert "<backingStore/>" in disk and str(running.domain.base) not in disk
