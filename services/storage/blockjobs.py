@@ -16,16 +16,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
+from services.storage.blockjob_dest import Destinations
 from services.storage.disk_store import DiskStore, JobRecord
 from services.storage.disks import JOB, DiskIndex, DomainDisks, commit_layers, no_disk
-from services.storage.objects import PoolObj, VolObj
-from services.storage.probe import probe_file
 from services.storage.volumes import VolumeManager
 from shared.api import storage_jobs as api
 from shared.api.blockjob import (
@@ -40,13 +37,10 @@ from shared.api.blockjob import (
     PullCommand,
     SetSpeedCommand,
     command_event_id,
-    destination_source,
 )
-from shared.api.storage import VolRef, VolumeUser
+from shared.api.storage import VolRef, VolumeUser, users_text
 from shared.conf.disk_model import DiskDef
-from shared.conf.disk_source import StorageSource, StorageType
 from shared.conf.storage_pool_util import sanitize_path
-from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import MAX_AGE_SECONDS, EventPublisher
 from shared.util.subjects import BLOCKJOB_KIND
@@ -78,67 +72,6 @@ def busy(target: str, two_phase: bool) -> VirtError:
     return VirtError(code, f"disk '{target}' already in active block job", _D)
 
 
-def _users_text(users: list[VolumeUser]) -> str:
-    return ", ".join(sorted({f"domain '{u.domain}' disk '{u.disk}'" for u in users}))
-
-
-@dataclass(frozen=True)
-class Destination:
-    """What a copy command carries about its destination."""
-
-    xml: str
-    reuse_external: bool
-    path: str | None
-    created_volume: str | None = None
-
-
-def destination_xml(kind: StorageType, path: str, fmt: str | None) -> str:
-    """The ``<disk>`` virsh's blockcopy builds for ``--dest`` (its order: source, driver)."""
-    w = XmlWriter()
-    with w.block("disk", [("type", kind.value)]) as d:
-        d.leaf("source", [("dev" if kind is StorageType.BLOCK else "file", path)])
-        if fmt:
-            d.leaf("driver", [("type", fmt)])
-    return w.getvalue()
-
-
-def check_local_destination(target: str, path: str, *, reuse: bool, blockdev: bool) -> None:
-    """qemuDomainBlockCopyCommon's checks of a local destination before the copy."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as err:
-        if reuse:
-            raise VirtError(
-                ErrorCode.SYSTEM_ERROR,
-                f"missing destination file for disk {target}: {path}: No such file or directory",
-                _D,
-                raw=True,
-            ) from err
-        return
-    except OSError as err:
-        raise VirtError(
-            ErrorCode.SYSTEM_ERROR,
-            f"unable to stat for disk {target}: {path}: {err.strerror}",
-            _D,
-            raw=True,
-        ) from err
-    if stat.S_ISBLK(st.st_mode):
-        return
-    if st.st_size and not reuse:
-        raise VirtError(
-            ErrorCode.CONFIG_UNSUPPORTED,
-            f"external destination file for disk {target} already exists and is not a "
-            f"block device: {path}",
-            _D,
-        )
-    if blockdev:
-        raise VirtError(
-            ErrorCode.INVALID_ARG,
-            f"blockdev flag requested for disk {target}, but file '{path}' is not a block device",
-            _D,
-        )
-
-
 class BlockJobs:
     """The block jobs of this host's domains."""
 
@@ -156,6 +89,7 @@ class BlockJobs:
         self._volumes = volumes
         self._publisher = publisher
         self.records: dict[str, JobRecord] = {}
+        self._destinations = Destinations(volumes, self.users_of_path)
         self._saved_progress: dict[str, float] = {}
 
     async def load(self) -> None:
@@ -200,6 +134,10 @@ class BlockJobs:
                 )
         return users
 
+    def users_of_path(self, path: str) -> list[VolumeUser]:
+        """The disks using ``path``: the inventory's, and running jobs' destinations."""
+        return self._index.users(path) + self.destination_users().get(sanitize_path(path), [])
+
     def _disk(self, domain: str, name: str) -> tuple[DomainDisks, DiskDef, str]:
         entry = self._index.get(domain)
         _, disk = entry.disk(name)
@@ -216,7 +154,7 @@ class BlockJobs:
         self._check_idle(disk, target)
         job_id = self._new_id()
         async with self._claimed(req.domain, target, job_id):
-            dest = await self._destination(req, disk, target)
+            dest = await self._destinations.prepare(req, disk, target)
             command = CopyCommand(
                 job_id=job_id,
                 domain=req.domain,
@@ -349,113 +287,6 @@ class BlockJobs:
             event_id=command_event_id(command),
             extra=command.model_dump(mode="json"),
         )
-
-    # -- destinations --------------------------------------------------------------------
-
-    async def _destination(
-        self, req: api.BlockCopyRequest, disk: DiskDef, target: str
-    ) -> Destination:
-        given = sum(1 for x in (req.dest, req.xml, req.pool or req.volume) if x)
-        if given != 1:
-            raise VirtError(
-                ErrorCode.INVALID_ARG,
-                "a block copy needs one destination: a path, an XML description, or a pool "
-                "and a volume name",
-                _D,
-            )
-        fmt = req.format or (disk.source.format.value if disk.source.format else None)
-        if req.dest is not None:
-            kind = StorageType.BLOCK if req.blockdev else StorageType.FILE
-            path = sanitize_path(req.dest)
-            await self._check_free(path, target, reuse=req.reuse_external, blockdev=req.blockdev)
-            return Destination(destination_xml(kind, path, fmt), req.reuse_external, path)
-        if req.xml is not None:
-            return await self._xml_destination(req, target)
-        if not req.pool or not req.volume:
-            raise VirtError(
-                ErrorCode.INVALID_ARG, "a pool volume destination needs a pool and a name", _D
-            )
-        return await self._volume_destination(req, disk, target, fmt)
-
-    async def _check_free(self, path: str, target: str, *, reuse: bool, blockdev: bool) -> None:
-        users = self.users_of_path(path)
-        if users:
-            raise VirtError(
-                ErrorCode.OPERATION_INVALID,
-                f"destination '{path}' is in use by {_users_text(users)}",
-                _D,
-            )
-        await asyncio.to_thread(
-            check_local_destination, target, path, reuse=reuse, blockdev=blockdev
-        )
-
-    def users_of_path(self, path: str) -> list[VolumeUser]:
-        return self._index.users(path) + self.destination_users().get(sanitize_path(path), [])
-
-    async def _xml_destination(self, req: api.BlockCopyRequest, target: str) -> Destination:
-        assert req.xml is not None
-        src = destination_source(req.xml)
-        if src.type is StorageType.VOLUME:
-            if src.pool is None or not src.pool.pool or not src.pool.volume:
-                raise VirtError(
-                    ErrorCode.XML_ERROR, "missing pool or volume of the copy destination", _D
-                )
-            obj, vol = self._volumes.by_name(src.pool.pool, src.pool.volume)
-            fmt = src.format.value if src.format else _volume_format(vol)
-            return await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
-        if src.is_local and src.path:
-            path = sanitize_path(src.path)
-            blockdev = src.type is StorageType.BLOCK
-            await self._check_free(path, target, reuse=req.reuse_external, blockdev=blockdev)
-            return Destination(req.xml, req.reuse_external, path)
-        if not req.reuse_external:
-            raise VirtError(
-                ErrorCode.OPERATION_UNSUPPORTED,
-                "non-file destination not supported yet",
-                _D,
-            )
-        return Destination(req.xml, True, None)
-
-    async def _volume_destination(
-        self, req: api.BlockCopyRequest, disk: DiskDef, target: str, fmt: str | None
-    ) -> Destination:
-        assert req.pool is not None and req.volume is not None
-        if req.reuse_external:
-            obj, vol = self._volumes.by_name(req.pool, req.volume)
-            return await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
-        capacity = await self._capacity(disk, target)
-        xml = _volume_xml(req.volume, capacity, fmt, disk.source if req.shallow else None)
-        obj, vol = await self._volumes.create(req.pool, xml, False)
-        created = await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
-        return Destination(created.xml, True, created.path, created_volume=f"{obj.name}/{vol.name}")
-
-    async def _volume_as_destination(
-        self, obj: PoolObj, vol: VolObj, fmt: str | None, target: str, *, reuse: bool
-    ) -> Destination:
-        path = vol.definition.target.path
-        if not path:
-            raise VirtError(
-                ErrorCode.OPERATION_UNSUPPORTED,
-                f"volume '{vol.name}' of pool '{obj.name}' has no path to copy to",
-                _D,
-            )
-        kind = StorageType.BLOCK if vol.definition.type.value == "block" else StorageType.FILE
-        await self._check_free(path, target, reuse=reuse, blockdev=False)
-        return Destination(destination_xml(kind, path, fmt or _volume_format(vol)), True, path)
-
-    async def _capacity(self, disk: DiskDef, target: str) -> int:
-        src = disk.source
-        if not src.is_local or not src.path:
-            raise VirtError(
-                ErrorCode.OPERATION_UNSUPPORTED,
-                f"the size of disk '{target}' is unknown: give a destination that exists",
-                _D,
-            )
-        path = src.path
-        info = await asyncio.to_thread(probe_file, path)
-        if info.capacity is not None:
-            return info.capacity
-        return (await asyncio.to_thread(os.stat, path)).st_size
 
     # -- control ----------------------------------------------------------------------------
 
@@ -618,7 +449,7 @@ class BlockJobs:
         ]
         if others:
             log.warning(
-                "committed image kept: used by %s", _users_text(others), extra={"path": path}
+                "committed image kept: used by %s", users_text(others), extra={"path": path}
             )
             return
         try:
@@ -639,25 +470,3 @@ def _remove_file(path: str) -> bool:
             os.unlink(path)
             return True
     return False
-
-
-def _volume_format(vol: VolObj) -> str | None:
-    return vol.definition.target.format
-
-
-def _volume_xml(name: str, capacity: int, fmt: str | None, source: StorageSource | None) -> str:
-    """A new volume for a copy; with ``source`` (shallow) on the source's backing image."""
-    w = XmlWriter()
-    with w.block("volume") as v:
-        v.text("name", name)
-        v.text("capacity", capacity)
-        if fmt:
-            with v.block("target") as t:
-                t.leaf("format", [("type", fmt)])
-        backing = source.backing_store if source is not None else None
-        if backing is not None and not backing.is_terminator and backing.path:
-            with v.block("backingStore") as b:
-                b.text("path", backing.path)
-                if backing.format:
-                    b.leaf("format", [("type", backing.format.value)])
-    return w.getvalue()

@@ -23,7 +23,7 @@ from services.storage.backends.base import CreateOptions
 from services.storage.journal import CreationJournal
 from services.storage.objects import PoolObj, VolObj
 from services.storage.pools import PoolManager
-from shared.api.storage import VolRef, VolumeUser, WipeAlgorithm
+from shared.api.storage import VolRef, VolumeUser, WipeAlgorithm, users_text
 from shared.conf.storage_pool_util import sanitize_path
 from shared.conf.storage_volume import (
     StorageVolumeDef,
@@ -47,8 +47,9 @@ VolumeUsers = Callable[[PoolObj, StorageVolumeDef], list[VolumeUser]]
 def in_use(name: str, users: list[VolumeUser]) -> VirtError:
     """libvirt's refusal of a change to a volume in use (its storage driver's
     "volume '%s' is still in use."), naming the domain disks that use it."""
-    who = ", ".join(sorted({f"domain '{u.domain}' disk '{u.disk}'" for u in users}))
-    return VirtError(ErrorCode.OPERATION_INVALID, f"volume '{name}' is still in use by {who}.", _D)
+    return VirtError(
+        ErrorCode.OPERATION_INVALID, f"volume '{name}' is still in use by {users_text(users)}.", _D
+    )
 
 
 def volume_exists(name: str) -> VirtError:

@@ -85,8 +85,13 @@ class VolumeUser(BaseModel):
     index: int | None = None
 
     def label(self) -> str:
-        """How messages name the user: ``web1/vda``."""
+        """How listings name the user: ``web1/vda``."""
         return f"{self.domain}/{self.disk}"
+
+
+def users_text(users: list[VolumeUser]) -> str:
+    """How a message names the disks using something: ``domain 'web1' disk 'vda'``."""
+    return ", ".join(sorted({f"domain '{u.domain}' disk '{u.disk}'" for u in users}))
 
 
 class VolumeInfo(BaseModel):

@@ -18,7 +18,7 @@ from client.cli.blockjob_cmds import (
     progress_text,
 )
 from client.storage_jobs import disk_rows
-from services.storage.blockjobs import _volume_xml, check_local_destination, destination_xml
+from services.storage.blockjob_dest import check_local_destination, destination_xml, volume_xml
 from services.storage.disk_store import DiskStore
 from services.storage.disks import (
     BACKING,
@@ -194,13 +194,13 @@ def test_local_destination_checks(tmp_path: Path) -> None:
 
 def test_new_volume_for_a_shallow_copy_sits_on_the_backing_image() -> None:
     disk = parse_disk(COPYING, active=True, postparse=False)
-    assert _volume_xml("c.qcow2", 8388608, "qcow2", disk.source) == (
+    assert volume_xml("c.qcow2", 8388608, "qcow2", disk.source) == (
         "<volume>\n  <name>c.qcow2</name>\n  <capacity>8388608</capacity>\n"
         "  <target>\n    <format type='qcow2'/>\n  </target>\n"
         "  <backingStore>\n    <path>/img/base.raw</path>\n    <format type='raw'/>\n"
         "  </backingStore>\n</volume>\n"
     )
-    assert "backingStore" not in _volume_xml("c.raw", 1024, None, None)
+    assert "backingStore" not in volume_xml("c.raw", 1024, None, None)
 
 
 # --- the CLI's virsh shapes ------------------------------------------------------------------
