@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
-from client.cli.blockjob_cmds import (
-    UsageError,
-    _info_text,
-    bandwidth_bytes,
-    print_xml,
-    progress_text,
-)
+from client.cli.blockjob_cmds import UsageError, _info_text, bandwidth_bytes, print_xml
+from client.cli.blockjob_wait import progress_text
 from client.storage_jobs import disk_rows
 from services.storage.blockjob_dest import check_local_destination, destination_xml, volume_xml
 from services.storage.disk_store import DiskStore
