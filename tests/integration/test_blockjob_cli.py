@@ -137,9 +137,12 @@ async def test_copy_to_a_new_volume_then_pivot(stack: Stack, tmp_path: Path) -> 
 async def test_active_commit_with_pivot(stack: Stack, tmp_path: Path) -> None:
     cli, domain = stack.cli, stack.domain
     await domain.guest_write(0x55, 3 * 1024 * 1024, 128 * 1024)
-    done = await cli.ok("blockcommit", DOMAIN, TARGET, "--active", "--pivot", "--verbose")
+    done = await cli.ok(
+        "blockcommit", DOMAIN, TARGET, "--active", "--pivot", "--verbose", "--delete"
+    )
     assert done.out == "\nSuccessfully pivoted\n"
     assert done.err.endswith("\rBlock commit: [100 %]")
+    assert not domain.top.exists()  # --delete: the committed overlay is gone
     assert (await cli.ok("domblklist", DOMAIN)).out == table(
         ["Target", "Source"], [[TARGET, str(domain.base)]]
     )
@@ -190,6 +193,9 @@ async def test_abort_leaves_the_source_untouched(stack: Stack, tmp_path: Path) -
         return mirror is not None and mirror.get("ready") == "yes"
 
     await eventually(ready)
+    await cli.ok("blockjob", DOMAIN, TARGET, "--bandwidth", "10")
+    shown = await cli.ok("blockjob", DOMAIN, TARGET, "--info")
+    assert shown.out == "    Bandwidth limit: 10485760 bytes/s (10.000 MiB/s)\n\n"
     mirror = _disk((await cli.ok("disk-dumpxml", DOMAIN, TARGET)).out).find("mirror")
     assert mirror is not None and mirror.get("file") == str(domain.images / "shallow.qcow2")
     backing = mirror.find("backingStore/source")
