@@ -93,13 +93,23 @@ class BlockJobs:
         self._saved_progress: dict[str, float] = {}
 
     async def load(self) -> None:
-        """The jobs as stored; ended ones older than the event stream keeps are
-        forgotten, and the follow-ups of the others done (an outcome applied just
-        before a crash may have left them undone)."""
+        """The jobs as stored: a start command a crash kept from the stream is sent;
+        ended jobs older than the event stream keeps are forgotten, and the
+        follow-ups of the others done (an outcome applied just before a crash
+        may have left them undone)."""
         self.records = {r.job_id: r for r in await self._store.jobs()}
         oldest = time.time() - MAX_AGE_SECONDS
         for record in list(self.records.values()):
             if record.active:
+                if not record.sent:
+                    try:
+                        await self._send_start(record)
+                    except Exception as err:
+                        # the next start tries again; the job waits meanwhile
+                        log.warning(
+                            "block job command not sent",
+                            extra={"job": record.job_id, "error": str(err)},
+                        )
                 continue
             if record.created < oldest:
                 await self._store.delete_job(record.job_id)
@@ -267,7 +277,7 @@ class BlockJobs:
         await self._store.save_job(record)
         self.records[record.job_id] = record
         try:
-            await self._send(record.command)
+            await self._send_start(record)
         except Exception as err:
             await self._end(record, Phase.FAILED, f"command not sent: {err}")
             raise VirtError(
@@ -278,6 +288,19 @@ class BlockJobs:
             extra={"job": record.job_id, "domain": record.domain, "disk": record.disk},
         )
         return record.info()
+
+    async def _send_start(self, record: JobRecord) -> None:
+        """Send the job's start command and note that the stream has it.  Sent again
+        after a crash in between: within the stream's duplicate window it is
+        stored once, and the agent takes a start it already made as done."""
+        await self._send(record.command)
+
+        async def sent(r: JobRecord) -> bool:
+            r.sent = True
+            return True
+
+        updated = await self._store.update_job(record.job_id, sent)
+        self.records[record.job_id] = updated or record
 
     async def _send(self, command: Command) -> None:
         await self._publisher.publish(

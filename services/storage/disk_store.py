@@ -26,11 +26,12 @@ from shared.util.subjects import token
 
 
 class JobRecord(BlockJobInfo):
-    """A job as stored: what is shown of it plus the command sent, the statuses
-    already applied (each once), the images a commit with ``delete`` removes
-    afterwards, and when it was asked for."""
+    """A job as stored: what is shown of it plus its command and whether the stream
+    has it (``sent``), the statuses already applied (each once), the images a
+    commit with ``delete`` removes afterwards, and when it was asked for."""
 
     command: Command = Field(discriminator="kind")
+    sent: bool = False
     phases: list[Phase] = Field(default_factory=list)
     delete_paths: list[str] = Field(default_factory=list)
     created: float = Field(default_factory=time.time)
