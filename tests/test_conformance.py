@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.data import conformance_dir
 from tests.conformance.runner import adapter_for, find_suites, run_suite
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(
-    os.environ.get("VIRTBUS_CONFORMANCE_DIR", ROOT.parent / "shared" / "libvirt-conformance")
-)
+DATA = conformance_dir()
 EXPECTED = json.loads((ROOT / "tests" / "conformance" / "expected-failures.json").read_text())
 
 

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from tests.conformance.data import conformance_dir
 from tests.conformance.runner import Case, Suite, adapter_for, find_suites
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(
-    os.environ.get("VIRTBUS_CONFORMANCE_DIR", ROOT.parent / "shared" / "libvirt-conformance")
-)
+DATA = conformance_dir()
 SCHEMAS = DATA / "schemas"
 
 #: Root element of a formatted document -> libvirt schema file describing it.
