@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from client.storage import StorageClient
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState
 from shared.util.errors import VirtError
+from tests.integration.loopdev import attached_loop
 
 pytestmark = pytest.mark.integration
 HOST = "disk-host"
@@ -22,23 +22,8 @@ HOST = "disk-host"
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[str]:
-    if shutil.which("losetup") is None or shutil.which("parted") is None:
-        pytest.skip("losetup or parted is not installed")
-    if os.geteuid() != 0 or not os.path.exists("/dev/loop-control"):
-        pytest.skip("loop devices need root and the kernel's loop support")
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.truncate(32 << 20)
-    proc = subprocess.run(
-        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"losetup cannot attach a loop device here: {proc.stderr.strip()}")
-    device = proc.stdout.strip()
-    try:
+    with attached_loop(tmp_path, 32 << 20, ("parted",)) as device:
         yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,40 +14,19 @@ from services.storage.backends.fs import is_mounted
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
 from shared.util.errors import ErrorCode, VirtError
+from tests.integration.loopdev import attached_loop
 
 pytestmark = pytest.mark.integration
 HOST = "fs-host"
 
 
-def _loop_unavailable() -> str | None:
-    if shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
-        return "losetup or mkfs.ext4 is not installed"
-    if os.geteuid() != 0:
-        return "creating loop devices and mounting needs root"
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control: the kernel has no loop device support here"
-    return None
-
-
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[str]:
-    reason = _loop_unavailable()
-    if reason:
-        pytest.skip(reason)
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    proc = subprocess.run(
-        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"losetup cannot attach a loop device here: {proc.stderr.strip()}")
-    device = proc.stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["umount", "-l", device], capture_output=True)
-        subprocess.run(["losetup", "-d", device], capture_output=True)
+    with attached_loop(tmp_path, 64 << 20, ("mkfs.ext4",)) as device:
+        try:
+            yield device
+        finally:
+            subprocess.run(["umount", "-l", device], capture_output=True)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,21 +13,11 @@ from nats.aio.client import Client as NATS
 from client.storage import StorageClient
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
+from tests.integration.loopdev import attached_loop
 
 pytestmark = pytest.mark.integration
 HOST = "lvm-host"
 VG = "virtbustestvg"
-
-
-def _unavailable() -> str | None:
-    for tool in ("losetup", "pvcreate", "vgcreate", "vgchange", "vgs", "lvs"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if os.geteuid() != 0:
-        return "LVM on a loop device needs root"
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control: the kernel has no loop device support here"
-    return None
 
 
 def _device_mapper() -> bool:
@@ -41,24 +30,13 @@ def _device_mapper() -> bool:
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[str]:
-    reason = _unavailable()
-    if reason:
-        pytest.skip(reason)
-    image = tmp_path / "pv.img"
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
-    proc = subprocess.run(
-        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"losetup cannot attach a loop device here: {proc.stderr.strip()}")
-    device = proc.stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["vgremove", "-f", VG], capture_output=True)
-        subprocess.run(["pvremove", "-ff", "-y", device], capture_output=True)
-        subprocess.run(["losetup", "-d", device], capture_output=True)
+    tools = ("pvcreate", "vgcreate", "vgchange", "vgs", "lvs")
+    with attached_loop(tmp_path, 64 << 20, tools) as device:
+        try:
+            yield device
+        finally:
+            subprocess.run(["vgremove", "-f", VG], capture_output=True)
+            subprocess.run(["pvremove", "-ff", "-y", device], capture_output=True)
 
 
 @pytest.fixture
