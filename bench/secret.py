@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client as NATS
+
 from bench import oneshot
 from bench.libvirt_side import PREFIX, Libvirt, WorkerError
+from bench.stack import service_stack
 from bench.table import Table, median, ms, percentile, rate
 from client.connection import Client
-from shared.util.errors import ErrorCode, VirtError
-from shared.util.natsserver import EmbeddedNats
 
 #: The secret both sides define, again and again: persistent and readable back.
 SECRET_XML = """<secret ephemeral='no' private='no'>
@@ -42,8 +43,6 @@ SECRET_XML = """<secret ephemeral='no' private='no'>
 """
 VALUE_SIZE = 32
 _WARMUP = 5
-_READY_TIMEOUT = 30.0
-_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -113,54 +112,13 @@ def secret_xml() -> str:
 @asynccontextmanager
 async def secret_stack(folder: Path) -> AsyncIterator[tuple[str, Client]]:
     """An embedded nats-server and a secret service process under ``folder``;
-    yields the NATS URL and a connected client once the service answers."""
-    server = EmbeddedNats(folder / "nats")
-    await server.start()
-    try:
-        log = await asyncio.to_thread((folder / "secret.log").open, "wb")
-        with log:  # the child keeps its own descriptor
-            proc = await asyncio.create_subprocess_exec(
-                *[sys.executable, "-m", "services.secret", "--nats-url", server.url],
-                *["--state-dir", str(folder / "secret"), "--http-port", "0"],
-                *["--log-level", "WARNING"],
-                cwd=_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            client = await Client.connect(server.url)
-            try:
-                await _wait_ready(client, proc, folder / "secret.log")
-                yield server.url, client
-            finally:
-                await client.close()
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-    finally:
-        await server.stop()
+    yields the NATS URL and a client once the service answers."""
 
+    async def probe(nc: NATS) -> object:
+        return await Client(nc).secret.list()
 
-async def _wait_ready(client: Client, proc: asyncio.subprocess.Process, log: Path) -> None:
-    """Until the service lists secrets; raises ``RuntimeError`` when it dies or is late."""
-    end = time.monotonic() + _READY_TIMEOUT
-    while time.monotonic() < end:
-        if proc.returncode is not None:
-            text = await asyncio.to_thread(log.read_text)
-            raise RuntimeError(f"the secret service exited; its log:\n{text}")
-        try:
-            await client.secret.list()
-            return
-        except VirtError as err:
-            if err.code not in (ErrorCode.NO_SERVER, ErrorCode.OPERATION_TIMEOUT):
-                raise
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"the secret service did not answer within {_READY_TIMEOUT:.0f}s")
+    async with service_stack(folder, "secret", probe) as (url, nc):
+        yield url, Client(nc)
 
 
 async def _sequence(client: Client, value: bytes, figures: Figures | None) -> None:

@@ -26,13 +26,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nats.aio.client import Client as NATS
+
 from bench.libvirt_side import PREFIX, SYSTEM_PYTHON, URI, Libvirt
+from bench.stack import service_stack
 from bench.table import Table, median, ms, percentile, rate
 from client.storage import StorageClient
 from shared.api.storage import BuildMode, VolRef
-from shared.util import bus
-from shared.util.errors import ErrorCode, VirtError
-from shared.util.natsserver import EmbeddedNats
+from shared.util.errors import VirtError
 
 HOST = "bench-host"
 POOL = "bench"
@@ -41,8 +42,6 @@ VOLUME_XML = (
     "<target><format type='qcow2'/></target></volume>"
 )
 WORKER = Path(__file__).with_name("storage_libvirt.py")
-_ROOT = Path(__file__).resolve().parent.parent
-_READY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,52 +94,12 @@ async def phase(count: int, concurrency: int, work: Callable[[int], Awaitable[ob
 @asynccontextmanager
 async def storage_stack(folder: Path) -> AsyncIterator[StorageClient]:
     """An embedded nats-server and a storage service process under ``folder``."""
-    server = EmbeddedNats(folder / "nats")
-    await server.start()
-    try:
-        log_path = folder / "storage.log"
-        log = await asyncio.to_thread(log_path.open, "wb")
-        with log:
-            proc = await asyncio.create_subprocess_exec(
-                *[sys.executable, "-m", "services.storage", "--nats-url", server.url],
-                *["--state-dir", str(folder / "storage"), "--http-port", "0"],
-                *["--host", HOST, "--log-level", "WARNING"],
-                cwd=_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        nc = await bus.connect(server.url, "virtbus-bench")
-        try:
-            storage = StorageClient(nc, HOST)
-            await _wait_ready(storage, proc, log_path)
-            yield storage
-        finally:
-            await bus.close(nc)
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-    finally:
-        await server.stop()
 
+    async def probe(nc: NATS) -> object:
+        return await StorageClient(nc, HOST).pool_list()
 
-async def _wait_ready(storage: StorageClient, proc: asyncio.subprocess.Process, log: Path) -> None:
-    end = time.monotonic() + _READY_TIMEOUT
-    while time.monotonic() < end:
-        if proc.returncode is not None:
-            text = await asyncio.to_thread(log.read_text)
-            raise RuntimeError(f"the storage service exited; its log:\n{text}")
-        try:
-            await storage.pool_list()
-            return
-        except VirtError as err:
-            if err.code not in (ErrorCode.NO_SERVER, ErrorCode.OPERATION_TIMEOUT):
-                raise
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"the storage service did not answer within {_READY_TIMEOUT:.0f}s")
+    async with service_stack(folder, "storage", probe, ["--host", HOST]) as (_, nc):
+        yield StorageClient(nc, HOST)
 
 
 async def measure_virtbus(folder: Path, sizes: Sizes) -> Figures:
