@@ -182,16 +182,3 @@ def parted_label_command(pool: StoragePoolDef) -> list[str]:
     label = "msdos" if fmt in ("dos", "unknown") else fmt
     return ["parted", pool.source.devices[0].path, "mklabel", "--script", label]
 
-
-def iscsi_commands(pool: StoragePoolDef, *, login: bool) -> list[list[str]]:
-    """Discover and log in to (or log out of) an iSCSI pool's target (viriscsi.c)."""
-    host = pool.source.hosts[0]
-    portal = f"{host.name}:{host.port or 3260},1"
-    target = pool.source.devices[0].path
-    if not login:
-        return [["iscsiadm", "--mode", "node", "--portal", portal, "--targetname", target,
-                 "--logout"]]  # fmt: skip
-    return [
-        ["iscsiadm", "--mode", "discovery", "--type", "sendtargets", "--portal", portal],
-        ["iscsiadm", "--mode", "node", "--portal", portal, "--targetname", target, "--login"],
-    ]

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from services.storage.capabilities import format_pool_capabilities
 from services.storage.disk_service import DiskService
 from services.storage.journal import CreationJournal
 from services.storage.objects import PoolObj, VolObj
+from services.storage.pool_secrets import PoolSecrets, UsesSecrets
 from services.storage.pools import PoolManager
 from services.storage.registry import BUCKET, StorageRegistry
 from services.storage.runner import CommandRunner
@@ -34,6 +34,7 @@ from services.storage.streams import CHUNK_BYTES, WINDOW, StreamServer
 from services.storage.volumes import VolumeManager
 from shared.api import secret as secret_api
 from shared.api import storage as api
+from shared.conf.encryption import SecretLookup
 from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import format_storage_pool
 from shared.conf.storage_volume import StorageVolumeDef
@@ -133,6 +134,11 @@ class StorageService(ServiceProcess[StorageSettings]):
         store = await StateStore.open(self.js, BUCKET)
         registry = StorageRegistry(store, self.js, self.settings.host)
         self._pools = PoolManager(registry, self._runner, self._pool_event)
+        secrets = self._pool_secrets()
+        for kind in self._pools.supported:
+            backend = self._pools.backend(kind)
+            if isinstance(backend, UsesSecrets):
+                backend.secrets = secrets
         journal = CreationJournal(self.settings.state_dir / "creating")
         self._volumes = VolumeManager(self._pools, journal, self._volume_event, self._secret_file)
         cleaned = await self._volumes.clean_unfinished()
@@ -220,7 +226,26 @@ class StorageService(ServiceProcess[StorageSettings]):
             },
         )
 
-    # -- secrets of encrypted volumes --------------------------------------------------
+    # -- secrets of encrypted volumes and of pools' <auth> -------------------------------
+
+    def _pool_secrets(self) -> PoolSecrets:
+        """Secret values, and the private folder their files are written in."""
+        return PoolSecrets(self._secret_value, self.settings.state_dir / "secrets")
+
+    async def _secret_value(self, lookup: SecretLookup, usage: SecretUsageType) -> bytes:
+        """The value of the secret ``lookup`` names (by uuid, or by usage id of ``usage``)."""
+        uuid = lookup.uuid
+        if uuid is None:
+            info = await call(
+                self.nc,
+                secret_api.LOOKUP_BY_USAGE,
+                secret_api.UsageRequest(usage_type=usage, usage_id=lookup.usage or ""),
+            )
+            uuid = info.uuid
+        reply = await call(
+            self.nc, secret_api.GET_VALUE_INTERNAL, secret_api.UuidRequest(uuid=uuid)
+        )
+        return base64.b64decode(reply.value)
 
     @contextlib.asynccontextmanager
     async def _secret_file(self, obj: PoolObj, vol: StorageVolumeDef) -> AsyncIterator[str]:
@@ -234,31 +259,9 @@ class StorageService(ServiceProcess[StorageSettings]):
                 "description",
                 _D,
             )
-        lookup = enc.secrets[0].lookup
-        uuid = lookup.uuid
-        if uuid is None:
-            info = await call(
-                self.nc,
-                secret_api.LOOKUP_BY_USAGE,
-                secret_api.UsageRequest(
-                    usage_type=SecretUsageType.VOLUME, usage_id=lookup.usage or ""
-                ),
-            )
-            uuid = info.uuid
-        reply = await call(
-            self.nc, secret_api.GET_VALUE_INTERNAL, secret_api.UuidRequest(uuid=uuid)
-        )
-        value = base64.b64decode(reply.value)
-        folder = self.settings.state_dir / "secrets"
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True, mode=0o700)
-        fd, path = tempfile.mkstemp(prefix=f"{obj.name}.{vol.name}.secret.", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(value)
+        value = await self._secret_value(enc.secrets[0].lookup, SecretUsageType.VOLUME)
+        async with self._pool_secrets().key_file(f"{obj.name}.{vol.name}.secret", value) as path:
             yield path
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
     # -- endpoints -------------------------------------------------------------------
 

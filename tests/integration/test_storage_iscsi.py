@@ -19,10 +19,14 @@ from nats.aio.client import Client as NATS
 from client.storage import StorageClient
 from services.storage.backends import iscsi
 from services.storage.backends.iscsi import IscsiBackend
+from services.storage.pool_secrets import PoolSecrets
 from services.storage.runner import find_tool
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import PoolState
+from shared.conf.encryption import SecretLookup
+from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import parse_storage_pool
+from shared.util.errors import VirtError
 from shared.util.natsserver import free_port
 from tests.integration.blockjob_stack import Cli, eventually
 from tests.integration.netstorage import (
@@ -55,58 +59,147 @@ def node(portal: str, *action: str) -> list[str]:
 
 # ---- the commands, on any host ------------------------------------------------------
 
-
-async def test_login_and_logout_are_libvirts_iscsiadm_lines() -> None:
-    pool = parse_storage_pool(pool_xml("192.0.2.10", 3261))
-    runner = RecordingRunner()
-    backend = IscsiBackend(runner)
-    await backend.start(pool)
-    assert runner.commands[-1] == node("192.0.2.10:3261,1", "--login")
-    await backend.stop(pool)
-    assert runner.commands[-1] == node("192.0.2.10:3261,1", "--logout")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the backend runs a persistent 'iscsiadm --mode discovery --type sendtargets' "
-    "where libvirt 9 first looks for a session ('iscsiadm --mode session') and then makes "
-    "the one node record it needs ('iscsiadm --mode node ... --op new')",
+SESSIONS = (
+    "tcp: [3] 192.0.2.10:3260,1 iqn.2024-01.test.virtbus:other (non-flash)\n"
+    f"tcp: [7] 192.0.2.10:3260,1 {IQN} (non-flash)\n"
 )
+SESSION = ["iscsiadm", "--mode", "session"]
+
+
+def sessions(listing: str) -> Callable[[list[str]], str]:
+    """A runner's answers: ``listing`` for 'iscsiadm --mode session', nothing else."""
+    return lambda argv: listing if argv == SESSION else ""
+
+
+def update(portal: str, name: str, value: str) -> list[str]:
+    return ["iscsiadm", "--mode", "node", "--portal", portal, "--target", IQN,
+            "--op", "update", "--name", name, "--value", value]  # fmt: skip
+
+
 async def test_start_runs_what_libvirt_9_runs() -> None:
     runner = RecordingRunner()  # 'iscsiadm --mode session' lists no session
     await IscsiBackend(runner).start(parse_storage_pool(pool_xml("192.0.2.10", None)))
     assert runner.commands == [
-        ["iscsiadm", "--mode", "session"],
+        SESSION,
         node("192.0.2.10:3260,1", "--op", "new"),
         node("192.0.2.10:3260,1", "--login"),
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="the backend does not bracket an IPv6 portal")
+async def test_start_with_a_session_runs_nothing_more() -> None:
+    runner = RecordingRunner(sessions(SESSIONS))
+    await IscsiBackend(runner).start(parse_storage_pool(pool_xml("192.0.2.10", 3261)))
+    assert runner.commands == [SESSION]
+
+
+async def test_stop_logs_out_only_from_a_session() -> None:
+    pool = parse_storage_pool(pool_xml("192.0.2.10", 3261))
+    runner = RecordingRunner(sessions(SESSIONS))
+    await IscsiBackend(runner).stop(pool)
+    assert runner.commands == [SESSION, node("192.0.2.10:3261,1", "--logout")]
+    runner = RecordingRunner(sessions(SESSIONS.replace(IQN, "iqn.2024-01.test.virtbus:gone")))
+    await IscsiBackend(runner).stop(pool)
+    assert runner.commands == [SESSION]
+
+
 async def test_an_ipv6_portal_is_bracketed_as_libvirt_does() -> None:
     runner = RecordingRunner()
     await IscsiBackend(runner).start(parse_storage_pool(pool_xml("2001:db8::5", None)))
     assert runner.commands[-1] == node("[2001:db8::5]:3260,1", "--login")
 
 
-async def test_the_luns_of_the_target_are_the_volumes(
+async def test_chap_credentials_come_from_the_secret_service(tmp_path: Path) -> None:
+    asked: list[tuple[SecretLookup, SecretUsageType]] = []
+
+    async def fetch(lookup: SecretLookup, usage: SecretUsageType) -> bytes:
+        asked.append((lookup, usage))
+        return b"s3cret-chap"
+
+    xml = pool_xml("192.0.2.10", None).replace(
+        "</source>",
+        "<auth type='chap' username='initiator-user'><secret usage='lab-chap'/></auth></source>",
+    )
+    runner = RecordingRunner()
+    backend = IscsiBackend(runner)
+    backend.secrets = PoolSecrets(fetch, tmp_path)
+    await backend.start(parse_storage_pool(xml))
+    portal = "192.0.2.10:3260,1"
+    assert runner.commands == [
+        SESSION,
+        node(portal, "--op", "new"),
+        update(portal, "node.session.auth.authmethod", "CHAP"),
+        update(portal, "node.session.auth.username", "initiator-user"),
+        update(portal, "node.session.auth.password", "s3cret-chap"),
+        node(portal, "--login"),
+    ]
+    assert asked == [(SecretLookup(usage="lab-chap"), SecretUsageType.ISCSI)]
+
+
+async def test_a_ceph_auth_is_refused_as_libvirt_refuses_it(tmp_path: Path) -> None:
+    xml = pool_xml("192.0.2.10", None).replace(
+        "</source>", "<auth type='ceph' username='u'><secret usage='x'/></auth></source>"
+    )
+    with pytest.raises(VirtError, match="iscsi pool only supports 'chap' auth type"):
+        await IscsiBackend(RecordingRunner()).start(parse_storage_pool(xml))
+
+
+async def test_an_initiator_iqn_logs_in_over_its_interface() -> None:
+    xml = pool_xml("192.0.2.10", None).replace(
+        "</source>", f"<initiator><iqn name='{INITIATOR}'/></initiator></source>"
+    )
+    ifaces = (
+        "default tcp,<empty>,<empty>,<empty>,<empty>\n"
+        f"libvirt-iface-0000beef tcp,<empty>,<empty>,<empty>,{INITIATOR}\n"
+    )
+    runner = RecordingRunner(lambda argv: ifaces if argv[-1] == "iface" else "")
+    await IscsiBackend(runner).start(parse_storage_pool(xml))
+    assert runner.commands[-2:] == [
+        ["iscsiadm", "--mode", "iface"],
+        [*node("192.0.2.10:3260,1", "--login"), "--interface", "libvirt-iface-0000beef"],
+    ]
+
+
+def _fake_lun(root: Path, address: str, device: str, blocks: int, kind: int = 0) -> None:
+    lun = root / "sys/bus/scsi/devices" / address
+    (lun / "block" / device).mkdir(parents=True)
+    (lun / "type").write_text(f"{kind}\n")
+    (root / "sys/block" / device).mkdir(parents=True)
+    (root / "sys/block" / device / "size").write_text(f"{blocks}\n")
+    (root / "dev").mkdir(exist_ok=True)
+    (root / "dev" / device).touch()
+
+
+async def test_refresh_rescans_the_session_and_sizes_its_luns_from_sysfs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name in (
-        f"ip-192.0.2.10:3260-iscsi-{IQN}-lun-1",
-        f"ip-192.0.2.10:3260-iscsi-{IQN}-lun-2",
-        "ip-192.0.2.10:3260-iscsi-iqn.2024-01.test.virtbus:other-lun-1",
-        "pci-0000:00:1f.2-ata-1",
-    ):
-        (tmp_path / name).touch()
-    monkeypatch.setattr(iscsi, "BY_PATH", str(tmp_path))
-    scan = await IscsiBackend(RecordingRunner()).refresh(
-        parse_storage_pool(pool_xml("192.0.2.10", None)), {}
-    )
-    assert [(v.name, v.target.path) for v in scan.volumes] == [
-        ("unit:0:0:1", f"{tmp_path}/ip-192.0.2.10:3260-iscsi-{IQN}-lun-1"),
-        ("unit:0:0:2", f"{tmp_path}/ip-192.0.2.10:3260-iscsi-{IQN}-lun-2"),
+    # SCSI host 5 is session 7's; host 6 belongs to another session.
+    (tmp_path / "sys/class/iscsi_session/session7/device/target5:0:0").mkdir(parents=True)
+    _fake_lun(tmp_path, "5:0:0:1", "sdc", 32768)
+    _fake_lun(tmp_path, "5:0:0:2", "sdd", 2048)
+    _fake_lun(tmp_path, "5:0:0:3", "sg9", 0, kind=12)  # an enclosure, not a disk
+    _fake_lun(tmp_path, "6:0:0:1", "sde", 4096)
+    by_path = tmp_path / "dev/disk/by-path"
+    by_path.mkdir(parents=True)
+    for lun, dev in ((1, "sdc"), (2, "sdd")):
+        (by_path / f"ip-192.0.2.10:3260-iscsi-{IQN}-lun-{lun}").symlink_to(f"../../{dev}")
+    monkeypatch.setattr(iscsi, "SYSFS", str(tmp_path / "sys"))
+    monkeypatch.setattr(iscsi, "DEV", str(tmp_path / "dev"))
+    pool = parse_storage_pool(pool_xml("192.0.2.10", None).replace(BY_PATH, str(by_path)))
+    runner = RecordingRunner(sessions(SESSIONS))
+    scan = await IscsiBackend(runner).refresh(pool, {})
+    assert runner.commands == [SESSION, ["iscsiadm", "--mode", "session", "-r", "7", "-R"]]
+    assert [(v.name, v.target.path, v.capacity, v.allocation) for v in scan.volumes] == [
+        ("unit:0:0:1", f"{by_path}/ip-192.0.2.10:3260-iscsi-{IQN}-lun-1", 16 << 20, 16 << 20),
+        ("unit:0:0:2", f"{by_path}/ip-192.0.2.10:3260-iscsi-{IQN}-lun-2", 1 << 20, 1 << 20),
     ]
+    assert (scan.capacity, scan.allocation, scan.available) == (17 << 20, 17 << 20, 0)
+
+
+async def test_refresh_without_a_session_fails() -> None:
+    with pytest.raises(VirtError, match="cannot find iscsiadm session"):
+        await IscsiBackend(RecordingRunner()).refresh(
+            parse_storage_pool(pool_xml("192.0.2.10", None)), {}
+        )
 
 
 # ---- a real target and initiator ----------------------------------------------------
@@ -142,11 +235,11 @@ def _unavailable() -> str | None:
                 tool("tgtadm", "tgt"),
             ]
         ),
-        # The backend finds the LUNs by the links udev makes, not in sysfs.
+        # The backend names each LUN by the link udev makes for it, as libvirt does.
         None
         if os.path.exists("/run/udev/control")
         else "udevd is not running (no /run/udev/control), so no LUN gets its "
-        f"{BY_PATH} link, which is how the iscsi backend finds LUNs",
+        f"{BY_PATH} link, which is the path the iscsi backend gives a LUN",
     )
 
 
@@ -294,7 +387,7 @@ async def test_iscsi_pool_on_a_tgt_target(
     r = await cli.ok("pool-define", str(xml))
     assert r.out == f"Pool {POOL} defined from {xml}\n\n"
     await cli.ok("pool-build", POOL)  # libvirt's iscsi backend has nothing to build
-    await cli.ok("pool-start", POOL)  # iscsiadm ... --login
+    await cli.ok("pool-start", POOL)  # iscsiadm ... --op new, then --login
     assert _logged_in()
 
     async def lun_listed() -> bool:
