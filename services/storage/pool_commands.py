@@ -181,4 +181,3 @@ def parted_label_command(pool: StoragePoolDef) -> list[str]:
     fmt = pool.source.format or "dos"
     label = "msdos" if fmt in ("dos", "unknown") else fmt
     return ["parted", pool.source.devices[0].path, "mklabel", "--script", label]
-
