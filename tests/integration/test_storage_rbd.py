@@ -10,6 +10,7 @@ The test's images are named ``virtbus-test-*`` and removed at its end.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -24,10 +25,14 @@ from nats.aio.client import Client as NATS
 from client.storage import StorageClient
 from services.storage.backends.base import CreateOptions
 from services.storage.backends.rbd import RbdBackend
+from services.storage.pool_secrets import PoolSecrets
 from services.storage.runner import find_tool
 from shared.api.storage import PoolState
+from shared.conf.encryption import SecretLookup
+from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import parse_storage_pool
 from shared.conf.storage_volume import parse_storage_volume
+from shared.util.errors import VirtError
 from tests.integration.blockjob_stack import Cli
 from tests.integration.netstorage import RecordingRunner, not_installed, skip_reason, tool
 from tests.integration.procs import start_service, terminate, wait_for_service
@@ -42,19 +47,53 @@ MON, KEYRING, CLIENT, RADOS_POOL = (
 # ---- the commands, on any host ------------------------------------------------------
 
 
-async def test_refresh_create_and_delete_run_these_rbd_commands() -> None:
+CEPHX_KEY = b"\x01\x02cephx key bytes"
+DF = {
+    "pools": [
+        {"name": "other", "id": 1, "size_bytes": 999, "size_kb": 1},
+        {"name": "images", "id": 2, "size_bytes": 24 << 20, "size_kb": 24 << 10},
+    ],
+    "total_objects": 9,
+    "total_used": 30 << 10,
+    "total_avail": 70 << 10,
+    "total_space": 100 << 10,
+}
+
+
+async def test_refresh_create_and_delete_run_these_rbd_commands(tmp_path: Path) -> None:
     pool = parse_storage_pool(
         "<pool type='rbd'><name>ceph</name><source><host name='mon1' port='6789'/>"
         "<host name='mon2'/><auth type='ceph' username='libvirt'><secret usage='ceph'/>"
         "</auth><name>images</name></source></pool>"
     )
-    listing = [{"image": "base", "size": 8 << 20, "format": 2}]
-    runner = RecordingRunner(lambda argv: json.dumps(listing) if "ls" in argv else "")
+    listing = [
+        {"image": "base", "size": 8 << 20, "format": 2},
+        {"image": "base", "snapshot": "before", "snapshot_id": 4, "size": 8 << 20, "format": 2},
+    ]
+    keys: list[tuple[str, int, bytes]] = []  # each command's key file: path, mode, text
+
+    def answer(argv: list[str]) -> str:
+        keyfile = argv[argv.index("--keyfile") + 1]
+        keys.append((keyfile, os.stat(keyfile).st_mode & 0o777, Path(keyfile).read_bytes()))
+        if "df" in argv:
+            return json.dumps(DF)
+        return json.dumps(listing) if "ls" in argv else ""
+
+    asked: list[tuple[SecretLookup, SecretUsageType]] = []
+
+    async def fetch(lookup: SecretLookup, usage: SecretUsageType) -> bytes:
+        asked.append((lookup, usage))
+        return CEPHX_KEY
+
+    runner = RecordingRunner(answer)
     backend = RbdBackend(runner)
+    backend.secrets = PoolSecrets(fetch, tmp_path / "secrets")
     scan = await backend.refresh(pool, {})
     assert [(v.name, v.target.path, v.capacity) for v in scan.volumes] == [
         ("base", "images/base", 8 << 20)
     ]
+    # libvirt: the cluster's size and free space, and what the pool stores.
+    assert (scan.capacity, scan.allocation, scan.available) == (100 << 20, 24 << 20, 70 << 20)
     vol = backend.define_volume(
         pool,
         parse_storage_volume("<volume><name>new</name><capacity>1500000</capacity></volume>", pool),
@@ -62,12 +101,44 @@ async def test_refresh_create_and_delete_run_these_rbd_commands() -> None:
     assert (vol.key, vol.target.path) == ("images/new", "images/new")
     await backend.build_volume(pool, vol, CreateOptions())
     await backend.delete_volume(pool, vol)
-    rbd = ["rbd", "--pool", "images", "-m", "mon1:6789,mon2", "--id", "libvirt"]
+    assert asked == [(SecretLookup(usage="ceph"), SecretUsageType.CEPH)] * 3
+    # Each key file is private, holds the key as librados takes it, and is gone afterwards.
+    assert {(mode, text) for _, mode, text in keys} == {(0o600, base64.b64encode(CEPHX_KEY))}
+    assert all(Path(path).parent == tmp_path / "secrets" for path, _, _ in keys)
+    assert list((tmp_path / "secrets").iterdir()) == []
+    conn = ["--pool", "images", "-m", "mon1:6789,mon2", "--id", "libvirt", "--keyfile"]
+    files = [path for path, _, _ in keys]
     assert runner.commands == [
-        [*rbd, "ls", "-l", "--format", "json"],
-        [*rbd, "create", "--size", "2M", "new"],  # whole MiB, rounded up
-        [*rbd, "rm", "new"],
+        ["rados", *conn, files[0], "df", "--format", "json"],
+        ["rbd", *conn, files[1], "ls", "-l", "--format", "json"],
+        ["rbd", *conn, files[2], "create", "--size", "2M", "new"],  # whole MiB, rounded up
+        ["rbd", *conn, files[3], "rm", "new"],
     ]
+
+
+async def test_monitors_are_written_as_libvirt_writes_mon_host() -> None:
+    pool = parse_storage_pool(
+        "<pool type='rbd'><name>ceph</name><source><host name='2001:db8::1' port='6789'/>"
+        "<host name='2001:db8::2'/><host name='192.0.2.3' port='3300'/>"
+        "<name>images</name></source></pool>"
+    )
+    runner = RecordingRunner(lambda argv: json.dumps(DF) if "df" in argv else "[]")
+    await RbdBackend(runner).refresh(pool, {})
+    # A bare IPv6 address stays bare, as in libvirt; with a port it is bracketed.
+    monitors = "[2001:db8::1]:6789,2001:db8::2,192.0.2.3:3300"
+    assert runner.commands[-1] == [
+        "rbd", "--pool", "images", "-m", monitors, "ls", "-l", "--format", "json"
+    ]  # fmt: skip
+
+
+async def test_a_pool_rados_does_not_list_fails_the_refresh() -> None:
+    pool = parse_storage_pool(
+        "<pool type='rbd'><name>ceph</name><source><host name='mon1'/>"
+        "<name>missing</name></source></pool>"
+    )
+    runner = RecordingRunner(lambda argv: json.dumps(DF) if "df" in argv else "[]")
+    with pytest.raises(VirtError, match="failed to stat the RADOS pool 'missing'"):
+        await RbdBackend(runner).refresh(pool, {})
 
 
 # ---- a real cluster -----------------------------------------------------------------
@@ -117,7 +188,7 @@ def _unavailable() -> str | None:
         f"unless /etc/ceph has client.admin's keyring ({CLIENT} and {RADOS_POOL} if not "
         "client.admin and pool 'rbd')",
         None if not keyring or os.path.isfile(keyring) else f"{KEYRING} names no file: {keyring}",
-        not_installed([tool("rbd", "ceph-common")]),
+        not_installed([tool("rbd", "ceph-common"), tool("rados", "ceph-common")]),
     )
 
 
@@ -165,7 +236,7 @@ async def test_rbd_pool_on_a_ceph_cluster(
         r = await cli.ok("pool-define", str(xml))
         assert r.out == f"Pool {POOL} defined from {xml}\n\n"
         await cli.ok("pool-build", POOL)  # libvirt's rbd backend has nothing to build
-        await cli.ok("pool-start", POOL)  # rbd ls -l --format json
+        await cli.ok("pool-start", POOL)  # rados df, then rbd ls -l --format json
         assert (await storage.pool_info(POOL)).state is PoolState.RUNNING
         r = await cli.ok("vol-create-as", POOL, image, "8M")  # rbd create --size 8M
         assert r.out == f"Vol {image} created\n\n"
