@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the host tools virtbus drives (qemu-img, qemu-storage-daemon,
-# qemu-system-x86_64, dnsmasq, nft, ip) when they are missing.  Uses apt on a
+# qemu-system-x86_64, dnsmasq, nft, ip; mkfs, parted and LVM for the fs, disk
+# and logical pools) when they are missing.  Uses apt on a
 # Debian-like machine when run as root; otherwise says what to install.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ declare -A pkg_for=(
     [nft]=nftables
     [ip]=iproute2
     [mkfs.ext4]=e2fsprogs
+    [parted]=parted
+    [vgcreate]=lvm2
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
