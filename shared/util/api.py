@@ -158,8 +158,11 @@ async def serve(
     while all are busy, which pushes back on the sender.
     """
 
-    async def handle(request: Request) -> bool:
-        """Answer one request; True when the answer was an error."""
+    # nats.micro's own record of this endpoint, found once it is registered.
+    stats: list[Any] = []
+
+    async def handle(request: Request) -> None:
+        """Answer one request, its errors included."""
         started = time.perf_counter()
         outcome = "ok"
         try:
@@ -176,7 +179,7 @@ async def serve(
         except VirtError as err:
             outcome = "error"
             await request.respond(*error_reply(err))
-            _count_error(service, endpoint, err.name)
+            _count_error(stats, err.name)
         except Exception:
             outcome = "error"
             request_id = (request.headers or {}).get("Nats-Msg-Id") or request.subject
@@ -185,19 +188,12 @@ async def serve(
             )
             internal = VirtError(ErrorCode.INTERNAL_ERROR, f"unexpected failure in {endpoint.name}")
             await request.respond(*error_reply(internal))
-            _count_error(service, endpoint, internal.name)
+            _count_error(stats, internal.name)
         finally:
-            elapsed = time.perf_counter() - started
-            metrics.observe_request(endpoint.name, outcome, elapsed)
-        return outcome == "error"
+            metrics.observe_request(endpoint.name, outcome, time.perf_counter() - started)
 
-    if concurrency <= 1 or spawn is None:
-
-        async def inline(request: Request) -> None:
-            await handle(request)
-
-        callback: Callable[[Request], Awaitable[None]] = inline
-    else:
+    callback: Callable[[Request], Awaitable[None]] = handle
+    if concurrency > 1 and spawn is not None:
         slots = asyncio.Semaphore(concurrency)
 
         async def run(request: Request) -> None:
@@ -206,7 +202,7 @@ async def serve(
                 await handle(request)
             finally:
                 slots.release()
-                _add_processing_time(service, endpoint, time.perf_counter_ns() - started)
+                _add_processing_time(stats, time.perf_counter_ns() - started)
 
         async def dispatch(request: Request) -> None:
             await slots.acquire()
@@ -220,6 +216,7 @@ async def serve(
         handler=callback,
         metadata={"request": endpoint.request.__name__, "reply": endpoint.reply.__name__},
     )
+    stats.extend(getattr(service, "_endpoints", [])[-1:])  # add_endpoint appends it
 
 
 # nats.micro counts an error only when the handler raises (and then answers
@@ -228,22 +225,14 @@ async def serve(
 # run requests concurrently, so these two keep $SRV.STATS true.
 
 
-def _micro_endpoint(service: Service, endpoint: Endpoint[Any, Any]) -> Any:
-    for ep in getattr(service, "_endpoints", []):
-        if getattr(ep, "_name", None) == endpoint.micro_name:
-            return ep
-    return None
-
-
-def _count_error(service: Service, endpoint: Endpoint[Any, Any], name: str) -> None:
-    ep = _micro_endpoint(service, endpoint)
-    if ep is not None:
+def _count_error(stats: list[Any], name: str) -> None:
+    for ep in stats:
         ep._num_errors += 1
         ep._last_error = name
 
 
-def _add_processing_time(service: Service, endpoint: Endpoint[Any, Any], ns: int) -> None:
-    ep = _micro_endpoint(service, endpoint)
-    if ep is not None and ep._num_requests:
-        ep._processing_time += ns
-        ep._average_processing_time = int(ep._processing_time / ep._num_requests)
+def _add_processing_time(stats: list[Any], ns: int) -> None:
+    for ep in stats:
+        if ep._num_requests:
+            ep._processing_time += ns
+            ep._average_processing_time = int(ep._processing_time / ep._num_requests)
