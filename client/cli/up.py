@@ -18,10 +18,11 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from nats.aio.client import Client as NATS
 
 from shared.util import bus
 from shared.util.errors import VirtError
@@ -48,9 +49,7 @@ class Child:
     module: str
     http_port: int
     proc: asyncio.subprocess.Process | None = None
-    restarts: int = 0
     backoff: float = 1.0
-    extra_args: list[str] = field(default_factory=list)
 
     @property
     def metrics_url(self) -> str:
@@ -67,6 +66,9 @@ class Stack:
         self.host = socket.gethostname()
         self.children = [Child(name, module, free_port()) for name, module in STACK]
         self._stopping = False
+        # One connection and one HTTP session serve every readiness check.
+        self._nc: NATS | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     def _command(self, child: Child) -> list[str]:
         return [
@@ -81,7 +83,6 @@ class Stack:
             str(child.http_port),
             "--host",
             self.host,
-            *child.extra_args,
         ]
 
     async def _spawn(self, child: Child) -> None:
@@ -89,27 +90,23 @@ class Stack:
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
     async def _wait_ready(self, child: Child) -> None:
+        assert self._nc is not None and self._http is not None, "stack not running"
         loop = asyncio.get_running_loop()
         end = loop.time() + _READY_TIMEOUT
-        nc = await bus.connect(self.nats_url, "virtbus-up", deadline=_READY_TIMEOUT)
-        try:
-            async with aiohttp.ClientSession() as http:
-                while loop.time() < end:
-                    if child.proc is None or child.proc.returncode is not None:
-                        raise RuntimeError(f"{child.name} exited while starting")
-                    try:
-                        await nc.request(f"$SRV.PING.{child.name}", b"", timeout=0.5)
-                        url = f"http://127.0.0.1:{child.http_port}/readyz"
-                        async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
-                            if r.status == 200:
-                                return
-                    except (TimeoutError, aiohttp.ClientError, OSError):
-                        pass
-                    except Exception as err:  # no responders yet
-                        log.debug("waiting for %s: %s", child.name, err)
-                    await asyncio.sleep(0.1)
-        finally:
-            await bus.close(nc)
+        url = f"http://127.0.0.1:{child.http_port}/readyz"
+        while loop.time() < end:
+            if child.proc is None or child.proc.returncode is not None:
+                raise RuntimeError(f"{child.name} exited while starting")
+            try:
+                await self._nc.request(f"$SRV.PING.{child.name}", b"", timeout=0.5)
+                async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        return
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
+            except Exception as err:  # no responders yet
+                log.debug("waiting for %s: %s", child.name, err)
+            await asyncio.sleep(0.1)
         raise RuntimeError(f"{child.name} not ready after {_READY_TIMEOUT:.0f}s")
 
     async def _supervise(self, child: Child) -> None:
@@ -124,7 +121,6 @@ class Stack:
             )
             await asyncio.sleep(child.backoff)
             child.backoff = min(child.backoff * 2, _MAX_BACKOFF)
-            child.restarts += 1
             await self._spawn(child)
             try:
                 await self._wait_ready(child)
@@ -137,6 +133,8 @@ class Stack:
         if self.server is not None:
             await self.server.start()
         try:
+            self._nc = await bus.connect(self.nats_url, "virtbus-up", deadline=_READY_TIMEOUT)
+            self._http = aiohttp.ClientSession()
             for child in self.children:
                 await self._spawn(child)
             await asyncio.gather(*(self._wait_ready(c) for c in self.children))
@@ -153,6 +151,10 @@ class Stack:
         finally:
             self._stopping = True
             await self._stop_children()
+            if self._http is not None:
+                await self._http.close()
+            if self._nc is not None:
+                await bus.close(self._nc)
             if self.server is not None:
                 await self.server.stop()
 
