@@ -1,4 +1,4 @@
-"""Sizes with units and libvirt's number parsing (virScaleInteger, virStrToLong_*p).
+"""Sizes with units and libvirt's number parsing (virScaleInteger, virStrToLong_*).
 
 libvirt reads a size as a decimal integer plus an optional ``unit``: ``b``,
 ``byte``, ``bytes``; a single letter ``k m g t p e`` (binary, same as
@@ -10,20 +10,64 @@ limit is refused with ``VIR_ERR_OVERFLOW``; an unknown unit with
 
 from __future__ import annotations
 
-import re
-
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 ULLONG_MAX = 2**64 - 1
 LLONG_MAX = 2**63 - 1
 UINT_MAX = 2**32 - 1
 
-# strtoull's accepted syntax for base 10: optional blanks, optional sign, digits.
-_C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
-_C_INTEGER_BASE16 = re.compile(r"[ \t\n\v\f\r]*([+-]?)(?:0[xX])?([0-9a-fA-F]+)")
-_C_INTEGER_BASE8 = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-7]+)")
-
 _POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+
+_C_SPACE = " \t\n\v\f\r"
+_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
+
+
+def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
+    """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
+    i, n = 0, len(text)
+    while i < n and text[i] in _C_SPACE:
+        i += 1
+    negative = False
+    if i < n and text[i] in "+-":
+        negative = text[i] == "-"
+        i += 1
+    has_hex_prefix = text[i : i + 2] in ("0x", "0X") and text[i + 2 : i + 3] != ""
+    if base in (0, 16) and has_hex_prefix and text[i + 2] in _DIGITS[16]:
+        base = 16
+        i += 2
+    elif base == 0:
+        base = 8 if text[i : i + 1] == "0" else 10
+    digits = _DIGITS[base]
+    j = i
+    while j < n and text[j] in digits:
+        j += 1
+    if j == i or j != n:
+        return None
+    return negative, int(text[i:j], base)
+
+
+def c_unsigned(
+    text: str, *, base: int = 10, limit: int = UINT_MAX, positive: bool = False
+) -> int | None:
+    """libvirt's virStrToLong_ui / _ul / _ull (``positive``: the ``p`` variants).
+
+    ``limit`` is the type's maximum (UINT_MAX or ULLONG_MAX).  Without
+    ``positive`` a minus sign wraps the value the way strtoul does ("-1" is
+    the type's maximum).  None when libvirt would refuse the text.
+    """
+    parsed = _strtoul(text, base)
+    if parsed is None:
+        return None
+    negative, magnitude = parsed
+    if magnitude > ULLONG_MAX:
+        return None
+    if not negative:
+        return magnitude if magnitude <= limit else None
+    if positive:
+        return None
+    if magnitude > limit:
+        return None
+    return (limit + 1 - magnitude) % (limit + 1)
 
 
 def parse_c_unsigned(text: str, *, maximum: int = ULLONG_MAX, base: int = 10) -> int | None:
@@ -32,23 +76,16 @@ def parse_c_unsigned(text: str, *, maximum: int = ULLONG_MAX, base: int = 10) ->
     The whole string must be consumed, a minus sign is refused (the ``p``
     variants' rule) and the value must not exceed ``maximum``.
     """
-    pattern = {10: _C_INTEGER, 16: _C_INTEGER_BASE16, 8: _C_INTEGER_BASE8}[base]
-    match = pattern.fullmatch(text)
-    if match is None or match.group(1) == "-":
-        return None
-    value = int(match.group(2), base)
-    return value if value <= maximum else None
+    return c_unsigned(text, base=base, limit=maximum, positive=True)
 
 
 def parse_c_signed(text: str, *, minimum: int, maximum: int, base: int = 10) -> int | None:
     """The value of ``text`` as virStrToLong_i / _ll read it (sign allowed), or None."""
-    pattern = {10: _C_INTEGER, 16: _C_INTEGER_BASE16, 8: _C_INTEGER_BASE8}[base]
-    match = pattern.fullmatch(text)
-    if match is None:
+    parsed = _strtoul(text, base)
+    if parsed is None:
         return None
-    value = int(match.group(2), base)
-    if match.group(1) == "-":
-        value = -value
+    negative, magnitude = parsed
+    value = -magnitude if negative else magnitude
     return value if minimum <= value <= maximum else None
 
 

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 from lxml import etree
 
+# c_unsigned (libvirt's virStrToLong_u*) is the readers' number model; re-exported.
+from shared.conf.units import c_unsigned as c_unsigned
 from shared.conf.units import scale_integer
 from shared.util.errors import ErrorDomain, VirtError, xml_error
 
@@ -35,9 +37,6 @@ Node = etree._Element
 UINT_MAX = 2**32 - 1
 ULONG_MAX = 2**64 - 1
 LONG_MAX = 2**63 - 1
-
-_C_SPACE = " \t\n\v\f\r"
-_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
 def local_name(node: Node) -> str:
@@ -227,51 +226,3 @@ def scaled_value(
             f"Invalid value '{text}' for element or attribute '{xpath}'", ErrorDomain.XML
         )
     return scale_integer(number, prop(target, "unit"), limit=limit)
-
-
-def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
-    """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
-    i, n = 0, len(text)
-    while i < n and text[i] in _C_SPACE:
-        i += 1
-    negative = False
-    if i < n and text[i] in "+-":
-        negative = text[i] == "-"
-        i += 1
-    has_hex_prefix = text[i : i + 2] in ("0x", "0X") and text[i + 2 : i + 3] != ""
-    if base in (0, 16) and has_hex_prefix and text[i + 2] in _DIGITS[16]:
-        base = 16
-        i += 2
-    elif base == 0:
-        base = 8 if text[i : i + 1] == "0" else 10
-    digits = _DIGITS[base]
-    j = i
-    while j < n and text[j] in digits:
-        j += 1
-    if j == i or j != n:
-        return None
-    return negative, int(text[i:j], base)
-
-
-def c_unsigned(
-    text: str, *, base: int = 10, limit: int = UINT_MAX, positive: bool = False
-) -> int | None:
-    """libvirt's virStrToLong_ui / _ul / _ull (``positive``: the ``p`` variants).
-
-    ``limit`` is the type's maximum (UINT_MAX or ULONG_MAX).  Without
-    ``positive`` a minus sign wraps the value the way strtoul does ("-1" is
-    the type's maximum).  None when libvirt would refuse the text.
-    """
-    parsed = _strtoul(text, base)
-    if parsed is None:
-        return None
-    negative, magnitude = parsed
-    if magnitude > ULONG_MAX:
-        return None
-    if not negative:
-        return magnitude if magnitude <= limit else None
-    if positive:
-        return None
-    if magnitude > limit:
-        return None
-    return (limit + 1 - magnitude) % (limit + 1)
