@@ -13,7 +13,7 @@ import re
 
 from lxml import etree
 
-from shared.util.errors import ErrorDomain, VirtError, xml_error
+from shared.util.errors import ErrorDomain, xml_error
 
 #: Largest XML document accepted, in bytes.  libvirt's own definitions are a
 #: few kilobytes; a megabyte leaves room for the largest networks and filters.
@@ -76,8 +76,3 @@ def parse_xml(
     if root is not None and element.tag != root:
         raise xml_error(f"unexpected root element <{element.tag}>, expecting <{root}>", domain)
     return element
-
-
-def reject(message: str, domain: ErrorDomain = ErrorDomain.XML) -> VirtError:
-    """A parse refusal for a well-formed document (libvirt's ``VIR_ERR_XML_ERROR``)."""
-    return xml_error(message, domain)

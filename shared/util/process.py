@@ -71,7 +71,6 @@ class ServiceProcess(Generic[S]):
         self._events: EventPublisher | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._stopped = asyncio.Event()
 
     # -- what subclasses provide -------------------------------------------------
 
@@ -188,12 +187,10 @@ class ServiceProcess(Generic[S]):
         """Stop serving and release everything; calling it again does nothing."""
         if self.state in (RunState.STOPPING, RunState.STOPPED, RunState.NEW):
             self.state = RunState.STOPPED
-            self._stopped.set()
             return
         self.state = RunState.STOPPING
         await self._teardown()
         self.state = RunState.STOPPED
-        self._stopped.set()
         log.info("service stopped", extra={"service": self.name})
 
     async def _teardown(self) -> None:
@@ -229,9 +226,6 @@ class ServiceProcess(Generic[S]):
         self._nc = None
         for err in errors:
             log.error("error while stopping: %s", err, exc_info=err)
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
     async def __aenter__(self) -> Self:
         await self.start()
