@@ -22,8 +22,10 @@ _C_SPACE = " \t\n\v\f\r"
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
-def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
-    """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
+def strtoul_scan(text: str, base: int) -> tuple[bool, int, int] | None:
+    """strtoul's scan of ``text``: (negative, magnitude, index just past the number),
+    or None when no digit was consumed (strtoul then leaves its end pointer at the
+    start).  Base 0 reads a ``0x`` prefix as 16 and a leading ``0`` as 8."""
     i, n = 0, len(text)
     while i < n and text[i] in _C_SPACE:
         i += 1
@@ -31,6 +33,8 @@ def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
     if i < n and text[i] in "+-":
         negative = text[i] == "-"
         i += 1
+    # A "0x" prefix counts only when a hex digit follows it; otherwise strtoul
+    # reads the "0" alone and stops at the "x".
     has_hex_prefix = text[i : i + 2] in ("0x", "0X") and text[i + 2 : i + 3] != ""
     if base in (0, 16) and has_hex_prefix and text[i + 2] in _DIGITS[16]:
         base = 16
@@ -41,9 +45,17 @@ def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
     j = i
     while j < n and text[j] in digits:
         j += 1
-    if j == i or j != n:
+    if j == i:
         return None
-    return negative, int(text[i:j], base)
+    return negative, int(text[i:j], base), j
+
+
+def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
+    """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
+    scanned = strtoul_scan(text, base)
+    if scanned is None or scanned[2] != len(text):
+        return None
+    return scanned[0], scanned[1]
 
 
 def c_unsigned(
