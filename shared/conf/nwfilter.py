@@ -18,6 +18,7 @@ from shared.conf.nwfilter_params import FilterRef, format_filterref, parse_filte
 from shared.conf.nwfilter_rule import NWFilterRule, format_rule, parse_rule
 from shared.conf.nwfilter_values import parse_int
 from shared.conf.uuid import generate_uuid, parse_uuid
+from shared.conf.xmlprops import first, string_of
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -119,9 +120,8 @@ def _format_chain(chain: str, priority: int) -> list[tuple[str, object | None]]:
 
 def _parse_uuid(root: etree._Element) -> tuple[str, bool]:
     """The filter's UUID, and whether the document gave it."""
-    node = next((c for c in root if isinstance(c.tag, str) and c.tag == "uuid"), None)
-    text = "".join(str(t) for t in node.itertext()) if node is not None else ""
-    if not text:
+    text = string_of(first(root, "uuid"))
+    if text is None:
         return generate_uuid(), False
     uuid = parse_uuid(text)
     if uuid is None:

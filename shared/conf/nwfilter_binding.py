@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.conf.macaddr import normalize_mac
 from shared.conf.nwfilter_params import format_parameters, parse_parameters
 from shared.conf.uuid import parse_uuid
+from shared.conf.xmlprops import first, string_of, xpath_attr
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -37,35 +38,27 @@ def _required(value: str | None, message: str) -> str:
     return value
 
 
-def _string(node: etree._Element | None) -> str | None:
-    """An element's string value as XPath's string() gives it, None when empty
-    (libvirt's virXPathString returns NULL for an empty string)."""
-    if node is None:
-        return None
-    return "".join(str(t) for t in node.itertext()) or None
-
-
-def _attr(root: etree._Element, element: str, name: str) -> str | None:
-    node = root.find(element)
-    return (node.get(name) or None) if node is not None else None
-
-
 def parse_nwfilter_binding(xml: str | bytes) -> NWFilterBindingDef:
     """Parse a ``<filterbinding>`` document; raises ``VirtError`` as libvirt would."""
     root = parse_xml(xml, domain=_DOMAIN)
     if etree.QName(root).localname != "filterbinding":
         raise xml_error("unknown root element for nwfilter binding", _DOMAIN)
-    portdev = _required(_attr(root, "portdev", "name"), "filter binding has no port dev name")
+    portdev = _required(
+        xpath_attr(first(root, "portdev"), "name"), "filter binding has no port dev name"
+    )
     linkdev = None
-    if root.find("linkdev") is not None:
-        linkdev = _required(_attr(root, "linkdev", "name"), "filter binding has no link dev name")
-    owner_name = _required(_string(root.find("owner/name")), "filter binding has no owner name")
-    uuid_text = _required(_string(root.find("owner/uuid")), "filter binding has no owner UUID")
+    linkdev_node = first(root, "linkdev")
+    if linkdev_node is not None:
+        linkdev = _required(xpath_attr(linkdev_node, "name"), "filter binding has no link dev name")
+    owner_name = _required(string_of(root.find("owner/name")), "filter binding has no owner name")
+    uuid_text = _required(string_of(root.find("owner/uuid")), "filter binding has no owner UUID")
     owner_uuid = _required(parse_uuid(uuid_text), f"Unable to parse UUID '{uuid_text}'")
-    mac_text = _required(_attr(root, "mac", "address"), "filter binding has no MAC address")
+    mac_text = _required(
+        xpath_attr(first(root, "mac"), "address"), "filter binding has no MAC address"
+    )
     mac = _required(normalize_mac(mac_text), f"Unable to parse MAC '{mac_text}'")
-    filter_name = _attr(root, "filterref", "filter")
-    filterref = root.find("filterref")
+    filterref = first(root, "filterref")
+    filter_name = xpath_attr(filterref, "filter")
     if filter_name is None or filterref is None:
         raise VirtError(ErrorCode.INTERNAL_ERROR, "filter binding has no filter reference", _DOMAIN)
     return NWFilterBindingDef(
