@@ -9,6 +9,7 @@ or the variable it refers to).
 
 from __future__ import annotations
 
+import functools
 from ipaddress import IPv6Address
 from typing import Self
 
@@ -80,6 +81,7 @@ _TEXT_TYPES = (
 )
 
 
+@functools.cache
 def value_type(spec: AttrSpec) -> type:
     """The Python type of the values of attribute ``spec``."""
     if spec.check is Check.TCP_FLAGS:
@@ -238,6 +240,12 @@ def _check(spec: AttrSpec, form: DataType, value: AttrValue) -> tuple[AttrValue,
     return value, form
 
 
+@functools.cache
+def _forms(types: DataType) -> tuple[DataType, ...]:
+    """The forms ``types`` admits, in the order libvirt tries them (derived once per set)."""
+    return tuple(form for form in DataType if types & form)
+
+
 def parse_attr(spec: AttrSpec, text: str, negated: bool) -> RuleAttr:
     """One attribute value as virNWFilterRuleDetailsParse reads it; raises ``IllegalValue``."""
     if text.startswith("$"):
@@ -246,9 +254,7 @@ def parse_attr(spec: AttrSpec, text: str, negated: bool) -> RuleAttr:
         except VirtError as err:
             raise IllegalValue from err
         return RuleAttr(var=var, negated=negated)
-    for form in DataType:
-        if not spec.types & form:
-            continue
+    for form in _forms(spec.types):
         value = _parse_form(form, text, spec)
         if value is not None:
             value, form = _check(spec, form, value)
