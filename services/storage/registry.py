@@ -14,7 +14,6 @@ Every write is a compare-and-set on the revision the service last saw.
 
 from __future__ import annotations
 
-from nats.js.client import JetStreamContext
 from pydantic import BaseModel
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
@@ -46,9 +45,8 @@ def _changed(what: str) -> VirtError:
 class StorageRegistry:
     """The bucket, seen from one host's service."""
 
-    def __init__(self, store: StateStore, js: JetStreamContext, host: str) -> None:
+    def __init__(self, store: StateStore, host: str) -> None:
         self._store = store
-        self._js = js
         self._host = token(host)
 
     def _pool_key(self, uuid: str) -> str:

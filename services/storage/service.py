@@ -132,7 +132,7 @@ class StorageService(ServiceProcess[StorageSettings]):
     async def on_start(self) -> None:
         _watch_children_with_pidfd()
         store = await StateStore.open(self.js, BUCKET)
-        registry = StorageRegistry(store, self.js, self.settings.host)
+        registry = StorageRegistry(store, self.settings.host)
         self._pools = PoolManager(registry, self._runner, self._pool_event)
         secrets = self._pool_secrets()
         for kind in self._pools.supported:
