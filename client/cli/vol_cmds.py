@@ -170,6 +170,28 @@ def create_as(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
+async def _create_from(
+    s: StorageClient,
+    args: argparse.Namespace,
+    pool: str,
+    xml: str,
+    source: VolumeInfo,
+    failed: str,
+) -> VolumeInfo:
+    """The volume ``xml`` describes made in ``pool`` as a copy of ``source`` (vol-create-from
+    and vol-clone, with their --prealloc-metadata and --reflink); ``failed`` heads the error."""
+    try:
+        return await s.vol_create_from(
+            pool,
+            xml,
+            _ref(source),
+            prealloc_metadata=args.prealloc_metadata,
+            reflink=args.reflink,
+        )
+    except VirtError as err:
+        raise CommandFailed(failed, str(err)) from err
+
+
 def create_from(args: argparse.Namespace) -> int:
     xml = read_xml_file(args.file)
     if xml is None:
@@ -178,16 +200,8 @@ def create_from(args: argparse.Namespace) -> int:
     async def body(s: StorageClient) -> int:
         pool = await resolve_pool(s, args.pool)
         source = await resolve_volume(s, args.vol, args.inputpool)
-        try:
-            vol = await s.vol_create_from(
-                pool.name,
-                xml,
-                _ref(source),
-                prealloc_metadata=args.prealloc_metadata,
-                reflink=args.reflink,
-            )
-        except VirtError as err:
-            raise CommandFailed(f"Failed to create vol from {args.file}", str(err)) from err
+        failed = f"Failed to create vol from {args.file}"
+        vol = await _create_from(s, args, pool.name, xml, source, failed)
         return done(
             args, f"Vol {vol.name} created from input vol {source.name}", **vol.model_dump()
         )
@@ -212,16 +226,8 @@ def clone(args: argparse.Namespace) -> int:
         if args.print_xml:
             sys.stdout.write(xml + "\n")
             return 0
-        try:
-            vol = await s.vol_create_from(
-                source.pool,
-                xml,
-                _ref(source),
-                prealloc_metadata=args.prealloc_metadata,
-                reflink=args.reflink,
-            )
-        except VirtError as err:
-            raise CommandFailed(f"Failed to clone vol from {source.name}", str(err)) from err
+        failed = f"Failed to clone vol from {source.name}"
+        vol = await _create_from(s, args, source.pool, xml, source, failed)
         return done(args, f"Vol {vol.name} cloned from {source.name}", **vol.model_dump())
 
     return run_storage(args, body)
