@@ -71,9 +71,7 @@ def confined(root: str, path: str) -> str:
     # A volume path is built as root/name: its folder is the pool's, link or not.
     inside = parent == root.rstrip("/") or os.path.realpath(parent) == os.path.realpath(root)
     if inside and os.path.islink(path):
-        real_root = os.path.realpath(root)
-        real = os.path.realpath(path)
-        inside = real == real_root or real.startswith(real_root.rstrip("/") + "/")
+        inside = is_inside(root, path)
     if not inside:
         raise VirtError(
             ErrorCode.ACCESS_DENIED, f"path '{path}' leads out of pool folder '{root}'", _D
