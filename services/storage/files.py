@@ -43,16 +43,16 @@ def system_error(err: OSError, message: str) -> VirtError:
     )
 
 
-def _stamp(seconds: float, ns: int) -> Timestamp:
+def _stamp(ns: int) -> Timestamp:
     return Timestamp(seconds=ns // 1_000_000_000, nanoseconds=ns % 1_000_000_000)
 
 
 def timestamps_of(st: os.stat_result) -> Timestamps:
     """atime, mtime, ctime from ``st``; btime 0, as libvirt writes it on Linux."""
     return Timestamps(
-        atime=_stamp(st.st_atime, st.st_atime_ns),
-        mtime=_stamp(st.st_mtime, st.st_mtime_ns),
-        ctime=_stamp(st.st_ctime, st.st_ctime_ns),
+        atime=_stamp(st.st_atime_ns),
+        mtime=_stamp(st.st_mtime_ns),
+        ctime=_stamp(st.st_ctime_ns),
         btime=Timestamp(seconds=0),
     )
 
