@@ -127,7 +127,7 @@ def postparse_disk(disk: DiskDef) -> DiskDef:
     target = disk.target
     if target.dev is not None and target.dev.startswith("ioemu:"):
         target = target.model_copy(update={"dev": target.dev[len("ioemu:") :]})
-    disk = disk.model_copy(update={"target": target})
+        disk = disk.model_copy(update={"target": target})
     update: dict[str, object] = {}
     readonly = disk.readonly or disk.device is DiskDevice.CDROM
     update["readonly"] = readonly
