@@ -420,41 +420,35 @@ def assign_pci(dom: DomainPci) -> None:
             if index in dom.pci_controllers:
                 continue
             model = dry.buses[index].model
-            dom.pci_controllers[index] = model
-            new = PciDevice(
-                "pcictl",
-                CONTROLLER_CONNECT.get(model, 0),
-                wanted=True,
-                ctl_type="pci",
-                ctl_index=index,
-                ctl_model=model,
-            )
-            _insert_pci_controller(dom, new)
+            new = _add_pci_controller(dom, index, model)
             # the new controller needs a slot too (possibly growing further)
             if model not in ("pci-root", "pcie-root"):
                 dry.reserve_next(new.flags)
         nbuses = len(dry.buses)
         for index in range(1, nbuses):
             if index not in dom.pci_controllers:
-                model = dry.buses[index].model
-                dom.pci_controllers[index] = model
-                _insert_pci_controller(
-                    dom,
-                    PciDevice(
-                        "pcictl",
-                        CONTROLLER_CONNECT.get(model, 0),
-                        wanted=True,
-                        ctl_type="pci",
-                        ctl_index=index,
-                        ctl_model=model,
-                    ),
-                )
+                _add_pci_controller(dom, index, dry.buses[index].model)
     if not _supports_pci(dom):
         return
     final = _AddressSet(_bus_models(dom, nbuses), False, multiple_roots)
     _collect(dom, final)
     _validate_chipset(dom, final)
     _assign_all(dom, final)
+
+
+def _add_pci_controller(dom: DomainPci, index: int, model: str) -> PciDevice:
+    """Record and insert the PCI controller ``index`` of ``model`` libvirt adds."""
+    dom.pci_controllers[index] = model
+    new = PciDevice(
+        "pcictl",
+        CONTROLLER_CONNECT.get(model, 0),
+        wanted=True,
+        ctl_type="pci",
+        ctl_index=index,
+        ctl_model=model,
+    )
+    _insert_pci_controller(dom, new)
+    return new
 
 
 def _insert_pci_controller(dom: DomainPci, new: PciDevice) -> None:
