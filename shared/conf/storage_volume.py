@@ -27,7 +27,7 @@ from shared.conf.units import (
     LLONG_MAX,
     UINT_MAX,
     ULLONG_MAX,
-    parse_c_signed,
+    c_unsigned,
     parse_c_unsigned,
     scale_integer,
 )
@@ -188,8 +188,8 @@ def _parse_compat(compat: str | None) -> str | None:
     if (
         not dot
         # virStrToLong_ui, which also takes "-N" as UINT_MAX + 1 - N.
-        or parse_c_signed(major, minimum=-UINT_MAX, maximum=UINT_MAX) is None
-        or parse_c_signed(minor, minimum=-UINT_MAX, maximum=UINT_MAX) is None
+        or c_unsigned(major, limit=UINT_MAX) is None
+        or c_unsigned(minor, limit=UINT_MAX) is None
     ):
         raise xml_error("forbidden characters in 'compat' attribute", STORAGE)
     return compat
