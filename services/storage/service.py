@@ -103,6 +103,8 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._streams: StreamServer | None = None
         self._disks: DiskService | None = None
         self._known_pools: set[str] = set()
+        #: Secret values and the private folder their files are written in.
+        self._secrets = PoolSecrets(self._secret_value, settings.state_dir / "secrets")
 
     async def start(self) -> None:
         """Start, and return only once the server has every endpoint's subscription
@@ -134,11 +136,10 @@ class StorageService(ServiceProcess[StorageSettings]):
         store = await StateStore.open(self.js, BUCKET)
         registry = StorageRegistry(store, self.settings.host)
         self._pools = PoolManager(registry, self._runner, self._pool_event)
-        secrets = self._pool_secrets()
         for kind in self._pools.supported:
             backend = self._pools.backend(kind)
             if isinstance(backend, UsesSecrets):
-                backend.secrets = secrets
+                backend.secrets = self._secrets
         journal = CreationJournal(self.settings.state_dir / "creating")
         self._volumes = VolumeManager(self._pools, journal, self._volume_event, self._secret_file)
         cleaned = await self._volumes.clean_unfinished()
@@ -228,10 +229,6 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     # -- secrets of encrypted volumes and of pools' <auth> -------------------------------
 
-    def _pool_secrets(self) -> PoolSecrets:
-        """Secret values, and the private folder their files are written in."""
-        return PoolSecrets(self._secret_value, self.settings.state_dir / "secrets")
-
     async def _secret_value(self, lookup: SecretLookup, usage: SecretUsageType) -> bytes:
         """The value of the secret ``lookup`` names (by uuid, or by usage id of ``usage``)."""
         uuid = lookup.uuid
@@ -260,7 +257,7 @@ class StorageService(ServiceProcess[StorageSettings]):
                 _D,
             )
         value = await self._secret_value(enc.secrets[0].lookup, SecretUsageType.VOLUME)
-        async with self._pool_secrets().key_file(f"{obj.name}.{vol.name}.secret", value) as path:
+        async with self._secrets.key_file(f"{obj.name}.{vol.name}.secret", value) as path:
             yield path
 
     # -- endpoints -------------------------------------------------------------------
