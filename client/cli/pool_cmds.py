@@ -239,7 +239,8 @@ def define_(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def _print_xml(xml: str) -> int:
+def print_xml(xml: str) -> int:
+    """Print the XML a --print-xml option asks for, as virsh does; exit status 0."""
     sys.stdout.write(xml + "\n")
     return 0
 
@@ -250,7 +251,7 @@ def define_as(args: argparse.Namespace) -> int:
     except CommandFailed as failure:
         return fail(*failure.lines)
     if args.print_xml:
-        return _print_xml(xml)
+        return print_xml(xml)
 
     async def body(s: StorageClient) -> int:
         try:
@@ -285,7 +286,7 @@ def create_as(args: argparse.Namespace) -> int:
     except CommandFailed as failure:
         return fail(*failure.lines)
     if args.print_xml:
-        return _print_xml(xml)
+        return print_xml(xml)
 
     async def body(s: StorageClient) -> int:
         try:

@@ -19,6 +19,7 @@ from client.cli.pool_cmds import (
     done,
     fail,
     pretty_capacity,
+    print_xml,
     resolve_pool,
     run_storage,
     show_xml,
@@ -159,8 +160,7 @@ def create_as(args: argparse.Namespace) -> int:
             args.name, capacity, allocation, args.format, backing, args.backing_vol_format
         )
         if args.print_xml:
-            sys.stdout.write(xml + "\n")
-            return 0
+            return print_xml(xml)
         try:
             vol = await s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata)
         except VirtError as err:
@@ -224,8 +224,7 @@ def clone(args: argparse.Namespace) -> int:
         source = await resolve_volume(s, args.vol, _pool_opt(args))
         xml = clone_xml(await s.vol_dumpxml(_ref(source)), args.newname)
         if args.print_xml:
-            sys.stdout.write(xml + "\n")
-            return 0
+            return print_xml(xml)
         failed = f"Failed to clone vol from {source.name}"
         vol = await _create_from(s, args, source.pool, xml, source, failed)
         return done(args, f"Vol {vol.name} cloned from {source.name}", **vol.model_dump())
