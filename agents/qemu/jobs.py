@@ -353,11 +353,16 @@ class JobController:
         record = self.records.get(job_id)
         if record is None or not record.active:
             return
+        if state not in (JobState.READY, JobState.STANDBY, JobState.CONCLUDED):
+            return
         async with domain.lock:
-            if state in (JobState.READY, JobState.STANDBY):
-                await self._on_ready(domain, record)
-            elif state is JobState.CONCLUDED:
-                await self._on_concluded(domain, record)
+            hv = domain.hypervisor
+            assert hv is not None
+            job = (await hv.jobs()).get(job_id)
+            if state is JobState.CONCLUDED:
+                await self._on_concluded(domain, record, job)
+            else:
+                await self._on_ready(domain, record, job)
 
     async def reconcile(self, domain: Domain) -> None:
         """Bring every unfinished job of ``domain`` in line with what QEMU holds now."""
@@ -369,13 +374,13 @@ class JobController:
                 job = live_jobs.get(record.job_id)
                 if job is None:
                     if record.state is not RecordState.STARTING:
-                        await self._on_concluded(domain, record, vanished=True)
+                        await self._on_concluded(domain, record, None)
                     continue
                 self._progress(record, job)
                 if job.state in (JobState.READY, JobState.STANDBY):
-                    await self._on_ready(domain, record, retry=True)
+                    await self._on_ready(domain, record, job, retry=True)
                 elif job.state is JobState.CONCLUDED:
-                    await self._on_concluded(domain, record)
+                    await self._on_concluded(domain, record, job)
                 elif record.state is RecordState.ABORTING:
                     await self._abort(domain, record)
 
@@ -398,13 +403,15 @@ class JobController:
         record.cur, record.end = job.cur, job.end
         record.bandwidth = job.speed or record.bandwidth
 
-    async def _on_ready(self, domain: Domain, record: JobRecord, *, retry: bool = False) -> None:
+    async def _on_ready(
+        self, domain: Domain, record: JobRecord, job: LiveJob | None, *, retry: bool = False
+    ) -> None:
+        """``job`` is QEMU's view of the job, as the caller just queried it."""
         hv = domain.hypervisor
         assert hv is not None
         if record.state is RecordState.RUNNING or record.state is RecordState.STARTING:
             record.state = RecordState.READY
             await self._save(record)
-        job = (await hv.jobs()).get(record.job_id)
         if job is not None:
             self._progress(record, job)
         await self._publish(record, Phase.READY)
@@ -420,12 +427,10 @@ class JobController:
             await self._abort(domain, record)
         await self._publish_inventory(domain)
 
-    async def _on_concluded(
-        self, domain: Domain, record: JobRecord, *, vanished: bool = False
-    ) -> None:
+    async def _on_concluded(self, domain: Domain, record: JobRecord, job: LiveJob | None) -> None:
+        """``job`` is QEMU's view of the job as the caller just queried it (None: gone)."""
         hv = domain.hypervisor
         assert hv is not None
-        job = None if vanished else (await hv.jobs()).get(record.job_id)
         error = None
         if job is not None:
             self._progress(record, job)
