@@ -466,7 +466,7 @@ def _controllers(
         index_text = prop(node, "index")
         dev = _device("ctl", 0, node)
         dev.ctl_type = ctype
-        if index_text and index_text.isdigit():
+        if index_text and index_text.isascii() and index_text.isdigit():
             dev.ctl_index = int(index_text)
         else:
             # libvirt gives a controller without index the next one of its type

@@ -46,7 +46,7 @@ def disk_name_parse(name: str) -> tuple[int, int] | None:
     letters = re.match(r"[a-z]*", rest)
     assert letters is not None
     word, digits = letters.group(0), rest[letters.end() :]
-    if not word or (digits and not digits.isdigit()):
+    if not word or (digits and not (digits.isascii() and digits.isdigit())):
         return None
     index = 0
     for position, letter in enumerate(word):

@@ -498,3 +498,11 @@ def test_s390_disks_get_ccw_numbers() -> None:
 def test_disk_elements_of_a_domain() -> None:
     doc = _domain("<disk><target dev='vda'/></disk><controller type='usb'/>")
     assert [e.tag for e in domain_disk_elements(doc)] == ["disk"]
+
+
+@pytest.mark.parametrize("target", ["sda²", "vda\u0661"])
+def test_non_ascii_digits_in_a_target_are_refused_not_crashed(target: str) -> None:
+    doc = f"<disk type='file' device='disk'><source file='/a'/><target dev='{target}'/></disk>"
+    with pytest.raises(VirtError) as info:
+        parse_disk(doc, active=False)
+    assert target in str(info.value)
