@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -129,9 +130,14 @@ class VolumeManager:
 
     @contextlib.asynccontextmanager
     async def _secrets(
-        self, obj: PoolObj, vol: StorageVolumeDef, source: tuple[PoolObj, StorageVolumeDef] | None
+        self,
+        obj: PoolObj,
+        vol: StorageVolumeDef,
+        source: tuple[PoolObj, StorageVolumeDef] | None,
+        options: CreateOptions,
     ) -> AsyncIterator[CreateOptions]:
-        """Secret files for whichever of the volumes is encrypted, removed afterwards."""
+        """``options`` with secret files for whichever of the volumes is encrypted,
+        removed afterwards."""
         async with contextlib.AsyncExitStack() as stack:
             paths: list[str | None] = [None, None]
             for i, pair in enumerate([(obj, vol), source]):
@@ -145,7 +151,7 @@ class VolumeManager:
                         _D,
                     )
                 paths[i] = await stack.enter_async_context(self._secret_file(pool, volume))
-            yield CreateOptions(secret_path=paths[0], input_secret_path=paths[1])
+            yield dataclasses.replace(options, secret_path=paths[0], input_secret_path=paths[1])
 
     @contextlib.asynccontextmanager
     async def _reserve(self, obj: PoolObj, vol: StorageVolumeDef) -> AsyncIterator[VolObj]:
@@ -199,10 +205,8 @@ class VolumeManager:
             raise volume_exists(vol.name)
         vol = backend.define_volume(obj.definition, vol.model_copy(update={"key": None}))
         async with self._reserve(obj, vol) as reserved:
-            async with self._secrets(obj, vol, None) as secrets:
-                options = CreateOptions(
-                    prealloc_metadata=prealloc_metadata, secret_path=secrets.secret_path
-                )
+            flags = CreateOptions(prealloc_metadata=prealloc_metadata)
+            async with self._secrets(obj, vol, None, flags) as options:
                 await backend.build_volume(obj.definition, vol, options)
             await self._finish(obj, reserved, vol)
         self._pools.adjust_sizes(obj, reserved.definition.allocation)
@@ -235,13 +239,8 @@ class VolumeManager:
             if src_pool is not obj:
                 src_pool.asyncjobs += 1
             try:
-                async with self._secrets(obj, vol, (src_pool, src_def)) as secrets:
-                    options = CreateOptions(
-                        prealloc_metadata=prealloc_metadata,
-                        reflink=reflink,
-                        secret_path=secrets.secret_path,
-                        input_secret_path=secrets.input_secret_path,
-                    )
+                flags = CreateOptions(prealloc_metadata=prealloc_metadata, reflink=reflink)
+                async with self._secrets(obj, vol, (src_pool, src_def), flags) as options:
                     await backend.build_volume_from(obj.definition, vol, src_def, options)
             finally:
                 src.in_use -= 1
