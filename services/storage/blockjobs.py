@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from services.storage.blockjob_dest import Destinations
 from services.storage.disk_store import DiskStore, JobRecord
@@ -299,8 +299,17 @@ class BlockJobs:
             r.sent = True
             return True
 
-        updated = await self._store.update_job(record.job_id, sent)
-        self.records[record.job_id] = updated or record
+        await self._update(record.job_id, sent)
+
+    async def _update(
+        self, job_id: str, change: Callable[[JobRecord], Awaitable[bool]]
+    ) -> JobRecord | None:
+        """Apply ``change`` to the stored job (DiskStore.update_job) and keep the
+        record as stored after; None when the job is not stored."""
+        updated = await self._store.update_job(job_id, change)
+        if updated is not None:
+            self.records[job_id] = updated
+        return updated
 
     async def _send(self, command: Command) -> None:
         await self._publisher.publish(
@@ -341,9 +350,7 @@ class BlockJobs:
                 r.abort_requested = True
             return True
 
-        updated = await self._store.update_job(record.job_id, mark)
-        if updated is not None:
-            self.records[record.job_id] = updated
+        updated = await self._update(record.job_id, mark)
         await self._send(command)
         return (updated or record).info()
 
@@ -363,9 +370,7 @@ class BlockJobs:
             r.bandwidth = req.bandwidth
             return True
 
-        updated = await self._store.update_job(record.job_id, mark)
-        if updated is not None:
-            self.records[record.job_id] = updated
+        updated = await self._update(record.job_id, mark)
         return (updated or record).info()
 
     def info(self, req: api.DiskRef) -> api.BlockJobInfoReply:
@@ -410,10 +415,9 @@ class BlockJobs:
                 r.active = False
             return True
 
-        updated = await self._store.update_job(record.job_id, apply)
+        updated = await self._update(record.job_id, apply)
         if updated is None:
             return
-        self.records[record.job_id] = updated
         if not updated.active:
             await self._after_end(updated)
 
@@ -433,9 +437,7 @@ class BlockJobs:
             r.cur, r.end, r.bandwidth = record.cur, record.end, record.bandwidth
             return True
 
-        updated = await self._store.update_job(record.job_id, apply)
-        if updated is not None:
-            self.records[record.job_id] = updated
+        await self._update(record.job_id, apply)
 
     async def _end(self, record: JobRecord, phase: Phase, error: str | None) -> None:
         async def apply(r: JobRecord) -> bool:
@@ -445,9 +447,7 @@ class BlockJobs:
             r.phase, r.active, r.error = phase, False, error
             return True
 
-        updated = await self._store.update_job(record.job_id, apply)
-        self.records[record.job_id] = updated or record
-        await self._after_end(self.records[record.job_id])
+        await self._after_end(await self._update(record.job_id, apply) or record)
 
     async def _after_end(self, record: JobRecord) -> None:
         """What follows an outcome, each step idempotent: the disk's claim goes, and a
@@ -462,9 +462,7 @@ class BlockJobs:
                 r.delete_paths = []
                 return True
 
-            updated = await self._store.update_job(record.job_id, done)
-            if updated is not None:
-                self.records[record.job_id] = updated
+            await self._update(record.job_id, done)
 
     async def _delete_image(self, record: JobRecord, path: str) -> None:
         others = [
