@@ -49,6 +49,7 @@ def pretty_capacity(value: int) -> str:
 
 Body = Callable[[StorageClient], Awaitable[int]]
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 def fail(*lines: str) -> int:
@@ -85,10 +86,10 @@ def run_storage(args: argparse.Namespace, body: Body) -> int:
     return run_on_host(args, StorageClient, body)
 
 
-async def with_context(action: Awaitable[object], context: str) -> None:
+async def with_context(action: Awaitable[T], context: str) -> T:
     """Await ``action``; a ``VirtError`` becomes ``context`` then the error, as virsh prints."""
     try:
-        await action
+        return await action
     except VirtError as err:
         raise CommandFailed(context, str(err)) from err
 
@@ -100,10 +101,7 @@ async def resolve_pool(storage: StorageClient, text: str) -> PoolInfo:
             return await storage.pool_lookup_by_uuid(text)
         except VirtError:
             pass
-    try:
-        return await storage.pool_info(text)
-    except VirtError as err:
-        raise CommandFailed(f"failed to get pool '{text}'", str(err)) from err
+    return await with_context(storage.pool_info(text), f"failed to get pool '{text}'")
 
 
 def done(args: argparse.Namespace, message: str, **fields: object) -> int:
@@ -230,10 +228,7 @@ def define_(args: argparse.Namespace) -> int:
         return 1
 
     async def body(s: StorageClient) -> int:
-        try:
-            info = await s.pool_define(xml)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to define pool from {args.file}", str(err)) from err
+        info = await with_context(s.pool_define(xml), f"Failed to define pool from {args.file}")
         return done(args, f"Pool {info.name} defined from {args.file}", **info.model_dump())
 
     return run_storage(args, body)
@@ -254,10 +249,7 @@ def define_as(args: argparse.Namespace) -> int:
         return print_xml(xml)
 
     async def body(s: StorageClient) -> int:
-        try:
-            info = await s.pool_define(xml)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to define pool {args.name}", str(err)) from err
+        info = await with_context(s.pool_define(xml), f"Failed to define pool {args.name}")
         return done(args, f"Pool {info.name} defined", **info.model_dump())
 
     return run_storage(args, body)
@@ -270,10 +262,9 @@ def create(args: argparse.Namespace) -> int:
 
     async def body(s: StorageClient) -> int:
         mode = _build_mode(args)
-        try:
-            info = await s.pool_create(xml, mode)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to create pool from {args.file}", str(err)) from err
+        info = await with_context(
+            s.pool_create(xml, mode), f"Failed to create pool from {args.file}"
+        )
         return done(args, f"Pool {info.name} created from {args.file}", **info.model_dump())
 
     return run_storage(args, body)
@@ -289,10 +280,7 @@ def create_as(args: argparse.Namespace) -> int:
         return print_xml(xml)
 
     async def body(s: StorageClient) -> int:
-        try:
-            info = await s.pool_create(xml, mode)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to create pool {args.name}", str(err)) from err
+        info = await with_context(s.pool_create(xml, mode), f"Failed to create pool {args.name}")
         return done(args, f"Pool {info.name} created", **info.model_dump())
 
     return run_storage(args, body)
@@ -493,10 +481,9 @@ def capabilities(args: argparse.Namespace) -> int:
 
 def name_(args: argparse.Namespace) -> int:
     async def body(s: StorageClient) -> int:
-        try:
-            p = await s.pool_lookup_by_uuid(args.uuid)
-        except VirtError as err:
-            raise CommandFailed(f"failed to get pool '{args.uuid}'", str(err)) from err
+        p = await with_context(
+            s.pool_lookup_by_uuid(args.uuid), f"failed to get pool '{args.uuid}'"
+        )
         return done(args, p.name, pool=p.name, uuid=p.uuid)
 
     return run_storage(args, body)

@@ -23,6 +23,7 @@ from client.cli.pool_cmds import (
     resolve_pool,
     run_storage,
     show_xml,
+    with_context,
 )
 from client.cli.secret_cmds import read_xml_file
 from client.storage import StorageClient
@@ -98,10 +99,10 @@ def create(args: argparse.Namespace) -> int:
 
     async def body(s: StorageClient) -> int:
         pool = await resolve_pool(s, args.pool)
-        try:
-            vol = await s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to create vol from {args.file}", str(err)) from err
+        vol = await with_context(
+            s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata),
+            f"Failed to create vol from {args.file}",
+        )
         return done(args, f"Vol {vol.name} created from {args.file}", **vol.model_dump())
 
     return run_storage(args, body)
@@ -161,10 +162,10 @@ def create_as(args: argparse.Namespace) -> int:
         )
         if args.print_xml:
             return print_xml(xml)
-        try:
-            vol = await s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to create vol {args.name}", str(err)) from err
+        vol = await with_context(
+            s.vol_create(pool.name, xml, prealloc_metadata=args.prealloc_metadata),
+            f"Failed to create vol {args.name}",
+        )
         return done(args, f"Vol {args.name} created", **vol.model_dump())
 
     return run_storage(args, body)
@@ -180,16 +181,10 @@ async def _create_from(
 ) -> VolumeInfo:
     """The volume ``xml`` describes made in ``pool`` as a copy of ``source`` (vol-create-from
     and vol-clone, with their --prealloc-metadata and --reflink); ``failed`` heads the error."""
-    try:
-        return await s.vol_create_from(
-            pool,
-            xml,
-            _ref(source),
-            prealloc_metadata=args.prealloc_metadata,
-            reflink=args.reflink,
-        )
-    except VirtError as err:
-        raise CommandFailed(failed, str(err)) from err
+    created = s.vol_create_from(
+        pool, xml, _ref(source), prealloc_metadata=args.prealloc_metadata, reflink=args.reflink
+    )
+    return await with_context(created, failed)
 
 
 def create_from(args: argparse.Namespace) -> int:
@@ -238,10 +233,9 @@ def clone(args: argparse.Namespace) -> int:
 def delete(args: argparse.Namespace) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
-        try:
-            await s.vol_delete(_ref(vol), force=args.force)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to delete vol {args.vol}", str(err)) from err
+        await with_context(
+            s.vol_delete(_ref(vol), force=args.force), f"Failed to delete vol {args.vol}"
+        )
         return done(args, f"Vol {args.vol} deleted", pool=vol.pool, name=vol.name)
 
     return run_storage(args, body)
@@ -257,10 +251,9 @@ def wipe(args: argparse.Namespace) -> int:
 
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
-        try:
-            await s.vol_wipe(_ref(vol), algorithm, force=args.force)
-        except VirtError as err:
-            raise CommandFailed(f"Failed to wipe vol {args.vol}", str(err)) from err
+        await with_context(
+            s.vol_wipe(_ref(vol), algorithm, force=args.force), f"Failed to wipe vol {args.vol}"
+        )
         return done(args, f"Vol {args.vol} wiped", pool=vol.pool, name=vol.name)
 
     return run_storage(args, body)
@@ -278,19 +271,16 @@ def resize(args: argparse.Namespace) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         capacity = parse_size(text)
         how = "by" if delta else "to"
-        try:
-            new = await s.vol_resize(
-                _ref(vol),
-                capacity,
-                allocate=args.allocate,
-                delta=delta,
-                shrink=args.shrink,
-                force=args.force,
-            )
-        except VirtError as err:
-            raise CommandFailed(
-                f"Failed to change size of volume '{vol.name}' {how} {text}", str(err)
-            ) from err
+        resized = s.vol_resize(
+            _ref(vol),
+            capacity,
+            allocate=args.allocate,
+            delta=delta,
+            shrink=args.shrink,
+            force=args.force,
+        )
+        failed = f"Failed to change size of volume '{vol.name}' {how} {text}"
+        new = await with_context(resized, failed)
         message = f"Size of volume '{vol.name}' successfully changed {how} {text}"
         return done(args, message, **new.model_dump())
 
@@ -331,10 +321,9 @@ def list_(args: argparse.Namespace) -> int:
 
     async def body(s: StorageClient) -> int:
         pool = await resolve_pool(s, pool_text)
-        try:
-            vols = await s.vol_list(pool.name, details=args.details)
-        except VirtError as err:
-            raise CommandFailed("Failed to list volumes", str(err)) from err
+        vols = await with_context(
+            s.vol_list(pool.name, details=args.details), "Failed to list volumes"
+        )
         if args.json:
             print_json([v.model_dump() for v in vols])
             return 0
@@ -384,10 +373,7 @@ def name_(args: argparse.Namespace) -> int:
 def pool(args: argparse.Namespace) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, None, by_name=False)
-        try:
-            owner = await s.pool_lookup_by_volume(_ref(vol))
-        except VirtError as err:
-            raise CommandFailed("failed to get parent pool", str(err)) from err
+        owner = await with_context(s.pool_lookup_by_volume(_ref(vol)), "failed to get parent pool")
         value = owner.uuid if args.uuid else owner.name
         return done(args, value, pool=owner.name, uuid=owner.uuid)
 
