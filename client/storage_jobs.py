@@ -92,13 +92,11 @@ class BlockJobClient:
         return None
 
 
-def disk_target(xml: str) -> str | None:
-    node = parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN).find("target")
-    return None if node is None else node.get("dev")
-
-
-def has_mirror(xml: str) -> bool:
-    return parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN).find("mirror") is not None
+def _unmirrored(xml: str, target: str) -> bool:
+    """Whether the ``<disk>`` is the one with ``target`` and carries no ``<mirror>``."""
+    node = parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN)
+    found = node.find("target")
+    return found is not None and found.get("dev") == target and node.find("mirror") is None
 
 
 @dataclass
@@ -170,7 +168,7 @@ class JobWatch:
                 continue
             inventory = DiskInventory.model_validate(event.data.extra)
             for xml in inventory.disks:
-                if disk_target(xml) == target and not has_mirror(xml):
+                if _unmirrored(xml, target):
                     return inventory.generation
         return None
 
