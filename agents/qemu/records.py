@@ -123,21 +123,20 @@ class AgentStore:
         return [JobRecord.model_validate_json(e.value) for e in entries]
 
     async def save_job(self, record: JobRecord) -> None:
-        data = record.model_dump_json().encode()
-
-        async def put(_: bytes | None) -> bytes:
-            return data
-
-        await self._store.mutate(self._job_key(record.job_id), put)
+        await self._put(self._job_key(record.job_id), record)
 
     async def mark(self, domain: str) -> InventoryMark:
         entry = await self._store.get(self._mark_key(domain))
         return InventoryMark.model_validate_json(entry.value) if entry else InventoryMark()
 
     async def save_mark(self, domain: str, mark: InventoryMark) -> None:
-        data = mark.model_dump_json().encode()
+        await self._put(self._mark_key(domain), mark)
+
+    async def _put(self, key: str, value: BaseModel) -> None:
+        """Store ``value`` under ``key`` whatever it held."""
+        data = value.model_dump_json().encode()
 
         async def put(_: bytes | None) -> bytes:
             return data
 
-        await self._store.mutate(self._mark_key(domain), put)
+        await self._store.mutate(key, put)
