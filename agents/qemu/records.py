@@ -134,9 +134,4 @@ class AgentStore:
 
     async def _put(self, key: str, value: BaseModel) -> None:
         """Store ``value`` under ``key`` whatever it held."""
-        data = value.model_dump_json().encode()
-
-        async def put(_: bytes | None) -> bytes:
-            return data
-
-        await self._store.mutate(key, put)
+        await self._store.put(key, value.model_dump_json().encode())

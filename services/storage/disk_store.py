@@ -103,12 +103,7 @@ class DiskStore:
         return [JobRecord.model_validate_json(e.value) for e in entries]
 
     async def save_job(self, record: JobRecord) -> None:
-        data = record.model_dump_json().encode()
-
-        async def put(_: bytes | None) -> bytes:
-            return data
-
-        await self._store.mutate(self._job_key(record.job_id), put)
+        await self._store.put(self._job_key(record.job_id), record.model_dump_json().encode())
 
     async def update_job(
         self, job_id: str, change: Callable[[JobRecord], Awaitable[bool]]

@@ -99,6 +99,12 @@ class StateStore:
             raise Conflict(key) from err
         return new_revision
 
+    async def put(self, key: str, value: bytes) -> int:
+        """Overwrite the key whatever it holds; only for a record one writer owns
+        (everything shared goes through ``create``/``update``/``mutate``)."""
+        revision: int = await self._kv.put(key, value)
+        return revision
+
     async def delete(self, key: str, revision: int | None = None) -> None:
         """Delete the key (at ``revision`` when given; ``Conflict`` if it moved)."""
         try:
@@ -122,6 +128,8 @@ class StateStore:
         for attempt in range(_RETRIES):
             current = await self.get(key)
             new = await change(current.value if current else None)
+            if new == (current.value if current else None):
+                return new  # nothing to change: no write, no new revision
             try:
                 if new is None:
                     if current is not None:
