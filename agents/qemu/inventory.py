@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from lxml import etree
 
+from agents.qemu.disk_postparse import parse_qemu_disk
 from agents.qemu.hypervisor import Layer, LiveDisk
 from shared.conf.disk import format_disk, parse_disk
 from shared.conf.disk_domain import domain_disk_elements, domain_root
@@ -58,7 +59,7 @@ def live_disk(disk: DiskDef, live: LiveDisk | None, mirror: DiskMirror | None) -
 def domain_disks(xml: str | bytes) -> list[tuple[etree._Element, DiskDef]]:
     """Each ``<disk>`` of a domain document with its parsed live form; raises ``VirtError``."""
     root = domain_root(xml)
-    return [(node, parse_disk(node, active=True)) for node in domain_disk_elements(root)]
+    return [(node, parse_qemu_disk(node, active=True)) for node in domain_disk_elements(root)]
 
 
 def disk_alias(disk: DiskDef) -> str | None:
@@ -71,7 +72,7 @@ def rewrite_disk(xml: str, alias: str, disk: DiskDef) -> str:
     comments, indentation) when the disks can be found in it, else re-serialised."""
     root = domain_root(xml)
     nodes = domain_disk_elements(root)
-    aliases = [parse_disk(node, active=True, postparse=False).info.alias for node in nodes]
+    aliases = [parse_disk(node, active=True).info.alias for node in nodes]
     if alias not in aliases:
         return xml
     position = aliases.index(alias)

@@ -92,7 +92,7 @@ class DomainDisks:
         disks, texts = [], []
         for xml in inventory.disks:
             try:
-                disks.append(parse_disk(xml, active=True, postparse=False))
+                disks.append(parse_disk(xml, active=True))
             except VirtError as err:
                 log.warning(
                     "inventory disk not understood",

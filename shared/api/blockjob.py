@@ -261,7 +261,7 @@ def command_event_id(command: Command) -> str:
 
 def destination_source(xml: str) -> StorageSource:
     """The storage source a copy command's ``destination`` describes; raises ``VirtError``."""
-    disk = parse_disk(xml, active=True, postparse=False)
+    disk = parse_disk(xml, active=True)
     return disk.source
 
 

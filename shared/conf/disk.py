@@ -1,12 +1,12 @@
 """The domain ``<disk>`` kind: libvirt's disk XML (domain_conf.c virDomainDiskDefParseXML /
 virDomainDiskDefFormat) <-> ``DiskDef``, as libvirt 9.0.0's QEMU driver shows it.
 
-``parse_disk`` reads one ``<disk>`` and, unless ``postparse=False``, fills in
-and checks what libvirt and its QEMU driver do after parsing (shared.conf.disk_qemu).
-``format_disk`` writes it back.  ``active`` selects the live form (``<mirror>``,
-``index=`` and live-only details kept) or the persistent one.  Domain-wide steps
-(addresses that depend on other devices, checks across disks) are in
-shared.conf.disk_domain.
+``parse_disk`` reads one ``<disk>``; ``format_disk`` writes it back.  ``active``
+selects the live form (``<mirror>``, ``index=`` and live-only details kept) or the
+persistent one.  What the QEMU driver fills in and checks after parsing one disk
+is the agent's (agents.qemu.disk_postparse); its domain-wide steps (addresses
+that depend on other devices) only the conformance harness replays
+(tests.conformance.qemu).
 """
 
 from __future__ import annotations
@@ -347,25 +347,15 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
     return DiskDef.model_validate(fields)
 
 
-def parse_disk(
-    xml: str | bytes | etree._Element, *, active: bool, postparse: bool = True
-) -> DiskDef:
-    """Parse one ``<disk>`` (a document or an element of a parsed domain).
+def parse_disk(xml: str | bytes | etree._Element, *, active: bool) -> DiskDef:
+    """Parse one ``<disk>`` (a document or an element of a parsed domain), as
+    virDomainDiskDefParseXML does, without a hypervisor driver's post-parse.
 
     ``active=True`` reads the live form (``<mirror>``, ``index=``, aliases,
-    ``labelskip``); ``active=False`` the persistent one, ignoring them.  With
-    ``postparse`` (the default) the result holds what libvirt's QEMU driver
-    fills in (driver name and format, bus, drive address...) and the disk has
-    passed libvirt's per-disk checks.  Raises ``VirtError`` as libvirt refuses.
+    ``labelskip``); ``active=False`` the persistent one, ignoring them.
+    Raises ``VirtError`` as libvirt refuses.
     """
-    disk = parse_disk_element(_as_element(xml), active=active)
-    if not postparse:
-        return disk
-    from shared.conf.disk_qemu import postparse_disk, validate_disk
-
-    disk = postparse_disk(disk)
-    validate_disk(disk)
-    return disk
+    return parse_disk_element(_as_element(xml), active=active)
 
 
 def format_disk(disk: DiskDef, *, active: bool) -> str:

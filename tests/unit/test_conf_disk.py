@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from shared.conf.disk import format_disk, parse_disk, pivot, start_mirror
+from agents.qemu.disk_postparse import parse_qemu_disk
+from shared.conf.disk import format_disk, pivot, start_mirror
 from shared.conf.disk_address import AddressType
-from shared.conf.disk_domain import domain_disk_elements, parse_domain_disks
+from shared.conf.disk_domain import domain_disk_elements
 from shared.conf.disk_mirror import MirrorJob, MirrorState
 from shared.conf.disk_model import DiskBus
-from shared.conf.disk_pci_devices import LEGACY
 from shared.conf.disk_source import StorageFormat, StorageSource, StorageType
 from shared.conf.disk_source_net import NetProtocol
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from tests.conformance.qemu.domain import parse_domain_disks
+from tests.conformance.qemu.pci_devices import LEGACY
 
 # A live disk in the middle of a block copy to a qcow2 file that has a raw backing image.
 COPYING = """<disk type='block' device='disk'>
@@ -48,7 +50,7 @@ COPYING_INACTIVE = """<disk type='block' device='disk'>
 
 
 def test_new_form_mirror_round_trips_in_live_form() -> None:
-    disk = parse_disk(COPYING, active=True)
+    disk = parse_qemu_disk(COPYING, active=True)
     assert disk.mirror is not None
     assert disk.mirror.job is MirrorJob.COPY and disk.mirror.ready is MirrorState.YES
     assert disk.mirror.source.index == 5
@@ -56,9 +58,9 @@ def test_new_form_mirror_round_trips_in_live_form() -> None:
 
 
 def test_inactive_form_drops_mirror_index_and_alias() -> None:
-    assert format_disk(parse_disk(COPYING, active=False), active=False) == COPYING_INACTIVE
+    assert format_disk(parse_qemu_disk(COPYING, active=False), active=False) == COPYING_INACTIVE
     # a live model written in persistent form loses the same things
-    assert format_disk(parse_disk(COPYING, active=True), active=False) == COPYING_INACTIVE
+    assert format_disk(parse_qemu_disk(COPYING, active=True), active=False) == COPYING_INACTIVE
 
 
 def test_old_form_mirror_is_read_and_written_in_the_current_form() -> None:
@@ -67,7 +69,7 @@ def test_old_form_mirror_is_read_and_written_in_the_current_form() -> None:
   <mirror file='/images/app-copy.img' format='qcow2' ready='pivot'/>
   <target dev='vdb' bus='virtio'/>
 </disk>"""
-    disk = parse_disk(old, active=True)
+    disk = parse_qemu_disk(old, active=True)
     assert disk.mirror is not None and disk.mirror.source.type is StorageType.FILE
     assert format_disk(disk, active=True) == (
         "<disk type='file' device='disk'>\n"
@@ -84,7 +86,7 @@ def test_old_form_mirror_is_read_and_written_in_the_current_form() -> None:
 
 
 def test_old_form_mirror_without_format_defaults_to_raw() -> None:
-    disk = parse_disk(
+    disk = parse_qemu_disk(
         "<disk type='block'><source dev='/dev/sdz'/><mirror file='/dev/sdy'/>"
         "<target dev='hdb' bus='ide'/></disk>",
         active=True,
@@ -111,11 +113,11 @@ def test_active_commit_mirror_has_no_old_form_attributes() -> None:
   <target dev='vdc' bus='virtio'/>
 </disk>
 """
-    assert format_disk(parse_disk(live, active=True), active=True) == live
+    assert format_disk(parse_qemu_disk(live, active=True), active=True) == live
 
 
 def test_pivot_makes_the_mirror_the_source() -> None:
-    disk = pivot(parse_disk(COPYING, active=True))
+    disk = pivot(parse_qemu_disk(COPYING, active=True))
     assert disk.mirror is None
     assert disk.source.type is StorageType.FILE and disk.source.path == "/srv/copies/root.qcow2"
     chain = disk.source.chain()
@@ -129,7 +131,7 @@ def test_pivot_makes_the_mirror_the_source() -> None:
 
 
 def test_start_mirror_refuses_a_second_job() -> None:
-    disk = parse_disk(COPYING_INACTIVE, active=False)
+    disk = parse_qemu_disk(COPYING_INACTIVE, active=False)
     dest = StorageSource(type=StorageType.FILE, path="/dst.qcow2", format=StorageFormat.QCOW2)
     copying = start_mirror(disk, dest, MirrorJob.COPY)
     assert "<mirror type='file' file='/dst.qcow2' format='qcow2' job='copy'>" in format_disk(
@@ -160,7 +162,7 @@ RBD = """<disk type='network' device='disk'>
 
 
 def test_rbd_keeps_disk_level_auth_and_splits_pool_and_image() -> None:
-    disk = parse_disk(RBD, active=False)
+    disk = parse_qemu_disk(RBD, active=False)
     net = disk.source.network
     assert net is not None and net.protocol is NetProtocol.RBD
     assert (net.volume, net.path) == ("volumes", "vm-17-root")
@@ -182,7 +184,7 @@ def test_network_protocol_children_and_default_ports() -> None:
   </source>
   <target dev='sda' bus='sata'/>
 </disk>"""
-    text = format_disk(parse_disk(https, active=False), active=False)
+    text = format_disk(parse_qemu_disk(https, active=False), active=False)
     assert "<host name='mirror.example.org' port='443'/>" in text
     assert "<cookie name='session'>&quot;x-42&quot;</cookie>" in text
     assert "<address type='drive' controller='0' bus='0' target='0' unit='0'/>" in text
@@ -190,7 +192,7 @@ def test_network_protocol_children_and_default_ports() -> None:
 
 
 def test_nbd_unix_socket_nfs_identity_and_iscsi_lun() -> None:
-    nbd = parse_disk(
+    nbd = parse_qemu_disk(
         "<disk type='network'><source protocol='nbd' tls='yes'>"
         "<host transport='unix' socket='/run/nbd.sock'/></source>"
         "<target dev='vde' bus='virtio'/></disk>",
@@ -198,7 +200,7 @@ def test_nbd_unix_socket_nfs_identity_and_iscsi_lun() -> None:
     )
     assert "<source protocol='nbd' tls='yes'>" in format_disk(nbd, active=False)
     assert "<host transport='unix' socket='/run/nbd.sock'/>" in format_disk(nbd, active=False)
-    nfs = parse_disk(
+    nfs = parse_qemu_disk(
         "<disk type='network'><source protocol='nfs' name='/export/disk.img'>"
         "<host name='filer'/><identity user='qemu' group='kvm'/></source>"
         "<target dev='vdf'/></disk>",
@@ -206,7 +208,7 @@ def test_nbd_unix_socket_nfs_identity_and_iscsi_lun() -> None:
     )
     assert "<identity user='qemu' group='kvm'/>" in format_disk(nfs, active=False)
     assert nfs.target.bus is DiskBus.VIRTIO
-    iscsi = parse_disk(
+    iscsi = parse_qemu_disk(
         "<disk type='network' device='lun'><source protocol='iscsi' "
         "name='iqn.2026-01.net.example:store'><host name='san'/>"
         "<initiator><iqn name='iqn.2026-01.net.example:host'/></initiator></source>"
@@ -243,16 +245,16 @@ BACKING = """<disk type='file' device='disk'>
 
 
 def test_backing_chain_with_indexes() -> None:
-    disk = parse_disk(BACKING, active=True)
+    disk = parse_qemu_disk(BACKING, active=True)
     assert [s.index for s in disk.source.chain()] == [4, 3, 2]
     assert disk.source.chain()[1].metadata_cache_max_size == 1048576
     assert format_disk(disk, active=True) == BACKING
-    inactive = format_disk(parse_disk(BACKING, active=False), active=False)
+    inactive = format_disk(parse_qemu_disk(BACKING, active=False), active=False)
     assert "index=" not in inactive
 
 
 def test_metadata_cache_units_are_scaled_to_bytes() -> None:
-    disk = parse_disk(
+    disk = parse_qemu_disk(
         "<disk type='file'><driver name='qemu' type='qcow2'><metadata_cache>"
         "<max_size unit='KiB'>2</max_size></metadata_cache></driver>"
         "<source file='/a.qcow2'/><target dev='vda' bus='virtio'/></disk>",
@@ -289,11 +291,11 @@ def test_other_source_types(source: str, expected: str) -> None:
     kind = {"pool": "volume", "type='pci'": "nvme", "unix": "vhostuser"}
     disk_type = next((v for k, v in kind.items() if k in source), "file")
     doc = f"<disk type='{disk_type}'>{source}<target dev='vdh' bus='virtio'/></disk>"
-    assert expected in format_disk(parse_disk(doc, active=False), active=False)
+    assert expected in format_disk(parse_qemu_disk(doc, active=False), active=False)
 
 
 def test_defaults_the_qemu_driver_fills_in() -> None:
-    disk = parse_disk(
+    disk = parse_qemu_disk(
         "<disk device='cdrom'><target dev='hdd'/></disk>", active=False
     )  # an empty CD-ROM on the second IDE bus
     assert format_disk(disk, active=False) == (
@@ -304,7 +306,7 @@ def test_defaults_the_qemu_driver_fills_in() -> None:
         "  <address type='drive' controller='0' bus='1' target='0' unit='1'/>\n"
         "</disk>\n"
     )
-    scsi = parse_disk(
+    scsi = parse_qemu_disk(
         "<disk type='file'><source file='/x'/><target dev='sdj' bus='scsi'/></disk>",
         active=False,
     )
@@ -315,7 +317,7 @@ def test_defaults_the_qemu_driver_fills_in() -> None:
 
 
 def test_encryption_on_disk_element_stays_there_and_gets_the_qemu_engine() -> None:
-    disk = parse_disk(
+    disk = parse_qemu_disk(
         "<disk type='file'><driver name='qemu' type='qcow2'/><source file='/e.qcow2'/>"
         "<target dev='vda' bus='virtio'/><encryption format='luks'>"
         "<secret type='passphrase' usage='/e.qcow2'/></encryption></disk>",
@@ -388,7 +390,7 @@ def test_encryption_on_disk_element_stays_there_and_gets_the_qemu_engine() -> No
 )
 def test_refusals(doc: str, message: str) -> None:
     with pytest.raises(VirtError) as info:
-        parse_disk(doc, active=True)
+        parse_qemu_disk(doc, active=True)
     assert message in str(info.value)
 
 
@@ -416,7 +418,7 @@ def test_refusals(doc: str, message: str) -> None:
 )
 def test_refusal_error_domains(doc: str, domain: ErrorDomain) -> None:
     with pytest.raises(VirtError) as info:
-        parse_disk(doc, active=True)
+        parse_qemu_disk(doc, active=True)
     assert info.value.domain is domain
 
 
@@ -504,5 +506,5 @@ def test_disk_elements_of_a_domain() -> None:
 def test_non_ascii_digits_in_a_target_are_refused_not_crashed(target: str) -> None:
     doc = f"<disk type='file' device='disk'><source file='/a'/><target dev='{target}'/></disk>"
     with pytest.raises(VirtError) as info:
-        parse_disk(doc, active=False)
+        parse_qemu_disk(doc, active=False)
     assert target in str(info.value)

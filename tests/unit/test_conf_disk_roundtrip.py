@@ -210,7 +210,7 @@ def _disk(draw: st.DrawFn) -> DiskDef:
 @given(_disk())
 def test_live_format_parse_format_is_stable(disk: DiskDef) -> None:
     text = format_disk(disk, active=True)
-    again = parse_disk(text, active=True, postparse=False)
+    again = parse_disk(text, active=True)
     assert format_disk(again, active=True) == text
 
 
@@ -219,5 +219,5 @@ def test_live_format_parse_format_is_stable(disk: DiskDef) -> None:
 def test_inactive_form_is_stable_and_has_no_live_data(disk: DiskDef) -> None:
     text = format_disk(disk, active=False)
     assert "<mirror" not in text and " index=" not in text
-    again = parse_disk(text, active=False, postparse=False)
+    again = parse_disk(text, active=False)
     assert format_disk(again, active=False) == text

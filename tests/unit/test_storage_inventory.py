@@ -81,7 +81,7 @@ def _inventory(*disks: str, generation: int = 1, domain: str = "web1") -> DiskIn
 
 
 def test_a_disk_uses_its_chain_and_its_mirror() -> None:
-    disk = parse_disk(COPYING, active=True, postparse=False)
+    disk = parse_disk(COPYING, active=True)
     used = [(i.role, i.index, i.path) for i in disk_images(disk)]
     assert used == [
         (SOURCE, 2, "/img/top.qcow2"),
@@ -130,7 +130,7 @@ def test_an_unreadable_disk_leaves_the_others() -> None:
 
 
 def test_layers_named_as_virsh_names_them() -> None:
-    disk = parse_disk(COPYING, active=True, postparse=False)
+    disk = parse_disk(COPYING, active=True)
     assert layer_position(disk, "/img/base.raw") == 1
     assert layer_position(disk, "vda[1]") == 1
     assert layer_position(disk, "2") == 0
@@ -140,7 +140,7 @@ def test_layers_named_as_virsh_names_them() -> None:
 
 
 def test_commit_layers() -> None:
-    disk = parse_disk(COPYING, active=True, postparse=False)
+    disk = parse_disk(COPYING, active=True)
     assert commit_layers(disk, None, None, shallow=False) == (0, 1)
     assert commit_layers(disk, None, None, shallow=True) == (0, 1)
     with pytest.raises(VirtError) as caught:
@@ -188,7 +188,7 @@ def test_local_destination_checks(tmp_path: Path) -> None:
 
 
 def test_new_volume_for_a_shallow_copy_sits_on_the_backing_image() -> None:
-    disk = parse_disk(COPYING, active=True, postparse=False)
+    disk = parse_disk(COPYING, active=True)
     assert volume_xml("c.qcow2", 8388608, "qcow2", disk.source) == (
         "<volume>\n  <name>c.qcow2</name>\n  <capacity>8388608</capacity>\n"
         "  <target>\n    <format type='qcow2'/>\n  </target>\n"

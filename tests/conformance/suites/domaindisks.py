@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from shared.conf.disk import format_disk
-from shared.conf.disk_domain import parse_domain_disks
-from shared.conf.disk_pci_devices import QemuFeatures
+from tests.conformance.qemu.domain import parse_domain_disks
+from tests.conformance.qemu.pci_devices import QemuFeatures
 from tests.conformance.runner import Case, Outcome, Suite, expect_error, first_difference
 
 _DISK_START = re.compile(r"^(\s*)<disk\b")

@@ -1,4 +1,5 @@
-"""What libvirt and its QEMU driver do to one disk after parsing: defaults
+"""What libvirt and its QEMU driver do to one disk after parsing, for the agent's
+view of its domains' disks: defaults
 (domain_postparse.c virDomainDiskDefPostParse, qemu_domain.c
 qemuDomainDeviceDiskDefPostParse, virDomainDiskDefAssignAddress) and per-disk
 checks (domain_validate.c virDomainDiskDefValidate, qemu_validate.c
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import re
 
+from lxml import etree
+
+from shared.conf.disk import parse_disk
 from shared.conf.disk_address import AddressType, DeviceAddress
 from shared.conf.disk_mirror import DiskMirror
 from shared.conf.disk_model import (
@@ -494,3 +498,12 @@ def validate_disk_for_qemu(disk: DiskDef, *, rbd_encryption: bool) -> None:
             raise config_unsupported(
                 "librbd encryption is not supported by this QEMU binary", ErrorDomain.DOMAIN
             )
+
+
+def parse_qemu_disk(xml: str | bytes | etree._Element, *, active: bool) -> DiskDef:
+    """One ``<disk>`` parsed, with what the QEMU driver fills in (driver name and
+    format, bus, drive address...), having passed libvirt's per-disk checks.
+    Raises ``VirtError`` as libvirt refuses."""
+    disk = postparse_disk(parse_disk(xml, active=active))
+    validate_disk(disk)
+    return disk

@@ -3,7 +3,7 @@
 virtio-mmio on ARM/RISC-V boards without PCIe, and PCI slots everywhere else.
 
 A PCI slot depends on the whole domain, so this replays libvirt's algorithm on
-all of the domain's devices (shared.conf.disk_pci_devices): chipset slots
+all of the domain's devices (tests.conformance.qemu.pci_devices): chipset slots
 reserved first, then explicitly given addresses, then, in libvirt's device
 order, the first free compatible slot for each device that wants one; a first
 dry pass decides which pci-bridges or pcie-root-ports libvirt adds.
@@ -21,7 +21,7 @@ from lxml import etree
 
 from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef
-from shared.conf.disk_pci_devices import (
+from tests.conformance.qemu.pci_devices import (
     AGGREGATE_SLOT,
     AUTOASSIGN,
     CONTROLLER_CONNECT,

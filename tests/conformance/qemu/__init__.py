@@ -1,0 +1,1 @@
+"""libvirt QEMU driver steps that only the conformance harness replays."""
