@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from shared.conf.storage_pool import StoragePoolDef
-from shared.conf.storage_pool_types import PoolType
+from shared.conf.storage_pool_types import POOL_TYPES, PoolType, StartCommand
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 _D = ErrorDomain.STORAGE
@@ -115,9 +115,10 @@ def pool_start_command(
     Raises ``VirtError`` (``VIR_ERR_NO_SUPPORT``) for any other pool type,
     which libvirt starts without such a command or not from this table.
     """
-    if pool.type in (PoolType.FS, PoolType.NETFS):
+    start = POOL_TYPES[pool.type].start_command
+    if start is StartCommand.MOUNT:
         return mount_command(pool, program=program or "mount", platform=platform)
-    if pool.type is PoolType.LOGICAL:
+    if start is StartCommand.VGCHANGE:
         return vgchange_command(pool, activate=True, program=program or "vgchange")
     raise VirtError(
         ErrorCode.NO_SUPPORT, f"pool type '{pool.type.value}' has no mount or activate command", _D

@@ -20,7 +20,7 @@ from services.storage.registry import PoolRecord, StorageRegistry
 from services.storage.runner import CommandRunner
 from shared.api.storage import BuildMode
 from shared.conf.storage_pool import StoragePoolDef, format_storage_pool, parse_storage_pool
-from shared.conf.storage_pool_types import PoolType
+from shared.conf.storage_pool_types import POOL_TYPES, PoolType, SourceMatch
 from shared.conf.uuid import parse_uuid
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
@@ -42,20 +42,19 @@ def _device_match(a: StoragePoolDef, b: StoragePoolDef) -> bool:
     return bool({d.path for d in a.source.devices} & {d.path for d in b.source.devices})
 
 
-_DIR_LIKE = {PoolType.DIR, PoolType.NETFS, PoolType.GLUSTER, PoolType.ISCSI_DIRECT}
-_DEVICE_LIKE = {PoolType.FS, PoolType.LOGICAL, PoolType.DISK, PoolType.ZFS}
-
-
 def sources_clash(a: StoragePoolDef, b: StoragePoolDef) -> bool:
     """Whether two pools use the same storage (virStoragePoolObjSourceFindDuplicate)."""
-    if a.type in _DIR_LIKE:
-        return a.type is b.type and _dir_match(a, b)
-    if a.type in _DEVICE_LIKE:
-        return b.type in _DEVICE_LIKE and _device_match(a, b)
-    if a.type is PoolType.ISCSI:
-        return a.type is b.type and _device_match(a, b) and a.source.hosts == b.source.hosts
-    if a.type in (PoolType.RBD, PoolType.SHEEPDOG, PoolType.VSTORAGE):
-        return a.type is b.type and a.source.name == b.source.name
+    match = POOL_TYPES[a.type].source_match
+    if match is SourceMatch.DEVICE:
+        return POOL_TYPES[b.type].source_match is match and _device_match(a, b)
+    if a.type is not b.type:
+        return False
+    if match is SourceMatch.DIR:
+        return _dir_match(a, b)
+    if match is SourceMatch.ISCSI:
+        return _device_match(a, b) and a.source.hosts == b.source.hosts
+    if match is SourceMatch.NAME:
+        return a.source.name == b.source.name
     return False
 
 

@@ -9,6 +9,8 @@ network protocols live in shared.conf.disk_source_net.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
@@ -205,7 +207,8 @@ class StorageSource(BaseModel):
     @property
     def is_local(self) -> bool:
         """virStorageSourceIsLocalStorage: file, block and dir sources."""
-        return self.type in (StorageType.FILE, StorageType.BLOCK, StorageType.DIR)
+        row = _SOURCE_KINDS.get(self.type)
+        return row is not None and row.local
 
     @property
     def is_empty(self) -> bool:
@@ -433,35 +436,141 @@ def _parse_slice(node: etree._Element) -> StorageSlice | None:
 # --- <source> --------------------------------------------------------------------
 
 
+def _path_kind(attr: str) -> _SourceKind:
+    """A local source whose path is the ``attr`` attribute."""
+
+    def parse(node: etree._Element) -> dict[str, object]:
+        return {"path": prop(node, attr)}
+
+    def attrs(src: StorageSource) -> list[tuple[str, object | None]]:
+        return [(attr, src.path)]
+
+    return _SourceKind(parse, attrs, local=True)
+
+
+def _parse_file(node: etree._Element) -> dict[str, object]:
+    return {"path": prop(node, "file"), "fdgroup": prop(node, "fdgroup")}
+
+
+def _file_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
+    return [("file", src.path), ("fdgroup", src.fdgroup)]
+
+
+def _parse_network(node: etree._Element) -> dict[str, object]:
+    net = parse_network_source(node)
+    if net.path == "":
+        # an empty name= is treated like no name, as libvirt does for paths
+        net = net.model_copy(update={"path": None})
+    return {"network": net}
+
+
+def _network_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
+    return network_attrs(src.network) if src.network is not None else []
+
+
+def _network_children(w: XmlWriter, src: StorageSource) -> None:
+    if src.network is not None:
+        format_network_children(w, src.network)
+
+
+def _volume_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
+    if src.pool is None:
+        return []
+    return [("pool", src.pool.pool), ("volume", src.pool.volume), ("mode", src.pool.mode)]
+
+
+def _nvme_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
+    if src.nvme is None:
+        return []
+    return [("type", "pci"), ("managed", src.nvme.managed), ("namespace", src.nvme.namespace)]
+
+
+def _nvme_children(w: XmlWriter, src: StorageSource) -> None:
+    if src.nvme is None:
+        return
+    address = src.nvme.address
+    w.leaf(
+        "address",
+        [
+            ("domain", f"0x{address.domain:04x}"),
+            ("bus", f"0x{address.bus:02x}"),
+            ("slot", f"0x{address.slot:02x}"),
+            ("function", f"0x{address.function}"),
+        ],
+    )
+
+
+def _vhostuser_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
+    return [] if src.vhostuser is None else [("type", "unix"), ("path", src.vhostuser.path)]
+
+
+def _vhostuser_children(w: XmlWriter, src: StorageSource) -> None:
+    vu = src.vhostuser
+    if vu is not None and vu.reconnect_enabled is not None:
+        w.leaf(
+            "reconnect",
+            [
+                ("enabled", vu.reconnect_enabled),
+                ("timeout", vu.reconnect_timeout if vu.reconnect_enabled else None),
+            ],
+        )
+
+
+def _no_children(w: XmlWriter, src: StorageSource) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class _SourceKind:
+    """What one source type reads from and writes into ``<source>``; read by
+    ``parse_storage_source``, ``format_source`` and ``StorageSource.is_local``."""
+
+    parse: Callable[[etree._Element], dict[str, object]]
+    attrs: Callable[[StorageSource], list[tuple[str, object | None]]]
+    children: Callable[[XmlWriter, StorageSource], None] = _no_children
+    #: virStorageSourceIsLocalStorage
+    local: bool = False
+    #: ``<seclabel>`` and ``startupPolicy=`` are written (not for network sources)
+    seclabels: bool = True
+    startup_policy: bool = True
+    #: ``<auth>`` is written (a volume source's comes from its pool)
+    auth: bool = True
+
+
+_SOURCE_KINDS: dict[StorageType, _SourceKind] = {
+    StorageType.FILE: _SourceKind(_parse_file, _file_attrs, local=True),
+    StorageType.BLOCK: _path_kind("dev"),
+    StorageType.DIR: _path_kind("dir"),
+    StorageType.NETWORK: _SourceKind(
+        _parse_network,
+        _network_attrs,
+        _network_children,
+        seclabels=False,
+        startup_policy=False,
+    ),
+    StorageType.VOLUME: _SourceKind(
+        lambda node: {"pool": _parse_pool(node)}, _volume_attrs, auth=False
+    ),
+    StorageType.NVME: _SourceKind(
+        lambda node: {"nvme": _parse_nvme(node)}, _nvme_attrs, _nvme_children
+    ),
+    StorageType.VHOSTUSER: _SourceKind(
+        lambda node: {"vhostuser": _parse_vhostuser(node)}, _vhostuser_attrs, _vhostuser_children
+    ),
+}
+
+
 def parse_storage_source(
     node: etree._Element, kind: StorageType, *, active: bool, **base: object
 ) -> StorageSource:
     """Parse a ``<source>`` element of a source of type ``kind``
     (virDomainStorageSourceParse); ``base`` presets other fields (format, index)."""
-    fields: dict[str, object] = {"type": kind, **base}
-    if kind is StorageType.FILE:
-        fields["path"] = prop(node, "file")
-        fields["fdgroup"] = prop(node, "fdgroup")
-    elif kind is StorageType.BLOCK:
-        fields["path"] = prop(node, "dev")
-    elif kind is StorageType.DIR:
-        fields["path"] = prop(node, "dir")
-    elif kind is StorageType.NETWORK:
-        net = parse_network_source(node)
-        if net.path == "":
-            # an empty name= is treated like no name, as libvirt does for paths
-            net = net.model_copy(update={"path": None})
-        fields["network"] = net
-    elif kind is StorageType.VOLUME:
-        fields["pool"] = _parse_pool(node)
-    elif kind is StorageType.NVME:
-        fields["nvme"] = _parse_nvme(node)
-    elif kind is StorageType.VHOSTUSER:
-        fields["vhostuser"] = _parse_vhostuser(node)
-    else:
+    row = _SOURCE_KINDS.get(kind)
+    if row is None:
         raise VirtError(
             ErrorCode.INTERNAL_ERROR, f"unexpected disk type {kind.value}", ErrorDomain.DOMAIN
         )
+    fields: dict[str, object] = {"type": kind, **base, **row.parse(node)}
     # libvirt treats a '' path like no path at all (a CD-ROM without medium).
     if fields.get("path") == "":
         fields["path"] = None
@@ -479,28 +588,6 @@ def parse_storage_source(
     return StorageSource.model_validate(fields)
 
 
-def _source_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
-    if src.type is StorageType.FILE:
-        return [("file", src.path), ("fdgroup", src.fdgroup)]
-    if src.type is StorageType.BLOCK:
-        return [("dev", src.path)]
-    if src.type is StorageType.DIR:
-        return [("dir", src.path)]
-    if src.type is StorageType.NETWORK and src.network is not None:
-        return network_attrs(src.network)
-    if src.type is StorageType.VOLUME and src.pool is not None:
-        return [("pool", src.pool.pool), ("volume", src.pool.volume), ("mode", src.pool.mode)]
-    if src.type is StorageType.NVME and src.nvme is not None:
-        return [
-            ("type", "pci"),
-            ("managed", src.nvme.managed),
-            ("namespace", src.nvme.namespace),
-        ]
-    if src.type is StorageType.VHOSTUSER and src.vhostuser is not None:
-        return [("type", "unix"), ("path", src.vhostuser.path)]
-    return []
-
-
 def format_source(
     w: XmlWriter,
     src: StorageSource,
@@ -514,31 +601,11 @@ def format_source(
 ) -> None:
     """Write ``<source>`` as virDomainDiskSourceFormat does: nothing at all when it
     would be empty; ``index=`` only when ``with_index`` and the source has one."""
-    attrs = _source_attrs(src)
+    row = _SOURCE_KINDS.get(src.type)
+    attrs = row.attrs(src) if row is not None else []
     content = w.child()
-    if src.type is StorageType.NETWORK and src.network is not None:
-        format_network_children(content, src.network)
-    elif src.type is StorageType.NVME and src.nvme is not None:
-        address = src.nvme.address
-        content.leaf(
-            "address",
-            [
-                ("domain", f"0x{address.domain:04x}"),
-                ("bus", f"0x{address.bus:02x}"),
-                ("slot", f"0x{address.slot:02x}"),
-                ("function", f"0x{address.function}"),
-            ],
-        )
-    elif src.type is StorageType.VHOSTUSER and src.vhostuser is not None:
-        vu = src.vhostuser
-        if vu.reconnect_enabled is not None:
-            content.leaf(
-                "reconnect",
-                [
-                    ("enabled", vu.reconnect_enabled),
-                    ("timeout", vu.reconnect_timeout if vu.reconnect_enabled else None),
-                ],
-            )
+    if row is not None:
+        row.children(content, src)
     if src.slice_storage is not None:
         with content.block("slices") as s:
             s.leaf(
@@ -549,16 +616,16 @@ def format_source(
                     ("size", src.slice_storage.size),
                 ],
             )
-    if src.type is not StorageType.NETWORK:
+    if row is None or row.seclabels:
         for label in src.seclabels:
             format_seclabel(content, label, active=active)
-    if src.auth is not None and not skip_auth and src.type is not StorageType.VOLUME:
+    if src.auth is not None and not skip_auth and (row is None or row.auth):
         format_auth(content, src.auth)
     if src.encryption is not None and not skip_encryption:
         format_encryption(content, src.encryption)
     if src.reservations is not None:
         _format_reservations(content, src.reservations)
-    if startup_policy and src.type is not StorageType.NETWORK:
+    if startup_policy and (row is None or row.startup_policy):
         attrs.append(("startupPolicy", startup_policy))
     if with_index and active and src.index:
         attrs.append(("index", src.index))

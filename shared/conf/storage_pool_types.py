@@ -50,6 +50,31 @@ class SourcePart(enum.Flag):
     NETWORK = enum.auto()
 
 
+class SourceMatch(enum.Enum):
+    """How a pool's source is compared with another pool's to find two pools on one
+    storage (the cases of virStoragePoolObjSourceFindDuplicate)."""
+
+    #: never clashes
+    NONE = enum.auto()
+    #: a pool of the same type on the same directory (target path for dir, else
+    #: source dir on a shared host)
+    DIR = enum.auto()
+    #: any DEVICE pool sharing a source device
+    DEVICE = enum.auto()
+    #: an iscsi pool with the same hosts sharing a source device
+    ISCSI = enum.auto()
+    #: a pool of the same type with the same source name
+    NAME = enum.auto()
+
+
+class StartCommand(enum.Enum):
+    """The command that starts a pool of the type, if one of the command builders."""
+
+    NONE = enum.auto()
+    MOUNT = enum.auto()
+    VGCHANGE = enum.auto()
+
+
 @dataclass(frozen=True)
 class FormatSet:
     """An ordered enum of format names (index = libvirt's number) and its default.
@@ -156,6 +181,10 @@ class PoolTypeInfo:
     #: ``<initiator><iqn>`` is required.
     requires_initiator: bool = False
     namespace: PoolNamespace | None = None
+    #: how two pools of this type are found to share their storage
+    source_match: SourceMatch = SourceMatch.NONE
+    #: mount for fs/netfs, vgchange for logical
+    start_command: StartCommand = StartCommand.NONE
 
     @property
     def source_has_name(self) -> bool:
@@ -170,29 +199,46 @@ class PoolTypeInfo:
 
 _S = SourcePart
 POOL_TYPES: dict[PoolType, PoolTypeInfo] = {
-    PoolType.DIR: PoolTypeInfo(volume_formats=FILE_FORMATS, supports_cow=True),
+    PoolType.DIR: PoolTypeInfo(
+        volume_formats=FILE_FORMATS, supports_cow=True, source_match=SourceMatch.DIR
+    ),
     PoolType.FS: PoolTypeInfo(
         source=_S.DEVICE,
         pool_formats=FS_FORMATS,
         volume_formats=FILE_FORMATS,
         supports_cow=True,
         namespace=FS_NAMESPACE,
+        source_match=SourceMatch.DEVICE,
+        start_command=StartCommand.MOUNT,
     ),
     PoolType.NETFS: PoolTypeInfo(
         source=_S.HOST | _S.DIR,
         pool_formats=NETFS_FORMATS,
         volume_formats=FILE_FORMATS,
         namespace=FS_NAMESPACE,
+        source_match=SourceMatch.DIR,
+        start_command=StartCommand.MOUNT,
     ),
     PoolType.LOGICAL: PoolTypeInfo(
-        source=_S.NAME | _S.DEVICE, pool_formats=LOGICAL_FORMATS, target_path_template="/dev/{}"
+        source=_S.NAME | _S.DEVICE,
+        pool_formats=LOGICAL_FORMATS,
+        target_path_template="/dev/{}",
+        source_match=SourceMatch.DEVICE,
+        start_command=StartCommand.VGCHANGE,
     ),
     PoolType.DISK: PoolTypeInfo(
-        source=_S.DEVICE, pool_formats=DISK_FORMATS, volume_formats=DISK_VOLUME_FORMATS
+        source=_S.DEVICE,
+        pool_formats=DISK_FORMATS,
+        volume_formats=DISK_VOLUME_FORMATS,
+        source_match=SourceMatch.DEVICE,
     ),
-    PoolType.ISCSI: PoolTypeInfo(source=_S.HOST | _S.DEVICE | _S.INITIATOR_IQN),
+    PoolType.ISCSI: PoolTypeInfo(
+        source=_S.HOST | _S.DEVICE | _S.INITIATOR_IQN, source_match=SourceMatch.ISCSI
+    ),
     PoolType.ISCSI_DIRECT: PoolTypeInfo(
-        source=_S.HOST | _S.DEVICE | _S.NETWORK | _S.INITIATOR_IQN, requires_initiator=True
+        source=_S.HOST | _S.DEVICE | _S.NETWORK | _S.INITIATOR_IQN,
+        requires_initiator=True,
+        source_match=SourceMatch.DIR,
     ),
     PoolType.SCSI: PoolTypeInfo(source=_S.ADAPTER),
     PoolType.MPATH: PoolTypeInfo(),
@@ -201,15 +247,25 @@ POOL_TYPES: dict[PoolType, PoolTypeInfo] = {
         volume_formats=FILE_FORMATS,
         source_name_required=True,
         namespace=RBD_NAMESPACE,
+        source_match=SourceMatch.NAME,
     ),
-    PoolType.SHEEPDOG: PoolTypeInfo(source=_S.HOST | _S.NETWORK | _S.NAME),
+    PoolType.SHEEPDOG: PoolTypeInfo(
+        source=_S.HOST | _S.NETWORK | _S.NAME, source_match=SourceMatch.NAME
+    ),
     PoolType.GLUSTER: PoolTypeInfo(
         source=_S.HOST | _S.NETWORK | _S.NAME | _S.DIR,
         volume_formats=FILE_FORMATS,
         default_source_dir="/",
+        source_match=SourceMatch.DIR,
     ),
-    PoolType.ZFS: PoolTypeInfo(source=_S.NAME | _S.DEVICE, target_path_template="/dev/zvol/{}"),
-    PoolType.VSTORAGE: PoolTypeInfo(source=_S.NAME, volume_formats=FILE_FORMATS),
+    PoolType.ZFS: PoolTypeInfo(
+        source=_S.NAME | _S.DEVICE,
+        target_path_template="/dev/zvol/{}",
+        source_match=SourceMatch.DEVICE,
+    ),
+    PoolType.VSTORAGE: PoolTypeInfo(
+        source=_S.NAME, volume_formats=FILE_FORMATS, source_match=SourceMatch.NAME
+    ),
 }
 
 #: netfs format names by number, used in one libvirt message about <protocol>.
