@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the host tools virtbus drives (qemu-img, qemu-storage-daemon,
 # qemu-system-x86_64, dnsmasq, nft, ip; mkfs, parted and LVM for the fs, disk
-# and logical pools) when they are missing.  Uses apt on a
+# and logical pools; prometheus and promtool for deploy/prometheus) when missing.  Uses apt on a
 # Debian-like machine when run as root; otherwise says what to install.
 set -euo pipefail
 
@@ -15,6 +15,7 @@ declare -A pkg_for=(
     [mkfs.ext4]=e2fsprogs
     [parted]=parted
     [vgcreate]=lvm2
+    [promtool]=prometheus
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

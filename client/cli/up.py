@@ -1,9 +1,10 @@
 """``virtbus up``: the whole local stack in the foreground.
 
-Starts the embedded nats-server (unless ``--nats-url`` names one), then each
-service in its own process, waits until every one answers ``$SRV.PING`` and
-its ``/readyz``, and prints the NATS URL and each ``/metrics`` address.  A
-child that dies is restarted with exponential backoff.  SIGINT or SIGTERM
+Starts the embedded nats-server (unless ``--nats-url`` names one: then it joins
+that server or cluster), then each service in its own process, waits until
+every one answers ``$SRV.PING`` and its ``/readyz``, and prints the NATS URL
+and each ``/metrics`` address.  A child that dies is restarted with
+exponential backoff, and so is the embedded nats-server.  SIGINT or SIGTERM
 stops the services, then the server, and exits 0.
 """
 
@@ -129,6 +130,28 @@ class Stack:
             except RuntimeError as err:
                 log.error("%s", err)
 
+    async def _supervise_server(self) -> None:
+        """Restart the embedded nats-server (same port, same store) whenever it exits."""
+        server = self.server
+        assert server is not None
+        backoff = 1.0
+        while not self._stopping:
+            proc = server.proc
+            if proc is None or proc.poll() is not None:
+                log.error("nats-server exited; restarting in %.0fs", backoff)
+                await asyncio.sleep(backoff)
+                if self._stopping:
+                    return
+                try:
+                    await server.start()
+                    backoff = 1.0
+                    log.info("nats-server is back")
+                except VirtError as err:
+                    log.error("%s", err)
+                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            await asyncio.sleep(0.2)
+
     async def run(self, stop: asyncio.Event) -> None:
         if self.server is not None:
             await self.server.start()
@@ -143,6 +166,8 @@ class Stack:
                 print(f"{child.name}: {child.metrics_url}", flush=True)
             print("virtbus is up; Ctrl-C stops it", flush=True)
             async with asyncio.TaskGroup() as tg:
+                if self.server is not None:
+                    tg.create_task(self._supervise_server())
                 for child in self.children:
                     tg.create_task(self._supervise(child))
                 await stop.wait()

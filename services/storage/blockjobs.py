@@ -91,6 +91,8 @@ class BlockJobs:
         self.records: dict[str, JobRecord] = {}
         self._destinations = Destinations(volumes, self.users_of_path)
         self._saved_progress: dict[str, float] = {}
+        #: Told each job that ends here, once, with its final phase (the service's metric).
+        self.ended: Callable[[JobRecord], None] = lambda record: None
 
     async def load(self) -> None:
         """The jobs as stored: a start command a crash kept from the stream is sent;
@@ -419,6 +421,7 @@ class BlockJobs:
         if updated is None:
             return
         if not updated.active:
+            self.ended(updated)
             await self._after_end(updated)
 
     async def _progress(self, record: JobRecord, status: BlockJobStatus) -> None:
@@ -447,7 +450,10 @@ class BlockJobs:
             r.phase, r.active, r.error = phase, False, error
             return True
 
-        await self._after_end(await self._update(record.job_id, apply) or record)
+        updated = await self._update(record.job_id, apply)
+        if updated is not None:
+            self.ended(updated)
+        await self._after_end(updated or record)
 
     async def _after_end(self, record: JobRecord) -> None:
         """What follows an outcome, each step idempotent: the disk's claim goes, and a

@@ -97,6 +97,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             ["tool"],
             buckets=_COMMAND_BUCKETS,
         )
+        self._jobs_ended = m.counter("blockjobs_ended", "Block jobs ended, by phase", ["phase"])
         self._runner = CommandRunner(self._observe_command)
         self._pools: PoolManager | None = None
         self._volumes: VolumeManager | None = None
@@ -157,6 +158,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             reconcile_interval=self.settings.check_interval,
         )
         self._volumes.users = self._disks.volume_users
+        self._disks.jobs.ended = lambda r: self._jobs_ended.labels(phase=r.phase.value).inc()
         await self._disks.start(self.spawn)
         self._update_metrics()
         self.spawn(self._check_forever(), "storage-check")

@@ -31,7 +31,8 @@ async def connect(
     on_reconnect: Callback | None = None,
     on_disconnect: Callback | None = None,
 ) -> NATS:
-    """Connect to ``url`` as client ``name``.
+    """Connect to ``url`` as client ``name``; ``url`` may list a cluster's servers
+    separated by commas (the first that answers is used, the others on failover).
 
     Raises ``VirtError`` (``VIR_ERR_NO_CONNECT``) when no server answered
     within ``deadline`` seconds.
@@ -62,7 +63,7 @@ async def connect(
     try:
         nc = await asyncio.wait_for(
             nats.connect(
-                servers=[url],
+                servers=[u.strip() for u in url.split(",") if u.strip()],
                 name=name,
                 connect_timeout=2,
                 allow_reconnect=True,

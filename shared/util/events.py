@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,10 +86,18 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
 class EventPublisher:
     """Publishes one service's events with retries under one message id."""
 
-    def __init__(self, js: JetStreamContext, service: str, host: str | None) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        service: str,
+        host: str | None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self._js = js
         self._service = service
         self._host = host
+        #: Told the object kind of an event given up on (the process's failure counter).
+        self._on_failure = on_failure
 
     async def publish(
         self,
@@ -132,6 +141,8 @@ class EventPublisher:
                 return cloud
             except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as err:
                 if attempt == 7:
+                    if self._on_failure is not None:
+                        self._on_failure(object_kind)
                     log.error("event not stored", extra={"event": cloud.type, "id": cloud.id})
                     raise
                 log.warning("event publish retry", extra={"id": cloud.id, "error": str(err)})

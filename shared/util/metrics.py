@@ -27,6 +27,9 @@ class ProcessMetrics:
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
         )
+        self._event_failures = self.counter(
+            "event_publish_failures", "Events not stored after every retry", ["object"]
+        )
 
     def _name(self, what: str) -> str:
         return f"virtbus_{self.service}_{what}"
@@ -51,6 +54,9 @@ class ProcessMetrics:
     def observe_request(self, endpoint: str, outcome: str, seconds: float) -> None:
         self._requests.labels(endpoint=endpoint, outcome=outcome).inc()
         self._latency.labels(endpoint=endpoint).observe(seconds)
+
+    def event_failed(self, object_kind: str) -> None:
+        self._event_failures.labels(object=object_kind).inc()
 
     def render(self) -> bytes:
         """The text exposition format of every metric in this registry."""

@@ -29,6 +29,7 @@ from shared.util import bus
 from shared.util.api import Endpoint, serve
 from shared.util.events import EventPublisher, ensure_stream
 from shared.util.health import HealthServer
+from shared.util.jsmetrics import JetStreamCollector
 from shared.util.logs import setup_logging
 from shared.util.metrics import ProcessMetrics
 from shared.util.settings import ProcessSettings, load_settings
@@ -63,6 +64,7 @@ class ServiceProcess(Generic[S]):
         self.settings = settings
         self.state = RunState.NEW
         self.metrics = ProcessMetrics(self.name)
+        self._jetstream = JetStreamCollector().register(self.metrics.registry)
         self.http = HealthServer(self.metrics, self._not_ready_reason)
         self._given_nc = nc
         self._nc: NATS | None = nc
@@ -150,7 +152,8 @@ class ServiceProcess(Generic[S]):
             self._js = self._nc.jetstream()
             await ensure_stream(self._js)
             host = self.settings.host if self.host_scoped else None
-            self._events = EventPublisher(self._js, self.name, host)
+            self._events = EventPublisher(self._js, self.name, host, self.metrics.event_failed)
+            self.spawn(self._jetstream.poll(self._js), "jetstream-figures")
             await self.on_start()
             self._micro = await add_service(
                 self._nc,
