@@ -5,10 +5,8 @@ as Prometheus's HTTP API reports it."""
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 import yaml
 
 from shared.util.natsserver import free_port
+from tests.deploy.upstack import virtbus_up
 from tests.integration.cli import virtbus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,42 +35,10 @@ SECRET_XML = (
 )
 
 
-async def _banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
-    """The `name: url` lines `virtbus up` prints before "virtbus is up"."""
-    assert proc.stdout is not None
-    found: dict[str, str] = {}
-    async with asyncio.timeout(90):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            assert line, "virtbus up ended before it was up"
-            if "virtbus is up" in line:
-                return found
-            m = re.match(r"([\w-]+): (http://\S+)/metrics", line)
-            if m:
-                found[m.group(1)] = m.group(2)
-
-
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client.cli.main",
-        "up",
-        "--nats-port",
-        str(port),
-        "--state-dir",
-        str(tmp_path / "state"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        yield f"nats://127.0.0.1:{port}", await _banner(proc)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 60)
+    async with virtbus_up(free_port(), tmp_path / "state") as up:
+        yield up.url, up.http
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from shared.util.natsserver import free_port
+from tests.deploy.upstack import virtbus_up
 from tests.integration.cli import virtbus
 
 pytestmark = pytest.mark.e2e
@@ -32,26 +32,9 @@ def _pids_running(config: Path) -> list[int]:
 
 
 async def test_killed_nats_server_comes_back(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"nats://127.0.0.1:{port}"
     state = tmp_path / "state"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "client.cli.main",
-        "up",
-        "--nats-port",
-        str(port),
-        "--state-dir",
-        str(state),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(90):
-            while b"virtbus is up" not in await proc.stdout.readline():
-                pass
+    async with virtbus_up(free_port(), state) as up:
+        url = up.url
         xml = tmp_path / "s.xml"
         xml.write_text(
             "<secret ephemeral='no' private='no'><usage type='ceph'>"
@@ -75,7 +58,3 @@ async def test_killed_nats_server_comes_back(tmp_path: Path) -> None:
                 if r.rc == 0 and "before" in r.out:
                     break
                 await asyncio.sleep(0.5)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 60) == 0

@@ -1,0 +1,47 @@
+"""`virtbus up` as a child of a test: started, read until it is up, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class UpStack:
+    url: str
+    proc: asyncio.subprocess.Process
+    #: Each process's name and the base URL of its /metrics, /healthz, /readyz.
+    http: dict[str, str] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def virtbus_up(port: int, state_dir: Path) -> AsyncIterator[UpStack]:
+    """Run `virtbus up` until the block ends; it must then stop with status 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client.cli.main", "up",
+        "--nats-port", str(port), "--state-dir", str(state_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    stack = UpStack(f"nats://127.0.0.1:{port}", proc)
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(90):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "virtbus up ended before it was up"
+                if "virtbus is up" in line:
+                    break
+                m = re.match(r"([\w-]+): (http://\S+)/metrics", line)
+                if m:
+                    stack.http[m.group(1)] = m.group(2)
+        yield stack
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
