@@ -1,0 +1,1 @@
+"""The nwfilter service: network filters and their bindings, compiled to firewall rules."""
