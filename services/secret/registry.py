@@ -1,24 +1,28 @@
-"""The secrets that exist: persistent ones in the KV bucket, ephemeral ones in memory.
+"""The secrets that exist: persistent ones in the service's ledger, ephemeral ones in memory.
 
-Keys of the ``virtbus_secret`` bucket:
+Keys of the ``secret`` ledger (``shared.util.ledger``): a persistent secret is
+``secret.<usage type>.<usage id token>.<uuid>`` -> ``SecretRecord`` JSON, the
+definition and the value sealed with the master key (usage ``none``: the id
+token is ``_``).  The usage is part of the key so that one compare-and-set
+settles a usage: a define checks the last sequence of every key of its usage
+(``secret.<type>.<id>.*``), so of two concurrent defines of different
+secrets with one usage exactly one is stored (libvirt refuses a second
+secret for a usage in use), and each change is one message.
 
-* ``secret.<uuid>`` -> ``SecretRecord`` JSON: the definition and the sealed value;
-* ``usage.<type>.<id token>`` -> ``{"uuid", "at"}``: the secret holding that
-  usage and when it claimed it.  Claiming a usage is a KV ``create``, so of
-  two concurrent defines with one usage exactly one wins (libvirt refuses a
-  second secret for a usage in use).
-
-Ephemeral secrets (libvirt: never written to disk) are kept in this process's
-memory only and are gone after a restart.  The registry is the one place
-that changes secrets; it raises libvirt's errors for the cases libvirt refuses.
+Every change and its event are that one ledger message; reads come from the
+ledger's memory.  Ephemeral secrets (libvirt: never written to disk) are kept
+in this process's memory only and are gone after a restart; their events are
+stored as event-only ledger messages, so their ids are as unique as any.  The
+registry is the one place that changes secrets; it raises libvirt's errors
+for the cases libvirt refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -26,13 +30,14 @@ from services.secret.cipher import ValueCipher
 from shared.conf.secret import SecretDef, SecretUsageType
 from shared.conf.uuid import generate_uuid, parse_uuid
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.state import Conflict, StateStore, backoff
+from shared.util.ledger import Conflict, Event, Ledger, Record
+from shared.util.state import backoff
 from shared.util.subjects import token
 
 _D = ErrorDomain.SECRET
 _RETRIES = 60
-#: A usage claim whose secret was never stored is taken over after this long.
-CLAIM_GRACE_SECONDS = 60.0
+_PREFIX = "secret."
+T = TypeVar("T")
 
 
 class SecretRecord(BaseModel):
@@ -42,22 +47,16 @@ class SecretRecord(BaseModel):
     sealed_value: str | None = None
 
 
-def _secret_key(uuid: str) -> str:
-    return f"secret.{uuid}"
+def _usage_scope(d: SecretDef) -> str:
+    """The key prefix shared by every secret with ``d``'s usage (ends with ``.``)."""
+    if d.usage_type is SecretUsageType.NONE or d.usage_id is None:
+        return f"{_PREFIX}none._."
+    return f"{_PREFIX}{d.usage_type.value}.{token(d.usage_id)}."
 
 
-def _usage_key(usage_type: SecretUsageType, usage_id: str) -> str:
-    return f"usage.{usage_type.value}.{token(usage_id)}"
-
-
-def _claim(uuid: str) -> bytes:
-    return json.dumps({"uuid": uuid, "at": time.time()}).encode()
-
-
-def _parse_claim(value: bytes) -> tuple[str, float]:
-    """The UUID holding a usage and when it claimed it."""
-    doc = json.loads(value)
-    return str(doc["uuid"]), float(doc["at"])
+def _secret_key(d: SecretDef) -> str:
+    assert d.uuid is not None
+    return _usage_scope(d) + d.uuid
 
 
 def no_secret_uuid(uuid: str) -> VirtError:
@@ -72,80 +71,131 @@ def _usage_clash(holder: str, usage_id: str | None) -> VirtError:
     )
 
 
+def lifecycle(d: SecretDef, detail: str) -> Event:
+    """A secret's lifecycle event (libvirt's VIR_SECRET_EVENT_DEFINED, ...)."""
+    assert d.uuid is not None
+    return Event(
+        "secret",
+        d.uuid,
+        "lifecycle",
+        detail,
+        extra={"usage_type": d.usage_type.value, "usage_id": d.usage_id},
+    )
+
+
+def value_changed(d: SecretDef) -> Event:
+    assert d.uuid is not None
+    return Event("secret", d.uuid, "value-changed")
+
+
 class Change(BaseModel):
-    """The outcome of a change, for the event it publishes (revision for the id)."""
+    """The outcome of a define: the definition, and the one it replaced (None
+    when the secret is new)."""
 
     definition: SecretDef
-    revision: int
-    #: The definition before a define (None when the secret is new).
     previous: SecretDef | None = None
 
 
 class SecretRegistry:
     """Every operation on secrets, safe under concurrent requests and replicas."""
 
-    def __init__(self, store: StateStore, cipher: ValueCipher) -> None:
-        self._store = store
+    def __init__(self, ledger: Ledger, cipher: ValueCipher) -> None:
+        self._ledger = ledger
         self._cipher = cipher
+        #: uuid -> (key, record) of persistent secrets, kept from the ledger's changes.
+        self._persistent: dict[str, tuple[str, SecretRecord]] = {}
         self._ephemeral: dict[str, SecretRecord] = {}
-        self._ephemeral_revision = 0
         # Ephemeral secrets exist only here; one lock keeps their usage check
         # and insertion atomic within this process.
         self._ephemeral_lock = asyncio.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        for record in ledger.items(_PREFIX):
+            self._on_change(record.key, record)
+        ledger.on_change(self._on_change)
 
-    # -- look-ups ----------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
 
-    async def _load(self, uuid: str) -> tuple[SecretRecord, int] | None:
-        if uuid in self._ephemeral:
-            return self._ephemeral[uuid], 0
-        entry = await self._store.get(_secret_key(uuid))
-        if entry is None:
-            return None
-        return SecretRecord.model_validate_json(entry.value), entry.revision
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after any secret changed (metrics)."""
+        self._listeners.append(listener)
 
-    async def get(self, uuid_text: str) -> SecretDef:
+    def _on_change(self, key: str, record: Record | None) -> None:
+        if not key.startswith(_PREFIX):
+            return
+        uuid = key.rsplit(".", 1)[1]
+        if record is None:
+            current = self._persistent.get(uuid)
+            if current is not None and current[0] == key:
+                del self._persistent[uuid]
+        else:
+            self._persistent[uuid] = (key, SecretRecord.model_validate_json(record.value))
+        for listener in self._listeners:
+            listener()
+
+    def counts(self) -> tuple[int, int]:
+        """(persistent, ephemeral) secrets known here."""
+        return len(self._persistent), len(self._ephemeral)
+
+    # -- look-ups (memory) ---------------------------------------------------------
+
+    def _find(self, uuid: str) -> SecretRecord | None:
+        found = self._persistent.get(uuid)
+        if found is not None:
+            return found[1]
+        return self._ephemeral.get(uuid)
+
+    def get(self, uuid_text: str) -> SecretDef:
         """The definition of a secret; ``VIR_ERR_NO_SECRET`` when there is none."""
         uuid = parse_uuid(uuid_text) or uuid_text
-        found = await self._load(uuid)
+        found = self._find(uuid)
         if found is None:
             raise no_secret_uuid(uuid_text)
-        return found[0].definition
+        return found.definition
 
-    async def by_usage(self, usage_type: SecretUsageType, usage_id: str) -> SecretDef:
-        for record in self._ephemeral.values():
+    def by_usage(self, usage_type: SecretUsageType, usage_id: str) -> SecretDef:
+        for record in self._all_records():
             d = record.definition
             if d.usage_type is usage_type and d.usage_id == usage_id:
                 return d
-        entry = await self._store.get(_usage_key(usage_type, usage_id))
-        if entry is not None:
-            found = await self._load(_parse_claim(entry.value)[0])
-            if found is not None:
-                return found[0].definition
         raise VirtError(ErrorCode.NO_SECRET, f"no secret with matching usage '{usage_id}'", _D)
 
-    async def all(self) -> list[SecretDef]:
-        persistent = [
-            SecretRecord.model_validate_json(e.value).definition
-            for e in await self._store.items("secret.")
-        ]
-        return persistent + [r.definition for r in self._ephemeral.values()]
+    def _all_records(self) -> list[SecretRecord]:
+        return [r for _, r in self._persistent.values()] + list(self._ephemeral.values())
+
+    def all(self) -> list[SecretDef]:
+        return [r.definition for r in self._all_records()]
+
+    def _holder(self, new: SecretDef) -> str | None:
+        """The UUID of another secret holding ``new``'s usage, if any."""
+        if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
+            return None
+        for record in self._all_records():
+            d = record.definition
+            if d.uuid != new.uuid and d.usage_type is new.usage_type and d.usage_id == new.usage_id:
+                return d.uuid
+        return None
 
     # -- define / undefine ---------------------------------------------------------
 
     async def define(self, new: SecretDef) -> Change:
         """Add or update a secret as virSecretDefineXML does."""
-        generated = new.uuid is None
         uuid = new.uuid or generate_uuid()
         new = new.model_copy(update={"uuid": uuid})
         if new.ephemeral:
             async with self._ephemeral_lock:
-                return await self._define_ephemeral(new)
-        for attempt in range(_RETRIES):
+                return await self._retry(lambda: self._define_ephemeral(new), uuid)
+        return await self._retry(lambda: self._define_persistent(new), uuid)
+
+    async def _retry(self, attempt: Callable[[], Awaitable[T]], uuid: str) -> T:
+        """Run ``attempt`` until it does not lose a compare-and-set (it decides
+        again on the ledger's fresh view each time)."""
+        for n in range(_RETRIES):
             try:
-                # A UUID we just generated names no stored secret: skip that read.
-                return await self._define_persistent(new, known_new=generated and attempt == 0)
+                return await attempt()
             except Conflict:
-                await asyncio.sleep(backoff(attempt))  # a concurrent change: decide again
+                await asyncio.sleep(backoff(n))
         raise VirtError(ErrorCode.OPERATION_FAILED, f"secret '{uuid}' kept changing", _D)
 
     def _check_redefine(self, old: SecretDef, new: SecretDef) -> None:
@@ -160,192 +210,114 @@ class SecretRegistry:
                 ErrorCode.INTERNAL_ERROR, "cannot change private flag on existing secret", _D
             )
 
-    def _ephemeral_holder(self, new: SecretDef) -> str | None:
-        """The UUID of another ephemeral secret holding ``new``'s usage, if any."""
-        if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
-            return None
-        for record in self._ephemeral.values():
-            d = record.definition
-            if d.uuid != new.uuid and d.usage_type is new.usage_type and d.usage_id == new.usage_id:
-                return d.uuid
-        return None
+    async def _write(
+        self, d: SecretDef, record: SecretRecord | None, events: Sequence[Event]
+    ) -> None:
+        key = _secret_key(d)
+        value = None if record is None else record.model_dump_json().encode()
+        # Secrets without a usage need not exclude each other: compare the key only.
+        siblings = d.usage_type is not SecretUsageType.NONE and d.usage_id is not None
+        await self._ledger.write(key, value, events, siblings=siblings, what=f"secret '{d.uuid}'")
 
-    async def _usage_holder(self, new: SecretDef) -> str | None:
-        """The UUID of another live secret holding ``new``'s usage, if any."""
-        if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
-            return None
-        ephemeral = self._ephemeral_holder(new)
-        if ephemeral is not None:
-            return ephemeral
-        entry = await self._store.get(_usage_key(new.usage_type, new.usage_id))
-        if entry is None:
-            return None
-        holder, _ = _parse_claim(entry.value)
-        if holder != new.uuid and await self._store.get(_secret_key(holder)) is not None:
-            return holder
-        return None
-
-    async def _claim_usage(self, new: SecretDef) -> None:
-        """Take ``new``'s usage in KV; exactly one of concurrent claimants wins."""
-        if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
-            return
+    async def _define_persistent(self, new: SecretDef) -> Change:
         assert new.uuid is not None
-        key = _usage_key(new.usage_type, new.usage_id)
-        claim = _claim(new.uuid)
-        for attempt in range(_RETRIES):
-            entry = await self._store.get(key)
-            if entry is None:
-                try:
-                    await self._store.create(key, claim)
-                    return
-                except Conflict:
-                    await asyncio.sleep(backoff(attempt))
-                    continue
-            holder, claimed_at = _parse_claim(entry.value)
-            if holder == new.uuid:
-                return
-            # A claim without its secret is either a define still under way
-            # (it stores the secret right after claiming) or one that crashed
-            # in between; only a claim that old is taken over.
-            if (
-                await self._store.get(_secret_key(holder)) is not None
-                or time.time() - claimed_at < CLAIM_GRACE_SECONDS
-            ):
-                raise _usage_clash(holder, new.usage_id)
-            try:
-                await self._store.update(key, claim, entry.revision)
-                return
-            except Conflict:
-                await asyncio.sleep(backoff(attempt))
-                continue
-        raise Conflict(key)
-
-    async def _release_usage(self, d: SecretDef) -> None:
-        if d.usage_type is SecretUsageType.NONE or d.usage_id is None:
-            return
-        key = _usage_key(d.usage_type, d.usage_id)
-        entry = await self._store.get(key)
-        if entry is not None and _parse_claim(entry.value)[0] == d.uuid:
-            try:
-                await self._store.delete(key, entry.revision)
-            except Conflict:
-                pass  # someone else claimed it meanwhile: theirs now
-
-    async def _define_persistent(self, new: SecretDef, *, known_new: bool = False) -> Change:
-        assert new.uuid is not None
-        if new.uuid in self._ephemeral:
-            old_record = self._ephemeral[new.uuid]
-            self._check_redefine(old_record.definition, new)
-        entry = None if known_new else await self._store.get(_secret_key(new.uuid))
-        if entry is not None:
-            old = SecretRecord.model_validate_json(entry.value)
+        stored = self._persistent.get(new.uuid)
+        carried = self._ephemeral.get(new.uuid)
+        old = stored[1] if stored else carried
+        if old is not None:
             self._check_redefine(old.definition, new)
-            record = SecretRecord(definition=new, sealed_value=old.sealed_value)
-            revision = await self._store.update(
-                _secret_key(new.uuid), record.model_dump_json().encode(), entry.revision
-            )
-            return Change(definition=new, revision=revision, previous=old.definition)
-        holder = self._ephemeral_holder(new)
-        if holder is not None:
-            raise _usage_clash(holder, new.usage_id)
-        await self._claim_usage(new)  # decides against stored secrets
-        carried = self._ephemeral.pop(new.uuid, None)
-        record = SecretRecord(
-            definition=new, sealed_value=carried.sealed_value if carried else None
-        )
-        try:
-            revision = await self._store.create(
-                _secret_key(new.uuid), record.model_dump_json().encode()
-            )
-        except Conflict:
-            if carried is not None:
-                self._ephemeral[new.uuid] = carried
-            raise
-        return Change(
-            definition=new,
-            revision=revision,
-            previous=carried.definition if carried else None,
-        )
+        else:
+            holder = self._holder(new)
+            if holder is not None:
+                raise _usage_clash(holder, new.usage_id)
+        record = SecretRecord(definition=new, sealed_value=old.sealed_value if old else None)
+        await self._write(new, record, [lifecycle(new, "Defined")])
+        self._ephemeral.pop(new.uuid, None)
+        return Change(definition=new, previous=old.definition if old else None)
 
     async def _define_ephemeral(self, new: SecretDef) -> Change:
         assert new.uuid is not None
-        old = self._ephemeral.get(new.uuid)
-        stored = await self._store.get(_secret_key(new.uuid))
+        stored = self._persistent.get(new.uuid)
+        old = self._ephemeral.get(new.uuid) or (stored[1] if stored else None)
         if old is not None:
             self._check_redefine(old.definition, new)
-        elif stored is not None:
-            self._check_redefine(SecretRecord.model_validate_json(stored.value).definition, new)
         else:
-            holder = await self._usage_holder(new)
+            holder = self._holder(new)
             if holder is not None:
                 raise _usage_clash(holder, new.usage_id)
-        sealed = old.sealed_value if old else None
-        previous = old.definition if old else None
+        event = lifecycle(new, "Defined")
         if stored is not None:
             # Turning a persistent secret ephemeral: libvirt deletes its config.
-            prior = SecretRecord.model_validate_json(stored.value)
-            sealed = prior.sealed_value
-            previous = prior.definition
-            await self._store.delete(_secret_key(new.uuid), stored.revision)
-            await self._release_usage(prior.definition)
-        self._ephemeral[new.uuid] = SecretRecord(definition=new, sealed_value=sealed)
-        self._ephemeral_revision += 1
-        return Change(definition=new, revision=self._ephemeral_revision, previous=previous)
+            await self._write(stored[1].definition, None, [event])
+        else:
+            await self._ledger.announce([event], what=f"secret '{new.uuid}'")
+        self._ephemeral[new.uuid] = SecretRecord(
+            definition=new, sealed_value=old.sealed_value if old else None
+        )
+        for listener in self._listeners:
+            listener()
+        return Change(definition=new, previous=old.definition if old else None)
 
-    async def undefine(self, uuid_text: str) -> Change:
+    async def undefine(self, uuid_text: str) -> SecretDef:
         uuid = parse_uuid(uuid_text) or uuid_text
         async with self._ephemeral_lock:
-            if uuid in self._ephemeral:
-                record = self._ephemeral.pop(uuid)
-                self._ephemeral_revision += 1
-                return Change(definition=record.definition, revision=self._ephemeral_revision)
-        entry = await self._store.get(_secret_key(uuid))
-        if entry is None:
-            raise no_secret_uuid(uuid_text)
-        record = SecretRecord.model_validate_json(entry.value)
-        try:
-            await self._store.delete(_secret_key(uuid), entry.revision)
-        except Conflict as err:
-            raise VirtError(
-                ErrorCode.OPERATION_FAILED, f"secret '{uuid}' changed while undefining it", _D
-            ) from err
-        await self._release_usage(record.definition)
-        return Change(definition=record.definition, revision=entry.revision + 1)
+            record = self._ephemeral.get(uuid)
+            if record is not None:
+                await self._ledger.announce(
+                    [lifecycle(record.definition, "Undefined")], what=f"secret '{uuid}'"
+                )
+                del self._ephemeral[uuid]
+                for listener in self._listeners:
+                    listener()
+                return record.definition
+
+        async def attempt() -> SecretDef:
+            stored = self._persistent.get(uuid)
+            if stored is None:
+                raise no_secret_uuid(uuid_text)
+            d = stored[1].definition
+            await self._ledger.write(
+                stored[0], None, [lifecycle(d, "Undefined")], what=f"secret '{uuid}'"
+            )
+            return d
+
+        return await self._retry(attempt, uuid)
 
     # -- values --------------------------------------------------------------------
 
-    async def set_value(self, uuid_text: str, value: bytes) -> Change:
+    async def set_value(self, uuid_text: str, value: bytes) -> None:
         uuid = parse_uuid(uuid_text) or uuid_text
         sealed = self._cipher.seal(uuid, value)
-        if uuid in self._ephemeral:
-            record = self._ephemeral[uuid]
-            self._ephemeral[uuid] = record.model_copy(update={"sealed_value": sealed})
-            self._ephemeral_revision += 1
-            return Change(definition=record.definition, revision=self._ephemeral_revision)
-        for attempt in range(_RETRIES):
-            entry = await self._store.get(_secret_key(uuid))
-            if entry is None:
-                raise no_secret_uuid(uuid_text)
-            record = SecretRecord.model_validate_json(entry.value)
-            updated = record.model_copy(update={"sealed_value": sealed})
-            try:
-                revision = await self._store.update(
-                    _secret_key(uuid), updated.model_dump_json().encode(), entry.revision
+        async with self._ephemeral_lock:
+            record = self._ephemeral.get(uuid)
+            if record is not None:
+                await self._ledger.announce(
+                    [value_changed(record.definition)], what=f"secret '{uuid}'"
                 )
-            except Conflict:
-                await asyncio.sleep(backoff(attempt))
-                continue
-            return Change(definition=record.definition, revision=revision)
-        raise VirtError(ErrorCode.OPERATION_FAILED, f"secret '{uuid}' kept changing", _D)
+                self._ephemeral[uuid] = record.model_copy(update={"sealed_value": sealed})
+                return
 
-    async def get_value(self, uuid_text: str, *, internal: bool = False) -> bytes:
+        async def attempt() -> None:
+            stored = self._persistent.get(uuid)
+            if stored is None:
+                raise no_secret_uuid(uuid_text)
+            updated = stored[1].model_copy(update={"sealed_value": sealed})
+            await self._ledger.write(
+                stored[0],
+                updated.model_dump_json().encode(),
+                [value_changed(updated.definition)],
+                what=f"secret '{uuid}'",
+            )
+
+        await self._retry(attempt, uuid)
+
+    def get_value(self, uuid_text: str, *, internal: bool = False) -> bytes:
         """The value; refused for private secrets unless ``internal`` (libvirt's
         VIR_SECRET_GET_VALUE_INTERNAL_CALL)."""
         uuid = parse_uuid(uuid_text) or uuid_text
-        found = await self._load(uuid)
-        if found is None:
+        record = self._find(uuid)
+        if record is None:
             raise no_secret_uuid(uuid_text)
-        record = found[0]
         if record.definition.private and not internal:
             raise VirtError(ErrorCode.INVALID_SECRET, "secret is private", _D)
         if record.sealed_value is None:

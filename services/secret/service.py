@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -19,12 +18,8 @@ from shared.util.api import Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.process import HandlerTable, ServiceProcess
 from shared.util.settings import ProcessSettings
-from shared.util.state import StateStore
 
 log = logging.getLogger(__name__)
-
-BUCKET = "virtbus_secret"
-_RECOUNT_SECONDS = 30.0
 
 
 class SecretSettings(ProcessSettings):
@@ -45,10 +40,6 @@ def _info(d: SecretDef) -> api.SecretInfo:
         ephemeral=d.ephemeral,
         private=d.private,
     )
-
-
-def _kind(d: SecretDef) -> str:
-    return "ephemeral" if d.ephemeral else "persistent"
 
 
 def decode_value(text: str) -> bytes:
@@ -89,26 +80,15 @@ class SecretService(ServiceProcess[SecretSettings]):
     async def on_start(self) -> None:
         key_file = self.settings.key_file or self.settings.state_dir / "secret.key"
         key = cipher.load_key(self.settings.secret_key, key_file)
-        store = await StateStore.open(self.js, BUCKET)
-        self._registry = SecretRegistry(store, cipher.ValueCipher(key))
-        await self._recount()
-        self.spawn(self._recount_forever(), "secret-recount")
+        ledger = await self.open_ledger()
+        self._registry = SecretRegistry(ledger, cipher.ValueCipher(key))
+        self._registry.on_change(self._recount)
+        self._recount()
 
-    async def _recount(self) -> None:
-        secrets = await self.registry.all()
-        ephemeral = sum(1 for d in secrets if d.ephemeral)
-        self._count.labels(kind="persistent").set(len(secrets) - ephemeral)
+    def _recount(self) -> None:
+        persistent, ephemeral = self.registry.counts()
+        self._count.labels(kind="persistent").set(persistent)
         self._count.labels(kind="ephemeral").set(ephemeral)
-
-    async def _recount_forever(self) -> None:
-        """Other replicas change secrets too: recount periodically.  Requests
-        only adjust the gauge, since a full count reads every secret."""
-        while True:
-            await asyncio.sleep(_RECOUNT_SECONDS)
-            try:
-                await self._recount()
-            except VirtError as err:
-                log.warning("secret recount failed: %s", err)
 
     def handlers(self) -> HandlerTable:
         return [
@@ -123,36 +103,19 @@ class SecretService(ServiceProcess[SecretSettings]):
             (api.GET_VALUE_INTERNAL, self.get_value_internal),
         ]
 
-    async def _lifecycle(self, d: SecretDef, detail: str, revision: int) -> None:
-        assert d.uuid is not None
-        await self.events.publish(
-            "secret",
-            d.uuid,
-            "lifecycle",
-            detail,
-            event_id=f"secret-{d.uuid}-{revision}-{detail.lower()}",
-            extra={"usage_type": d.usage_type.value, "usage_id": d.usage_id},
-        )
-
     async def define(self, req: api.DefineRequest) -> api.DefineReply:
         change = await self.registry.define(parse_secret(req.xml))
-        await self._lifecycle(change.definition, "Defined", change.revision)
-        if change.previous is not None:
-            self._count.labels(kind=_kind(change.previous)).dec()
-        self._count.labels(kind=_kind(change.definition)).inc()
         assert change.definition.uuid is not None
         return api.DefineReply(uuid=change.definition.uuid)
 
     async def undefine(self, req: api.UuidRequest) -> Empty:
-        change = await self.registry.undefine(req.uuid)
-        await self._lifecycle(change.definition, "Undefined", change.revision)
-        self._count.labels(kind=_kind(change.definition)).dec()
+        await self.registry.undefine(req.uuid)
         return Empty()
 
     async def list(self, req: api.ListRequest) -> api.ListReply:
         secrets = [
             _info(d)
-            for d in await self.registry.all()
+            for d in self.registry.all()
             if (req.ephemeral is None or d.ephemeral == req.ephemeral)
             and (req.private is None or d.private == req.private)
         ]
@@ -160,30 +123,21 @@ class SecretService(ServiceProcess[SecretSettings]):
         return api.ListReply(secrets=secrets)
 
     async def dumpxml(self, req: api.UuidRequest) -> api.XmlReply:
-        return api.XmlReply(xml=format_secret(await self.registry.get(req.uuid)))
+        return api.XmlReply(xml=format_secret(self.registry.get(req.uuid)))
 
     async def lookup_by_uuid(self, req: api.UuidRequest) -> api.SecretInfo:
-        return _info(await self.registry.get(req.uuid))
+        return _info(self.registry.get(req.uuid))
 
     async def lookup_by_usage(self, req: api.UsageRequest) -> api.SecretInfo:
-        return _info(await self.registry.by_usage(req.usage_type, req.usage_id))
+        return _info(self.registry.by_usage(req.usage_type, req.usage_id))
 
     async def set_value(self, req: api.SetValueRequest) -> Empty:
-        change = await self.registry.set_value(req.uuid, decode_value(req.value))
-        d = change.definition
-        assert d.uuid is not None
-        await self.events.publish(
-            "secret",
-            d.uuid,
-            "value-changed",
-            None,
-            event_id=f"secret-{d.uuid}-{change.revision}-value",
-        )
+        await self.registry.set_value(req.uuid, decode_value(req.value))
         return Empty()
 
     async def get_value(self, req: api.UuidRequest) -> api.ValueReply:
-        return api.ValueReply(value=encode_value(await self.registry.get_value(req.uuid)))
+        return api.ValueReply(value=encode_value(self.registry.get_value(req.uuid)))
 
     async def get_value_internal(self, req: api.UuidRequest) -> api.ValueReply:
-        value = await self.registry.get_value(req.uuid, internal=True)
+        value = self.registry.get_value(req.uuid, internal=True)
         return api.ValueReply(value=encode_value(value))

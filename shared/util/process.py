@@ -30,6 +30,7 @@ from shared.util.api import Endpoint, serve
 from shared.util.events import EventPublisher, ensure_stream
 from shared.util.health import HealthServer
 from shared.util.jsmetrics import JetStreamCollector
+from shared.util.ledger import Ledger
 from shared.util.logs import setup_logging
 from shared.util.metrics import ProcessMetrics
 from shared.util.settings import ProcessSettings, load_settings
@@ -110,6 +111,17 @@ class ServiceProcess(Generic[S]):
     @property
     def service_id(self) -> str | None:
         return str(self._micro.id) if self._micro else None
+
+    async def open_ledger(self) -> Ledger:
+        """Open this service's ledger (``shared.util.ledger``: its state and
+        events, one write per change) and run its watch and event forwarder
+        until ``stop``; for ``on_start``."""
+        host = self.settings.host if self.host_scoped else None
+        ledger = Ledger(self.nc, self.js, self.name, host)
+        await ledger.open()
+        self.spawn(ledger.watch(), f"{self.name}-ledger-watch")
+        self.spawn(ledger.forward_forever(), f"{self.name}-event-forwarder")
+        return ledger
 
     def _not_ready_reason(self) -> str | None:
         if self.state is not RunState.RUNNING:

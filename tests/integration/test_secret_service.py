@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from shared.conf.secret import SecretUsageType
 from shared.util.api import call
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.events import CloudEvent
-from shared.util.state import StateStore
-from shared.util.subjects import token
 
 pytestmark = pytest.mark.integration
 
@@ -256,21 +253,30 @@ async def test_no_service_gives_no_server(nc: NATS) -> None:
     assert info.value.code is ErrorCode.NO_SERVER
 
 
-async def test_claim_left_by_a_crashed_define_is_taken_over_only_when_old(
-    service: SecretService, client: Client
+async def test_ephemeral_changes_keep_unique_event_ids_across_restarts(
+    nats_url: str, tmp_path: Path, nc: NATS
 ) -> None:
-    # What a define that died between claiming the usage and storing its secret
-    # leaves behind: a claim whose secret does not exist.
-    store = await StateStore.open(client.nc.jetstream(), "virtbus_secret")
-    ghost = "11111111-2222-4333-8444-555555555555"
-    key = f"usage.volume.{token('/img/ghost')}"
-    await store.create(key, json.dumps({"uuid": ghost, "at": time.time()}).encode())
-    with pytest.raises(VirtError) as fresh:
-        await client.secret.define(_secret("/img/ghost"))
-    assert ghost in str(fresh.value)
-    entry = await store.get(key)
-    assert entry is not None
-    await store.update(key, json.dumps({"uuid": ghost, "at": 0}).encode(), entry.revision)
-    uuid = await client.secret.define(_secret("/img/ghost"))
-    info = await client.secret.lookup_by_usage(SecretUsageType.VOLUME, "/img/ghost")
-    assert info.uuid == uuid != ghost
+    # Ephemeral secrets are never stored, but their events are: each change's
+    # id comes from the ledger, so a restarted service does not reuse one (a
+    # reused id would make the stream drop the event as a duplicate).
+    settings = SecretSettings(
+        nats_url=nats_url, state_dir=tmp_path / "s", secret_key=base64.b64encode(b"k" * 32).decode()
+    )
+    client = Client(nc)
+    for _ in range(2):
+        async with SecretService(settings) as svc:
+            uuid = await client.secret.define(_secret("/eph", ephemeral=True))
+            await client.secret.set_value(uuid, b"v")
+            ledger = svc.registry.ledger
+            await ledger.wait_forwarded(ledger.last_written)
+    got: list[CloudEvent] = []
+    async with subscribe(nc, replay=True) as events:
+        async for ev in events:
+            got.append(ev)
+            if len(got) == 4:
+                break
+    assert [(e.data.event, e.data.detail) for e in got] == [
+        ("lifecycle", "Defined"),
+        ("value-changed", None),
+    ] * 2
+    assert len({e.id for e in got}) == 4
