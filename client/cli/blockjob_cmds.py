@@ -15,27 +15,20 @@ service in bytes per second.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from client.cli.blockjob_wait import (
-    Interrupt,
-    Waiting,
-    progress_text,
-    wait_end,
-    wait_job,
-)
-from client.cli.domain_cmds import run_jobs
 from client.cli.output import error, print_json
 from client.cli.pool_cmds import CommandFailed, pretty_capacity
 from client.cli.secret_cmds import read_xml_file
-from client.storage_jobs import BlockJobClient, JobWatch
-from shared.api import storage_jobs as api
-from shared.api.blockjob import JobStatus, JobType
-from shared.conf.units import ULLONG_MAX, parse_c_unsigned, scale_integer
-from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import VirtError
+from client.cli.table import Args, Command, Opt, data, flag, number, string
 
+if TYPE_CHECKING:
+    from client.cli.blockjob_wait import Waiting
+    from client.storage_jobs import BlockJobClient, JobWatch
+    from shared.api import storage_jobs as api
+
+ULLONG_MAX = (1 << 64) - 1
 ULONG_MAX = (1 << 64) - 1
 _MIB = 1 << 20
 
@@ -44,12 +37,12 @@ class UsageError(Exception):
     """A command line virsh refuses before doing anything."""
 
 
-def _opt(args: argparse.Namespace, name: str) -> object:
+def _opt(args: Args, name: str) -> object:
     """The value of option ``--name`` (``--async`` is stored as ``async_``)."""
     return getattr(args, "async_" if name == "async" else name.replace("-", "_"))
 
 
-def _exclusive(args: argparse.Namespace, *pairs: tuple[str, str]) -> None:
+def _exclusive(args: Args, *pairs: tuple[str, str]) -> None:
     for a, b in pairs:
         if _opt(args, a) and _opt(args, b):
             raise UsageError(f"Options --{a} and --{b} are mutually exclusive")
@@ -59,6 +52,9 @@ def bandwidth_bytes(text: str | None, in_bytes: bool) -> int:
     """vshBlockJobOptionBandwidth, in bytes per second (0: unlimited).  A plain
     number is MiB/s (bytes with ``in_bytes``); a negative one is, as virsh
     says, the maximum, which here means no limit; a scaled one is bytes."""
+    from shared.conf.units import parse_c_unsigned, scale_integer
+    from shared.util.errors import VirtError
+
     if text is None:
         return 0
     stripped = text.strip()
@@ -86,6 +82,8 @@ def bandwidth_bytes(text: str | None, in_bytes: bool) -> int:
 
 
 def _unsigned(text: str | None, name: str, limit: int = ULLONG_MAX) -> int:
+    from shared.conf.units import parse_c_unsigned
+
     if text is None:
         return 0
     value = parse_c_unsigned(text.strip())
@@ -96,6 +94,8 @@ def _unsigned(text: str | None, name: str, limit: int = ULLONG_MAX) -> int:
 
 def _timeout(text: str | None) -> float | None:
     """vshCommandOptTimeoutToMs: whole seconds above zero."""
+    from shared.conf.units import parse_c_unsigned
+
     if text is None:
         return None
     value = parse_c_unsigned(text.strip())
@@ -110,6 +110,10 @@ async def _conclude(
     jobs: BlockJobClient, watch: JobWatch, job: api.BlockJobInfo, *, pivot: bool, what: str
 ) -> None:
     """Pivot (or abort, keeping the source) a ready job and wait for its end."""
+    from client.cli.blockjob_wait import wait_end
+    from shared.api.blockjob import JobStatus
+    from shared.util.errors import VirtError
+
     try:
         await jobs.abort(job.domain, job.disk, pivot=pivot)
         outcome = await wait_end(watch, job)
@@ -123,7 +127,7 @@ async def _start_or_wait(
     jobs: BlockJobClient,
     watch: JobWatch,
     job: api.BlockJobInfo,
-    args: argparse.Namespace,
+    args: Args,
     how: Waiting,
     kind: str,
     word: str,
@@ -132,6 +136,9 @@ async def _start_or_wait(
     exit status when the command ends here (aborted, failed, not waiting), None
     when the job is ready or complete.  A failure's reason, which virsh cannot
     know, follows on stderr."""
+    from client.cli.blockjob_wait import Interrupt, wait_job
+    from shared.api.blockjob import JobStatus
+
     if not how.blocking:
         if args.json:
             print_json(job.model_dump(mode="json"))
@@ -152,12 +159,12 @@ async def _start_or_wait(
     return None
 
 
-def _blocking_checks(args: argparse.Namespace, blocking: bool, options: str) -> None:
+def _blocking_checks(args: Args, blocking: bool, options: str) -> None:
     if blocking:
         return
-    for flag in ("verbose", "async"):
-        if _opt(args, flag):
-            raise UsageError(f"--{flag} requires at least one of {options}")
+    for name in ("verbose", "async"):
+        if _opt(args, name):
+            raise UsageError(f"--{name} requires at least one of {options}")
 
 
 # ---- blockcopy ------------------------------------------------------------------------------
@@ -165,6 +172,8 @@ def _blocking_checks(args: argparse.Namespace, blocking: bool, options: str) -> 
 
 def print_xml(dest: str, fmt: str | None, blockdev: bool) -> str:
     """The ``<disk>`` virsh's blockcopy --print-xml shows for ``--dest``."""
+    from shared.conf.xmlwriter import XmlWriter
+
     w = XmlWriter()
     with w.block("disk", [("type", "block" if blockdev else "file")]) as d:
         d.leaf("source", [("dev" if blockdev else "file", dest)])
@@ -173,11 +182,12 @@ def print_xml(dest: str, fmt: str | None, blockdev: bool) -> str:
     return w.getvalue()
 
 
-def copy_request(args: argparse.Namespace) -> api.BlockCopyRequest:
-    dest = args.dest or args.dest_arg
-    if args.dest and args.dest_arg:
-        raise UsageError("option --dest already has a value")
-    args.dest = dest
+def copy_request(args: Args) -> api.BlockCopyRequest:
+    from shared.api import storage_jobs as api
+
+    dest = args.dest
+    if args.raw:
+        args.format = "raw"
     _exclusive(args, ("dest", "xml"), ("format", "xml"), ("blockdev", "xml"), ("pivot", "finish"))
     _exclusive(args, ("dest", "pool"), ("xml", "pool"))
     if bool(args.pool) != bool(args.name):
@@ -207,7 +217,11 @@ def copy_request(args: argparse.Namespace) -> api.BlockCopyRequest:
     )
 
 
-def blockcopy(args: argparse.Namespace) -> int:
+def blockcopy(args: Args) -> int:
+    from client.cli.blockjob_wait import Waiting
+    from client.cli.domain_cmds import run_jobs
+    from client.storage_jobs import JobWatch
+
     try:
         timeout = _timeout(args.timeout)
         blocking = bool(args.wait or args.finish or args.pivot or timeout)
@@ -248,7 +262,13 @@ def blockcopy(args: argparse.Namespace) -> int:
 # ---- blockcommit ----------------------------------------------------------------------------
 
 
-def blockcommit(args: argparse.Namespace) -> int:
+def blockcommit(args: Args) -> int:
+    from client.cli.blockjob_wait import Waiting
+    from client.cli.domain_cmds import run_jobs
+    from client.storage_jobs import JobWatch
+    from shared.api import storage_jobs as api
+    from shared.api.blockjob import JobType
+
     try:
         _exclusive(args, ("pivot", "keep-overlay"))
         timeout = _timeout(args.timeout)
@@ -298,7 +318,12 @@ def blockcommit(args: argparse.Namespace) -> int:
 # ---- blockpull ------------------------------------------------------------------------------
 
 
-def blockpull(args: argparse.Namespace) -> int:
+def blockpull(args: Args) -> int:
+    from client.cli.blockjob_wait import Waiting
+    from client.cli.domain_cmds import run_jobs
+    from client.storage_jobs import JobWatch
+    from shared.api import storage_jobs as api
+
     try:
         for option in ("verbose", "async"):
             if _opt(args, option) and not args.wait:
@@ -331,13 +356,12 @@ def blockpull(args: argparse.Namespace) -> int:
 
 # ---- blockjob -------------------------------------------------------------------------------
 
-#: virsh's names of job types (virshDomainBlockJob).
-_LABELS = {t: t.label for t in JobType}
-
 
 def _info_text(job: api.BlockJobInfo, raw: bool, in_bytes: bool) -> tuple[str, str]:
     """(stderr, stdout) of ``blockjob --info`` for a running job, as virsh 9.0 prints."""
-    label = _LABELS[job.type]
+    from client.cli.blockjob_wait import progress_text
+
+    label = job.type.label
     if raw:
         bandwidth = job.bandwidth if in_bytes else job.bandwidth >> 20
         return "", (f" type={label}\n bandwidth={bandwidth}\n cur={job.cur}\n end={job.end}\n")
@@ -349,7 +373,12 @@ def _info_text(job: api.BlockJobInfo, raw: bool, in_bytes: bool) -> tuple[str, s
     return progress_text(label, job.cur, job.end), out + "\n"
 
 
-def blockjob(args: argparse.Namespace) -> int:
+def blockjob(args: Args) -> int:
+    from client.cli.blockjob_wait import wait_end
+    from client.cli.domain_cmds import run_jobs
+    from client.storage_jobs import JobWatch
+    from shared.api.blockjob import JobStatus
+
     try:
         _exclusive(args, ("raw", "abort"), ("raw", "pivot"), ("raw", "async"))
         _exclusive(args, ("raw", "bandwidth"), ("info", "abort"), ("info", "pivot"))
@@ -404,3 +433,119 @@ def blockjob(args: argparse.Namespace) -> int:
         return 0
 
     return run_jobs(args, body)
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+_DOMAIN = data("domain", "domain name, id or uuid")
+_PATH = data("path", "fully-qualified path of disk")
+_BANDWIDTH = number("bandwidth", "bandwidth limit in MiB/s", text=True)
+_BYTES = flag("bytes", "the bandwidth limit is in bytes/s rather than MiB/s")
+_VERBOSE = flag("verbose", "with --wait, display the progress")
+_ASYNC = flag("async", "with --wait, don't wait for cancel to finish")
+_KEEP_RELATIVE = flag("keep-relative", "keep the backing chain relatively referenced")
+
+
+def _timeout_opt(what: str) -> Opt:
+    return number("timeout", what, text=True)
+
+
+COMMANDS = (
+    Command(
+        "blockcommit",
+        "Start a block commit operation.",
+        blockcommit,
+        (
+            _DOMAIN,
+            _PATH,
+            _BANDWIDTH,
+            string("base", "path of base file to commit into (default bottom of chain)"),
+            flag("shallow", "use backing file of top as base"),
+            string("top", "path of top file to commit from (default top of chain)"),
+            flag("active", "trigger two-stage active commit of top file"),
+            flag("delete", "delete files that were successfully committed"),
+            flag("wait", "wait for job to complete (with --active, wait for job to sync)"),
+            _VERBOSE,
+            _timeout_opt("implies --wait, abort if copy exceeds timeout (in seconds)"),
+            flag("pivot", "implies --active --wait, pivot when commit is synced"),
+            flag("keep-overlay", "implies --active --wait, quit when commit is synced"),
+            _ASYNC,
+            _KEEP_RELATIVE,
+            _BYTES,
+        ),
+        description="Commit changes from a snapshot down to its backing image.",
+    ),
+    Command(
+        "blockcopy",
+        "Start a block copy operation.",
+        blockcopy,
+        (
+            _DOMAIN,
+            data("path", "fully-qualified path of source disk"),
+            string("dest", "path of the copy to create", "file"),
+            _BANDWIDTH,
+            flag("shallow", "make the copy share a backing chain"),
+            flag("reuse-external", "reuse existing destination"),
+            flag("blockdev", "copy destination is block device instead of regular file"),
+            flag("wait", "wait for job to reach mirroring phase"),
+            _VERBOSE,
+            _timeout_opt("implies --wait, abort if copy exceeds timeout (in seconds)"),
+            flag("pivot", "implies --wait, pivot when mirroring starts"),
+            flag("finish", "implies --wait, quit when mirroring starts"),
+            _ASYNC,
+            string("xml", "filename containing XML description of the copy destination", "file"),
+            string("format", "format of the destination file"),
+            number("granularity", "power-of-two granularity to use during the copy", text=True),
+            number("buf-size", "maximum amount of in-flight data during the copy", text=True),
+            _BYTES,
+            flag("transient-job", "the copy job is not persisted if VM is turned off"),
+            flag(
+                "synchronous-writes",
+                "the copy job forces guest writes to be synchronously written to the destination",
+            ),
+            flag(
+                "print-xml",
+                "print the XML used to start the copy job instead of starting the job",
+            ),
+            flag("raw", "the destination is raw, as --format raw (virtbus)"),
+            string("pool", "copy into a new volume of this pool (virtbus)", "pool"),
+            string("name", "name of that new volume (virtbus)"),
+        ),
+        description="Copy a disk backing image chain to dest.",
+    ),
+    Command(
+        "blockjob",
+        "Manage active block operations",
+        blockjob,
+        (
+            _DOMAIN,
+            _PATH,
+            flag("abort", "abort the active job on the specified disk"),
+            flag("async", "implies --abort; request but don't wait for job end"),
+            flag("pivot", "implies --abort; conclude and pivot a copy or commit job"),
+            flag("info", "get active job information for the specified disk"),
+            flag("bytes", "get/set bandwidth in bytes rather than MiB/s"),
+            flag("raw", "implies --info; output details rather than human summary"),
+            number("bandwidth", "set the bandwidth limit in MiB/s", text=True),
+        ),
+        description="Query, adjust speed, or cancel active block operations.",
+    ),
+    Command(
+        "blockpull",
+        "Populate a disk from its backing image.",
+        blockpull,
+        (
+            _DOMAIN,
+            _PATH,
+            _BANDWIDTH,
+            string("base", "path of backing file in chain for a partial pull"),
+            flag("wait", "wait for job to finish"),
+            _VERBOSE,
+            _timeout_opt("with --wait, abort if pull exceeds timeout (in seconds)"),
+            _ASYNC,
+            _KEEP_RELATIVE,
+            _BYTES,
+        ),
+        description="Populate a disk from its backing image.",
+    ),
+)

@@ -9,24 +9,32 @@ that host's agent publishes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
+from client.cli import blockjob_cmds
 from client.cli.output import print_json, table
 from client.cli.pool_cmds import run_on_host
-from client.storage_jobs import BlockJobClient, disk_rows
+from client.cli.table import Args, Command, Group, data, flag
 
-Body = Callable[[BlockJobClient], Awaitable[int]]
+if TYPE_CHECKING:
+    from client.storage_jobs import BlockJobClient
+
+Body = Callable[["BlockJobClient"], Awaitable[int]]
 
 
-def run_jobs(args: argparse.Namespace, body: Body) -> int:
+def run_jobs(args: Args, body: Body) -> int:
     """Run ``body`` against the chosen host's storage service; ``CommandFailed`` and
     ``VirtError`` become virsh's ``error:`` lines and exit status 1."""
+    from client.storage_jobs import BlockJobClient
+
     return run_on_host(args, BlockJobClient, body)
 
 
-def domblklist(args: argparse.Namespace) -> int:
+def domblklist(args: Args) -> int:
+    from client.storage_jobs import disk_rows
+
     async def body(jobs: BlockJobClient) -> int:
         inventory = await jobs.domain_disks(args.domain)
         rows = disk_rows(inventory)
@@ -45,7 +53,7 @@ def domblklist(args: argparse.Namespace) -> int:
     return run_jobs(args, body)
 
 
-def disk_dumpxml(args: argparse.Namespace) -> int:
+def disk_dumpxml(args: Args) -> int:
     async def body(jobs: BlockJobClient) -> int:
         disk = await jobs.disk_dumpxml(args.domain, args.target)
         if args.json:
@@ -55,3 +63,32 @@ def disk_dumpxml(args: argparse.Namespace) -> int:
         return 0
 
     return run_jobs(args, body)
+
+
+GROUP = Group(
+    "Domain Management",
+    "domain",
+    (
+        *blockjob_cmds.COMMANDS,
+        Command(
+            "disk-dumpxml",
+            "a domain disk as the storage service's inventory holds it (virtbus)",
+            disk_dumpxml,
+            (
+                data("domain", "domain name"),
+                data("target", "disk target (vda) or source path"),
+            ),
+        ),
+        Command(
+            "domblklist",
+            "list all domain blocks",
+            domblklist,
+            (
+                data("domain", "domain name, id or uuid"),
+                flag("inactive", "get inactive rather than running configuration"),
+                flag("details", "additionally display the type and device value"),
+            ),
+            description="Get the summary of block devices for a domain.",
+        ),
+    ),
+)

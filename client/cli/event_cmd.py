@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from client.cli.output import print_json
 from client.cli.session import run
-from client.connection import Client
-from client.events import format_event, format_timestamp, subscribe
+from client.cli.table import Args, Command, flag, number, string
+
+if TYPE_CHECKING:
+    from client.connection import Client
 
 
-def event(args: argparse.Namespace) -> int:
+def event(args: Args) -> int:
+    import asyncio
+
+    from client.events import format_event, format_timestamp, subscribe
+
     async def body(c: Client) -> int:
         count = 0
         timed_out = False
@@ -45,3 +50,20 @@ def event(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         return run(args, body)
     return 0
+
+
+COMMAND = Command(
+    "event",
+    "wait for events and print them",
+    event,
+    (
+        flag("all", "all event types of all services"),
+        string("event", "only events of this name (lifecycle, refresh, ...)"),
+        flag("loop", "keep printing events until interrupted"),
+        number("timeout", "stop after this many seconds"),
+        flag("timestamp", "print a timestamp on each event"),
+        flag("replay", "start from the oldest stored event"),
+    ),
+    description="Print the events of every service as they arrive (virsh's event, for all "
+    "of virtbus's objects).",
+)

@@ -1,11 +1,22 @@
-"""Printing as virsh prints: its tables, its error lines, and ``--json``."""
+"""Printing as virsh prints: its tables, its error lines, and ``--json``.
+
+With ``--json`` (``use_json(True)``), ``error`` writes one JSON object on
+stderr instead of ``error:`` lines: ``{"error": {"message": ..., "lines": [...]}}``.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+_json_errors = False
+
+
+def use_json(on: bool) -> None:
+    """Report errors as JSON (``--json``) or as virsh's ``error:`` lines."""
+    global _json_errors
+    _json_errors = on
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -26,10 +37,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def error(*lines: str) -> None:
-    """``error: ...`` lines on stderr, as virsh reports failures."""
+    """``error: ...`` lines on stderr, as virsh reports failures (JSON with ``--json``)."""
+    if _json_errors:
+        import json
+
+        body = {"error": {"message": ": ".join(lines), "lines": list(lines)}}
+        print(json.dumps(body), file=sys.stderr)
+        return
     for text in lines:
         print(f"error: {text}", file=sys.stderr)
 
 
 def print_json(value: Any) -> None:
+    import json
+
     print(json.dumps(value, indent=2, default=str))

@@ -7,23 +7,21 @@ A pool is named by UUID or name, tried in that order as virsh does.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
-
-from nats.aio.client import Client as NATS
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from client.cli.output import error, print_json, table
 from client.cli.secret_cmds import read_xml_file
 from client.cli.session import run
-from client.connection import Client
-from client.storage import StorageClient, default_host
-from shared.api.storage import BuildMode, PoolInfo, PoolState
-from shared.conf.storage_pool_types import PoolType
-from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import VirtError
+from client.cli.table import Args, Command, Group, data, flag, string
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+    from client.connection import Client
+    from client.storage import StorageClient
+    from shared.api.storage import BuildMode, PoolInfo
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 _UUID_LENGTH = 36
@@ -47,7 +45,7 @@ def pretty_capacity(value: int) -> str:
     return f"{scaled:.2f} {_UNITS[unit]}"
 
 
-Body = Callable[[StorageClient], Awaitable[int]]
+Body = Callable[["StorageClient"], Awaitable[int]]
 C = TypeVar("C")
 T = TypeVar("T")
 
@@ -61,13 +59,15 @@ def fail(*lines: str) -> int:
 
 
 def run_on_host(
-    args: argparse.Namespace,
+    args: Args,
     client: Callable[[NATS, str], C],
     body: Callable[[C], Awaitable[int]],
 ) -> int:
     """Run ``body`` with ``client(nc, host)`` for the chosen host's storage service;
     ``CommandFailed`` and ``VirtError`` become virsh's ``error:`` lines and exit
     status 1."""
+    from client.storage import default_host
+    from shared.util.errors import VirtError
 
     async def main(c: Client) -> int:
         host = args.host or await default_host(c.nc)
@@ -81,13 +81,17 @@ def run_on_host(
     return run(args, main)
 
 
-def run_storage(args: argparse.Namespace, body: Body) -> int:
+def run_storage(args: Args, body: Body) -> int:
     """Run ``body`` against the chosen host's storage service (see ``run_on_host``)."""
+    from client.storage import StorageClient
+
     return run_on_host(args, StorageClient, body)
 
 
 async def with_context(action: Awaitable[T], context: str) -> T:
     """Await ``action``; a ``VirtError`` becomes ``context`` then the error, as virsh prints."""
+    from shared.util.errors import VirtError
+
     try:
         return await action
     except VirtError as err:
@@ -96,6 +100,8 @@ async def with_context(action: Awaitable[T], context: str) -> T:
 
 async def resolve_pool(storage: StorageClient, text: str) -> PoolInfo:
     """virshCommandOptPoolBy: by UUID when it looks like one, then by name."""
+    from shared.util.errors import VirtError
+
     if len(text) == _UUID_LENGTH:
         try:
             return await storage.pool_lookup_by_uuid(text)
@@ -104,7 +110,7 @@ async def resolve_pool(storage: StorageClient, text: str) -> PoolInfo:
     return await with_context(storage.pool_info(text), f"failed to get pool '{text}'")
 
 
-def done(args: argparse.Namespace, message: str, **fields: object) -> int:
+def done(args: Args, message: str, **fields: object) -> int:
     """Print virsh's success line (and its blank line), or ``fields`` as JSON."""
     if args.json:
         print_json(fields)
@@ -113,7 +119,7 @@ def done(args: argparse.Namespace, message: str, **fields: object) -> int:
     return 0
 
 
-def show_xml(args: argparse.Namespace, xml: str, end: str = "\n", **fields: object) -> int:
+def show_xml(args: Args, xml: str, end: str = "\n", **fields: object) -> int:
     """Print an XML document as virsh does (``end`` after it), or it and ``fields`` as JSON."""
     if args.json:
         print_json({**fields, "xml": xml})
@@ -122,7 +128,9 @@ def show_xml(args: argparse.Namespace, xml: str, end: str = "\n", **fields: obje
     return 0
 
 
-def _build_mode(args: argparse.Namespace) -> BuildMode:
+def _build_mode(args: Args) -> BuildMode:
+    from shared.api.storage import BuildMode
+
     if args.overwrite and args.no_overwrite:
         raise CommandFailed("Options --overwrite and --no-overwrite are mutually exclusive")
     if args.overwrite:
@@ -135,8 +143,7 @@ def _build_mode(args: argparse.Namespace) -> BuildMode:
 # ---- define / create ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Adapter:
+class _Adapter(NamedTuple):
     name: str | None
     wwnn: str | None
     wwpn: str | None
@@ -161,8 +168,10 @@ def _adapter_attrs(a: _Adapter) -> list[tuple[str, object | None]] | None:
     return None
 
 
-def build_pool_xml(args: argparse.Namespace) -> str:
+def build_pool_xml(args: Args) -> str:
     """The ``<pool>`` document pool-define-as and pool-create-as send (virshBuildPoolXML)."""
+    from shared.conf.xmlwriter import XmlWriter
+
     if args.secret_usage and args.secret_uuid:
         raise CommandFailed("Options --secret-usage and --secret-uuid are mutually exclusive")
     adapter = _Adapter(
@@ -222,7 +231,7 @@ def build_pool_xml(args: argparse.Namespace) -> str:
     return w.getvalue()
 
 
-def define_(args: argparse.Namespace) -> int:
+def define_(args: Args) -> int:
     xml = read_xml_file(args.file)
     if xml is None:
         return 1
@@ -240,7 +249,7 @@ def print_xml(xml: str) -> int:
     return 0
 
 
-def define_as(args: argparse.Namespace) -> int:
+def define_as(args: Args) -> int:
     try:
         xml = build_pool_xml(args)
     except CommandFailed as failure:
@@ -255,7 +264,7 @@ def define_as(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def create(args: argparse.Namespace) -> int:
+def create(args: Args) -> int:
     xml = read_xml_file(args.file)
     if xml is None:
         return 1
@@ -270,7 +279,7 @@ def create(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def create_as(args: argparse.Namespace) -> int:
+def create_as(args: Args) -> int:
     try:
         xml = build_pool_xml(args)
         mode = _build_mode(args)
@@ -290,7 +299,7 @@ def create_as(args: argparse.Namespace) -> int:
 
 
 def _pool_action(
-    args: argparse.Namespace,
+    args: Args,
     act: Callable[[StorageClient, str], Awaitable[object]],
     failed: str,
     succeeded: str,
@@ -305,7 +314,9 @@ def _pool_action(
     return run_storage(args, body)
 
 
-def build(args: argparse.Namespace) -> int:
+def build(args: Args) -> int:
+    from shared.api.storage import BuildMode
+
     try:
         mode = _build_mode(args)
     except CommandFailed as failure:
@@ -316,7 +327,7 @@ def build(args: argparse.Namespace) -> int:
     )
 
 
-def start(args: argparse.Namespace) -> int:
+def start(args: Args) -> int:
     try:
         mode = _build_mode(args)
     except CommandFailed as failure:
@@ -326,19 +337,25 @@ def start(args: argparse.Namespace) -> int:
     )
 
 
-def destroy(args: argparse.Namespace) -> int:
+def destroy(args: Args) -> int:
+    from client.storage import StorageClient
+
     return _pool_action(
         args, StorageClient.pool_destroy, "Failed to destroy pool {}", "Pool {} destroyed"
     )
 
 
-def delete(args: argparse.Namespace) -> int:
+def delete(args: Args) -> int:
+    from client.storage import StorageClient
+
     return _pool_action(
         args, StorageClient.pool_delete, "Failed to delete pool {}", "Pool {} deleted"
     )
 
 
-def undefine(args: argparse.Namespace) -> int:
+def undefine(args: Args) -> int:
+    from client.storage import StorageClient
+
     return _pool_action(
         args,
         StorageClient.pool_undefine,
@@ -347,13 +364,15 @@ def undefine(args: argparse.Namespace) -> int:
     )
 
 
-def refresh(args: argparse.Namespace) -> int:
+def refresh(args: Args) -> int:
+    from client.storage import StorageClient
+
     return _pool_action(
         args, StorageClient.pool_refresh, "Failed to refresh pool {}", "Pool {} refreshed"
     )
 
 
-def autostart(args: argparse.Namespace) -> int:
+def autostart(args: Args) -> int:
     on = not args.disable
     verb = "mark" if on else "unmark"
     return _pool_action(
@@ -371,7 +390,9 @@ def _field(label: str, value: object) -> str:
     return f"{label:<15} {value}"
 
 
-def info(args: argparse.Namespace) -> int:
+def info(args: Args) -> int:
+    from shared.api.storage import PoolState
+
     async def body(s: StorageClient) -> int:
         p = await resolve_pool(s, args.pool)
         if args.json:
@@ -397,20 +418,19 @@ def info(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-_POOL_TYPES = frozenset(t.value for t in PoolType)
-
-
 def _tristate(yes: bool, no: bool) -> bool | None:
     return None if yes == no else yes
 
 
-def list_(args: argparse.Namespace) -> int:
+def list_(args: Args) -> int:
     for a, b in (("all", "inactive"), ("details", "uuid"), ("details", "name")):
         if getattr(args, a) and getattr(args, b):
             return fail(f"Options --{a} and --{b} are mutually exclusive")
+    from shared.conf.storage_pool_types import PoolType
+
     types = [t for t in (args.type or "").split(",") if t]
     for t in types:
-        if t not in _POOL_TYPES:
+        if t not in {p.value for p in PoolType}:
             return fail(f"Invalid pool type '{t}'")
     active: bool | None = None if args.all else not args.inactive
 
@@ -432,6 +452,8 @@ def list_(args: argparse.Namespace) -> int:
 
 def format_pool_list(pools: list[PoolInfo], details: bool, uuid: bool, name: bool) -> str:
     """pool-list's output, in its three shapes (plain, --details, --uuid/--name)."""
+    from shared.api.storage import PoolState
+
     if not details and (uuid or name):
         lines = []
         for p in pools:
@@ -462,7 +484,7 @@ def format_pool_list(pools: list[PoolInfo], details: bool, uuid: bool, name: boo
     return table(headers, rows)
 
 
-def dumpxml(args: argparse.Namespace) -> int:
+def dumpxml(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         p = await resolve_pool(s, args.pool)
         xml = await s.pool_dumpxml(p.name, inactive=args.inactive)
@@ -471,7 +493,7 @@ def dumpxml(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def capabilities(args: argparse.Namespace) -> int:
+def capabilities(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         # virsh adds a newline to this document and then its usual blank line.
         return show_xml(args, await s.pool_capabilities(), "\n\n")
@@ -479,19 +501,183 @@ def capabilities(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def name_(args: argparse.Namespace) -> int:
+def name_(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         p = await with_context(
-            s.pool_lookup_by_uuid(args.uuid), f"failed to get pool '{args.uuid}'"
+            s.pool_lookup_by_uuid(args.pool), f"failed to get pool '{args.pool}'"
         )
         return done(args, p.name, pool=p.name, uuid=p.uuid)
 
     return run_storage(args, body)
 
 
-def uuid_(args: argparse.Namespace) -> int:
+def uuid_(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         p = await resolve_pool(s, args.pool)
         return done(args, p.uuid, pool=p.name, uuid=p.uuid)
 
     return run_storage(args, body)
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+_POOL = data("pool", "pool name or uuid", "pool")
+_BUILD = (
+    flag("build", "build the pool as normal"),
+    flag("no-overwrite", "do not overwrite any existing data"),
+    flag("overwrite", "overwrite any existing data"),
+)
+_SOURCE = "for underlying storage"
+_VHBA = "to be used for underlying vHBA storage"
+_X_AS = (
+    data("name", "name of the pool"),
+    data("type", "type of the pool"),
+    flag("print-xml", "print XML document, but don't define/create"),
+    string("source-host", f"source-host {_SOURCE}"),
+    string("source-path", f"source path {_SOURCE}", "file"),
+    string("source-dev", f"source device {_SOURCE}", "file"),
+    string("source-name", f"source name {_SOURCE}"),
+    string("target", f"target {_SOURCE}", "file"),
+    string("source-format", f"format {_SOURCE}"),
+    string("auth-type", f"auth type to be used {_SOURCE}"),
+    string("auth-username", f"auth username to be used {_SOURCE}"),
+    string("secret-usage", f"auth secret usage to be used {_SOURCE}"),
+    string("secret-uuid", f"auth secret UUID to be used {_SOURCE}", "secret"),
+    string("adapter-name", f"adapter name to be used {_SOURCE}"),
+    string("adapter-wwnn", f"adapter wwnn to be used {_SOURCE}"),
+    string("adapter-wwpn", f"adapter wwpn to be used {_SOURCE}"),
+    string("adapter-parent", f"adapter parent scsi_hostN {_VHBA}"),
+    string("adapter-parent-wwnn", f"adapter parent scsi_hostN wwnn {_VHBA}"),
+    string("adapter-parent-wwpn", f"adapter parent scsi_hostN wwpn {_VHBA}"),
+    string("adapter-parent-fabric-wwn", f"adapter parent scsi_hostN fabric_wwn {_VHBA}"),
+    string("source-protocol-ver", "nfsvers value for NFS pool mount option"),
+    string("source-initiator", f"initiator iqn {_SOURCE}"),
+)
+_FILE = data("file", "file containing an XML pool description", "file")
+_VALIDATE = flag("validate", "validate the XML against the schema")
+
+GROUP = Group(
+    "Storage Pool",
+    "pool",
+    (
+        Command(
+            "pool-autostart",
+            "autostart a pool",
+            autostart,
+            (_POOL, flag("disable", "disable autostarting")),
+            description="Configure a pool to be automatically started at boot.",
+        ),
+        Command(
+            "pool-build",
+            "build a pool",
+            build,
+            (_POOL, *_BUILD[1:]),
+            description="Build a given pool.",
+        ),
+        Command(
+            "pool-create-as",
+            "create a pool from a set of args",
+            create_as,
+            (*_X_AS, *_BUILD),
+            description="Create a pool.",
+        ),
+        Command(
+            "pool-create",
+            "create a pool from an XML file",
+            create,
+            (_FILE, *_BUILD),
+            description="Create a pool.",
+        ),
+        Command(
+            "pool-define-as",
+            "define a pool from a set of args",
+            define_as,
+            _X_AS,
+            description="Define a pool.",
+        ),
+        Command(
+            "pool-define",
+            "define an inactive persistent storage pool or modify an existing persistent one "
+            "from an XML file",
+            define_,
+            (_FILE, _VALIDATE),
+            description="Define or modify a persistent storage pool.",
+        ),
+        Command(
+            "pool-delete", "delete a pool", delete, (_POOL,), description="Delete a given pool."
+        ),
+        Command(
+            "pool-destroy",
+            "destroy (stop) a pool",
+            destroy,
+            (_POOL,),
+            description="Forcefully stop a given pool. Raw data in the pool is untouched",
+        ),
+        Command(
+            "pool-dumpxml",
+            "pool information in XML",
+            dumpxml,
+            (_POOL, flag("inactive", "show inactive defined XML")),
+            description="Output the pool information as an XML dump to stdout.",
+        ),
+        Command(
+            "pool-info",
+            "storage pool information",
+            info,
+            (_POOL, flag("bytes", "Return pool info in bytes")),
+            description="Returns basic information about the storage pool.",
+        ),
+        Command(
+            "pool-list",
+            "list pools",
+            list_,
+            (
+                flag("inactive", "list inactive pools"),
+                flag("all", "list inactive & active pools"),
+                flag("transient", "list transient pools"),
+                flag("persistent", "list persistent pools"),
+                flag("autostart", "list pools with autostart enabled"),
+                flag("no-autostart", "list pools with autostart disabled"),
+                string("type", "only list pool of specified type(s) (if supported)"),
+                flag("details", "display extended details for pools"),
+                flag("uuid", "list UUID of active pools only"),
+                flag("name", "list name of active pools only"),
+            ),
+            description="Returns list of pools.",
+        ),
+        Command(
+            "pool-name",
+            "convert a pool UUID to pool name",
+            name_,
+            (data("pool", "pool name or uuid", "pool"),),
+        ),
+        Command(
+            "pool-refresh",
+            "refresh a pool",
+            refresh,
+            (_POOL,),
+            description="Refresh a given pool.",
+        ),
+        Command(
+            "pool-start",
+            "start a (previously defined) inactive pool",
+            start,
+            (_POOL, *_BUILD),
+            description="Start a pool.",
+        ),
+        Command(
+            "pool-undefine",
+            "undefine an inactive pool",
+            undefine,
+            (_POOL,),
+            description="Undefine the configuration for an inactive pool.",
+        ),
+        Command("pool-uuid", "convert a pool name to pool UUID", uuid_, (_POOL,)),
+        Command(
+            "pool-capabilities",
+            "storage pool capabilities",
+            capabilities,
+            description="Returns capabilities of storage pool support.",
+        ),
+    ),
+)

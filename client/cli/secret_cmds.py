@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-import base64
-import binascii
-import getpass
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from client.cli.output import error, print_json, table
 from client.cli.session import run
-from client.connection import Client
-from shared.conf.xmlsafe import MAX_XML_BYTES
-from shared.util.errors import VirtError
+from client.cli.table import STRING, Args, Command, Group, Opt, data, flag, string
+
+if TYPE_CHECKING:
+    from client.connection import Client
 
 
 def read_xml_file(path: str) -> str | None:
     """The file's text, or None after printing virsh's error."""
+    from pathlib import Path
+
+    from shared.conf.xmlsafe import MAX_XML_BYTES
+
     try:
         size = Path(path).stat().st_size
         if size > MAX_XML_BYTES:
@@ -32,7 +33,7 @@ def read_xml_file(path: str) -> str | None:
     return None
 
 
-def define_(args: argparse.Namespace) -> int:
+def define_(args: Args) -> int:
     xml = read_xml_file(args.file)
     if xml is None:
         return 1
@@ -48,7 +49,7 @@ def define_(args: argparse.Namespace) -> int:
     return run(args, body, context=f"Failed to set attributes from {args.file}")
 
 
-def undefine(args: argparse.Namespace) -> int:
+def undefine(args: Args) -> int:
     async def body(c: Client) -> int:
         await c.secret.undefine(args.secret)
         if args.json:
@@ -60,8 +61,10 @@ def undefine(args: argparse.Namespace) -> int:
     return _with_lookup(args, body)
 
 
-def _with_lookup(args: argparse.Namespace, body: Callable[[Client], Awaitable[int]]) -> int:
+def _with_lookup(args: Args, body: Callable[[Client], Awaitable[int]]) -> int:
     """Run ``body``; a failed look-up is reported as virsh's ``failed to get secret``."""
+
+    from shared.util.errors import VirtError
 
     async def guarded(c: Client) -> int:
         try:
@@ -74,7 +77,7 @@ def _with_lookup(args: argparse.Namespace, body: Callable[[Client], Awaitable[in
     return run(args, guarded)
 
 
-def dumpxml(args: argparse.Namespace) -> int:
+def dumpxml(args: Args) -> int:
     async def body(c: Client) -> int:
         xml = await c.secret.dumpxml(args.secret)
         if args.json:
@@ -94,7 +97,7 @@ def _flag(yes: bool, no: bool) -> bool | None:
     return None
 
 
-def list_(args: argparse.Namespace) -> int:
+def list_(args: Args) -> int:
     async def body(c: Client) -> int:
         secrets = await c.secret.list(
             ephemeral=_flag(args.ephemeral, args.no_ephemeral),
@@ -113,41 +116,78 @@ def list_(args: argparse.Namespace) -> int:
     return run(args, body, context="Failed to list secrets")
 
 
-def _value_from_args(args: argparse.Namespace) -> bytes | None:
-    """The value to set, from exactly one source; None after printing the error."""
-    given = [
-        x for x in (args.base64_value, args.base64_opt, args.file, args.interactive or None) if x
-    ]
-    if len(given) != 1:
-        error("exactly one of BASE64, --base64, --file or --interactive is required")
-        return None
-    if args.plain and not (args.file or args.interactive):
-        error("--plain applies to --file or --interactive only")
-        return None
-    if args.file:
+_B64_RANK = {
+    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+_B64_RANK[ord("=")] = 0
+
+
+def decode_base64(text: bytes) -> bytes:
+    """Base64 as glib's g_base64_decode reads it (what virsh uses): bytes outside
+    the alphabet are skipped (so line breaks every 76 columns are fine), a
+    trailing incomplete group is dropped, ``=`` marks padding."""
+    out = bytearray()
+    value = count = 0
+    last = [0, 0]
+    for c in text:
+        rank = _B64_RANK.get(c)
+        if rank is None:
+            continue
+        last[1], last[0] = last[0], c
+        value = ((value << 6) | rank) & 0xFFFFFF
+        count += 1
+        if count == 4:
+            out.append(value >> 16)
+            if last[1] != ord("="):
+                out.append((value >> 8) & 0xFF)
+            if last[0] != ord("="):
+                out.append(value & 0xFF)
+            count = 0
+    return bytes(out)
+
+
+def _value_from_args(args: Args) -> bytes | None:
+    """The value to set, as virsh's cmdSecretSetValue reads it; None after printing
+    virsh's error (and its blank line)."""
+    from pathlib import Path
+
+    for a, b in (("file", "base64"), ("interactive", "file"), ("plain", "base64")):
+        if getattr(args, a) and getattr(args, b) is not None and getattr(args, b) is not False:
+            return _refuse(f"Options --{a} and --{b} are mutually exclusive")
+    if args.interactive and args.base64 is not None:
+        return _refuse("Options --interactive and --base64 are mutually exclusive")
+    if args.base64 == "":
+        return _refuse("Failed to get option 'base64': Option argument is empty")
+    if args.file == "":
+        return _refuse("Failed to get option 'file': Option argument is empty")
+    if args.base64 is None and args.file is None and not args.interactive:
+        return _refuse("Input secret value is missing")
+    if args.base64 is not None:
+        error("Passing secret value as command-line argument is insecure!")
+        raw = args.base64.encode()
+    elif args.file is not None:
         try:
             raw = Path(args.file).read_bytes()
         except OSError as err:
-            error(f"failed to read '{args.file}': {err.strerror}")
-            return None
-        if args.plain:
-            return raw
-        text = raw.decode("ascii", "replace").strip()
-    elif args.interactive:
-        entered = getpass.getpass("Enter new value for secret:")
-        if args.plain:
-            return entered.encode()
-        text = entered.strip()
+            return _refuse(f"Failed to open file '{args.file}': {err.strerror}")
     else:
-        text = (args.base64_value or args.base64_opt).strip()
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error:
-        error("Failed to set secret value", "invalid argument: value is not valid base64")
-        return None
+        import getpass
+
+        raw = getpass.getpass("Enter new value for secret:").encode()
+    value = raw if args.plain else decode_base64(raw)
+    if not value:
+        return _refuse("Failed to set secret value", "value in virSecretSetValue must not be NULL")
+    return value
 
 
-def set_value(args: argparse.Namespace) -> int:
+def _refuse(*lines: str) -> bytes | None:
+    """Print virsh's error lines and its blank line; None (nothing to set)."""
+    error(*lines)
+    print()
+    return None
+
+
+def set_value(args: Args) -> int:
     value = _value_from_args(args)
     if value is None:
         return 1
@@ -163,7 +203,9 @@ def set_value(args: argparse.Namespace) -> int:
     return _with_lookup(args, body)
 
 
-def get_value(args: argparse.Namespace) -> int:
+def get_value(args: Args) -> int:
+    import base64
+
     async def body(c: Client) -> int:
         value = await c.secret.get_value(args.secret)
         if args.json:
@@ -175,3 +217,70 @@ def get_value(args: argparse.Namespace) -> int:
         return 0
 
     return _with_lookup(args, body)
+
+
+GROUP = Group(
+    "Secret",
+    "secret",
+    (
+        Command(
+            "secret-define",
+            "define or modify a secret from an XML file",
+            define_,
+            (
+                data("file", "file containing secret attributes in XML", "file"),
+                flag("validate", "validate the XML against the schema"),
+            ),
+            description="Define or modify a secret.",
+        ),
+        Command(
+            "secret-dumpxml",
+            "secret attributes in XML",
+            dumpxml,
+            (data("secret", "secret UUID", "secret"),),
+            description="Output attributes of a secret as an XML dump to stdout.",
+        ),
+        Command(
+            "secret-get-value",
+            "Output a secret value",
+            get_value,
+            (
+                data("secret", "secret UUID", "secret"),
+                flag("plain", "get value without converting to base64"),
+            ),
+            description="Output a secret value to stdout.",
+        ),
+        Command(
+            "secret-list",
+            "list secrets",
+            list_,
+            (
+                flag("ephemeral", "list ephemeral secrets"),
+                flag("no-ephemeral", "list non-ephemeral secrets"),
+                flag("private", "list private secrets"),
+                flag("no-private", "list non-private secrets"),
+            ),
+            description="Returns a list of secrets",
+        ),
+        Command(
+            "secret-set-value",
+            "set a secret value",
+            set_value,
+            (
+                data("secret", "secret UUID", "secret"),
+                Opt("file", STRING, "read secret from file", named_only=True, completer="file"),
+                flag("plain", "read the secret from file without converting from base64"),
+                flag("interactive", "read the secret from the terminal"),
+                string("base64", "base64-encoded secret value"),
+            ),
+            description="Set a secret value.",
+        ),
+        Command(
+            "secret-undefine",
+            "undefine a secret",
+            undefine,
+            (data("secret", "secret UUID", "secret"),),
+            description="Undefine a secret.",
+        ),
+    ),
+)

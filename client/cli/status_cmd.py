@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from client.cli.output import print_json, table
 from client.cli.session import run
-from client.connection import Client
-from client.status import services
+from client.cli.table import Args, Command, number
+
+if TYPE_CHECKING:
+    from client.connection import Client
 
 
-def status(args: argparse.Namespace) -> int:
+def status(args: Args) -> int:
+    from client.status import services
+
+    wait = 0.5 if args.wait is None else args.wait
+
     async def body(c: Client) -> int:
-        found = await services(c.nc, args.wait)
+        found = await services(c.nc, wait)
         if args.json:
             print_json([s.model_dump() for s in found])
             return 0
@@ -31,3 +37,12 @@ def status(args: argparse.Namespace) -> int:
         return 0
 
     return run(args, body)
+
+
+COMMAND = Command(
+    "status",
+    "list the services on the bus",
+    status,
+    (number("wait", "seconds to wait for answers (default 0.5)", real=True),),
+    description="List the services answering on the bus, with each endpoint's figures.",
+)

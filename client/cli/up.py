@@ -10,7 +10,6 @@ stops the services, then the server, and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -25,6 +24,7 @@ from pathlib import Path
 import aiohttp
 from nats.aio.client import Client as NATS
 
+from client.cli.table import Args
 from shared.util import bus
 from shared.util.errors import VirtError
 from shared.util.logs import setup_logging
@@ -60,8 +60,15 @@ class Child:
 class Stack:
     """The embedded server and the service processes, supervised."""
 
-    def __init__(self, state_dir: Path, nats_url: str | None, nats_port: int) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        nats_url: str | None,
+        nats_port: int,
+        domains_dir: Path | None = None,
+    ) -> None:
         self.state_dir = state_dir
+        self.domains_dir = domains_dir
         self.server = None if nats_url else EmbeddedNats(state_dir / "nats", nats_port)
         self.nats_url = nats_url or (self.server.url if self.server else "")
         self.host = socket.gethostname()
@@ -72,6 +79,9 @@ class Stack:
         self._http: aiohttp.ClientSession | None = None
 
     def _command(self, child: Child) -> list[str]:
+        extra = []
+        if child.name == "agent-qemu" and self.domains_dir is not None:
+            extra = ["--domains-dir", str(self.domains_dir)]
         return [
             sys.executable,
             "-m",
@@ -84,6 +94,7 @@ class Stack:
             str(child.http_port),
             "--host",
             self.host,
+            *extra,
         ]
 
     async def _spawn(self, child: Child) -> None:
@@ -197,10 +208,11 @@ class Stack:
                 await child.proc.wait()
 
 
-def up(args: argparse.Namespace) -> int:
+def up(args: Args) -> int:
     setup_logging(os.environ.get("VIRTBUS_LOG_LEVEL", "INFO"), "text")
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
-    stack = Stack(state_dir, args.nats_url or args.connect, args.nats_port)
+    domains_dir = Path(args.domains_dir).absolute() if args.domains_dir else None
+    stack = Stack(state_dir, args.nats_url or args.connect, args.nats_port or 4222, domains_dir)
 
     async def main() -> None:
         stop = asyncio.Event()

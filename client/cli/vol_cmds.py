@@ -6,13 +6,10 @@ first; then by key, then by path, across the host's active pools.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from lxml import etree
-
-from client import storage_stream
 from client.cli.output import print_json, table
 from client.cli.pool_cmds import (
     CommandFailed,
@@ -26,18 +23,20 @@ from client.cli.pool_cmds import (
     with_context,
 )
 from client.cli.secret_cmds import read_xml_file
-from client.storage import StorageClient
-from shared.api.storage import PoolState, VolRef, VolumeInfo, WipeAlgorithm
-from shared.conf.units import ULLONG_MAX, parse_c_unsigned, scale_integer
-from shared.conf.xmlsafe import parse_xml
-from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import VirtError
+from client.cli.table import Args, Command, Group, Opt, data, flag, number, string
 
-Lookup = Callable[[], Awaitable[VolumeInfo]]
+if TYPE_CHECKING:
+    from client.storage import StorageClient
+    from shared.api.storage import VolRef, VolumeInfo
+
+Lookup = Callable[[], Awaitable["VolumeInfo"]]
 
 
 def parse_size(text: str) -> int:
     """virsh's virshVolSize: digits then an optional unit; ``CommandFailed`` otherwise."""
+    from shared.conf.units import ULLONG_MAX, parse_c_unsigned, scale_integer
+    from shared.util.errors import VirtError
+
     stripped = text.lstrip(" \t\n\v\f\r")
     digits = len(stripped) - len(stripped.lstrip("+0123456789"))
     number = parse_c_unsigned(stripped[:digits]) if digits else None
@@ -53,6 +52,9 @@ async def resolve_volume(
     s: StorageClient, text: str, pool_text: str | None, *, by_name: bool = True
 ) -> VolumeInfo:
     """virshCommandOptVolBy: name in ``--pool``, then key, then path."""
+    from shared.api.storage import PoolState
+    from shared.util.errors import VirtError
+
     pool_name: str | None = None
     if pool_text:
         pool = await resolve_pool(s, pool_text)
@@ -81,18 +83,20 @@ async def resolve_volume(
     raise CommandFailed(*lines)
 
 
-def _pool_opt(args: argparse.Namespace) -> str | None:
+def _pool_opt(args: Args) -> str | None:
     return getattr(args, "pool", None)
 
 
 def _ref(vol: VolumeInfo) -> VolRef:
+    from shared.api.storage import VolRef
+
     return VolRef(pool=vol.pool, name=vol.name)
 
 
 # ---- creating -------------------------------------------------------------------------
 
 
-def create(args: argparse.Namespace) -> int:
+def create(args: Args) -> int:
     xml = read_xml_file(args.file)
     if xml is None:
         return 1
@@ -110,6 +114,8 @@ def create(args: argparse.Namespace) -> int:
 
 async def _backing_path(s: StorageClient, pool: str, text: str) -> str:
     """vol-create-as's backing volume: by name in the pool, then key, then path."""
+    from shared.util.errors import VirtError
+
     lookups: list[Lookup] = [
         lambda: s.vol_lookup_by_name(pool, text),
         lambda: s.vol_lookup_by_key(text),
@@ -132,6 +138,8 @@ def volume_xml(
     backing_format: str | None,
 ) -> str:
     """The ``<volume>`` document vol-create-as sends."""
+    from shared.conf.xmlwriter import XmlWriter
+
     w = XmlWriter()
     w.open("volume")
     w.text("name", name)
@@ -151,7 +159,7 @@ def volume_xml(
     return w.getvalue()
 
 
-def create_as(args: argparse.Namespace) -> int:
+def create_as(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         pool = await resolve_pool(s, args.pool)
         capacity = parse_size(args.capacity)
@@ -173,7 +181,7 @@ def create_as(args: argparse.Namespace) -> int:
 
 async def _create_from(
     s: StorageClient,
-    args: argparse.Namespace,
+    args: Args,
     pool: str,
     xml: str,
     source: VolumeInfo,
@@ -187,7 +195,7 @@ async def _create_from(
     return await with_context(created, failed)
 
 
-def create_from(args: argparse.Namespace) -> int:
+def create_from(args: Args) -> int:
     xml = read_xml_file(args.file)
     if xml is None:
         return 1
@@ -207,6 +215,10 @@ def create_from(args: argparse.Namespace) -> int:
 def clone_xml(source_xml: str, new_name: str) -> str:
     """virsh's virshMakeCloneXML: the source volume's XML with only the name changed
     (serialised as libxml2 writes it: double quotes, no declaration)."""
+    from lxml import etree
+
+    from shared.conf.xmlsafe import parse_xml
+
     root = parse_xml(source_xml, "volume")
     node = root.find("name")
     if node is not None:
@@ -214,7 +226,7 @@ def clone_xml(source_xml: str, new_name: str) -> str:
     return etree.tostring(root, encoding="unicode")
 
 
-def clone(args: argparse.Namespace) -> int:
+def clone(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         source = await resolve_volume(s, args.vol, _pool_opt(args))
         xml = clone_xml(await s.vol_dumpxml(_ref(source)), args.newname)
@@ -230,7 +242,7 @@ def clone(args: argparse.Namespace) -> int:
 # ---- changing ---------------------------------------------------------------------------
 
 
-def delete(args: argparse.Namespace) -> int:
+def delete(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         await with_context(
@@ -241,7 +253,9 @@ def delete(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def wipe(args: argparse.Namespace) -> int:
+def wipe(args: Args) -> int:
+    from shared.api.storage import WipeAlgorithm
+
     algorithm = WipeAlgorithm.ZERO
     if args.algorithm is not None:
         try:
@@ -259,7 +273,7 @@ def wipe(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def resize(args: argparse.Namespace) -> int:
+def resize(args: Args) -> int:
     text = args.capacity.lstrip(" \t\n\v\f\r")
     delta = args.delta
     if text.startswith("-"):
@@ -290,7 +304,7 @@ def resize(args: argparse.Namespace) -> int:
 # ---- information ----------------------------------------------------------------------
 
 
-def info(args: argparse.Namespace) -> int:
+def info(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         fresh = await s.vol_info(_ref(vol))
@@ -314,10 +328,8 @@ def info(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def list_(args: argparse.Namespace) -> int:
-    pool_text = args.pool or args.pool_opt
-    if not pool_text:
-        return fail("command 'vol-list' requires <pool> option")
+def list_(args: Args) -> int:
+    pool_text = args.pool
 
     async def body(s: StorageClient) -> int:
         pool = await resolve_pool(s, pool_text)
@@ -340,7 +352,7 @@ def list_(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def dumpxml(args: argparse.Namespace) -> int:
+def dumpxml(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         xml = await s.vol_dumpxml(_ref(vol))
@@ -349,7 +361,7 @@ def dumpxml(args: argparse.Namespace) -> int:
     return run_storage(args, body)
 
 
-def _print_field(args: argparse.Namespace, field: str, by_name: bool = True) -> int:
+def _print_field(args: Args, field: str, by_name: bool = True) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args), by_name=by_name)
         value = str(getattr(vol, field))
@@ -358,19 +370,19 @@ def _print_field(args: argparse.Namespace, field: str, by_name: bool = True) -> 
     return run_storage(args, body)
 
 
-def path(args: argparse.Namespace) -> int:
+def path(args: Args) -> int:
     return _print_field(args, "path")
 
 
-def key(args: argparse.Namespace) -> int:
+def key(args: Args) -> int:
     return _print_field(args, "key")
 
 
-def name_(args: argparse.Namespace) -> int:
+def name_(args: Args) -> int:
     return _print_field(args, "name", by_name=False)
 
 
-def pool(args: argparse.Namespace) -> int:
+def pool(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, None, by_name=False)
         owner = await with_context(s.pool_lookup_by_volume(_ref(vol)), "failed to get parent pool")
@@ -406,7 +418,12 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-def _transfer(args: argparse.Namespace, upload: bool) -> int:
+def _transfer(args: Args, upload: bool) -> int:
+    from client import storage_stream
+    from shared.util.errors import VirtError
+
+    args.offset = args.offset or 0
+    args.length = args.length or 0
     if args.offset < 0:
         return fail("Numeric value for <offset> option is malformed or out of range")
     # virsh reads a negative length as "everything" (an unsigned wrap).
@@ -436,9 +453,223 @@ def _transfer(args: argparse.Namespace, upload: bool) -> int:
     return run_storage(args, body)
 
 
-def upload(args: argparse.Namespace) -> int:
+def upload(args: Args) -> int:
     return _transfer(args, upload=True)
 
 
-def download(args: argparse.Namespace) -> int:
+def download(args: Args) -> int:
     return _transfer(args, upload=False)
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+_VOL = data("vol", "vol name, key or path", "vol")
+_POOL_OPT = string("pool", "pool name or uuid", "pool")
+_PREALLOC = flag("prealloc-metadata", "preallocate metadata (for qcow2 instead of full allocation)")
+_VALIDATE = flag("validate", "validate the XML against the schema")
+_XML_FILE = data("file", "file containing an XML vol description", "file")
+
+
+def _stream(verb: str, to: str) -> tuple[Opt, ...]:
+    return (
+        _VOL,
+        data("file", "file", "file"),
+        _POOL_OPT,
+        number("offset", f"volume offset to {verb} {to}"),
+        number("length", f"amount of data to {verb}"),
+        flag("sparse", "preserve sparseness of volume"),
+    )
+
+
+GROUP = Group(
+    "Storage Volume",
+    "volume",
+    (
+        Command(
+            "vol-clone",
+            "clone a volume.",
+            clone,
+            (
+                _VOL,
+                data("newname", "clone name"),
+                _POOL_OPT,
+                _PREALLOC,
+                flag("reflink", "use btrfs COW lightweight copy"),
+                flag("print-xml", "print XML document rather than clone the volume"),
+            ),
+            description="Clone an existing volume within the parent pool.",
+        ),
+        Command(
+            "vol-create-as",
+            "create a volume from a set of args",
+            create_as,
+            (
+                data("pool", "pool name", "pool"),
+                data("name", "name of the volume"),
+                data("capacity", "size of the vol, as scaled integer (default bytes)"),
+                string("allocation", "initial allocation size, as scaled integer (default bytes)"),
+                string(
+                    "format",
+                    "file format type raw,bochs,qcow,qcow2,qed,vmdk",
+                    ("raw", "bochs", "qcow", "qcow2", "qed", "vmdk"),
+                ),
+                string("backing-vol", "the backing volume if taking a snapshot", "vol"),
+                string("backing-vol-format", "format of backing volume if taking a snapshot"),
+                _PREALLOC,
+                flag("print-xml", "print XML document, but don't define/create"),
+            ),
+            description="Create a vol.",
+        ),
+        Command(
+            "vol-create",
+            "create a vol from an XML file",
+            create,
+            (data("pool", "pool name", "pool"), _XML_FILE, _PREALLOC, _VALIDATE),
+            description="Create a vol.",
+        ),
+        Command(
+            "vol-create-from",
+            "create a vol, using another volume as input",
+            create_from,
+            (
+                data("pool", "pool name or uuid", "pool"),
+                _XML_FILE,
+                _VOL,
+                string("inputpool", "pool name or uuid of the input volume's pool", "pool"),
+                _PREALLOC,
+                flag("reflink", "use btrfs COW lightweight copy"),
+                _VALIDATE,
+            ),
+            description="Create a vol from an existing volume.",
+        ),
+        Command(
+            "vol-delete",
+            "delete a vol",
+            delete,
+            (
+                _VOL,
+                _POOL_OPT,
+                flag(
+                    "delete-snapshots",
+                    "delete snapshots associated with volume (must be supported by storage driver)",
+                ),
+                flag("force", "delete even if a domain disk uses it (virtbus)"),
+            ),
+            description="Delete a given vol.",
+        ),
+        Command(
+            "vol-download",
+            "download volume contents to a file",
+            download,
+            _stream("download", "from"),
+            description="Download volume contents to a file",
+        ),
+        Command(
+            "vol-dumpxml",
+            "vol information in XML",
+            dumpxml,
+            (_VOL, _POOL_OPT),
+            description="Output the vol information as an XML dump to stdout.",
+        ),
+        Command(
+            "vol-info",
+            "storage vol information",
+            info,
+            (
+                _VOL,
+                _POOL_OPT,
+                flag("bytes", "sizes are represented in bytes rather than pretty units"),
+                flag("physical", "return the physical size of the volume in allocation field"),
+                flag("users", "also list the domain disks using it (virtbus)"),
+            ),
+            description="Returns basic information about the storage vol.",
+        ),
+        Command(
+            "vol-key",
+            "returns the volume key for a given volume name or path",
+            key,
+            (data("vol", "volume name or path", "vol"), _POOL_OPT),
+        ),
+        Command(
+            "vol-list",
+            "list vols",
+            list_,
+            (
+                data("pool", "pool name or uuid", "pool"),
+                flag("details", "display extended details for volumes"),
+            ),
+            description="Returns list of vols by pool.",
+        ),
+        Command(
+            "vol-name",
+            "returns the volume name for a given volume key or path",
+            name_,
+            (data("vol", "volume key or path", "vol"),),
+        ),
+        Command(
+            "vol-path",
+            "returns the volume path for a given volume name or key",
+            path,
+            (data("vol", "volume name or key", "vol"), _POOL_OPT),
+        ),
+        Command(
+            "vol-pool",
+            "returns the storage pool for a given volume key or path",
+            pool,
+            (
+                data("vol", "volume key or path", "vol"),
+                flag("uuid", "return the pool uuid rather than pool name"),
+            ),
+        ),
+        Command(
+            "vol-resize",
+            "resize a vol",
+            resize,
+            (
+                _VOL,
+                data("capacity", "new capacity for the vol, as scaled integer (default bytes)"),
+                _POOL_OPT,
+                flag("allocate", "allocate the new capacity, rather than leaving it sparse"),
+                flag("delta", "use capacity as a delta to current size, rather than the new size"),
+                flag("shrink", "allow the resize to shrink the volume"),
+                flag("force", "shrink even if a domain disk uses it (virtbus)"),
+            ),
+            description="Resizes a storage volume. This is safe only for storage volumes not "
+            "in use by an active guest.\nSee blockresize for live resizing.",
+        ),
+        Command(
+            "vol-upload",
+            "upload file contents to a volume",
+            upload,
+            _stream("upload", "to"),
+            description="Upload file contents to a volume",
+        ),
+        Command(
+            "vol-wipe",
+            "wipe a vol",
+            wipe,
+            (
+                _VOL,
+                _POOL_OPT,
+                string(
+                    "algorithm",
+                    "perform selected wiping algorithm",
+                    (
+                        "zero",
+                        "nnsa",
+                        "dod",
+                        "bsi",
+                        "gutmann",
+                        "schneier",
+                        "pfitzner7",
+                        "pfitzner33",
+                        "random",
+                        "trim",
+                    ),
+                ),
+                flag("force", "wipe even if a domain disk uses it (virtbus)"),
+            ),
+            description="Ensure data previously on a volume is not accessible to future reads",
+        ),
+    ),
+)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from client.cli.main import build_parser
+from client.cli.main import parse_line
 from client.cli.pool_cmds import CommandFailed, build_pool_xml, format_pool_list, pretty_capacity
 from client.cli.vol_cmds import clone_xml, parse_size, volume_xml
 from shared.api.storage import PoolInfo, PoolState
@@ -62,7 +60,7 @@ def test_pool_list_shapes() -> None:
 
 
 def test_pool_x_as_xml_order() -> None:
-    args = build_parser().parse_args(
+    _, args = parse_line(
         ["pool-define-as", "vg", "logical", "--source-dev", "/dev/sdz", "--source-name", "vg0",
          "--source-format", "lvm2", "--target", "/dev/vg0"]
     )  # fmt: skip
@@ -74,7 +72,7 @@ def test_pool_x_as_xml_order() -> None:
 
 
 def test_secret_usage_and_uuid_exclusive() -> None:
-    args = argparse.Namespace(**vars(build_parser().parse_args(["pool-define-as", "r", "rbd"])))
+    _, args = parse_line(["pool-define-as", "r", "rbd"])
     args.secret_usage, args.secret_uuid = "u", "0" * 36
     with pytest.raises(CommandFailed, match="mutually exclusive"):
         build_pool_xml(args)
@@ -96,5 +94,5 @@ def test_clone_xml_renames_only() -> None:
 
 
 def test_negative_resize_is_a_size_not_an_option() -> None:
-    args = build_parser().parse_args(["vol-resize", "v", "-1G", "--shrink"])
+    _, args = parse_line(["vol-resize", "v", "-1G", "--shrink"])
     assert args.capacity == "-1G" and args.shrink
