@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the host tools virtbus drives (qemu-img, qemu-storage-daemon,
-# qemu-system-x86_64, dnsmasq, nft, ip; mkfs, parted and LVM for the fs, disk
+# qemu-system-x86_64, dnsmasq, nft, ebtables, iptables, ip; mkfs, parted and LVM for the fs, disk
 # and logical pools; prometheus and promtool for deploy/prometheus) when missing.  Uses apt on a
 # Debian-like machine when run as root; otherwise says what to install.
 set -euo pipefail
@@ -11,6 +11,9 @@ declare -A pkg_for=(
     [qemu-system-x86_64]=qemu-system-x86
     [dnsmasq]=dnsmasq-base
     [nft]=nftables
+    [ebtables]=ebtables
+    [iptables]=iptables
+    [ip6tables]=iptables
     [ip]=iproute2
     [mkfs.ext4]=e2fsprogs
     [parted]=parted
