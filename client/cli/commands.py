@@ -9,7 +9,7 @@ runs, so reading this table costs a few milliseconds.
 
 from __future__ import annotations
 
-from client.cli import domain_cmds, pool_cmds, secret_cmds, virtbus_cmds, vol_cmds
+from client.cli import domain_cmds, net_cmds, pool_cmds, secret_cmds, virtbus_cmds, vol_cmds
 from client.cli.table import Command, Group
 
 GROUPS: tuple[Group, ...] = (
@@ -17,6 +17,7 @@ GROUPS: tuple[Group, ...] = (
     secret_cmds.GROUP,
     pool_cmds.GROUP,
     vol_cmds.GROUP,
+    net_cmds.GROUP,
     virtbus_cmds.GROUP,
 )
 

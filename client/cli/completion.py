@@ -2,8 +2,8 @@
 
 The script holds the command and option names itself (no Python start per
 TAB); option values complete as files for file options, as the table's fixed
-words where it lists them, and as pool, volume or secret names by asking
-``virtbus`` (``pool-list --all --name``, ``vol-list``, ``secret-list``).
+words where it lists them, and as pool, volume, secret or network names by asking
+``virtbus`` (``pool-list --all --name``, ``vol-list``, ``secret-list``, ``net-list``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def bash_script() -> str:
         ' -- "$cur"));;',
         '        secret) COMPREPLY=($(compgen -W "$(virtbus secret-list 2>/dev/null'
         ' | awk \'NR>2 {print $1}\')" -- "$cur"));;',
+        '        network) COMPREPLY=($(compgen -W "$(virtbus net-list --all --name 2>/dev/null)"'
+        ' -- "$cur"));;',
         f'        command) COMPREPLY=($(compgen -W "{" ".join(c.name for c in all_commands())}"'
         ' -- "$cur"));;',
         "        *) COMPREPLY=();;",

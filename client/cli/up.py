@@ -37,6 +37,7 @@ log = logging.getLogger("virtbus.up")
 STACK: list[tuple[str, str]] = [
     ("secret", "services.secret"),
     ("storage", "services.storage"),
+    ("network", "services.network"),
     ("agent-qemu", "agents.qemu"),
 ]
 

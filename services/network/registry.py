@@ -1,0 +1,77 @@
+"""The network service's records in its host's ledger (``shared.util.ledger``).
+
+Keys of the ledger ``VIRTBUS_LEDGER_network_<host>``: ``net.<name>`` holds a
+network (``NetworkRecord``) and ``port.<network>.<uuid>`` a port
+(``PortRecord``).  A change and the events it announces are one ledger
+message, compare-and-set on the key's last sequence; reads come from the
+ledger's memory.  The definition is kept apart from the runtime facts
+(libvirt's def vs obj): ``xml`` is the persistent definition, ``live_xml``
+the one the running network was started with (bridge and MAC filled in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from shared.util.ledger import Event, Ledger
+from shared.util.subjects import token, untoken
+
+_NET = "net."
+_PORT = "port."
+
+
+class NetworkRecord(BaseModel):
+    """A network as stored."""
+
+    xml: str
+    persistent: bool = True
+    autostart: bool = False
+    active: bool = False
+    live_xml: str | None = None
+
+
+class PortRecord(BaseModel):
+    """A network port as stored: its XML and the host device plugged for it."""
+
+    xml: str
+    dev: str | None = None
+
+
+class Registry:
+    """Reads (from memory) and writes (one ledger message each) of one host's records."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def networks(self) -> dict[str, NetworkRecord]:
+        return {
+            untoken(r.key[len(_NET) :]): NetworkRecord.model_validate_json(r.value)
+            for r in self.ledger.items(_NET)
+        }
+
+    def ports(self) -> dict[tuple[str, str], PortRecord]:
+        out: dict[tuple[str, str], PortRecord] = {}
+        for r in self.ledger.items(_PORT):
+            network, _, uuid = r.key[len(_PORT) :].rpartition(".")
+            out[(untoken(network), uuid)] = PortRecord.model_validate_json(r.value)
+        return out
+
+    async def save_network(
+        self, name: str, record: NetworkRecord | None, events: Sequence[Event] = ()
+    ) -> None:
+        """Store (None: delete) network ``name`` with the events of the change."""
+        value = None if record is None else record.model_dump_json().encode()
+        await self.ledger.write(_NET + token(name), value, events, what=f"network '{name}'")
+
+    async def save_port(
+        self, network: str, uuid: str, record: PortRecord | None, events: Sequence[Event] = ()
+    ) -> None:
+        value = None if record is None else record.model_dump_json().encode()
+        key = f"{_PORT}{token(network)}.{uuid}"
+        await self.ledger.write(key, value, events, what=f"network port '{uuid}'")
+
+    async def announce(self, events: Sequence[Event]) -> None:
+        """Events no stored change carries (DHCP leases: dnsmasq's, not ours)."""
+        await self.ledger.announce(events, what="lease event")
