@@ -60,7 +60,10 @@ async def services(nc: NATS, wait: float = 0.5) -> list[ServiceStatus]:
         ep_stats = {e["name"]: e for e in stats_by_id.get(info["id"], {}).get("endpoints") or []}
         endpoints = []
         for ep in info.get("endpoints") or []:
+            # virtbus services count in ``data`` (nats.micro's own numbers miss
+            # errors answered with a body and time only the dispatch).
             st = ep_stats.get(ep["name"], {})
+            st = st.get("data") or st
             endpoints.append(
                 EndpointStatus(
                     name=ep["name"],

@@ -113,13 +113,14 @@ class JobWatch:
     events: list[CloudEvent] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     async def __aenter__(self) -> Self:
         subject = agent_domain_subject(self.client.host, self.domain)
-        stream = await self._stack.enter_async_context(subscribe(self.client.nc, subject))
-        self._task = asyncio.create_task(self._pump(stream))
+        async with contextlib.AsyncExitStack() as stack:
+            stream = await stack.enter_async_context(subscribe(self.client.nc, subject))
+            self._task = asyncio.create_task(self._pump(stream), name=f"watch-{self.domain}")
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -128,11 +129,17 @@ class JobWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._stack.aclose()
+        """Cancel the pump and wait for it (a caller cancelled meanwhile stays
+        cancelled), drop the subscription, raise what the pump raised."""
+        task, self._task = self._task, None
+        try:
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
+        finally:
+            await self._stack.aclose()
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"event watch of {self.domain} failed") from task.exception()
 
     async def _pump(self, stream: AsyncIterator[CloudEvent]) -> None:
         async for event in stream:

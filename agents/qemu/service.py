@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import Field, ValidationError
 
@@ -46,10 +49,10 @@ from shared.api.blockjob import (
     status_event_name,
 )
 from shared.conf.disk import format_disk
-from shared.util.api import Empty
+from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import STREAM, CloudEvent, EventPublisher
-from shared.util.process import HandlerTable, ServiceProcess
+from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
 from shared.util.state import StateStore
 from shared.util.subjects import AGENT, DOMAIN_KIND, blockjob_command_filter, token
@@ -83,6 +86,7 @@ class QemuAgent(ServiceProcess[AgentSettings]):
     name = "agent-qemu"
     description = "QEMU host agent: disk inventory and block jobs over QMP"
     host_scoped = True
+    endpoint_table = api.ENDPOINTS
 
     def __init__(self, settings: AgentSettings, nc: NATS | None = None) -> None:
         super().__init__(settings, nc)
@@ -102,7 +106,7 @@ class QemuAgent(ServiceProcess[AgentSettings]):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def on_start(self) -> None:
+    async def setup(self, stack: Teardown) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         host = self.settings.host
         self._store = AgentStore(await StateStore.open(self.js, BUCKET), host)
@@ -125,20 +129,21 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                 filter_subject=blockjob_command_filter(host),
             ),
         )
+        stack.push_async_callback(self._disconnect_all)
         self.spawn(self._watch(), "watch-domains")
         self.spawn(self._consume(subscription), "consume-commands")
         self.spawn(self._tick(), "progress")
 
-    async def on_stop(self) -> None:
+    async def _disconnect_all(self) -> None:
         for domain in list(self.domains.values()):
             await self._disconnect(domain)
 
-    def handlers(self) -> HandlerTable:
-        return [
-            (api.DOMAIN_LIST, self._domain_list),
-            (api.DOMAIN_DISKS, self._domain_disks),
-            (api.JOB_LIST, self._job_list),
-        ]
+    def endpoints(self) -> Sequence[Bound[Any, Any]]:
+        return (
+            api.DOMAIN_LIST.bind(self._domain_list),
+            api.DOMAIN_DISKS.bind(self._domain_disks),
+            api.JOB_LIST.bind(self._job_list),
+        )
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -256,8 +261,6 @@ class QemuAgent(ServiceProcess[AgentSettings]):
         while True:
             try:
                 await self._look(refresh=time.monotonic() - refreshed > _REFRESH_SECONDS)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("domains folder scan failed")
             if time.monotonic() - refreshed > _REFRESH_SECONDS:
@@ -307,15 +310,13 @@ class QemuAgent(ServiceProcess[AgentSettings]):
         hv: Hypervisor = QemuDomain(qmp)
         domain.hypervisor = hv
         log.info("domain connected", extra={"domain": domain.name, "qemu": qmp.greeting})
-        domain.tasks.append(asyncio.create_task(self._pump(domain, hv), name=f"pump-{domain.name}"))
+        domain.tasks.append(self.spawn(self._pump(domain, hv), f"pump-{domain.name}"))
         await self._reconcile(domain)
         return True
 
     async def _reconcile(self, domain: Domain) -> None:
         try:
             await self.jobs.reconcile(domain)
-        except asyncio.CancelledError:
-            raise
         except Exception as err:
             log.error("reconcile failed", extra={"domain": domain.name, "error": str(err)})
 
@@ -336,8 +337,6 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                 break
             try:
                 await self.jobs.on_job_state(domain, event.job_id, event.state)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("job event not handled", extra={"job": event.job_id})
         log.info("domain disconnected", extra={"domain": domain.name})
@@ -356,8 +355,6 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                     continue
                 try:
                     await self.jobs.refresh_progress(domain)
-                except asyncio.CancelledError:
-                    raise
                 except Exception as err:
                     log.debug("progress not read", extra={"domain": domain.name, "error": str(err)})
 
@@ -369,17 +366,13 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                 messages = await subscription.fetch(batch=10, timeout=1.0)
             except nats.errors.TimeoutError:
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as err:
-                log.warning("command fetch failed", extra={"error": str(err)})
+                log.warning("command fetch failed", extra={"error": repr(err)})
                 await asyncio.sleep(1.0)
                 continue
             for msg in messages:
                 try:
                     await self._on_command(msg)
-                except asyncio.CancelledError:
-                    raise
                 except Exception as err:
                     # an ack or nak lost with the connection: the command comes again
                     log.warning("command not settled", extra={"error": str(err)})
@@ -422,14 +415,14 @@ class QemuAgent(ServiceProcess[AgentSettings]):
             # the job goes on, and its events say how.
             self._commands.labels(kind=kind, outcome="refused").inc()
             log.warning("command refused", extra={"job": command.job_id, "reason": str(err)})
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # NATS or KV away mid-step: every step is idempotent, so deliver again.
             self._commands.labels(kind=kind, outcome="retry").inc()
             log.exception("command failed", extra={"job": command.job_id})
-            with contextlib.suppress(Exception):
+            try:
                 await msg.nak(delay=2.0)
+            except NatsError as err:  # lost with the connection: redelivered after ack_wait
+                log.warning("command not settled", extra={"error": repr(err)})
             return
         else:
             self._commands.labels(kind=kind, outcome="ok").inc()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from pydantic import Field
@@ -14,9 +16,9 @@ from services.secret import cipher
 from services.secret.registry import SecretRegistry, encode_value
 from shared.api import secret as api
 from shared.conf.secret import SecretDef, format_secret, parse_secret
-from shared.util.api import Empty
+from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.process import HandlerTable, ServiceProcess
+from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,7 @@ class SecretService(ServiceProcess[SecretSettings]):
     """libvirt's secret driver semantics, cluster-wide, values encrypted at rest."""
 
     name = "secret"
-    # The registry settles races by compare-and-set, so requests may overlap.
-    concurrency = 16
+    endpoint_table = api.ENDPOINTS
     description = "libvirt secrets: XML definitions, values encrypted at rest"
 
     def __init__(self, settings: SecretSettings, nc: NATS | None = None) -> None:
@@ -77,7 +78,7 @@ class SecretService(ServiceProcess[SecretSettings]):
         assert self._registry is not None, "service not started"
         return self._registry
 
-    async def on_start(self) -> None:
+    async def setup(self, stack: Teardown) -> None:
         key_file = self.settings.key_file or self.settings.state_dir / "secret.key"
         key = cipher.load_key(self.settings.secret_key, key_file)
         ledger = await self.open_ledger()
@@ -90,18 +91,18 @@ class SecretService(ServiceProcess[SecretSettings]):
         self._count.labels(kind="persistent").set(persistent)
         self._count.labels(kind="ephemeral").set(ephemeral)
 
-    def handlers(self) -> HandlerTable:
-        return [
-            (api.DEFINE, self.define),
-            (api.UNDEFINE, self.undefine),
-            (api.LIST, self.list),
-            (api.DUMPXML, self.dumpxml),
-            (api.LOOKUP_BY_UUID, self.lookup_by_uuid),
-            (api.LOOKUP_BY_USAGE, self.lookup_by_usage),
-            (api.SET_VALUE, self.set_value),
-            (api.GET_VALUE, self.get_value),
-            (api.GET_VALUE_INTERNAL, self.get_value_internal),
-        ]
+    def endpoints(self) -> Sequence[Bound[Any, Any]]:
+        return (
+            api.DEFINE.bind(self.define),
+            api.UNDEFINE.bind(self.undefine),
+            api.LIST.bind(self.list),
+            api.DUMPXML.bind(self.dumpxml),
+            api.LOOKUP_BY_UUID.bind(self.lookup_by_uuid),
+            api.LOOKUP_BY_USAGE.bind(self.lookup_by_usage),
+            api.SET_VALUE.bind(self.set_value),
+            api.GET_VALUE.bind(self.get_value),
+            api.GET_VALUE_INTERNAL.bind(self.get_value_internal),
+        )
 
     async def define(self, req: api.DefineRequest) -> api.DefineReply:
         change = await self.registry.define(parse_secret(req.xml))

@@ -157,8 +157,6 @@ class DiskEvents:
                     if not await self._consumer_exists(subscription):
                         subscription = await self._resubscribe(subscription)
                 continue
-            except asyncio.CancelledError:
-                raise
             except Exception as err:
                 failures += 1
                 log.warning("disk event fetch failed", extra={"error": str(err)})
@@ -177,8 +175,6 @@ class DiskEvents:
         except nats.js.errors.NotFoundError:
             log.warning("disk event consumer lost", extra={"durable": durable_name(self.host)})
             return False
-        except asyncio.CancelledError:
-            raise
         except Exception as err:
             log.debug("disk event consumer not checked", extra={"error": str(err)})
         return True
@@ -192,8 +188,6 @@ class DiskEvents:
             log.debug("old disk event subscription not closed", extra={"error": str(err)})
         try:
             fresh = await self.subscribe()
-        except asyncio.CancelledError:
-            raise
         except Exception as err:
             log.warning("disk event subscription not made again", extra={"error": str(err)})
             return old
@@ -215,8 +209,6 @@ class DiskEvents:
             log.error("agent event not understood", extra={"id": event.id, "error": str(err)})
             await _settle(msg.term())
             return
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # KV or NATS away mid-step: every step is idempotent, so deliver again
             log.exception("agent event not applied", extra={"id": event.id})
@@ -281,7 +273,5 @@ async def _settle(step: Awaitable[None]) -> None:
     """Ack, nak or term; one lost with the connection is delivered again later."""
     try:
         await step
-    except asyncio.CancelledError:
-        raise
     except Exception as err:
         log.warning("disk event not settled", extra={"error": str(err)})

@@ -3,7 +3,7 @@
 events (disk_events.py), with the endpoints of shared.api.storage_jobs.
 
 ``StorageService`` owns one ``DiskService``: it calls ``start`` from its own
-start (after the volumes are loaded), serves ``handlers()``, and asks
+set-up (after the volumes are loaded), serves ``endpoints()``, and asks
 ``volume_users`` for the users of a volume.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -28,14 +27,12 @@ from shared.api.blockjob import DiskInventory
 from shared.api.storage import VolumeUser
 from shared.conf.storage_pool_util import sanitize_path
 from shared.conf.storage_volume import StorageVolumeDef
-from shared.util.api import Empty, Endpoint
+from shared.util.api import Bound, Empty
 from shared.util.events import EventPublisher
+from shared.util.process import Spawn
 from shared.util.state import StateStore
 
 log = logging.getLogger(__name__)
-
-Spawn = Callable[[Coroutine[Any, Any, None], str], None]
-Row = tuple[Endpoint[Any, Any], Callable[[Any], Awaitable[Any]]]
 
 
 class DiskService:
@@ -74,8 +71,6 @@ class DiskService:
             await asyncio.sleep(self._reconcile_interval)
             try:
                 await self.events.reconcile()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("disk inventory reconcile failed")
 
@@ -91,19 +86,20 @@ class DiskService:
 
     # -- endpoints -------------------------------------------------------------------------
 
-    def handlers(self) -> list[Row]:
-        return [
-            (api.DOMAIN_LIST, self.domain_list),
-            (api.DOMAIN_DISKS, self.domain_disks),
-            (api.DISK_DUMPXML, self.disk_dumpxml),
-            (api.BLOCK_COPY, self.jobs.copy),
-            (api.BLOCK_COMMIT, self.jobs.commit),
-            (api.BLOCK_PULL, self.jobs.pull),
-            (api.BLOCK_JOB_ABORT, self.job_abort),
-            (api.BLOCK_JOB_SPEED, self.jobs.set_speed),
-            (api.BLOCK_JOB_INFO, self.job_info),
-            (api.BLOCK_JOB_LIST, self.job_list),
-        ]
+    def endpoints(self) -> tuple[Bound[Any, Any], ...]:
+        """``shared.api.storage_jobs.ENDPOINTS`` bound to their methods."""
+        return (
+            api.DOMAIN_LIST.bind(self.domain_list),
+            api.DOMAIN_DISKS.bind(self.domain_disks),
+            api.DISK_DUMPXML.bind(self.disk_dumpxml),
+            api.BLOCK_COPY.bind(self.jobs.copy),
+            api.BLOCK_COMMIT.bind(self.jobs.commit),
+            api.BLOCK_PULL.bind(self.jobs.pull),
+            api.BLOCK_JOB_ABORT.bind(self.job_abort),
+            api.BLOCK_JOB_SPEED.bind(self.jobs.set_speed),
+            api.BLOCK_JOB_INFO.bind(self.job_info),
+            api.BLOCK_JOB_LIST.bind(self.job_list),
+        )
 
     async def domain_list(self, _: Empty) -> api.DomainListReply:
         return api.DomainListReply(

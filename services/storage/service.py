@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -34,24 +34,20 @@ from services.storage.streams import CHUNK_BYTES, WINDOW, StreamServer
 from services.storage.volumes import VolumeManager
 from shared.api import secret as secret_api
 from shared.api import storage as api
+from shared.api import storage_jobs as jobs_api
 from shared.conf.encryption import SecretLookup
 from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import format_storage_pool
 from shared.conf.storage_volume import StorageVolumeDef
-from shared.util.api import Empty, Endpoint, call
+from shared.util.api import Bound, Empty, call
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.process import HandlerTable, ServiceProcess
+from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
 from shared.util.state import StateStore
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
 _COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600)
-
-
-#: Volume requests handled at once: a qemu-img run does not hold up the next.
-#: Pool requests stay one at a time (definitions are checked, then stored).
-VOLUME_CONCURRENCY = 8
 
 
 class StorageSettings(ProcessSettings):
@@ -82,6 +78,7 @@ class StorageService(ServiceProcess[StorageSettings]):
     name = "storage"
     description = "libvirt storage pools and volumes of one host"
     host_scoped = True
+    endpoint_table = (*api.ENDPOINTS, *jobs_api.ENDPOINTS)
 
     def __init__(self, settings: StorageSettings, nc: NATS | None = None) -> None:
         super().__init__(settings, nc)
@@ -107,12 +104,6 @@ class StorageService(ServiceProcess[StorageSettings]):
         #: Secret values and the private folder their files are written in.
         self._secrets = PoolSecrets(self._secret_value, settings.state_dir / "secrets")
 
-    async def start(self) -> None:
-        """Start, and return only once the server has every endpoint's subscription
-        (a request sent right after would otherwise find no responder)."""
-        await super().start()
-        await self.nc.flush()
-
     @property
     def pools(self) -> PoolManager:
         assert self._pools is not None, "service not started"
@@ -132,7 +123,7 @@ class StorageService(ServiceProcess[StorageSettings]):
     def _observe_command(self, tool: str, seconds: float) -> None:
         self._commands.labels(tool=tool).observe(seconds)
 
-    async def on_start(self) -> None:
+    async def setup(self, stack: Teardown) -> None:
         _watch_children_with_pidfd()
         store = await StateStore.open(self.js, BUCKET)
         registry = StorageRegistry(store, self.settings.host)
@@ -147,7 +138,8 @@ class StorageService(ServiceProcess[StorageSettings]):
         if cleaned:
             log.warning("removed %d half-made volumes left by an interrupted run", cleaned)
         await self._pools.load()
-        self._streams = StreamServer(self.nc, self.settings.host)
+        self._streams = StreamServer(self.nc, self.settings.host, self.spawn)
+        stack.push_async_callback(self._streams.close_all)
         self._disks = DiskService(
             self.nc,
             self.js,
@@ -162,10 +154,6 @@ class StorageService(ServiceProcess[StorageSettings]):
         await self._disks.start(self.spawn)
         self._update_metrics()
         self.spawn(self._check_forever(), "storage-check")
-
-    async def on_stop(self) -> None:
-        if self._streams is not None:
-            await self._streams.close_all()
 
     async def _check_forever(self) -> None:
         """Pools whose storage went away outside virtbus become inactive."""
@@ -264,47 +252,38 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     # -- endpoints -------------------------------------------------------------------
 
-    def handlers(self) -> HandlerTable:
-        Row = tuple[Endpoint[Any, Any], Callable[[Any], Awaitable[Any]]]
-        pools: list[Row] = [
-            (api.POOL_DEFINE, self.pool_define),
-            (api.POOL_CREATE, self.pool_create),
-            (api.POOL_BUILD, self.pool_build),
-            (api.POOL_START, self.pool_start),
-            (api.POOL_DESTROY, self.pool_destroy),
-            (api.POOL_DELETE, self.pool_delete),
-            (api.POOL_UNDEFINE, self.pool_undefine),
-            (api.POOL_AUTOSTART, self.pool_autostart),
-            (api.POOL_REFRESH, self.pool_refresh),
-            (api.POOL_INFO, self.pool_info),
-            (api.POOL_LOOKUP_UUID, self.pool_lookup_uuid),
-            (api.POOL_LOOKUP_VOLUME, self.pool_lookup_volume),
-            (api.POOL_LIST, self.pool_list),
-            (api.POOL_DUMPXML, self.pool_dumpxml),
-            (api.POOL_CAPABILITIES, self.pool_capabilities),
-        ]
-        volumes: list[Row] = [
-            (api.VOL_CREATE, self.vol_create),
-            (api.VOL_CREATE_FROM, self.vol_create_from),
-            (api.VOL_DELETE, self.vol_delete),
-            (api.VOL_WIPE, self.vol_wipe),
-            (api.VOL_RESIZE, self.vol_resize),
-            (api.VOL_INFO, self.vol_info),
-            (api.VOL_DUMPXML, self.vol_dumpxml),
-            (api.VOL_LOOKUP_NAME, self.vol_lookup_name),
-            (api.VOL_LOOKUP_KEY, self.vol_lookup_key),
-            (api.VOL_LOOKUP_PATH, self.vol_lookup_path),
-            (api.VOL_LIST, self.vol_list),
-            (api.VOL_UPLOAD, self.vol_upload),
-            (api.VOL_DOWNLOAD, self.vol_download),
-        ]
-        return [*pools, *volumes, *self.disks.handlers()]
-
-    def concurrency_for(self, endpoint: Endpoint[Any, Any]) -> int:
-        # Block-job requests may create a destination volume or wait on the agent.
-        if endpoint.name.startswith(("vol.", "blockjob.", "domain.", "disk.")):
-            return VOLUME_CONCURRENCY
-        return 1
+    def endpoints(self) -> Sequence[Bound[Any, Any]]:
+        return (
+            api.POOL_DEFINE.bind(self.pool_define),
+            api.POOL_CREATE.bind(self.pool_create),
+            api.POOL_BUILD.bind(self.pool_build),
+            api.POOL_START.bind(self.pool_start),
+            api.POOL_DESTROY.bind(self.pool_destroy),
+            api.POOL_DELETE.bind(self.pool_delete),
+            api.POOL_UNDEFINE.bind(self.pool_undefine),
+            api.POOL_AUTOSTART.bind(self.pool_autostart),
+            api.POOL_REFRESH.bind(self.pool_refresh),
+            api.POOL_INFO.bind(self.pool_info),
+            api.POOL_LOOKUP_UUID.bind(self.pool_lookup_uuid),
+            api.POOL_LOOKUP_VOLUME.bind(self.pool_lookup_volume),
+            api.POOL_LIST.bind(self.pool_list),
+            api.POOL_DUMPXML.bind(self.pool_dumpxml),
+            api.POOL_CAPABILITIES.bind(self.pool_capabilities),
+            api.VOL_CREATE.bind(self.vol_create),
+            api.VOL_CREATE_FROM.bind(self.vol_create_from),
+            api.VOL_DELETE.bind(self.vol_delete),
+            api.VOL_WIPE.bind(self.vol_wipe),
+            api.VOL_RESIZE.bind(self.vol_resize),
+            api.VOL_INFO.bind(self.vol_info),
+            api.VOL_DUMPXML.bind(self.vol_dumpxml),
+            api.VOL_LOOKUP_NAME.bind(self.vol_lookup_name),
+            api.VOL_LOOKUP_KEY.bind(self.vol_lookup_key),
+            api.VOL_LOOKUP_PATH.bind(self.vol_lookup_path),
+            api.VOL_LIST.bind(self.vol_list),
+            api.VOL_UPLOAD.bind(self.vol_upload),
+            api.VOL_DOWNLOAD.bind(self.vol_download),
+            *self.disks.endpoints(),
+        )
 
     async def pool_define(self, req: api.PoolXmlRequest) -> api.PoolInfo:
         return (await self.pools.define(req.xml)).info()

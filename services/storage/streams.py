@@ -19,7 +19,6 @@ A failure answers with the API's error headers.  A stream idle for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -33,9 +32,11 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
 from shared.util.api import error_reply
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.process import Spawn
 from shared.util.subjects import api_subject
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ def is_hole(fd: int, offset: int, length: int) -> bool:
 
 
 async def _unsubscribe(subscription: Subscription) -> None:
-    with contextlib.suppress(Exception):
+    try:
         await subscription.unsubscribe()
+    except NatsError as err:  # the connection went first: nothing left to drop
+        log.debug("stream subscription not dropped", extra={"error": repr(err)})
 
 
 @dataclass
@@ -112,9 +115,10 @@ class _Stream:
 class StreamServer:
     """The open streams of one storage service."""
 
-    def __init__(self, nc: NATS, host: str) -> None:
+    def __init__(self, nc: NATS, host: str, spawn: Spawn) -> None:
         self._nc = nc
         self._host = host
+        self._spawn = spawn
         self._streams: dict[str, _Stream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -160,7 +164,7 @@ class StreamServer:
         stream.subscription = await self._nc.subscribe(
             self.subject(stream.id), cb=functools.partial(self._handle, stream)
         )
-        stream.watchdog = asyncio.create_task(self._watch(stream), name=f"stream-{stream.id}")
+        stream.watchdog = self._spawn(self._watch(stream), f"stream-{stream.id}")
         return self.subject(stream.id), end - offset
 
     async def _watch(self, stream: _Stream) -> None:
@@ -194,7 +198,7 @@ class StreamServer:
         await.
         """
         if stream.subscription is not None:
-            task = asyncio.create_task(_unsubscribe(stream.subscription))
+            task = self._spawn(_unsubscribe(stream.subscription), f"stream-{stream.id}-end")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             stream.subscription = None
@@ -207,7 +211,7 @@ class StreamServer:
             await self._close(stream, completed=False)
             self._unsubscribe_later(stream)
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(self._tasks)
 
     async def _handle(self, stream: _Stream, msg: Msg) -> None:
         stream.last_seen = asyncio.get_running_loop().time()
@@ -238,8 +242,10 @@ class StreamServer:
                 else VirtError(ErrorCode.OPERATION_FAILED, f"stream failed: {exc}", _D)
             )
             body, err_headers = error_reply(err)
-            with contextlib.suppress(Exception):
+            try:
                 await self._reply(msg, body, err_headers)
+            except NatsError as lost:
+                log.warning("stream error not sent", extra={"error": repr(lost)})
             await self._close(stream, completed=False)
             self._unsubscribe_later(stream)
 

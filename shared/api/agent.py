@@ -47,3 +47,6 @@ DOMAIN_DISKS: Endpoint[DomainRef, DiskInventory] = Endpoint(
 JOB_LIST: Endpoint[JobListRequest, JobList] = Endpoint(
     SERVICE, "job.list", JobListRequest, JobList, host_scoped=True
 )
+
+#: Every endpoint of a host agent.
+ENDPOINTS = (DOMAIN_LIST, DOMAIN_DISKS, JOB_LIST)

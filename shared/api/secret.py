@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import BaseModel, Field
 
 from shared.conf.secret import SecretUsageType
@@ -63,15 +65,39 @@ class ValueReply(BaseModel):
     value: str = Field(description="the value, base64-encoded")
 
 
-DEFINE = Endpoint(SERVICE, "define", DefineRequest, DefineReply)
-UNDEFINE = Endpoint(SERVICE, "undefine", UuidRequest, Empty)
-LIST = Endpoint(SERVICE, "list", ListRequest, ListReply)
-DUMPXML = Endpoint(SERVICE, "dumpxml", UuidRequest, XmlReply)
-LOOKUP_BY_UUID = Endpoint(SERVICE, "lookup.uuid", UuidRequest, SecretInfo)
-LOOKUP_BY_USAGE = Endpoint(SERVICE, "lookup.usage", UsageRequest, SecretInfo)
-SET_VALUE = Endpoint(SERVICE, "value.set", SetValueRequest, Empty)
-GET_VALUE = Endpoint(SERVICE, "value.get", UuidRequest, ValueReply)
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep", bound=BaseModel)
+#: Requests of one endpoint a secret service answers at once: the registry
+#: settles races between them (and between replicas) by compare-and-set.
+CONCURRENCY = 16
+
+
+def _ep(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
+    return Endpoint(SERVICE, name, request, reply, concurrency=CONCURRENCY)
+
+
+DEFINE = _ep("define", DefineRequest, DefineReply)
+UNDEFINE = _ep("undefine", UuidRequest, Empty)
+LIST = _ep("list", ListRequest, ListReply)
+DUMPXML = _ep("dumpxml", UuidRequest, XmlReply)
+LOOKUP_BY_UUID = _ep("lookup.uuid", UuidRequest, SecretInfo)
+LOOKUP_BY_USAGE = _ep("lookup.usage", UsageRequest, SecretInfo)
+SET_VALUE = _ep("value.set", SetValueRequest, Empty)
+GET_VALUE = _ep("value.get", UuidRequest, ValueReply)
 #: libvirt's VIR_SECRET_GET_VALUE_INTERNAL_CALL: other services (the storage
 #: service opening a LUKS volume) may read private values.  The deploy/ NATS
 #: permissions allow this subject to service users only, never to clients.
-GET_VALUE_INTERNAL = Endpoint(SERVICE, "internal.value.get", UuidRequest, ValueReply)
+GET_VALUE_INTERNAL = _ep("internal.value.get", UuidRequest, ValueReply)
+
+#: Every endpoint of the secret service.
+ENDPOINTS = (
+    DEFINE,
+    UNDEFINE,
+    LIST,
+    DUMPXML,
+    LOOKUP_BY_UUID,
+    LOOKUP_BY_USAGE,
+    SET_VALUE,
+    GET_VALUE,
+    GET_VALUE_INTERNAL,
+)

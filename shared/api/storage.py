@@ -14,6 +14,10 @@ from pydantic import BaseModel, Field
 from shared.util.api import Empty, Endpoint
 
 SERVICE = "storage"
+#: Volume requests a storage service answers at once, per endpoint: a qemu-img
+#: run does not hold up the next.  Pool requests are answered one at a time
+#: (a definition is checked against the others, then stored).
+VOLUME_CONCURRENCY = 8
 #: Creating or cloning a volume may copy gigabytes; such calls wait longer.
 LONG_TIMEOUT = 3600.0
 
@@ -277,7 +281,13 @@ POOL_DUMPXML = Endpoint(SERVICE, "pool.dumpxml", PoolDumpXmlRequest, XmlReply, h
 POOL_CAPABILITIES = Endpoint(SERVICE, "pool.capabilities", Empty, XmlReply, host_scoped=True)
 
 VOL_CREATE = Endpoint(
-    SERVICE, "vol.create", VolCreateRequest, VolumeInfo, host_scoped=True, timeout=LONG_TIMEOUT
+    SERVICE,
+    "vol.create",
+    VolCreateRequest,
+    VolumeInfo,
+    host_scoped=True,
+    timeout=LONG_TIMEOUT,
+    concurrency=VOLUME_CONCURRENCY,
 )
 VOL_CREATE_FROM = Endpoint(
     SERVICE,
@@ -286,21 +296,112 @@ VOL_CREATE_FROM = Endpoint(
     VolumeInfo,
     host_scoped=True,
     timeout=LONG_TIMEOUT,
+    concurrency=VOLUME_CONCURRENCY,
 )
-VOL_DELETE = Endpoint(SERVICE, "vol.delete", VolDeleteRequest, Empty, host_scoped=True)
+VOL_DELETE = Endpoint(
+    SERVICE, "vol.delete", VolDeleteRequest, Empty, host_scoped=True, concurrency=VOLUME_CONCURRENCY
+)
 VOL_WIPE = Endpoint(
-    SERVICE, "vol.wipe", VolWipeRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
+    SERVICE,
+    "vol.wipe",
+    VolWipeRequest,
+    Empty,
+    host_scoped=True,
+    timeout=LONG_TIMEOUT,
+    concurrency=VOLUME_CONCURRENCY,
 )
 VOL_RESIZE = Endpoint(
-    SERVICE, "vol.resize", VolResizeRequest, VolumeInfo, host_scoped=True, timeout=LONG_TIMEOUT
+    SERVICE,
+    "vol.resize",
+    VolResizeRequest,
+    VolumeInfo,
+    host_scoped=True,
+    timeout=LONG_TIMEOUT,
+    concurrency=VOLUME_CONCURRENCY,
 )
-VOL_INFO = Endpoint(SERVICE, "vol.info", VolRequest, VolumeInfo, host_scoped=True)
-VOL_DUMPXML = Endpoint(SERVICE, "vol.dumpxml", VolRequest, XmlReply, host_scoped=True)
-VOL_LOOKUP_NAME = Endpoint(SERVICE, "vol.lookup.name", VolNameRequest, VolumeInfo, host_scoped=True)
-VOL_LOOKUP_KEY = Endpoint(SERVICE, "vol.lookup.key", VolKeyRequest, VolumeInfo, host_scoped=True)
-VOL_LOOKUP_PATH = Endpoint(SERVICE, "vol.lookup.path", VolPathRequest, VolumeInfo, host_scoped=True)
-VOL_LIST = Endpoint(SERVICE, "vol.list", VolListRequest, VolListReply, host_scoped=True)
-VOL_UPLOAD = Endpoint(SERVICE, "vol.upload", VolTransferRequest, TransferReply, host_scoped=True)
+VOL_INFO = Endpoint(
+    SERVICE, "vol.info", VolRequest, VolumeInfo, host_scoped=True, concurrency=VOLUME_CONCURRENCY
+)
+VOL_DUMPXML = Endpoint(
+    SERVICE, "vol.dumpxml", VolRequest, XmlReply, host_scoped=True, concurrency=VOLUME_CONCURRENCY
+)
+VOL_LOOKUP_NAME = Endpoint(
+    SERVICE,
+    "vol.lookup.name",
+    VolNameRequest,
+    VolumeInfo,
+    host_scoped=True,
+    concurrency=VOLUME_CONCURRENCY,
+)
+VOL_LOOKUP_KEY = Endpoint(
+    SERVICE,
+    "vol.lookup.key",
+    VolKeyRequest,
+    VolumeInfo,
+    host_scoped=True,
+    concurrency=VOLUME_CONCURRENCY,
+)
+VOL_LOOKUP_PATH = Endpoint(
+    SERVICE,
+    "vol.lookup.path",
+    VolPathRequest,
+    VolumeInfo,
+    host_scoped=True,
+    concurrency=VOLUME_CONCURRENCY,
+)
+VOL_LIST = Endpoint(
+    SERVICE,
+    "vol.list",
+    VolListRequest,
+    VolListReply,
+    host_scoped=True,
+    concurrency=VOLUME_CONCURRENCY,
+)
+VOL_UPLOAD = Endpoint(
+    SERVICE,
+    "vol.upload",
+    VolTransferRequest,
+    TransferReply,
+    host_scoped=True,
+    concurrency=VOLUME_CONCURRENCY,
+)
 VOL_DOWNLOAD = Endpoint(
-    SERVICE, "vol.download", VolTransferRequest, TransferReply, host_scoped=True
+    SERVICE,
+    "vol.download",
+    VolTransferRequest,
+    TransferReply,
+    host_scoped=True,
+    concurrency=VOLUME_CONCURRENCY,
+)
+
+#: Every pool and volume endpoint of the storage service.
+ENDPOINTS = (
+    POOL_DEFINE,
+    POOL_CREATE,
+    POOL_BUILD,
+    POOL_START,
+    POOL_DESTROY,
+    POOL_DELETE,
+    POOL_UNDEFINE,
+    POOL_AUTOSTART,
+    POOL_REFRESH,
+    POOL_INFO,
+    POOL_LOOKUP_UUID,
+    POOL_LOOKUP_VOLUME,
+    POOL_LIST,
+    POOL_DUMPXML,
+    POOL_CAPABILITIES,
+    VOL_CREATE,
+    VOL_CREATE_FROM,
+    VOL_DELETE,
+    VOL_WIPE,
+    VOL_RESIZE,
+    VOL_INFO,
+    VOL_DUMPXML,
+    VOL_LOOKUP_NAME,
+    VOL_LOOKUP_KEY,
+    VOL_LOOKUP_PATH,
+    VOL_LIST,
+    VOL_UPLOAD,
+    VOL_DOWNLOAD,
 )

@@ -170,8 +170,13 @@ Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
 
 
+#: Requests of one endpoint answered at once: a job request may create its
+#: destination volume or wait on the agent.
+CONCURRENCY = 8
+
+
 def _ep(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
-    return Endpoint(SERVICE, name, request, reply, host_scoped=True)
+    return Endpoint(SERVICE, name, request, reply, host_scoped=True, concurrency=CONCURRENCY)
 
 
 DOMAIN_LIST = _ep("domain.list", Empty, DomainListReply)
@@ -184,3 +189,17 @@ BLOCK_JOB_ABORT = _ep("blockjob.abort", BlockJobAbortRequest, BlockJobInfo)
 BLOCK_JOB_SPEED = _ep("blockjob.speed", BlockJobSpeedRequest, BlockJobInfo)
 BLOCK_JOB_INFO = _ep("blockjob.info", DiskRef, BlockJobInfoReply)
 BLOCK_JOB_LIST = _ep("blockjob.list", BlockJobListRequest, BlockJobListReply)
+
+#: Every disk and block-job endpoint of the storage service.
+ENDPOINTS = (
+    DOMAIN_LIST,
+    DOMAIN_DISKS,
+    DISK_DUMPXML,
+    BLOCK_COPY,
+    BLOCK_COMMIT,
+    BLOCK_PULL,
+    BLOCK_JOB_ABORT,
+    BLOCK_JOB_SPEED,
+    BLOCK_JOB_INFO,
+    BLOCK_JOB_LIST,
+)

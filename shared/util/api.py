@@ -1,9 +1,13 @@
 """Typed request/reply endpoints: one table shared by the services and the client.
 
-An ``Endpoint`` names an operation (``define``, ``pool.define``) of a service and
-the pydantic models of its request and reply.  The service side registers its
-handlers on ``nats.micro`` with ``serve`` (JSON in, JSON out, errors as libvirt
-codes); the client side sends with ``call``.  No endpoint writes JSON by hand.
+An ``Endpoint`` names an operation (``define``, ``pool.define``) of a service,
+the pydantic models of its request and reply, and how many of its requests a
+service runs at once.  Each ``shared/api`` module lists its service's endpoints
+in one table (``ENDPOINTS``).  A service binds every endpoint of its table to
+the method that answers it (``ENDPOINT.bind(self.method)``, type-checked:
+the method takes the request model and returns the reply model); the process
+runtime (``shared.util.process``) serves the bindings with ``answer``; the
+client sends with ``call``.  No endpoint writes JSON by hand.
 
 Errors cross the bus as the micro error headers (``Nats-Service-Error-Code``:
 libvirt's error number; ``Nats-Service-Error``: the message) plus a JSON body
@@ -14,14 +18,14 @@ and answered as ``VIR_ERR_INTERNAL_ERROR`` without the exception's text.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
@@ -32,7 +36,6 @@ from shared.util.subjects import api_subject
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
-    from nats.micro.service import Service
 
     from shared.util.metrics import ProcessMetrics
 
@@ -60,6 +63,13 @@ class Endpoint(Generic[Req, Rep]):
     reply: type[Rep]
     host_scoped: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    #: Requests of this endpoint one service instance answers at the same time
+    #: (1: one after another, in the order they arrived).
+    concurrency: int = 1
+
+    def bind(self, handler: Callable[[Req], Awaitable[Rep]]) -> Bound[Req, Rep]:
+        """This endpoint answered by ``handler``."""
+        return Bound(self, handler)
 
     @property
     def micro_name(self) -> str:
@@ -70,6 +80,28 @@ class Endpoint(Generic[Req, Rep]):
         if self.host_scoped and host is None:
             raise ValueError(f"{self.service}.{self.name} needs a host")
         return api_subject(self.service, self.name, host if self.host_scoped else None)
+
+
+@dataclass(frozen=True)
+class Bound(Generic[Req, Rep]):
+    """An endpoint with the coroutine that answers it."""
+
+    endpoint: Endpoint[Req, Rep]
+    handler: Callable[[Req], Awaitable[Rep]]
+
+
+def check_bindings(table: Sequence[Endpoint[Any, Any]], bound: Sequence[Bound[Any, Any]]) -> None:
+    """Raise ``ValueError`` unless ``bound`` answers every endpoint of ``table`` exactly once
+    and nothing else."""
+    names = [b.endpoint.name for b in bound]
+    missing = sorted({e.name for e in table} - set(names))
+    extra = sorted(set(names) - {e.name for e in table})
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if missing or extra or twice:
+        raise ValueError(
+            f"endpoint table not served as declared: missing {missing}, "
+            f"not in the table {extra}, bound twice {twice}"
+        )
 
 
 def error_reply(err: VirtError) -> tuple[bytes, dict[str, str]]:
@@ -135,104 +167,76 @@ async def call(
         ) from err
 
 
-Handler = Callable[[Any], Awaitable[BaseModel]]
-#: Runs one request's coroutine as a task the process tracks (and drains on stop).
-Spawner = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+@dataclass
+class Counters:
+    """What ``$SRV.STATS`` reports of one endpoint, counted by ``answer`` (nats.micro
+    counts an error only when the handler raises, and times only the callback,
+    which returns at once for a request running as its own task)."""
+
+    requests: int = 0
+    errors: int = 0
+    last_error: str = ""
+    processing_ns: int = 0
+
+    def stats(self) -> dict[str, Any]:
+        """The ``data`` of the endpoint's entry in ``$SRV.STATS``."""
+        return {
+            "num_requests": self.requests,
+            "num_errors": self.errors,
+            "last_error": self.last_error,
+            "processing_time": self.processing_ns,
+            "average_processing_time": self.processing_ns // self.requests if self.requests else 0,
+        }
 
 
-async def serve(
-    service: Service,
-    endpoint: Endpoint[Any, Any],
-    handler: Handler,
+async def answer(
+    bound: Bound[Any, Any],
+    request: Request,
     metrics: ProcessMetrics,
-    host: str | None = None,
-    *,
-    concurrency: int = 1,
-    spawn: Spawner | None = None,
+    counters: Counters,
 ) -> None:
-    """Register ``handler`` for ``endpoint`` on a started micro ``service``.
+    """Answer one request of ``bound``: its reply, or its error as libvirt's code.
 
-    nats-py runs one subscription's callbacks one after another, so with
-    ``concurrency`` above 1 each request runs as its own task (through
-    ``spawn``), at most ``concurrency`` at a time; the subscription waits
-    while all are busy, which pushes back on the sender.
+    A ``VirtError`` is answered as itself; anything else is logged with the
+    request and answered as ``VIR_ERR_INTERNAL_ERROR`` without its text.
     """
-
-    # nats.micro's own record of this endpoint, found once it is registered.
-    stats: list[Any] = []
-
-    async def handle(request: Request) -> None:
-        """Answer one request, its errors included."""
-        started = time.perf_counter()
-        outcome = "ok"
+    endpoint = bound.endpoint
+    started = time.perf_counter_ns()
+    outcome = "ok"
+    try:
         try:
-            try:
-                payload = endpoint.request.model_validate_json(request.data or b"{}")
-            except ValidationError as err:
-                first = err.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "body"
-                raise VirtError(
-                    ErrorCode.INVALID_ARG, f"{where}: {first['msg']}", ErrorDomain.RPC
-                ) from err
-            reply = await handler(payload)
-            await request.respond(reply.model_dump_json().encode())
-        except VirtError as err:
-            outcome = "error"
-            await request.respond(*error_reply(err))
-            _count_error(stats, err.name)
-        except Exception:
-            outcome = "error"
-            request_id = (request.headers or {}).get("Nats-Msg-Id") or request.subject
-            log.exception(
-                "unexpected error", extra={"endpoint": endpoint.name, "request": request_id}
-            )
-            internal = VirtError(ErrorCode.INTERNAL_ERROR, f"unexpected failure in {endpoint.name}")
-            await request.respond(*error_reply(internal))
-            _count_error(stats, internal.name)
-        finally:
-            metrics.observe_request(endpoint.name, outcome, time.perf_counter() - started)
-
-    callback: Callable[[Request], Awaitable[None]] = handle
-    if concurrency > 1 and spawn is not None:
-        slots = asyncio.Semaphore(concurrency)
-
-        async def run(request: Request) -> None:
-            started = time.perf_counter_ns()
-            try:
-                await handle(request)
-            finally:
-                slots.release()
-                _add_processing_time(stats, time.perf_counter_ns() - started)
-
-        async def dispatch(request: Request) -> None:
-            await slots.acquire()
-            spawn(run(request))
-
-        callback = dispatch
-
-    await service.add_endpoint(
-        name=endpoint.micro_name,
-        subject=endpoint.subject(host),
-        handler=callback,
-        metadata={"request": endpoint.request.__name__, "reply": endpoint.reply.__name__},
-    )
-    stats.extend(getattr(service, "_endpoints", [])[-1:])  # add_endpoint appends it
+            payload = endpoint.request.model_validate_json(request.data or b"{}")
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise VirtError(
+                ErrorCode.INVALID_ARG, f"{where}: {first['msg']}", ErrorDomain.RPC
+            ) from err
+        reply = await bound.handler(payload)
+        await _respond(request, reply.model_dump_json().encode())
+    except VirtError as err:
+        outcome = "error"
+        counters.errors += 1
+        counters.last_error = err.name
+        await _respond(request, *error_reply(err))
+    except Exception:
+        outcome = "error"
+        request_id = (request.headers or {}).get("Nats-Msg-Id") or request.subject
+        log.exception("unexpected error", extra={"endpoint": endpoint.name, "request": request_id})
+        internal = VirtError(ErrorCode.INTERNAL_ERROR, f"unexpected failure in {endpoint.name}")
+        counters.errors += 1
+        counters.last_error = internal.name
+        await _respond(request, *error_reply(internal))
+    finally:
+        elapsed = time.perf_counter_ns() - started
+        counters.requests += 1
+        counters.processing_ns += elapsed
+        metrics.observe_request(endpoint.name, outcome, elapsed / 1e9)
 
 
-# nats.micro counts an error only when the handler raises (and then answers
-# with headers alone), and times only the callback, which returns at once for
-# a request running as its own task.  We answer errors with the JSON body and
-# run requests concurrently, so these two keep $SRV.STATS true.
-
-
-def _count_error(stats: list[Any], name: str) -> None:
-    for ep in stats:
-        ep._num_errors += 1
-        ep._last_error = name
-
-
-def _add_processing_time(stats: list[Any], ns: int) -> None:
-    for ep in stats:
-        if ep._num_requests:
-            ep._processing_time += ns
-            ep._average_processing_time = int(ep._processing_time / ep._num_requests)
+async def _respond(request: Request, data: bytes, headers: dict[str, str] | None = None) -> None:
+    """Send a reply; one lost with the connection is logged (the caller times out)."""
+    try:
+        await request.respond(data, headers=headers)
+    except (NatsError, ValueError) as err:  # ValueError: the request had no reply subject
+        log.warning("reply not sent", extra={"subject": request.subject, "error": repr(err)})

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
-from shared.util.api import Empty, Endpoint, call
+from shared.util.api import Bound, Empty, Endpoint, call
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.events import STREAM, EventPublisher, ensure_stream
 from shared.util.natsserver import free_port
-from shared.util.process import HandlerTable, RunState, ServiceProcess
+from shared.util.process import RunState, ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings, load_settings
 from shared.util.state import Conflict, StateStore
 
@@ -79,10 +81,10 @@ BOOM = Endpoint("echo", "boom", Empty, Empty)
 
 class EchoProcess(ServiceProcess[ProcessSettings]):
     name = "echo"
-    started_hooks = 0
+    endpoint_table = (ECHO, BOOM)
 
-    def handlers(self) -> HandlerTable:
-        return [(ECHO, self.say), (BOOM, self.boom)]
+    def endpoints(self) -> Sequence[Bound[Any, Any]]:
+        return (ECHO.bind(self.say), BOOM.bind(self.boom))
 
     async def say(self, req: EchoRequest) -> EchoRequest:
         if not req.text:
@@ -117,24 +119,145 @@ async def test_process_states_and_error_replies(nats_url: str, nc: NATS) -> None
     assert gone.value.code is ErrorCode.NO_SERVER
 
 
+LIFECYCLE = [RunState.NEW, RunState.STARTING, RunState.RUNNING, RunState.STOPPING, RunState.STOPPED]
+ROLLED_BACK = [RunState.NEW, RunState.STARTING, RunState.STOPPING, RunState.STOPPED]
+
+
+async def test_run_states_in_order(nats_url: str) -> None:
+    process = EchoProcess(ProcessSettings(nats_url=nats_url))
+    async with process:
+        pass
+    await process.stop()  # idempotent
+    assert process.history == LIFECYCLE
+
+
 async def test_start_without_nats_rolls_back() -> None:
     settings = ProcessSettings(nats_url=f"nats://127.0.0.1:{free_port()}", nats_connect_timeout=1.0)
     process = EchoProcess(settings)
     with pytest.raises(VirtError) as info:
         await asyncio.wait_for(process.start(), 60)
     assert info.value.code is ErrorCode.NO_CONNECT
-    assert process.state is RunState.STOPPED
+    assert process.history == ROLLED_BACK
 
 
-async def test_cancel_mid_start_leaves_nothing_running(nats_url: str) -> None:
-    process = EchoProcess(ProcessSettings(nats_url=f"nats://127.0.0.1:{free_port()}"))
+class GatedProcess(EchoProcess):
+    """Set-up that records its steps and can wait on a gate, fail, or spawn a crash."""
+
+    name = "gated"
+
+    def __init__(
+        self, settings: ProcessSettings, *, hold: bool = False, fail: bool = False
+    ) -> None:
+        super().__init__(settings)
+        self.hold = hold
+        self.fail = fail
+        self.steps: list[str] = []
+        self.in_setup = asyncio.Event()
+        self.crash = asyncio.Event()
+        self.undo_errors: list[Exception] = []
+
+    async def setup(self, stack: Teardown) -> None:
+        self.steps.append("opened")
+        stack.callback(self.steps.append, "closed")
+        for err in self.undo_errors:
+            stack.push_async_callback(_raise, err)
+        self.spawn(self._crash_on_gate(), "crasher")
+        self.in_setup.set()
+        if self.hold:
+            await asyncio.Event().wait()
+        if self.fail:
+            raise VirtError(ErrorCode.OPERATION_FAILED, "set-up refused")
+
+    async def _crash_on_gate(self) -> None:
+        await self.crash.wait()
+        raise RuntimeError("watcher crashed")
+
+
+async def _raise(err: Exception) -> None:
+    raise err
+
+
+async def test_failed_setup_is_undone(nats_url: str) -> None:
+    process = GatedProcess(ProcessSettings(nats_url=nats_url), fail=True)
+    with pytest.raises(VirtError, match="set-up refused"):
+        await process.start()
+    assert process.history == ROLLED_BACK
+    assert process.steps == ["opened", "closed"]
+    assert process.http.port == 0
+
+
+async def test_cancel_during_start_undoes_it(nats_url: str) -> None:
+    process = GatedProcess(ProcessSettings(nats_url=nats_url), hold=True)
     task = asyncio.create_task(process.start())
-    await asyncio.sleep(0.2)
+    await process.in_setup.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert process.state is RunState.STOPPED
+    assert process.history == ROLLED_BACK
+    assert process.steps == ["opened", "closed"]
     assert process.http.port == 0
+
+
+async def test_teardown_errors_leave_together(nats_url: str) -> None:
+    process = GatedProcess(ProcessSettings(nats_url=nats_url))
+    first, second = OSError("first undo failed"), ValueError("second undo failed")
+    process.undo_errors = [first, second]
+    await process.start()
+    with pytest.raises(ExceptionGroup) as group:
+        await process.stop()
+    assert set(group.value.exceptions) == {first, second}
+    assert process.history == LIFECYCLE
+    assert process.steps == ["opened", "closed"]  # the other undo steps ran
+
+
+async def test_a_crashed_task_ends_the_process(nats_url: str, nc: NATS) -> None:
+    process = GatedProcess(ProcessSettings(nats_url=nats_url))
+    await process.start()
+    process.crash.set()
+    await process.wait()  # returns: the group ended
+    with pytest.raises(VirtError) as refused:
+        await call(nc, ECHO, EchoRequest(text="hi"))
+    assert refused.value.code is ErrorCode.OPERATION_FAILED
+    with pytest.raises(ExceptionGroup) as group:
+        await process.stop()
+    [crash] = group.value.exceptions
+    assert isinstance(crash, ExceptionGroup)
+    assert [str(e) for e in crash.exceptions] == ["watcher crashed"]
+    assert process.history == LIFECYCLE
+
+
+class SlowProcess(EchoProcess):
+    """``say`` waits on a gate, so a stop can begin while a request is under way."""
+
+    name = "slow"
+
+    def __init__(self, settings: ProcessSettings) -> None:
+        super().__init__(settings)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.stopping = asyncio.Event()
+
+    def state_changed(self, state: RunState) -> None:
+        if state is RunState.STOPPING:
+            self.stopping.set()
+
+    async def say(self, req: EchoRequest) -> EchoRequest:
+        self.entered.set()
+        await self.release.wait()
+        return req
+
+
+async def test_stop_lets_requests_under_way_answer(nats_url: str, nc: NATS) -> None:
+    process = SlowProcess(ProcessSettings(nats_url=nats_url))
+    await process.start()
+    reply = asyncio.create_task(call(nc, ECHO, EchoRequest(text="late")))
+    await process.entered.wait()
+    stopping = asyncio.create_task(process.stop())
+    await process.stopping.wait()
+    process.release.set()
+    await stopping
+    assert (await reply).text == "late"
+    assert process.history == LIFECYCLE
 
 
 def test_settings_from_flags_then_environment() -> None:
