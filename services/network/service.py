@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from pydantic import Field
@@ -35,10 +37,10 @@ from shared.api import network as api
 from shared.conf.network import NetworkDef, NetworkXMLFlags, format_network, parse_network
 from shared.conf.network_forward import FORWARD_MODES
 from shared.conf.network_port import PlugType, PortPlug, format_network_port, parse_network_port
-from shared.util.api import Empty
+from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Event
-from shared.util.process import HandlerTable, ServiceProcess
+from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
 
     name = "network"
     host_scoped = True
+    endpoint_table = api.ENDPOINTS
     description = "libvirt virtual networks: bridges, dnsmasq, firewall rules, ports, leases"
 
     def __init__(self, settings: NetworkSettings, nc: NATS | None = None) -> None:
@@ -113,7 +116,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
 
     # -- start-up ------------------------------------------------------------------
 
-    async def on_start(self) -> None:
+    async def setup(self, stack: Teardown) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         self._registry = Registry(await self.open_ledger())
         self._records = self.registry.networks()
@@ -128,10 +131,8 @@ class NetworkService(ServiceProcess[NetworkSettings]):
                 except VirtError as err:
                     log.error("autostart of network %s failed: %s", name, err)
         self.spawn(self._watch(), "network-watch")
-
-    async def on_stop(self) -> None:
         # the networks keep running: a service restart must not cut guests off
-        self._running.clear()
+        stack.callback(self._running.clear)
 
     async def _adopt(self, name: str, record: NetworkRecord) -> None:
         live = parse_network(record.live_xml or record.xml)
@@ -322,24 +323,24 @@ class NetworkService(ServiceProcess[NetworkSettings]):
 
     # -- endpoints -------------------------------------------------------------------
 
-    def handlers(self) -> HandlerTable:
-        return [
-            (api.DEFINE, self.define),
-            (api.CREATE, self.create),
-            (api.START, self.start_network),
-            (api.DESTROY, self.destroy),
-            (api.UNDEFINE, self.undefine),
-            (api.AUTOSTART, self.autostart),
-            (api.LIST, self.list),
-            (api.LOOKUP, self.lookup),
-            (api.DUMPXML, self.dumpxml),
-            (api.UPDATE, self.update),
-            (api.DHCP_LEASES, self.dhcp_leases),
-            (api.PORT_CREATE, self.port_create),
-            (api.PORT_LIST, self.port_list),
-            (api.PORT_DUMPXML, self.port_dumpxml),
-            (api.PORT_DELETE, self.port_delete),
-        ]
+    def endpoints(self) -> Sequence[Bound[Any, Any]]:
+        return (
+            api.DEFINE.bind(self.define),
+            api.CREATE.bind(self.create),
+            api.START.bind(self.start_network),
+            api.DESTROY.bind(self.destroy),
+            api.UNDEFINE.bind(self.undefine),
+            api.AUTOSTART.bind(self.autostart),
+            api.LIST.bind(self.list),
+            api.LOOKUP.bind(self.lookup),
+            api.DUMPXML.bind(self.dumpxml),
+            api.UPDATE.bind(self.update),
+            api.DHCP_LEASES.bind(self.dhcp_leases),
+            api.PORT_CREATE.bind(self.port_create),
+            api.PORT_LIST.bind(self.port_list),
+            api.PORT_DUMPXML.bind(self.port_dumpxml),
+            api.PORT_DELETE.bind(self.port_delete),
+        )
 
     async def define(self, req: api.XmlRequest) -> api.NetworkInfo:
         async with self._lock:

@@ -143,3 +143,22 @@ PORT_CREATE = Endpoint(SERVICE, "port.create", PortCreateRequest, PortInfo, host
 PORT_LIST = Endpoint(SERVICE, "port.list", PortListRequest, PortListReply, host_scoped=True)
 PORT_DUMPXML = Endpoint(SERVICE, "port.dumpxml", PortRequest, XmlReply, host_scoped=True)
 PORT_DELETE = Endpoint(SERVICE, "port.delete", PortRequest, Empty, host_scoped=True)
+
+#: Every endpoint of the network service.
+ENDPOINTS = (
+    DEFINE,
+    CREATE,
+    START,
+    DESTROY,
+    UNDEFINE,
+    AUTOSTART,
+    LIST,
+    LOOKUP,
+    DUMPXML,
+    UPDATE,
+    DHCP_LEASES,
+    PORT_CREATE,
+    PORT_LIST,
+    PORT_DUMPXML,
+    PORT_DELETE,
+)

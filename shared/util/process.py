@@ -306,7 +306,7 @@ class ServiceProcess(Generic[S]):
 
         group_ready: asyncio.Future[asyncio.TaskGroup] = asyncio.get_running_loop().create_future()
         self._supervisor = asyncio.create_task(
-            self._supervise(group_ready), name=f"{self.name}-tasks"
+            self._own_tasks(group_ready), name=f"{self.name}-tasks"
         )
         stack.push_async_callback(self._end_group)
         self._group = await group_ready
@@ -338,7 +338,7 @@ class ServiceProcess(Generic[S]):
         self._set(RunState.STOPPED)
         self._stopped.set()
 
-    async def _supervise(self, ready: asyncio.Future[asyncio.TaskGroup]) -> None:
+    async def _own_tasks(self, ready: asyncio.Future[asyncio.TaskGroup]) -> None:
         """Own the task group until ``_end_group``; a crashed task ends it early."""
         try:
             async with asyncio.TaskGroup() as group:
