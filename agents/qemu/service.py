@@ -109,7 +109,9 @@ class QemuAgent(ServiceProcess[AgentSettings]):
     async def setup(self, stack: Teardown) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         host = self.settings.host
-        self._store = AgentStore(await StateStore.open(self.js, BUCKET), host)
+        self._store = AgentStore(
+            await StateStore.open(self.js, BUCKET, replicas=self.settings.stream_replicas), host
+        )
         self._publisher = EventPublisher(self.js, AGENT, host, self.metrics.event_failed)
         self._jobs = JobController(
             self._store, self.domains, self._publish_status, self.publish_inventory

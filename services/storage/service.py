@@ -125,7 +125,7 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     async def setup(self, stack: Teardown) -> None:
         _watch_children_with_pidfd()
-        store = await StateStore.open(self.js, BUCKET)
+        store = await StateStore.open(self.js, BUCKET, replicas=self.settings.stream_replicas)
         registry = StorageRegistry(store, self.settings.host)
         self._pools = PoolManager(registry, self._runner, self._pool_event)
         for kind in self._pools.supported:

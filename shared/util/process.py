@@ -234,7 +234,7 @@ class ServiceProcess(Generic[S]):
         until ``stop``; for ``setup``."""
         host = self.settings.host if self.host_scoped else None
         ledger = Ledger(self.nc, self.js, self.name, host)
-        await ledger.open()
+        await ledger.open(self.settings.stream_replicas)
         self.spawn(ledger.watch(), "ledger-watch")
         self.spawn(ledger.forward_forever(), "event-forwarder")
         return ledger
@@ -300,7 +300,7 @@ class ServiceProcess(Generic[S]):
             )
             stack.push_async_callback(bus.close, self._nc)
         self._js = self._nc.jetstream()
-        await ensure_stream(self._js)
+        await ensure_stream(self._js, self.settings.stream_replicas)
         host = self.settings.host if self.host_scoped else None
         self._events = EventPublisher(self._js, self.name, host, self.metrics.event_failed)
 

@@ -41,6 +41,9 @@ class ProcessSettings(BaseModel):
     nats_connect_timeout: float = Field(
         30.0, gt=0, description="seconds to wait for NATS when starting"
     )
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="replicas of the streams and buckets this process creates"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", description="json or text")
 
