@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the host tools virtbus drives (qemu-img, qemu-storage-daemon,
-# qemu-system-x86_64, dnsmasq, nft, ip, udhcpc and busybox for the network
-# tests; mkfs, parted and LVM for the fs, disk
+# qemu-system-x86_64, dnsmasq, nft, ebtables, iptables, ip, udhcpc and busybox for
+# the network tests; mkfs, parted and LVM for the fs, disk
 # and logical pools; prometheus and promtool for deploy/prometheus) when missing.  Uses apt on a
 # Debian-like machine when run as root; otherwise says what to install.
 set -euo pipefail
@@ -12,6 +12,9 @@ declare -A pkg_for=(
     [qemu-system-x86_64]=qemu-system-x86
     [dnsmasq]=dnsmasq-base
     [nft]=nftables
+    [ebtables]=ebtables
+    [iptables]=iptables
+    [ip6tables]=iptables
     [ip]=iproute2
     [udhcpc]=udhcpc
     [busybox]=busybox

@@ -41,7 +41,7 @@ VIRT_IN, VIRT_OUT, VIRT_IN_POST, HOST_IN = (
 )
 #: ebtables sub-chain names by prefix: what the root chain's jump matches
 #: (an ethertype, the STP group address, or nothing), in libvirt's lookup order.
-_SUBCHAIN_MATCH: tuple[tuple[str, tuple[str, ...]], ...] = (
+SUBCHAIN_MATCH: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ipv4", ("-p", "0x0800")),
     ("ipv6", ("-p", "0x86dd")),
     ("arp", ("-p", "0x0806")),
@@ -222,7 +222,7 @@ def _ebtables_instance(tx: Transaction, inst: RuleInst, ifname: str) -> None:
             ebtables_rule(tx, ebt_chain("P", ifname, inst.chain), rule, combo, False)
 
 
-def _sorted(rules: Sequence[RuleInst]) -> list[RuleInst]:
+def sorted_rules(rules: Sequence[RuleInst]) -> list[RuleInst]:
     """virNWFilterRuleInstSort: root chain rules first, then by priority (stable);
     then a rule below its chain's priority is raised to it (not in root)."""
     ordered = sorted(rules, key=lambda r: (r.chain != "root", r.priority))
@@ -246,7 +246,7 @@ def _subchains(rules: Sequence[RuleInst], directions: tuple[RuleDirection, ...])
 def apply_new_rules(ifname: str, rules: Sequence[RuleInst]) -> list[Transaction]:
     """ebiptablesApplyNewRules: a cleanup transaction (errors ignored), then the
     transaction building and linking the temporary chains, with its rollback."""
-    ordered = _sorted(rules)
+    ordered = sorted_rules(rules)
     cleanup = Transaction(ignore_errors=True)
     for prefix in "JP":
         _ebt_link(cleanup, prefix, ifname, delete=True)
@@ -265,7 +265,7 @@ def apply_new_rules(ifname: str, rules: Sequence[RuleInst]) -> list[Transaction]
                 continue
             tx.add(ETH, "-t", "nat", "-N", root_chain(prefix, ifname))
             for name, priority in sorted(chains.items(), key=lambda item: item[1]):
-                match = next((m for p, m in _SUBCHAIN_MATCH if name.startswith(p)), None)
+                match = next((m for p, m in SUBCHAIN_MATCH if name.startswith(p)), None)
                 if match is not None:
                     subchains.append((priority, prefix, name, match))
         subchains.sort(key=lambda s: s[0])
