@@ -164,6 +164,10 @@ class RunningNetwork:
         self._status_mtime = mtime
         return changed
 
+    def forget_leases_seen(self) -> None:
+        """Make the next ``leases_changed`` answer True (to report again)."""
+        self._status_mtime = -1.0
+
     def leases(self) -> list[Lease]:
         """virNetworkGetDHCPLeases: the leases the helper recorded, with their prefix."""
         out: list[Lease] = []

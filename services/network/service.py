@@ -179,7 +179,12 @@ class NetworkService(ServiceProcess[NetworkSettings]):
             await asyncio.sleep(_LEASE_POLL_SECONDS)
             for name, running in list(self._running.items()):
                 if running.leases_changed():
-                    await self._publish_leases(name, running)
+                    try:
+                        await self._publish_leases(name, running)
+                    except VirtError as err:
+                        # the bus is away: the next look reports the change again
+                        log.error("lease event not stored: %s", err)
+                        running.forget_leases_seen()
             if loop.time() >= next_check:
                 next_check = loop.time() + self.settings.check_interval
                 async with self._lock:
@@ -193,7 +198,6 @@ class NetworkService(ServiceProcess[NetworkSettings]):
     async def _publish_leases(self, name: str, running: RunningNetwork) -> None:
         now = {lease.ipaddr: lease for lease in running.leases()}
         before = self._seen_leases.get(name, {})
-        self._seen_leases[name] = now
         for ip, lease in now.items():
             old = before.get(ip)
             if old == lease:
@@ -203,6 +207,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         for ip, lease in before.items():
             if ip not in now:
                 await self._lease_event(name, "Released", lease)
+        self._seen_leases[name] = now
 
     async def _lease_event(self, name: str, detail: str, lease: api.Lease) -> None:
         event = Event(api.LEASE_KIND, name, api.LEASE_EVENT, detail, extra=lease.model_dump())
