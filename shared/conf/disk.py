@@ -51,6 +51,7 @@ from shared.conf.disk_source import (
     parse_storage_source,
 )
 from shared.conf.encryption import format_encryption, parse_encryption
+from shared.conf.units import parse_c_unsigned
 from shared.conf.xmlprops import (
     first,
     prop,
@@ -211,8 +212,10 @@ def _format_target(w: XmlWriter, disk: DiskDef) -> None:
     w.leaf(
         "target",
         [
-            ("dev", t.dev if t.dev is not None else "(null)"),
-            ("bus", t.bus.value),
+            # libvirt always has both here (its post-parse sets the bus, its checks
+            # refuse a disk without dev); the kind alone writes what it read
+            ("dev", t.dev),
+            ("bus", t.bus.value if t.bus is not DiskBus.NONE else None),
             ("tray", tray),
             ("removable", removable),
             ("rotation_rate", t.rotation_rate or None),
@@ -263,11 +266,8 @@ def _parse_iotune(node: etree._Element) -> DiskIotune:
         text = string_of(first(iotune, name))
         if text is None:
             continue
-        try:
-            number = int(text.strip())
-        except ValueError:
-            number = -1
-        if number < 0 or number >= 1 << 64:
+        number = parse_c_unsigned(text.strip())
+        if number is None:
             raise xml_error(f"disk iotune field '{name}' must be an integer", ErrorDomain.DOMAIN)
         values[name] = number
     values["group_name"] = string_of(first(iotune, "group_name"))
@@ -344,7 +344,29 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
         product=string_of(first(node, "product")),
         info=parse_device_info(node, active=active),
     )
-    return DiskDef.model_validate(fields)
+    return _blank_source_is_file(DiskDef.model_validate(fields), active=active)
+
+
+_TYPED_FIELDS = ("path", "fdgroup", "network", "pool", "nvme", "vhostuser")
+
+
+def _blank_source_is_file(disk: DiskDef, *, active: bool) -> DiskDef:
+    """A disk whose ``<source>`` says nothing is a file disk.
+
+    libvirt reads a disk without ``<source>`` as type file and writes no
+    ``<source>`` that would be empty; a ``<disk type='block'>`` with an empty
+    ``<source/>`` would otherwise format to a document that reads back as a
+    file disk.  Reading it as one at once keeps format(parse(x)) a fixed point.
+    """
+    if disk.source.type is StorageType.FILE:
+        return disk
+    scratch = XmlWriter()
+    _write_source(scratch, disk, active=active)
+    if not scratch.empty:
+        return disk
+    update: dict[str, object] = dict.fromkeys(_TYPED_FIELDS)
+    update["type"] = StorageType.FILE
+    return disk.model_copy(update={"source": disk.source.model_copy(update=update)})
 
 
 def parse_disk(xml: str | bytes | etree._Element, *, active: bool) -> DiskDef:
@@ -386,15 +408,7 @@ def write_disk(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
         _format_driver(d, disk)
         if src.auth is not None and disk.auth_on_disk:
             format_auth(d, src.auth)
-        format_source(
-            d,
-            src,
-            active=active,
-            startup_policy=disk.startup_policy,
-            with_index=True,
-            skip_auth=disk.auth_on_disk,
-            skip_encryption=disk.encryption_on_disk,
-        )
+        _write_source(d, disk, active=active)
         format_backing_store(d, src, active=active)
         if disk.backend_domain is not None:
             d.leaf("backenddomain", [("name", disk.backend_domain)])
@@ -417,6 +431,18 @@ def write_disk(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
         if src.encryption is not None and disk.encryption_on_disk:
             format_encryption(d, src.encryption)
         format_device_info(d, disk.info, active=active)
+
+
+def _write_source(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
+    format_source(
+        w,
+        disk.source,
+        active=active,
+        startup_policy=disk.startup_policy,
+        with_index=True,
+        skip_auth=disk.auth_on_disk,
+        skip_encryption=disk.encryption_on_disk,
+    )
 
 
 def start_mirror(disk: DiskDef, destination: StorageSource, job: MirrorJob) -> DiskDef:

@@ -28,7 +28,7 @@ from shared.conf.disk_source import (
     StorageType,
     format_backing_store,
     format_format,
-    format_source,
+    format_required_source,
     metadata_cache,
     parse_backing_store,
     parse_index,
@@ -131,5 +131,5 @@ def format_mirror(w: XmlWriter, mirror: DiskMirror) -> None:
         attrs.append(("ready", mirror.ready.value))
     with w.block("mirror", attrs) as m:
         format_format(m, fmt, src.metadata_cache_max_size)
-        format_source(m, src, active=True, with_index=True)
+        format_required_source(m, src, active=True, with_index=True)
         format_backing_store(m, src, active=True)

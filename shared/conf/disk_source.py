@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.conf.disk_address import DeviceAddress, parse_address
 from shared.conf.disk_source_net import (
+    NetProtocol,
     NetworkSource,
     format_network_children,
     network_attrs,
@@ -458,8 +459,9 @@ def _file_attrs(src: StorageSource) -> list[tuple[str, object | None]]:
 
 def _parse_network(node: etree._Element) -> dict[str, object]:
     net = parse_network_source(node)
-    if net.path == "":
-        # an empty name= is treated like no name, as libvirt does for paths
+    if net.path == "" and net.protocol is NetProtocol.NBD:
+        # an empty name= is treated like no name, as libvirt does for paths; only
+        # where a name is optional, or the source would not read back
         net = net.model_copy(update={"path": None})
     return {"network": net}
 
@@ -632,6 +634,20 @@ def format_source(
     w.element(element, attrs, content)
 
 
+def format_required_source(
+    w: XmlWriter, src: StorageSource, *, active: bool, with_index: bool = False
+) -> None:
+    """``format_source`` where ``<source>`` must be present to be read back (a
+    backing store, a mirror): a blank one is written as ``<source/>``, which
+    libvirt leaves out."""
+    source = XmlWriter(w.level)
+    format_source(source, src, active=active, with_index=with_index)
+    if source.empty:
+        w.leaf("source")
+    else:
+        w.extend(source)
+
+
 # --- <backingStore> ----------------------------------------------------------------
 
 
@@ -727,5 +743,5 @@ def format_backing_store(w: XmlWriter, src: StorageSource, *, active: bool) -> N
         attrs.append(("index", store.index))
     with w.block("backingStore", attrs) as b:
         format_format(b, store.format, store.metadata_cache_max_size)
-        format_source(b, store, active=active)
+        format_required_source(b, store, active=active)
         format_backing_store(b, store, active=active)

@@ -85,7 +85,9 @@ def _format_rate(w: XmlWriter, name: str, rate: BandwidthRate | None) -> None:
     w.leaf(
         name,
         [
-            ("average", rate.average or None),
+            # libvirt leaves out average='0', which peak or burst then lack on
+            # reading back; written whenever they are
+            ("average", rate.average if rate.average or rate.peak or rate.burst else None),
             ("peak", rate.peak or None),
             ("floor", rate.floor or None),
             ("burst", rate.burst or None),

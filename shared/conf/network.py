@@ -37,7 +37,6 @@ from shared.conf.socketaddr import mask_by_prefix, same_family
 from shared.conf.uuid import generate_uuid, parse_uuid
 from shared.conf.xml_metadata import canonical_metadata, format_metadata, parse_metadata
 from shared.conf.xmlprops import (
-    LONG_MAX,
     UINT_MAX,
     ULONG_MAX,
     c_unsigned,
@@ -364,8 +363,9 @@ def _format_bridge(w: XmlWriter, net: NetworkDef) -> None:
     owned = FORWARD_MODES[net.forward.mode].libvirt_bridge
     if not (owned or bridge.name is not None or bridge.mac_table_manager is not None):
         return
-    # libvirt prints the delay as a signed long
-    delay = bridge.delay - (1 << 64) if bridge.delay > LONG_MAX else bridge.delay
+    # libvirt prints the delay as a signed long, so that a delay past LONG_MAX
+    # comes out negative and is refused when read back; written unsigned here
+    delay = bridge.delay
     w.leaf(
         "bridge",
         [

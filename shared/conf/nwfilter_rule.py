@@ -169,10 +169,12 @@ def _fixup(spec: ProtocolSpec, attrs: dict[str, RuleAttr]) -> None:
             negated = source_attr.negated if source_attr is not None else False
             attrs[target] = attrs[target].model_copy(update={"negated": negated})
     if spec.ipset_fixup:
+        # libvirt clears both when both are given, so that its own output (an ipset
+        # it completed with ipsetflags='src') loses the match when read again;
+        # keeping a complete pair makes a written filter read back unchanged.
         if "ipset" in attrs and "ipsetflags" not in attrs:
             attrs["ipsetflags"] = RuleAttr(value=("src",))
-        else:
-            attrs.pop("ipset", None)
+        elif "ipset" not in attrs:
             attrs.pop("ipsetflags", None)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address
 
+from shared.conf.units import digits_value
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 IPAddress = IPv4Address | IPv6Address
@@ -34,17 +35,17 @@ def _inet_aton(text: str) -> IPv4Address | None:
             digits = chunk[2:]
             if any(c not in _HEX for c in digits):
                 return None
-            value = int(digits, 16) if digits else 0
+            value = digits_value(digits, 16)
             saw_digit = saw_digit or bool(digits)
         elif chunk[0] == "0":
             if any(c not in "01234567" for c in chunk):
                 return None
-            value = int(chunk, 8)
+            value = digits_value(chunk, 8)
             saw_digit = True
         else:
             if not chunk.isdigit():
                 return None
-            value = int(chunk, 10)
+            value = digits_value(chunk, 10)
             saw_digit = True
         parts.append(value)
     if not saw_digit or len(parts) > 4 or any(p > 0xFF for p in parts[:-1]):

@@ -126,11 +126,6 @@ def parse_permissions(node: etree._Element | None) -> Permissions:
     )
 
 
-def _c_int(value: int) -> int:
-    # libvirt prints uid/gid through an (int) cast.
-    return value - 2**32 if value > INT_MAX else value
-
-
 def format_permissions(w: XmlWriter, perms: Permissions | None) -> None:
     """``<permissions>`` with whatever is set; nothing when nothing is."""
     if perms is None or perms.empty:
@@ -139,8 +134,10 @@ def format_permissions(w: XmlWriter, perms: Permissions | None) -> None:
     if perms.mode is not None:
         w.line(f"<mode>0{perms.mode:o}</mode>")
     if perms.owner is not None:
-        w.line(f"<owner>{_c_int(perms.owner)}</owner>")
+        # libvirt prints ids through an (int) cast, so that one past INT_MAX comes
+        # out negative and is refused when read back; written unsigned here
+        w.line(f"<owner>{perms.owner}</owner>")
     if perms.group is not None:
-        w.line(f"<group>{_c_int(perms.group)}</group>")
+        w.line(f"<group>{perms.group}</group>")
     w.text("label", perms.label)
     w.close("permissions")

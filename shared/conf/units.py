@@ -22,6 +22,20 @@ _C_SPACE = " \t\n\v\f\r"
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
+#: More significant digits than any 64-bit value has in base 8, 10 or 16.
+_MAX_DIGITS = 22
+
+
+def digits_value(digits: str, base: int) -> int:
+    """``int(digits, base)`` for a run of digits, saturated past 64 bits (to
+    ``ULLONG_MAX + 1``) as strtoul saturates: no work grows with a long run of
+    digits and Python's int-string limit is never reached."""
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_DIGITS:
+        return ULLONG_MAX + 1
+    return min(int(significant or "0", base), ULLONG_MAX + 1)
+
+
 def strtoul_scan(text: str, base: int) -> tuple[bool, int, int] | None:
     """strtoul's scan of ``text``: (negative, magnitude, index just past the number),
     or None when no digit was consumed (strtoul then leaves its end pointer at the
@@ -47,7 +61,7 @@ def strtoul_scan(text: str, base: int) -> tuple[bool, int, int] | None:
         j += 1
     if j == i:
         return None
-    return negative, int(text[i:j], base), j
+    return negative, digits_value(text[i:j], base), j
 
 
 def _strtoul(text: str, base: int) -> tuple[bool, int] | None:

@@ -30,13 +30,31 @@ def escape(value: str) -> str:
     return value.translate(_TABLE)
 
 
+# In an attribute, a reader turns a raw tab, LF or CR into a space (XML 1.0
+# section 3.3.3), so libvirt's output would not read back as it was written;
+# these are written as character references instead.
+_ATTR_ESCAPES = {"\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+_ATTR_NEEDS_ESCAPE = re.compile(
+    "[" + re.escape("".join(_ESCAPES) + "".join(_ATTR_ESCAPES) + _DROPPED) + "]"
+)
+_ATTR_TABLE = str.maketrans({**_ESCAPES, **_ATTR_ESCAPES, **dict.fromkeys(_DROPPED)})
+
+
+def escape_attr(value: str) -> str:
+    """Escape ``value`` for an attribute: as ``escape``, and whitespace other than
+    the space kept through a character reference."""
+    if _ATTR_NEEDS_ESCAPE.search(value) is None:
+        return value
+    return value.translate(_ATTR_TABLE)
+
+
 def attrs_text(attrs: Attrs) -> str:
     """`` name='value'`` pairs in the given order; ``None`` values are left out."""
     out = []
     for name, value in attrs:
         if value is None:
             continue
-        out.append(f" {name}='{escape(_text(value))}'")
+        out.append(f" {name}='{escape_attr(_text(value))}'")
     return "".join(out)
 
 

@@ -277,8 +277,10 @@ def test_dnsmasq_namespace_with_any_prefix_and_quirks_kept() -> None:
     assert net.dnsmasq_options == ("", "a&b", "c")
     text = format_network(net)
     assert text.startswith(f"<network xmlns:dnsmasq='{DNSMASQ_NS}' ipv6='yes'>")
-    # libvirt reads mtu with strtoul ("-1" wraps) and prints delay as a signed long
-    assert "<mtu size='4294967295'/>" in text and "delay='-1'" in text
+    # libvirt reads mtu with strtoul ("-1" wraps); it prints delay as a signed long,
+    # which it could not read back, virtbus unsigned
+    assert "<mtu size='4294967295'/>" in text and "delay='18446744073709551615'" in text
+    assert format_network(parse_network(text)) == text
     assert "<dnsmasq:option value='a&amp;b'/>" in text
 
 

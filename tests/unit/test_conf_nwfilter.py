@@ -215,15 +215,22 @@ def test_all_keeps_ipset_without_flags() -> None:
     assert _rules(out) == ["<all ipset='g'/>"]
 
 
-def test_tcp_ipset_quirk_default_flags_then_dropped() -> None:
-    # Other IP protocols: an ipset alone gets ipsetflags='src'; ipset together
-    # with ipsetflags is dropped altogether (libvirt's virNWFilterRuleDefFixupIPSet).
+def test_tcp_ipset_default_flags_and_a_given_pair_kept() -> None:
+    # Other IP protocols: an ipset alone gets ipsetflags='src' (libvirt's
+    # virNWFilterRuleDefFixupIPSet).  libvirt drops an ipset given together with
+    # ipsetflags, so that its own output loses the match when read again; virtbus
+    # keeps the pair, and drops only ipsetflags without an ipset.
     alone = _roundtrip("  <rule action='accept' direction='in'><tcp ipset='g'/></rule>\n")
     assert _rules(alone) == ["<tcp ipset='g' ipsetflags='src'/>"]
     both = _roundtrip(
         "  <rule action='accept' direction='in'><tcp ipset='g' ipsetflags='dst'/></rule>\n"
     )
-    assert _rules(both) == ["<tcp/>"]
+    assert _rules(both) == ["<tcp ipset='g' ipsetflags='dst'/>"]
+    assert _rules(format_nwfilter(parse_nwfilter(alone))) == _rules(alone)
+    flags_only = _roundtrip(
+        "  <rule action='accept' direction='in'><tcp ipsetflags='dst'/></rule>\n"
+    )
+    assert _rules(flags_only) == ["<tcp/>"]
 
 
 def test_default_chain_priorities() -> None:

@@ -367,16 +367,18 @@ def test_runtime_sizes_are_formatted_but_never_parsed() -> None:
     assert parse_storage_pool(text).capacity == 0
 
 
-def test_ids_above_int_max_print_as_libvirt_prints_them() -> None:
-    # libvirt writes uid/gid through an (int) cast, and cannot read that back.
+def test_ids_above_int_max_print_unsigned_and_read_back() -> None:
+    # libvirt writes uid/gid through an (int) cast, and cannot read that back;
+    # virtbus writes them unsigned so that its output always reads back.
     xml = (
         "<pool type='dir'><name>d</name><target><path>/p</path>"
         "<permissions><owner>3000000000</owner></permissions></target></pool>"
     )
     text = roundtrip_pool(xml)
-    assert "<owner>-1294967296</owner>" in text
+    assert "<owner>3000000000</owner>" in text
+    assert roundtrip_pool(text) == text
     with pytest.raises(VirtError, match="malformed owner element"):
-        parse_storage_pool(text)
+        parse_storage_pool(text.replace("3000000000", "-1294967296"))
 
 
 @pytest.mark.parametrize(
