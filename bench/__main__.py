@@ -1,4 +1,4 @@
-"""``python -m bench [secret|conf|storage|blockjob|all] [--quick]``: run the benchmarks and
+"""``python -m bench [secret|conf|storage|blockjob|network|all] [--quick]``: run the benchmarks and
 print their tables."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["secret", "conf", "storage", "blockjob", "all"],
+        choices=["secret", "conf", "storage", "blockjob", "network", "all"],
         default="all",
     )
     parser.add_argument("--quick", action="store_true", help="a few seconds instead of a minute")
@@ -51,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import storage
 
         if storage.main(["--quick"] if args.quick else []) != 0:
+            return 1
+    if args.which in ("network", "all"):
+        from bench import network
+
+        if network.main(["--quick"] if args.quick else []) != 0:
             return 1
     if args.which in ("blockjob", "all"):
         from bench import blockjob

@@ -54,8 +54,12 @@ class Dnsmasq:
         _write(self.conf, files.conf, 0o644)
         _write(Path(files.hostsfile_path), files.hostsfile or "", 0o644)
         _write(Path(files.addnhosts_path), files.addnhosts, 0o644)
+        # dnsmasq waits for "init" when it starts: with no lease recorded there is
+        # nothing to tell it, and no interpreter needs to start
         script = (
-            f'#!/bin/sh\nexec {sys.executable} -S -E {leasehelper.__file__} {self.status} "$@"\n'
+            "#!/bin/sh\n"
+            f'[ "$1" = init ] && [ ! -s {self.status} ] && exit 0\n'
+            f'exec {sys.executable} -S -E {leasehelper.__file__} {self.status} "$@"\n'
         )
         _write(self.helper, script, 0o755)
 

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from services.network import host
 from services.network.dnsmasq import Dnsmasq, wait_exit
@@ -62,18 +64,24 @@ class RunningNetwork:
         )
 
     async def start(self) -> None:
-        """Bring the network up; on failure (or cancellation) undo what was done."""
-        done: list[str] = []
+        """Bring the network up; on failure (or cancellation) undo what was done.
+
+        The bridge comes first; the firewall rules and dnsmasq only need the
+        bridge, so they are set up side by side.
+        """
+        done: list[str] = ["bridge"]
         try:
             await host.create_bridge(self.net, self.mac)
-            done.append("bridge")
             host.enable_forwarding(self.net)
-            await self.firewall.apply(self.net)
-            done.append("firewall")
+            done += ["firewall", "dnsmasq"]
+            steps: list[Coroutine[Any, Any, object]] = [self.firewall.apply(self.net)]
             if needs_dnsmasq(self.net):
                 self.dnsmasq.write_files(self.files())
-                done.append("dnsmasq")
-                await self.dnsmasq.start()
+                steps.append(self.dnsmasq.start())
+            outcomes = await asyncio.gather(*steps, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except BaseException:
             await self._undo(done)
             raise
@@ -83,10 +91,11 @@ class RunningNetwork:
             if "dnsmasq" in done:
                 await self.dnsmasq.stop()
                 self.dnsmasq.remove_files()
+        with contextlib.suppress(Exception):
             if "firewall" in done:
                 await self.firewall.remove(self.net)
-            if "bridge" in done:
-                await host.delete_link(self.bridge)
+        with contextlib.suppress(Exception):
+            await host.delete_link(self.bridge)
 
     async def adopt(self) -> bool:
         """Take over the network if its bridge is still up; False when it is gone."""
@@ -103,16 +112,14 @@ class RunningNetwork:
     async def stop(self) -> None:
         """Remove dnsmasq, the rules and the bridge; safe to call on a half-gone network."""
         self._stopping = True
-        errors: list[Exception] = []
-        for step in (self.dnsmasq.stop(), self.firewall.remove(self.net)):
-            try:
-                await step
-            except Exception as err:
-                errors.append(err)
-        try:
-            await host.delete_link(self.bridge)
-        except Exception as err:
-            errors.append(err)
+        # independent steps: dnsmasq copes with its interface going away
+        outcomes = await asyncio.gather(
+            self.dnsmasq.stop(),
+            self.firewall.remove(self.net),
+            host.delete_link(self.bridge),
+            return_exceptions=True,
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
         self.dnsmasq.remove_files()
         for path in (
             self.dnsmasq.status,
