@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system run test lint unit bench clean
+.PHONY: install system run test lint unit bench clean cluster-test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "virtbus needs Python 3.11 or newer" >&2; exit 1; }
@@ -28,6 +28,12 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# The two-host cluster of deploy/ (tests/deploy/test_cluster.py) with a larger
+# load than `make test` gives it, and the chart's checks.
+cluster-test: install
+	VIRTBUS_CLUSTER_OPS=1000 $(VENV)/bin/pytest -q -s -p no:cacheprovider \
+		tests/deploy/test_chart.py tests/deploy/test_cluster.py
 
 bench: install
 	$(VENV)/bin/python -m bench

@@ -1,0 +1,373 @@
+"""A two-host virtbus cluster on this machine, built from the deployment files.
+
+* ``NatsCluster``: three nats-servers on loopback with the settings of
+  deploy/nats/values.yaml (cluster routes over TLS, JetStream on files,
+  ``sync_interval``, ``max_payload``), R3 streams through the chart's
+  ``nats.streamReplicas``.
+* ``ChartProcesses``: every workload the chart renders, run as processes with
+  the container's environment as rendered (a Deployment's replicas, a
+  DaemonSet's pod on each of the simulated hosts h1 and h2), only the
+  addresses changed for one machine: loopback NATS, a free metrics port, a
+  state folder per pod.
+
+Each simulated host prefers a different NATS server (h1: n1 first, h2: n2
+first), as pods on different nodes would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shared.util import bus
+from shared.util.natsserver import free_port, nats_server_binary
+from tests.deploy.chart import ROOT
+
+NATS_VALUES = ROOT / "deploy" / "nats" / "values.yaml"
+HOSTS = ("h1", "h2")
+#: The image of a component -> the module its container runs.
+MODULES = {
+    "secret": "services.secret",
+    "storage": "services.storage",
+    "network": "services.network",
+    "nwfilter": "services.nwfilter",
+    "agent-qemu": "agents.qemu",
+}
+
+
+def _write_tls(folder: Path) -> dict[str, Path]:
+    """A CA and one certificate for 127.0.0.1 that serves and authenticates routes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "virtbus test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nats")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {"ca": folder / "ca.crt", "cert": folder / "tls.crt", "key": folder / "tls.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths["key"].chmod(0o600)
+    return paths
+
+
+@dataclass
+class NatsNode:
+    name: str
+    port: int
+    route_port: int
+    folder: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@dataclass
+class NatsCluster:
+    """Three nats-servers configured as deploy/nats/values.yaml configures the chart's."""
+
+    folder: Path
+    nodes: list[NatsNode] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)
+
+    def url_for(self, first: int) -> str:
+        """Every server's URL, starting with node ``first`` (a host's nearest)."""
+        order = self.nodes[first:] + self.nodes[:first]
+        return ",".join(n.url for n in order)
+
+    def _config(self, node: NatsNode, values: dict[str, Any], tls: dict[str, Path] | None) -> str:
+        config = values["config"]
+        merge = config.get("merge", {})
+        js = merge.get("jetstream", {})
+        routes = ", ".join(
+            f"nats-route://127.0.0.1:{n.route_port}" for n in self.nodes if n is not node
+        )
+        lines = [
+            f"server_name: {node.name}",
+            f"listen: 127.0.0.1:{node.port}",
+            f"max_payload: {merge['max_payload']}",
+            "jetstream {",
+            f'  store_dir: "{node.folder / "jetstream"}"',
+            f"  sync_interval: {js['sync_interval']}",
+            # The values' limit is for a 20 GiB volume; a test machine gets less.
+            "  max_file_store: 2G",
+            "}",
+            "cluster {",
+            "  name: virtbus",
+            f"  listen: 127.0.0.1:{node.route_port}",
+            f"  routes: [{routes}]",
+        ]
+        if tls is not None:
+            lines += [
+                "  tls {",
+                f'    cert_file: "{tls["cert"]}"',
+                f'    key_file: "{tls["key"]}"',
+                f'    ca_file: "{tls["ca"]}"',
+                "    verify: true",
+                "    timeout: 5",
+                "  }",
+            ]
+        lines += ["}", ""]
+        return "\n".join(lines)
+
+    async def start(self) -> None:
+        values = yaml.safe_load(NATS_VALUES.read_text())
+        config = values["config"]
+        count = int(config["cluster"]["replicas"])
+        assert config["jetstream"]["fileStore"]["enabled"], "the values keep JetStream on files"
+        tls = _write_tls(self.folder / "tls") if config["cluster"]["tls"]["enabled"] else None
+        self.nodes = [
+            NatsNode(f"n{i + 1}", free_port(), free_port(), self.folder / f"n{i + 1}")
+            for i in range(count)
+        ]
+        self.settings = [
+            f"{count} servers",
+            f"sync_interval: {config['merge']['jetstream']['sync_interval']}",
+            f"max_payload: {config['merge']['max_payload']}",
+            "route TLS: " + ("on" if tls else "off"),
+        ]
+        for node in self.nodes:
+            node.folder.mkdir(parents=True, exist_ok=True)
+            (node.folder / "nats.conf").write_text(self._config(node, values, tls))
+            self.launch(node)
+        await self.wait_jetstream()
+
+    def launch(self, node: NatsNode) -> None:
+        log = open(node.folder / "nats.log", "ab")  # noqa: SIM115 (the child keeps it)
+        node.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(node.folder / "nats.conf")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    async def wait_jetstream(self, timeout: float = 60) -> None:
+        """Until JetStream answers through every live server (a meta leader exists)."""
+        async with asyncio.timeout(timeout):
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                nc = await bus.connect(node.url, "cluster-test-wait", deadline=timeout)
+                try:
+                    while True:
+                        try:
+                            await nc.jetstream().account_info()
+                            break
+                        except Exception:
+                            await asyncio.sleep(0.2)
+                finally:
+                    await bus.close(nc)
+
+    def kill(self, index: int) -> None:
+        node = self.nodes[index]
+        assert node.proc is not None
+        os.killpg(node.proc.pid, signal.SIGKILL)
+        node.proc.wait()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
+                try:
+                    node.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+                    node.proc.wait()
+
+
+@dataclass
+class Pod:
+    """One process standing for one pod of a rendered workload."""
+
+    workload: str
+    component: str
+    host: str
+    module: str
+    env: dict[str, str]
+    http_port: int
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.component}@{self.host}"
+
+
+def _secret_values(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {
+        o["metadata"]["name"]: dict(o.get("stringData", {}))
+        for o in objects
+        if o["kind"] == "Secret"
+    }
+
+
+def pods_of(
+    objects: list[dict[str, Any]], cluster: NatsCluster, folder: Path
+) -> tuple[list[Pod], list[str]]:
+    """The processes the rendered workloads stand for, and the workloads not run (why)."""
+    secrets = _secret_values(objects)
+    pods: list[Pod] = []
+    skipped: list[str] = []
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "DaemonSet"):
+            continue
+        spec = obj["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        image = container["image"].rsplit("/", 1)[1].split(":")[0]
+        module = MODULES[image]
+        if not (ROOT / module.replace(".", "/") / "__main__.py").exists():
+            skipped.append(f"{obj['kind']}/{obj['metadata']['name']} ({module} not on main yet)")
+            continue
+        component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+        if obj["kind"] == "Deployment":
+            # Replicas spread over the hosts, as the anti-affinity asks.
+            placements = [HOSTS[i % len(HOSTS)] for i in range(spec_replicas(obj))]
+        else:
+            pinned = spec["nodeSelector"].get("kubernetes.io/hostname")
+            placements = [pinned] if pinned else list(HOSTS)
+        for index, host in enumerate(placements):
+            env: dict[str, str] = {}
+            for item in container["env"]:
+                if "value" in item:
+                    env[item["name"]] = item["value"]
+                elif "fieldRef" in item["valueFrom"]:
+                    assert item["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+                    env[item["name"]] = host
+                else:
+                    ref = item["valueFrom"]["secretKeyRef"]
+                    env[item["name"]] = secrets[ref["name"]][ref["key"]]
+            port = free_port()
+            env.update(
+                VIRTBUS_NATS_URL=cluster.url_for(HOSTS.index(host)),
+                VIRTBUS_HTTP_HOST="127.0.0.1",
+                VIRTBUS_HTTP_PORT=str(port),
+                VIRTBUS_STATE_DIR=str(folder / host / f"{component}-{index}"),
+                VIRTBUS_LOG_FORMAT="text",
+            )
+            # Until the credentials generator and client TLS land on main the
+            # processes connect without them (the chart mounts both).
+            env.pop("VIRTBUS_CREDS", None)
+            env.pop("VIRTBUS_TLS_CA", None)
+            pods.append(Pod(obj["metadata"]["name"], component, host, module, env, port))
+    return pods, skipped
+
+
+def spec_replicas(obj: dict[str, Any]) -> int:
+    replicas: int = obj["spec"]["replicas"]
+    return replicas
+
+
+class ChartProcesses:
+    """Starts, watches and stops the pods' processes."""
+
+    def __init__(self, pods: list[Pod], folder: Path) -> None:
+        self.pods = pods
+        self.folder = folder
+
+    async def start(self, pod: Pod) -> None:
+        Path(pod.env["VIRTBUS_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
+        log = open(Path(pod.env["VIRTBUS_STATE_DIR"]) / "process.log", "ab")  # noqa: SIM115
+        pod.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            pod.module,
+            env={**os.environ, **pod.env},
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        log.close()
+
+    async def start_all(self, timeout: float = 120) -> None:
+        for pod in self.pods:
+            await self.start(pod)
+        async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+            for pod in self.pods:
+                await self.wait_ready(http, pod)
+
+    async def wait_ready(self, http: aiohttp.ClientSession, pod: Pod) -> None:
+        url = f"http://127.0.0.1:{pod.http_port}/readyz"
+        while True:
+            assert pod.proc is not None
+            if pod.proc.returncode is not None:
+                log = Path(pod.env["VIRTBUS_STATE_DIR"]) / "process.log"
+                raise AssertionError(f"{pod.name} exited: {log.read_text()[-2000:]}")
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+
+    def kill(self, pod: Pod) -> None:
+        assert pod.proc is not None
+        pod.proc.kill()
+
+    async def stop_all(self) -> None:
+        for pod in self.pods:
+            if pod.proc is not None and pod.proc.returncode is None:
+                pod.proc.terminate()
+        for pod in self.pods:
+            if pod.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(pod.proc.wait(), 20)
+            except TimeoutError:
+                pod.proc.kill()
+                await pod.proc.wait()
