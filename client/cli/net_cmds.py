@@ -460,14 +460,13 @@ GROUP = Group(
                 data(
                     "xml",
                     "name of file containing xml (or, if it starts with '<', the complete "
-                    "text of the xml element to add/modify, or to be matched for search)",
+                    "xml element itself) to add/modify, or to be matched for search",
                 ),
                 number("parent-index", "which parent object to search through"),
                 flag("config", "affect next network startup"),
                 flag("live", "affect running network"),
                 flag("current", "affect current state of network"),
             ),
-            description="Update existing network configuration.",
         ),
         Command(
             "net-uuid",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from services.network import host
 from shared.conf.netdev_bandwidth import Bandwidth
 from shared.conf.network_port import NetworkPortDef
+from shared.util.errors import VirtError
 
 
 def port_device(uuid: str) -> str:
@@ -65,14 +66,29 @@ def tc_commands(dev: str, bandwidth: Bandwidth | None) -> list[list[str]]:
 
 
 async def plug(port: NetworkPortDef, bridge: str) -> str:
-    """Create (or find) the port's tap, plug it into ``bridge``, shape it; its name."""
+    """Create (or find) the port's tap, plug it into ``bridge``, shape it; its name.
+
+    A tap this call created is removed again when a later step fails.
+    """
     dev = port_device(port.uuid)
-    if not host.link_exists(dev):
-        await host.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"])
+    if host.link_exists(dev):
+        await host.run(["ip", "link", "set", "dev", dev, "master", bridge, "up"])
+        return dev
+    await host.run(["ip", "tuntap", "add", "dev", dev, "mode", "tap"])
+    try:
         await host.run(["ip", "link", "set", "dev", dev, "address", port.mac])
         for argv in tc_commands(dev, port.bandwidth):
-            await host.run(argv)
-    await host.run(["ip", "link", "set", "dev", dev, "master", bridge, "up"])
+            try:
+                await host.run(argv)
+            except VirtError:
+                # sfq only shares the class fairly among flows; a kernel built
+                # without it still shapes
+                if "sfq" not in argv:
+                    raise
+        await host.run(["ip", "link", "set", "dev", dev, "master", bridge, "up"])
+    except BaseException:
+        await host.delete_link(dev)
+        raise
     return dev
 
 

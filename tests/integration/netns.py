@@ -17,16 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from client.network import NetworkClient
 from shared.util import bus
 from shared.util.natsserver import EmbeddedNats
 from tests.integration.procs import ROOT, wait_for_service
@@ -45,6 +49,14 @@ case "$1" in
 esac
 exit 0
 """
+
+
+def skip_reason() -> str | None:
+    """Why the lab cannot run here (not root, a tool missing), None when it can."""
+    if os.geteuid() != 0:
+        return "network namespaces and bridges need root"
+    missing = have_tools("ip", "nft", "dnsmasq", "udhcpc", "busybox")
+    return f"{missing} is not installed" if missing else None
 
 
 def have_tools(*names: str) -> str | None:
@@ -69,13 +81,17 @@ def inside(ns: str) -> Iterator[None]:
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+    """Run a command; with ``check`` a failure raises with the command's stderr in the message."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
 
 
 class NetLab:
     """A host namespace with nats-server and the network service, and its neighbours."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, service_args: tuple[str, ...] = ()) -> None:
         tag = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
         self.tag = tag
         self.ns = f"vbh{tag}"
@@ -87,6 +103,11 @@ class NetLab:
         self.nc: NATS | None = None
         self.service: subprocess.Popen[bytes] | None = None
         self._links = 0
+        self.service_args = service_args
+        # dnsmasq rereads its hosts files as "nobody" (on SIGHUP): every folder
+        # above them must be searchable, which the test's tmp_path is not
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"vbrun{tag}-"))
+        self.run_dir.chmod(0o755)
 
     # -- set-up ------------------------------------------------------------------
 
@@ -113,6 +134,7 @@ class NetLab:
                 "ip", "netns", "exec", self.ns, sys.executable, "-m", "services.network",
                 "--nats-url", self.nats.url, "--state-dir", str(self.state),
                 "--host", self.host, "--check-interval", "0.3", "--log-format", "text",
+                "--run-dir", str(self.run_dir), *self.service_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -209,3 +231,62 @@ class NetLab:
                 await self.nats.stop()
         for ns in reversed(self.namespaces):
             sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+LAB_ADDR, OUTSIDE_ADDR = "198.51.100.1", "198.51.100.2"
+
+# a one-shot TCP server that prints the address its one client came from
+_ECHO_PEER = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 7777)); s.listen(1); print('ready', flush=True)\n"
+    "s.settimeout(20); c,a=s.accept(); print(a[0], flush=True)\n"
+)
+_CONNECT = "import socket,sys; socket.create_connection((sys.argv[1], 7777), timeout=5).close()"
+
+
+def network_xml(name: str, bridge: str, mode: str | None, subnet: str) -> str:
+    forward = f"<forward mode='{mode}'/>" if mode else ""
+    return (
+        f"<network><name>{name}</name>{forward}<bridge name='{bridge}' stp='off'/>"
+        f"<ip address='{subnet}.1' netmask='255.255.255.0'><dhcp>"
+        f"<range start='{subnet}.100' end='{subnet}.150'/></dhcp></ip></network>"
+    )
+
+
+def lab_client(lab: NetLab) -> NetworkClient:
+    assert lab.nc is not None
+    return NetworkClient(lab.nc, lab.host)
+
+
+def cli(lab: NetLab, *argv: str) -> str:
+    """The virtbus CLI run in the lab's namespace (it talks to the lab's NATS)."""
+    assert lab.nats is not None
+    return lab.run(
+        lab.ns, sys.executable, "-m", "client.cli.main", "-c", lab.nats.url,
+        "--host", lab.host, *argv,
+    )  # fmt: skip
+
+
+def seen_from_outside(lab: NetLab, outside: str, guest: str) -> str:
+    """The source address the outside namespace sees when the guest connects to it."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", outside, sys.executable, "-c", _ECHO_PEER],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+        lab.run(guest, sys.executable, "-c", _CONNECT, OUTSIDE_ADDR)
+        return server.stdout.readline().strip()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def guest_addr(lab: NetLab, ns: str, iface: str) -> str:
+    data = json.loads(lab.run(ns, "ip", "-j", "-4", "addr", "show", "dev", iface))
+    return str(data[0]["addr_info"][0]["local"])

@@ -11,42 +11,29 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from client.network import NetworkClient
 from shared.util.subjects import event_filter
-from tests.integration.netns import NetLab, have_tools
-from tests.integration.procs import ROOT
+from tests.integration.netns import (
+    LAB_ADDR,
+    OUTSIDE_ADDR,
+    NetLab,
+    cli,
+    guest_addr,
+    lab_client,
+    network_xml,
+    seen_from_outside,
+    skip_reason,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-_MISSING = have_tools("ip", "nft", "dnsmasq", "udhcpc", "busybox")
-if _MISSING:
-    pytestmark.append(pytest.mark.skip(reason=f"{_MISSING} is not installed"))
-
-LAB_ADDR, OUTSIDE_ADDR = "198.51.100.1", "198.51.100.2"
-
-# a one-shot TCP server that prints the address its one client came from
-_ECHO_PEER = (
-    "import socket,sys\n"
-    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', 7777)); s.listen(1); print('ready', flush=True)\n"
-    "s.settimeout(20); c,a=s.accept(); print(a[0], flush=True)\n"
-)
-_CONNECT = "import socket,sys; socket.create_connection((sys.argv[1], 7777), timeout=5).close()"
-
-
-def network_xml(name: str, bridge: str, mode: str | None, subnet: str) -> str:
-    forward = f"<forward mode='{mode}'/>" if mode else ""
-    return (
-        f"<network><name>{name}</name>{forward}<bridge name='{bridge}' stp='off'/>"
-        f"<ip address='{subnet}.1' netmask='255.255.255.0'><dhcp>"
-        f"<range start='{subnet}.100' end='{subnet}.150'/></dhcp></ip></network>"
-    )
+_SKIP = skip_reason()
+if _SKIP:
+    pytestmark.append(pytest.mark.skip(reason=_SKIP))
 
 
 @pytest.fixture
@@ -59,43 +46,6 @@ async def lab(tmp_path: Path) -> AsyncIterator[NetLab]:
         await lab.close()
 
 
-def client(lab: NetLab) -> NetworkClient:
-    assert lab.nc is not None
-    return NetworkClient(lab.nc, lab.host)
-
-
-def cli(lab: NetLab, *argv: str) -> str:
-    """The virtbus CLI run in the lab's namespace (it talks to the lab's NATS)."""
-    assert lab.nats is not None
-    return lab.run(
-        lab.ns, sys.executable, "-m", "client.cli.main", "-c", lab.nats.url,
-        "--host", lab.host, *argv,
-    )  # fmt: skip
-
-
-def seen_from_outside(lab: NetLab, outside: str, guest: str) -> str:
-    """The source address the outside namespace sees when the guest connects to it."""
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", outside, sys.executable, "-c", _ECHO_PEER],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=str(ROOT),
-    )
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == "ready"
-        lab.run(guest, sys.executable, "-c", _CONNECT, OUTSIDE_ADDR)
-        return server.stdout.readline().strip()
-    finally:
-        server.kill()
-        server.wait()
-
-
-def guest_addr(lab: NetLab, ns: str, iface: str) -> str:
-    data = json.loads(lab.run(ns, "ip", "-j", "-4", "addr", "show", "dev", iface))
-    return str(data[0]["addr_info"][0]["local"])
-
-
 def assert_gone(lab: NetLab, bridge: str) -> None:
     """No bridge, no dnsmasq and no virtbus rule left in the lab's namespace."""
     assert not lab.run(lab.ns, "ip", "-br", "link", "show", "dev", bridge, check=False)
@@ -104,7 +54,7 @@ def assert_gone(lab: NetLab, bridge: str) -> None:
 
 
 async def test_nat_with_dhcp(lab: NetLab) -> None:
-    net = client(lab)
+    net = lab_client(lab)
     assert lab.nc is not None
     events = await lab.nc.jetstream().subscribe(
         event_filter("network", lab.host, "lease"), ordered_consumer=True
@@ -137,7 +87,7 @@ async def test_nat_with_dhcp(lab: NetLab) -> None:
 
 
 async def test_route_mode_forwards_without_translation(lab: NetLab) -> None:
-    net = client(lab)
+    net = lab_client(lab)
     bridge = "vbr" + lab.tag
     await net.define(network_xml("routed", bridge, "route", "192.168.151"))
     await net.start("routed")
@@ -154,7 +104,7 @@ async def test_route_mode_forwards_without_translation(lab: NetLab) -> None:
 
 
 async def test_isolated_network_does_not_forward(lab: NetLab) -> None:
-    net = client(lab)
+    net = lab_client(lab)
     bridge = "vbi" + lab.tag
     await net.create(network_xml("isol", bridge, None, "192.168.152"))
     outside = lab.outside(LAB_ADDR, OUTSIDE_ADDR)
@@ -173,7 +123,7 @@ async def test_isolated_network_does_not_forward(lab: NetLab) -> None:
 
 
 async def test_kill9_restart_adopts_running_networks(lab: NetLab) -> None:
-    net = client(lab)
+    net = lab_client(lab)
     bridge = "vbk" + lab.tag
     await net.define(network_xml("keep", bridge, "nat", "192.168.153"))
     await net.set_autostart("keep", True)
