@@ -8,6 +8,7 @@ from typing import Self
 
 from nats.aio.client import Client as NATS
 
+from client.nwfilter import NWFilterClient
 from client.secret import SecretClient
 from shared.util import bus
 from shared.util.settings import DEFAULT_NATS_URL
@@ -26,6 +27,7 @@ class Client:
         self.nc = nc
         self._owned = owned
         self.secret = SecretClient(nc)
+        self.nwfilter = NWFilterClient(nc)
 
     @classmethod
     async def connect(cls, url: str | None = None, *, deadline: float = 5.0) -> Client:

@@ -36,6 +36,7 @@ log = logging.getLogger("virtbus.up")
 #: The processes of the local stack: (service name, module run with -m).
 STACK: list[tuple[str, str]] = [
     ("secret", "services.secret"),
+    ("nwfilter", "services.nwfilter"),
     ("storage", "services.storage"),
     ("network", "services.network"),
     ("agent-qemu", "agents.qemu"),

@@ -94,8 +94,8 @@ class Backend(Protocol):
     async def apply(self, port: str, rules: Sequence[RuleInst]) -> int: ...
     async def remove(self, port: str) -> None: ...
     async def ports(self) -> set[str]: ...
-    async def snapshot(self, port: str) -> str: ...
-    async def drops(self, port: str) -> int: ...
+    async def snapshots(self, ports: Sequence[str]) -> dict[str, str]: ...
+    async def drops(self, ports: Sequence[str]) -> dict[str, int]: ...
 
 
 # --- libvirt's commands ---------------------------------------------------------
@@ -151,36 +151,35 @@ class EbiptablesBackend:
             found |= set(re.findall(r"^-N [FH][IO]-(\S+)$", listing, re.M))
         return found
 
-    async def snapshot(self, port: str) -> str:
+    async def snapshots(self, ports: Sequence[str]) -> dict[str, str]:
+        """Each port's installed rules, from one listing of each program."""
         ebt, ipt, ip6t = await self._listing()
-        lines: list[str] = []
-        chain = ""
-        for line in ebt.splitlines():
-            if line.startswith("Bridge chain: "):
-                chain = line.split()[2].rstrip(",")
-                mine = chain in (f"libvirt-I-{port}", f"libvirt-O-{port}") or chain.startswith(
-                    (f"I-{port}-", f"O-{port}-")
-                )
-                if mine:
-                    lines.append(line)
-                continue
-            mine = chain.startswith(("libvirt-", "I-", "O-")) and (
-                f"-{port}" in chain or f" {port} " in f"{line} "
-            )
-            if mine or f"libvirt-I-{port}" in line or f"libvirt-O-{port}" in line:
-                lines.append(f"{chain}: {line}")
-        for listing in (ipt, ip6t):
-            lines += [
-                line
-                for line in listing.splitlines()
-                if re.search(
-                    rf"[FH][IO]-{re.escape(port)}\b|physdev-(in|out) {re.escape(port)}\b", line
-                )
-            ]
-        return "\n".join(lines)
+        return {port: _ebiptables_snapshot(port, ebt, (ipt, ip6t)) for port in ports}
 
-    async def drops(self, port: str) -> int:
-        return 0  # ebtables and iptables keep no per-rule counters libvirt reads
+    async def drops(self, ports: Sequence[str]) -> dict[str, int]:
+        return {}  # libvirt's rules keep no counters of their own
+
+
+def _ebiptables_snapshot(port: str, ebt: str, ipt: Sequence[str]) -> str:
+    lines: list[str] = []
+    chain = ""
+    for line in ebt.splitlines():
+        if line.startswith("Bridge chain: "):
+            chain = line.split()[2].rstrip(",")
+            if chain in (f"libvirt-I-{port}", f"libvirt-O-{port}") or chain.startswith(
+                (f"I-{port}-", f"O-{port}-")
+            ):
+                lines.append(line)
+            continue
+        mine = chain.startswith(("libvirt-", "I-", "O-")) and (
+            f"-{port}" in chain or f" {port} " in f"{line} "
+        )
+        if mine or f"libvirt-I-{port}" in line or f"libvirt-O-{port}" in line:
+            lines.append(f"{chain}: {line}")
+    pattern = re.compile(rf"[FH][IO]-{re.escape(port)}\b|physdev-(in|out) {re.escape(port)}\b")
+    for listing in ipt:
+        lines += [line for line in listing.splitlines() if pattern.search(line)]
+    return "\n".join(lines)
 
 
 def _is_filter_rule(rule: FwRule) -> bool:
@@ -252,7 +251,14 @@ class NftBackend:
 
     async def apply(self, port: str, rules: Sequence[RuleInst]) -> int:
         compiled = nftables.compile_port(port, self._port_id(port), rules)
-        await self._nft(nftables.binding_script(compiled, self._chains.get(port)))
+        try:
+            await self._nft(nftables.binding_script(compiled, self._chains.get(port)))
+        except VirtError:
+            # The tables may have been flushed by someone else: set them up
+            # again, learn what is left, and try once more.
+            await self.prepare()
+            compiled = nftables.compile_port(port, self._port_id(port), rules)
+            await self._nft(nftables.binding_script(compiled, self._chains.get(port)))
         self._chains[port] = compiled.chains
         return compiled.rule_count
 
@@ -269,33 +275,44 @@ class NftBackend:
         await self._recover()
         return set(self._ids)
 
-    async def _chain_texts(self, port: str) -> list[tuple[str, str]]:
-        chains = self._chains.get(port)
-        if chains is None:
-            return []
-        texts = []
-        for family, names in (("bridge", chains.bridge), ("inet", chains.inet)):
-            for name in names:
-                code, out, _ = await self.runner.run(
-                    ["nft", "list", "chain", family, nftables.TABLE, name]
-                )
-                texts.append((name, out if code == 0 else ""))
-        return texts
+    async def _listing(self) -> tuple[dict[str, str], str]:
+        """Every chain of both tables by name, and the bridge dispatch map."""
+        blocks: dict[str, str] = {}
+        dispatch = ""
+        for family in ("bridge", "inet"):
+            code, out, _ = await self.runner.run(["nft", "list", "table", family, nftables.TABLE])
+            if code != 0:
+                continue
+            for name, body in _CHAIN_BLOCK.findall(out):
+                blocks[f"{family} {name}"] = body
+            if family == "bridge":
+                dispatch = out
+        return blocks, dispatch
 
-    async def snapshot(self, port: str) -> str:
-        texts = await self._chain_texts(port)
-        code, out, _ = await self.runner.run(
-            ["nft", "list", "map", *nftables.BRIDGE.split(), "port_in"]
-        )
-        present = f'"{port}" : jump I-{port}' in out if code == 0 else False
-        body = "\n".join(_COUNTER.sub("counter", text) for _name, text in texts)
-        return f"dispatch={present}\n{body}"
+    async def snapshots(self, ports: Sequence[str]) -> dict[str, str]:
+        blocks, dispatch = await self._listing()
+        result: dict[str, str] = {}
+        for port in ports:
+            mine = sorted(k for k in blocks if nftables.owned_by(k.split(" ", 1)[1], port))
+            body = "\n".join(f"{k}\n{_COUNTER.sub('counter', blocks[k])}" for k in mine)
+            present = f'"{port}" : jump I-{port}' in dispatch
+            result[port] = f"dispatch={present}\n{body}"
+        return result
 
-    async def drops(self, port: str) -> int:
-        total = 0
-        for _name, text in await self._chain_texts(port):
-            total += sum(int(p) for p in re.findall(r"counter packets (\d+)", text))
-        return total
+    async def drops(self, ports: Sequence[str]) -> dict[str, int]:
+        blocks, _ = await self._listing()
+        result: dict[str, int] = {}
+        for port in ports:
+            result[port] = sum(
+                int(n)
+                for k, body in blocks.items()
+                if nftables.owned_by(k.split(" ", 1)[1], port)
+                for n in re.findall(r"counter packets (\d+)", body)
+            )
+        return result
+
+
+_CHAIN_BLOCK = re.compile(r"^\tchain (\S+) \{\n(.*?)^\t\}", re.M | re.S)
 
 
 def make_backend(kind: str, netns: str | None = None) -> Backend:

@@ -17,8 +17,11 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 PKT = str(Path(__file__).with_name("nwfilter_pkt.py"))
 GUEST_MAC = "52:54:00:00:00:01"
@@ -150,3 +153,13 @@ class Topology:
         await self.tool(self.g1, "send", "eth0", frame_hex, "3")
         await proc.wait()
         return proc.returncode == 0
+
+
+@pytest.fixture(name="topo")
+def topology_fixture() -> Iterator[Topology]:
+    """A fresh topology for one test, removed afterwards."""
+    topology = Topology.create()
+    try:
+        yield topology
+    finally:
+        topology.remove()

@@ -7,7 +7,7 @@ Guest ``g1`` sits behind bridge port ``vnet0``; its peer ``g2`` behind
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,6 +22,7 @@ from tests.integration.nwfilter_topology import (
     Topology,
     arp_request,
     missing_requirements,
+    topology_fixture,  # noqa: F401  (the ``topo`` fixture)
     udp_frame,
 )
 
@@ -47,15 +48,6 @@ def _filters(*extra: str) -> dict[str, NWFilterDef]:
 async def _bind(backend: Backend, filters: dict[str, NWFilterDef], name: str) -> None:
     inst = instantiate(filters[name], binding_variables({}, GUEST_MAC, GUEST_IP), filters.get)
     await backend.apply("vnet0", inst.rules)
-
-
-@pytest.fixture
-def topo() -> Iterator[Topology]:
-    topology = Topology.create()
-    try:
-        yield topology
-    finally:
-        topology.remove()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -120,7 +112,7 @@ async def test_own_filter_referencing_clean_traffic_blocks_ping(
     fresh = make_backend(backend.name, netns=topo.host)
     await fresh.prepare()
     assert "vnet0" in await fresh.ports()
-    assert await fresh.snapshot("vnet0") == await backend.snapshot("vnet0")
+    assert await fresh.snapshots(["vnet0"]) == await backend.snapshots(["vnet0"])
     await fresh.remove("vnet0")
     assert "vnet0" not in await backend.ports()
 

@@ -174,3 +174,16 @@ def test_listing_output_asks_for_subchain_removal_and_renaming() -> None:
         "I-vnet0-ipv4",
     )
     assert subchain_followups(FwRule(FwLayer.ETHERNET, ("-t",)), listing) == []
+
+
+def test_learning_reads_the_guests_address_from_arp_and_ipv4() -> None:
+    from services.nwfilter.learn import learned
+
+    mac = bytes.fromhex("525400000001")
+    arp = b"\xff" * 6 + mac + b"\x08\x06" + bytes(8) + mac + bytes([10, 0, 0, 7]) + bytes(10)
+    assert learned(arp, mac) == "10.0.0.7"
+    dhcp = b"\xff" * 6 + mac + b"\x08\x00" + bytes(12) + bytes(4) + b"\xff" * 4
+    assert learned(dhcp, mac) is None  # 0.0.0.0 before DHCP does not count
+    ipv4 = b"\xff" * 6 + mac + b"\x08\x00" + bytes(12) + bytes([10, 0, 0, 8]) + bytes(4)
+    assert learned(ipv4, mac) == "10.0.0.8"
+    assert learned(ipv4, bytes(6)) is None
