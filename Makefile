@@ -35,6 +35,13 @@ cluster-test: install
 	VIRTBUS_CLUSTER_OPS=1000 $(VENV)/bin/pytest -q -s -p no:cacheprovider \
 		tests/deploy/test_chart.py tests/deploy/test_cluster.py
 
+# The fuzz suite (docs/fuzzing.md) for longer than its slice in `make test`, with a
+# fresh random seed; FUZZ_ARGS=--save keeps what it finds as regression cases.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 600
+fuzz: install
+	$(VENV)/bin/python -m tests.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
 bench: install
 	$(VENV)/bin/python -m bench
 
