@@ -11,12 +11,17 @@ the one the running network was started with (bridge and MAC filled in).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from shared.conf.network import parse_network
+from shared.util.errors import VirtError
 from shared.util.ledger import Event, Ledger
 from shared.util.subjects import token, untoken
+
+log = logging.getLogger(__name__)
 
 _NET = "net."
 _PORT = "port."
@@ -44,18 +49,33 @@ class Registry:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        #: records skipped because they do not parse
+        self.bad_records = 0
 
     def networks(self) -> dict[str, NetworkRecord]:
-        return {
-            untoken(r.key[len(_NET) :]): NetworkRecord.model_validate_json(r.value)
-            for r in self.ledger.items(_NET)
-        }
+        """Every stored network; a malformed record is logged and skipped."""
+        out: dict[str, NetworkRecord] = {}
+        for r in self.ledger.items(_NET):
+            try:
+                record = NetworkRecord.model_validate_json(r.value)
+                parse_network(record.xml)
+            except (ValidationError, VirtError) as err:
+                self.bad_records += 1
+                log.error("skipping malformed network record %s: %s", r.key, err)
+                continue
+            out[untoken(r.key[len(_NET) :])] = record
+        return out
 
     def ports(self) -> dict[tuple[str, str], PortRecord]:
+        """Every stored port; a malformed record is logged and skipped."""
         out: dict[tuple[str, str], PortRecord] = {}
         for r in self.ledger.items(_PORT):
             network, _, uuid = r.key[len(_PORT) :].rpartition(".")
-            out[(untoken(network), uuid)] = PortRecord.model_validate_json(r.value)
+            try:
+                out[(untoken(network), uuid)] = PortRecord.model_validate_json(r.value)
+            except (ValidationError, ValueError) as err:
+                self.bad_records += 1
+                log.error("skipping malformed port record %s: %s", r.key, err)
         return out
 
     async def save_network(

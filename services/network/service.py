@@ -118,9 +118,23 @@ class NetworkService(ServiceProcess[NetworkSettings]):
 
     async def setup(self, stack: Teardown) -> None:
         self._run_dir.mkdir(parents=True, exist_ok=True)
+        hidden = [
+            p for p in (self._run_dir, *self._run_dir.parents) if not p.stat().st_mode & 0o001
+        ]
+        if hidden:
+            # dnsmasq rereads its hosts files (net-update) after dropping root
+            log.warning(
+                "dnsmasq's unprivileged user cannot reach %s (%s is not searchable): "
+                "net-update of DHCP or DNS hosts will not reach a running dnsmasq",
+                self._run_dir,
+                hidden[-1],
+            )
         self._registry = Registry(await self.open_ledger())
         self._records = self.registry.networks()
         self._ports = self.registry.ports()
+        self.metrics.gauge("bad_records", "Stored records skipped as malformed").set(
+            self.registry.bad_records
+        )
         for name, record in sorted(self._records.items()):
             if record.active:
                 await self._adopt(name, record)
