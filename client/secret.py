@@ -8,7 +8,9 @@ from nats.aio.client import Client as NATS
 
 from shared.api import secret as api
 from shared.conf.secret import SecretUsageType
+from shared.conf.uuid import parse_uuid
 from shared.util.api import call
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 
 class SecretClient:
@@ -36,7 +38,17 @@ class SecretClient:
         return (await call(self._nc, api.DUMPXML, api.UuidRequest(uuid=uuid))).xml
 
     async def lookup_by_uuid(self, uuid: str) -> api.SecretInfo:
-        return await call(self._nc, api.LOOKUP_BY_UUID, api.UuidRequest(uuid=uuid))
+        """virSecretLookupByUUIDString: ``uuid`` in any form libvirt reads (hyphens
+        optional); anything else is refused here, as libvirt's library does."""
+        canonical = parse_uuid(uuid)
+        if canonical is None:
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                "uuidstr in virSecretLookupByUUIDString must be a valid UUID",
+                ErrorDomain.SECRET,
+                raw=True,
+            )
+        return await call(self._nc, api.LOOKUP_BY_UUID, api.UuidRequest(uuid=canonical))
 
     async def lookup_by_usage(self, usage_type: SecretUsageType, usage_id: str) -> api.SecretInfo:
         return await call(

@@ -119,9 +119,12 @@ class StorageClient:
         )
         return await call(self._nc, api.VOL_CREATE_FROM, request, host=self.host)
 
-    async def vol_delete(self, vol: VolRef, *, force: bool = False) -> None:
-        """virStorageVolDelete; ``force`` deletes a volume a domain disk uses."""
-        request = api.VolDeleteRequest(vol=vol, force=force)
+    async def vol_delete(
+        self, vol: VolRef, *, force: bool = False, delete_snapshots: bool = False
+    ) -> None:
+        """virStorageVolDelete; ``force`` deletes a volume a domain disk uses;
+        ``delete_snapshots`` its snapshots too (where the pool type has them)."""
+        request = api.VolDeleteRequest(vol=vol, force=force, delete_snapshots=delete_snapshots)
         await call(self._nc, api.VOL_DELETE, request, host=self.host)
 
     async def vol_wipe(

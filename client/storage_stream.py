@@ -109,15 +109,18 @@ async def upload(
 ) -> int:
     """Write the file at ``path`` into ``vol`` from ``offset``; the bytes sent.
 
+    As virsh does, the whole file is sent: the volume grows past its end when
+    it can, and ``length`` (0: none) is a limit the service enforces (writing
+    more fails with ENOSPC, after the bytes that fit).
+
     Raises ``OSError`` for the local file and ``VirtError`` from the service.
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
-        length = min(length, size) if length else size
         request = api.VolTransferRequest(vol=vol, offset=offset, length=length, sparse=sparse)
         reply = await call(storage.nc, api.VOL_UPLOAD, request, host=storage.host)
-        reply = reply.model_copy(update={"length": length})
+        reply = reply.model_copy(update={"length": size})
         nc = storage.nc
 
         async def chunk(start: int, size: int) -> None:

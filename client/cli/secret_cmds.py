@@ -24,12 +24,13 @@ def read_xml_file(path: str) -> str | None:
         size = Path(path).stat().st_size
         if size > MAX_XML_BYTES:
             error(f"file '{path}' of {size} bytes is larger than {MAX_XML_BYTES} bytes")
-            return None
-        return Path(path).read_text(encoding="utf-8")
+        else:
+            return Path(path).read_text(encoding="utf-8")
     except OSError as err:
         error(f"Failed to open file '{path}': {err.strerror}")
     except UnicodeDecodeError:
         error(f"file '{path}' is not UTF-8 text")
+    print()
     return None
 
 
@@ -51,7 +52,7 @@ def define_(args: Args) -> int:
 
 def undefine(args: Args) -> int:
     async def body(c: Client) -> int:
-        await c.secret.undefine(args.secret)
+        await c.secret.undefine(args.uuid)
         if args.json:
             print_json({"uuid": args.secret, "undefined": True})
         else:
@@ -62,15 +63,17 @@ def undefine(args: Args) -> int:
 
 
 def _with_lookup(args: Args, body: Callable[[Client], Awaitable[int]]) -> int:
-    """Run ``body``; a failed look-up is reported as virsh's ``failed to get secret``."""
+    """Run ``body`` with ``args.uuid`` set to the secret's canonical UUID; a failed
+    look-up is reported as virsh's ``failed to get secret``."""
 
     from shared.util.errors import VirtError
 
     async def guarded(c: Client) -> int:
         try:
-            await c.secret.lookup_by_uuid(args.secret)
+            args.uuid = (await c.secret.lookup_by_uuid(args.secret)).uuid
         except VirtError as err:
             error(f"failed to get secret '{args.secret}'", str(err))
+            print()
             return 1
         return await body(c)
 
@@ -79,7 +82,7 @@ def _with_lookup(args: Args, body: Callable[[Client], Awaitable[int]]) -> int:
 
 def dumpxml(args: Args) -> int:
     async def body(c: Client) -> int:
-        xml = await c.secret.dumpxml(args.secret)
+        xml = await c.secret.dumpxml(args.uuid)
         if args.json:
             print_json({"uuid": args.secret, "xml": xml})
         else:
@@ -193,7 +196,7 @@ def set_value(args: Args) -> int:
         return 1
 
     async def body(c: Client) -> int:
-        await c.secret.set_value(args.secret, value)
+        await c.secret.set_value(args.uuid, value)
         if args.json:
             print_json({"uuid": args.secret, "value_set": True})
         else:
@@ -207,7 +210,7 @@ def get_value(args: Args) -> int:
     import base64
 
     async def body(c: Client) -> int:
-        value = await c.secret.get_value(args.secret)
+        value = await c.secret.get_value(args.uuid)
         if args.json:
             print_json({"uuid": args.secret, "value": base64.b64encode(value).decode()})
         elif args.plain:

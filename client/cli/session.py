@@ -68,4 +68,6 @@ def run(args: Args, body: Body, *, context: str | None = None) -> int:
             error(context, str(err))
         else:
             error(str(err))
+        # virsh ends a failed command with a blank line on stdout.
+        print()
         return 1

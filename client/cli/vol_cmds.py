@@ -49,9 +49,15 @@ def parse_size(text: str) -> int:
 
 
 async def resolve_volume(
-    s: StorageClient, text: str, pool_text: str | None, *, by_name: bool = True
+    s: StorageClient,
+    text: str,
+    pool_text: str | None,
+    *,
+    by_name: bool = True,
+    pool_option: str = "pool",
 ) -> VolumeInfo:
-    """virshCommandOptVolBy: name in ``--pool``, then key, then path."""
+    """virshCommandOptVolBy: name in ``--pool`` (named ``pool_option`` in the
+    hint a failure prints), then key, then path."""
     from shared.api.storage import PoolState
     from shared.util.errors import VirtError
 
@@ -76,7 +82,9 @@ async def resolve_volume(
             raise CommandFailed(f"Requested volume '{text}' is not in pool '{pool_name}'")
         return vol
     # Commands without a --pool option (vol-name, vol-pool) give no hint about it.
-    hint = "" if pool_name is not None or not by_name else ", specifying --pool might help"
+    hint = (
+        "" if pool_name is not None or not by_name else f", specifying --{pool_option} might help"
+    )
     lines = [f"failed to get vol '{text}'{hint}"]
     if last is not None:
         lines.append(str(last))
@@ -202,7 +210,7 @@ def create_from(args: Args) -> int:
 
     async def body(s: StorageClient) -> int:
         pool = await resolve_pool(s, args.pool)
-        source = await resolve_volume(s, args.vol, args.inputpool)
+        source = await resolve_volume(s, args.vol, args.inputpool, pool_option="inputpool")
         failed = f"Failed to create vol from {args.file}"
         vol = await _create_from(s, args, pool.name, xml, source, failed)
         return done(
@@ -246,7 +254,8 @@ def delete(args: Args) -> int:
     async def body(s: StorageClient) -> int:
         vol = await resolve_volume(s, args.vol, _pool_opt(args))
         await with_context(
-            s.vol_delete(_ref(vol), force=args.force), f"Failed to delete vol {args.vol}"
+            s.vol_delete(_ref(vol), force=args.force, delete_snapshots=args.delete_snapshots),
+            f"Failed to delete vol {args.vol}",
         )
         return done(args, f"Vol {args.vol} deleted", pool=vol.pool, name=vol.name)
 

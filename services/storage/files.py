@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from services.storage.confine import has_control_chars, is_inside
+from services.storage.confine import has_control_chars
 from services.storage.probe import ImageInfo, probe_file
 from shared.conf.encryption import Encryption
 from shared.conf.storage_pool_util import Permissions
@@ -157,8 +157,11 @@ def describe(
 def scan_folder(root: str, known: dict[str, StorageVolumeDef]) -> list[StorageVolumeDef]:
     """Every volume in the pool folder ``root`` (libvirt's virStorageBackendRefreshLocal).
 
-    Names with control characters are skipped, as libvirt skips them, and so
-    is anything that resolves outside the folder (a symbolic link out).
+    Names with control characters are skipped, as libvirt skips them.  A
+    symbolic link is listed under its own path, as libvirt lists it, wherever it
+    points (a dangling one is not); changing the volume it names stays confined
+    to the folder (``confine.confined``), so a link out can be read but not
+    written through.
     """
     try:
         names = sorted(os.listdir(root))
@@ -169,8 +172,6 @@ def scan_folder(root: str, known: dict[str, StorageVolumeDef]) -> list[StorageVo
         if has_control_chars(name):
             continue
         path = f"{root.rstrip('/')}/{name}"
-        if os.path.islink(path) and not is_inside(root, path):
-            continue
         vol = describe(path, name, known.get(name))
         if vol is not None:
             volumes.append(vol)
@@ -294,7 +295,8 @@ def wipe_zero(path: str, allocation: int) -> None:
 
 
 def resize_raw(path: str, capacity: int, allocate: bool) -> None:
-    """virFileResize: grow (reserving the new bytes with ``allocate``) or shrink."""
+    """virFileResize: grow or shrink; ``allocate`` reserves the whole new size, as
+    libvirt does (not only the bytes added)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as err:
@@ -302,7 +304,7 @@ def resize_raw(path: str, capacity: int, allocate: bool) -> None:
     try:
         size = os.fstat(fd).st_size
         if allocate and capacity > size:
-            os.posix_fallocate(fd, size, capacity - size)
+            os.posix_fallocate(fd, 0, capacity)
         else:
             os.ftruncate(fd, capacity)
     except OSError as err:

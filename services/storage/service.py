@@ -361,7 +361,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         return self._vol_info(found)
 
     async def vol_delete(self, req: api.VolDeleteRequest) -> Empty:
-        await self.volumes.delete(req.vol, force=req.force)
+        await self.volumes.delete(req.vol, force=req.force, with_snapshots=req.delete_snapshots)
         return Empty()
 
     async def vol_wipe(self, req: api.VolWipeRequest) -> Empty:

@@ -112,6 +112,10 @@ class _Stream:
     watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+#: The end of an upload without a length: the file grows as data comes.
+UNBOUNDED = 1 << 63
+
+
 class StreamServer:
     """The open streams of one storage service."""
 
@@ -136,7 +140,8 @@ class StreamServer:
         on_close: Callable[[bool], Awaitable[None]],
     ) -> tuple[str, int]:
         """Open ``path`` for a transfer of ``length`` bytes from ``offset`` (0: to the
-        end); returns the stream's subject and the number of bytes it covers.
+        end, which an upload may move); returns the stream's subject and the
+        number of bytes it covers (0 for an upload without a length).
         ``on_close(completed)`` runs once when the stream ends, however it ends."""
         flags = (os.O_WRONLY if upload else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
@@ -146,18 +151,15 @@ class StreamServer:
                 ErrorCode.SYSTEM_ERROR, f"Unable to open '{path}': {err.strerror}", _D
             ) from err
         size = await asyncio.to_thread(lambda: os.lseek(fd, 0, os.SEEK_END))
-        if offset > size:
-            os.close(fd)
-            raise VirtError(ErrorCode.INVALID_ARG, f"offset {offset} is past the volume's end", _D)
-        if upload and offset + length > size:
-            os.close(fd)
-            raise VirtError(
-                ErrorCode.INVALID_ARG,
-                f"upload of {length} bytes at offset {offset} goes past the volume's end "
-                f"({size} bytes)",
-                _D,
-            )
-        end = size if length == 0 else min(offset + length, size)
+        # As libvirt's fdstream: an upload may write past the file's end (a file
+        # grows; only its --length bounds it), a download from past the end
+        # reads nothing.
+        if upload:
+            end = offset + length if length else UNBOUNDED
+        else:
+            start = min(offset, size)
+            end = size if length == 0 else min(start + length, size)
+            offset = start
         stream = _Stream(uuid.uuid4().hex, upload, fd, offset, end, sparse, on_close)
         stream.last_seen = asyncio.get_running_loop().time()
         self._streams[stream.id] = stream
@@ -165,7 +167,7 @@ class StreamServer:
             self.subject(stream.id), cb=functools.partial(self._handle, stream)
         )
         stream.watchdog = self._spawn(self._watch(stream), f"stream-{stream.id}")
-        return self.subject(stream.id), end - offset
+        return self.subject(stream.id), 0 if end == UNBOUNDED else end - offset
 
     async def _watch(self, stream: _Stream) -> None:
         loop = asyncio.get_running_loop()
@@ -255,12 +257,24 @@ class StreamServer:
 
     async def _write(self, stream: _Stream, offset: int, data: bytes, hole: int) -> None:
         length = hole or len(data)
-        if offset < stream.start or offset + length > stream.end:
+        if offset < stream.start:
             raise VirtError(
-                ErrorCode.INVALID_ARG, "upload data beyond the range given when it began", _D
+                ErrorCode.INVALID_ARG, "upload data before the range given when it began", _D
+            )
+        if offset + length > stream.end:
+            # libvirt's fdstream writes up to the length it was given, then
+            # fails the write with ENOSPC.
+            room = max(0, stream.end - offset)
+            if room and not hole:
+                await asyncio.to_thread(os.pwrite, stream.fd, data[:room], offset)
+            raise VirtError(
+                ErrorCode.SYSTEM_ERROR, "cannot write to stream: No space left on device", _D
             )
         if hole:
             await asyncio.to_thread(punch_hole, stream.fd, offset, hole)
+            # A hole past the end still makes the file that long.
+            if os.fstat(stream.fd).st_size < offset + hole:
+                await asyncio.to_thread(os.ftruncate, stream.fd, offset + hole)
         else:
             await asyncio.to_thread(os.pwrite, stream.fd, data, offset)
         stream.written += length

@@ -266,14 +266,19 @@ class VolumeManager:
             vol.in_use -= 1
             obj.asyncjobs -= 1
 
-    async def delete(self, ref: VolRef, *, force: bool = False) -> None:
-        """virStorageVolDelete; a volume a domain disk uses only with ``force``."""
+    async def delete(
+        self, ref: VolRef, *, force: bool = False, with_snapshots: bool = False
+    ) -> None:
+        """virStorageVolDelete (``with_snapshots``: VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS);
+        a volume a domain disk uses only with ``force``."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
         self.check_unused(obj, vol, force)
         async with self._busy(obj, vol):
-            await backend.delete_volume(obj.definition, vol.definition)
+            await backend.delete_volume(
+                obj.definition, vol.definition, with_snapshots=with_snapshots
+            )
         if obj.volumes.get(vol.name) is vol:
             del obj.volumes[vol.name]
         self._pools.adjust_sizes(obj, -vol.definition.allocation)

@@ -184,9 +184,11 @@ class VolRequest(BaseModel):
 
 
 class VolDeleteRequest(VolRequest):
-    """``force``: delete even when a domain disk uses the volume (virtbus only)."""
+    """``force``: delete even when a domain disk uses the volume (virtbus only);
+    ``delete_snapshots``: VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS."""
 
     force: bool = False
+    delete_snapshots: bool = False
 
 
 class VolWipeRequest(BaseModel):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.conf.uuid import parse_uuid
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
-from shared.util.errors import ErrorDomain, xml_detail, xml_error
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
 
 
 class SecretUsageType(enum.StrEnum):
@@ -56,24 +56,28 @@ def _parse_bool_attr(root: etree._Element, name: str) -> bool:
     if value is None:
         return False
     if value not in ("yes", "no"):
-        raise xml_detail(f"invalid value of '{name}': '{value}'", _DOMAIN)
+        raise xml_error(f"invalid value of '{name}'", _DOMAIN)
     return value == "yes"
 
 
 def _parse_usage(node: etree._Element) -> tuple[SecretUsageType, str]:
     type_text = node.get("type")
+    # libvirt's secret_conf.c reports these as internal errors and an unknown
+    # type as an unsupported configuration, not as XML errors.
     if type_text is None:
-        raise xml_error("unknown secret usage type", _DOMAIN)
+        raise VirtError(ErrorCode.INTERNAL_ERROR, "unknown secret usage type", _DOMAIN)
     try:
         usage_type = SecretUsageType(type_text)
     except ValueError:
         usage_type = SecretUsageType.NONE
     if usage_type is SecretUsageType.NONE:
-        raise xml_error(f"unknown secret usage type {type_text}", _DOMAIN)
+        raise VirtError(
+            ErrorCode.CONFIG_UNSUPPORTED, f"unknown secret usage type {type_text}", _DOMAIN
+        )
     element, missing = USAGE_ID_ELEMENT[usage_type]
     child = node.find(element)
     if child is None or not child.text:
-        raise xml_error(missing, _DOMAIN)
+        raise VirtError(ErrorCode.INTERNAL_ERROR, missing, _DOMAIN)
     return usage_type, child.text
 
 
@@ -93,7 +97,7 @@ def parse_secret(xml: str | bytes) -> SecretDef:
     if uuid_node is not None:
         uuid = parse_uuid(uuid_node.text or "")
         if uuid is None:
-            raise xml_error("malformed uuid element", _DOMAIN)
+            raise VirtError(ErrorCode.INTERNAL_ERROR, "malformed uuid element", _DOMAIN)
     description_node = root.find("description")
     usage_type, usage_id = SecretUsageType.NONE, None
     usage_node = root.find("usage")

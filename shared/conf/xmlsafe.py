@@ -74,5 +74,5 @@ def parse_xml(
     for _ in element.iter(etree.Entity):
         raise xml_error("entity references are not allowed", domain)
     if root is not None and element.tag != root:
-        raise xml_error(f"unexpected root element <{element.tag}>, expecting <{root}>", domain)
+        raise xml_error(f"expecting root element of '{root}', not '{element.tag}'", domain)
     return element

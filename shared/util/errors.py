@@ -130,6 +130,7 @@ _PREFIX: dict[ErrorCode, str] = {
     ErrorCode.NO_SERVER: "Server not found",
     ErrorCode.NO_NWFILTER_BINDING: "Network filter binding not found",
     ErrorCode.INVALID_NWFILTER_BINDING: "Invalid network filter binding",
+    ErrorCode.OVERFLOW: "numerical overflow",
 }
 
 

@@ -61,7 +61,7 @@ async def test_define_list_values_undefine(url: str, tmp_path: Path) -> None:
 async def test_errors_as_virsh_prints_them(url: str, tmp_path: Path) -> None:
     missing = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
     r = await virtbus(url, "secret-dumpxml", missing)
-    assert r.rc == 1 and r.out == ""
+    assert r.rc == 1 and r.out == "\n"  # virsh's blank line after a failed command
     assert r.err == (
         f"error: failed to get secret '{missing}'\n"
         f"error: Secret not found: no secret with matching uuid '{missing}'\n"

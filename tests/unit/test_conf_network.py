@@ -758,7 +758,7 @@ REFUSALS: list[tuple[str, ErrorCode, str]] = [
         INTERNAL,
         "No dnsmasq options value specified",
     ),
-    ("<net><name>x</name></net>", XML_ERR, "unexpected root element"),
+    ("<net><name>x</name></net>", XML_ERR, "expecting root element of 'network', not 'net'"),
 ]
 
 

@@ -70,7 +70,7 @@ def test_links_out_of_the_pool(tmp_path: Path) -> None:
         confined(str(pool), str(pool) + "/x\0y")
 
 
-def test_scan_skips_links_out_control_names_and_fifos(tmp_path: Path) -> None:
+def test_scan_lists_links_skips_control_names_fifos_and_dangling_links(tmp_path: Path) -> None:
     (tmp_path / "ok.img").write_bytes(b"\0" * 4096)
     (tmp_path / "bad\nname").write_bytes(b"")
     os.symlink("/etc/hostname", tmp_path / "link-out")
@@ -78,6 +78,8 @@ def test_scan_skips_links_out_control_names_and_fifos(tmp_path: Path) -> None:
     os.symlink(tmp_path / "missing", tmp_path / "dangling")
     (tmp_path / "sub").mkdir()
     vols = {v.name: v for v in scan_folder(str(tmp_path), {})}
-    assert sorted(vols) == ["ok.img", "sub"]
+    # virsh lists a link under its own path, wherever it points
+    assert sorted(vols) == ["link-out", "ok.img", "sub"]
+    assert vols["link-out"].key == str(tmp_path / "link-out")
     assert vols["ok.img"].capacity == 4096 and vols["ok.img"].key == str(tmp_path / "ok.img")
     assert vols["sub"].type.value == "dir" and vols["sub"].target.format == "dir"

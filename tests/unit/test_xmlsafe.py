@@ -71,7 +71,7 @@ def test_empty_document() -> None:
 
 def test_wrong_root_element() -> None:
     err = _refused("<pool/>")
-    assert "unexpected root element <pool>, expecting <secret>" in str(err)
+    assert "expecting root element of 'secret', not 'pool'" in str(err)
 
 
 def test_document_at_the_limit_is_accepted() -> None:

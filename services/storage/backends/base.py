@@ -77,6 +77,10 @@ class Backend:
     builds_volumes: ClassVar[bool] = False
     #: Whether ``check`` can tell a running pool (libvirt's checkPool exists).
     has_check: ClassVar[bool] = False
+    #: libvirt's function deleting this type's volumes, which refuses
+    #: VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS by name; None where a volume's
+    #: snapshots can go with it (rbd).
+    delete_function: ClassVar[str | None] = None
 
     def __init__(self, runner: CommandRunner) -> None:
         self.runner = runner
@@ -132,8 +136,22 @@ class Backend:
         """The volume as its storage describes it now."""
         return vol
 
-    async def delete_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+    async def delete_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, *, with_snapshots: bool = False
+    ) -> None:
+        """Delete ``vol`` (and its snapshots, ``with_snapshots``, where supported)."""
         raise no_support("storage pool does not support vol deletion")
+
+    def refuse_flags(self, *, with_snapshots: bool) -> None:
+        """virCheckFlags in this type's volume deletion: ``with_snapshots`` is
+        refused where the type has no snapshots to delete."""
+        if with_snapshots and self.delete_function is not None:
+            raise VirtError(
+                ErrorCode.INVALID_ARG,
+                f"unsupported flags (0x2) in function {self.delete_function}",
+                _D,
+                raw=True,
+            )
 
     async def resize_volume(
         self, pool: StoragePoolDef, vol: StorageVolumeDef, capacity: int, allocate: bool

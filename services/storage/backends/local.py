@@ -39,6 +39,7 @@ class LocalBackend(Backend):
     """Folder-backed volumes; subclasses decide how the folder comes to be."""
 
     builds_volumes = True
+    delete_function = "virStorageBackendVolDeleteLocal"
 
     # -- pools ---------------------------------------------------------------------
 
@@ -180,7 +181,10 @@ class LocalBackend(Backend):
             )
         return fresh
 
-    async def delete_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+    async def delete_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, *, with_snapshots: bool = False
+    ) -> None:
+        self.refuse_flags(with_snapshots=with_snapshots)
         check_volume_name(vol.name)
         await asyncio.to_thread(files.remove, vol)
 

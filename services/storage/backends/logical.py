@@ -45,6 +45,7 @@ class LogicalBackend(Backend):
 
     pool_type = PoolType.LOGICAL
     has_check = True
+    delete_function = "virStorageBackendLogicalDeleteVol"
 
     async def check(self, pool: StoragePoolDef) -> bool:
         return await asyncio.to_thread(os.path.exists, _target(pool))
@@ -106,7 +107,10 @@ class LogicalBackend(Backend):
             lvcreate_command(pool, vol.name, vol.capacity, vol.allocation, backing)
         )
 
-    async def delete_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+    async def delete_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, *, with_snapshots: bool = False
+    ) -> None:
+        self.refuse_flags(with_snapshots=with_snapshots)
         for argv in lvremove_commands(vol.target.path or ""):
             await self.runner.run(argv)
 

@@ -126,6 +126,10 @@ class RbdBackend(UsesSecrets, Backend):
         async with self._connect(pool) as conn:
             await self.runner.run(["rbd", *conn, "create", "--size", f"{size_mib}M", vol.name])
 
-    async def delete_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> None:
+    async def delete_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, *, with_snapshots: bool = False
+    ) -> None:
         async with self._connect(pool) as conn:
+            if with_snapshots:
+                await self.runner.run(["rbd", *conn, "snap", "purge", vol.name])
             await self.runner.run(["rbd", *conn, "rm", vol.name])
