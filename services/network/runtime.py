@@ -55,6 +55,8 @@ class RunningNetwork:
         self.dnsmasq = Dnsmasq(net.name, self.bridge, run_dir)
         self._run_dir = run_dir
         self._stopping = False
+        #: libvirt creates and owns this network's bridge (nat, route, open, isolated)
+        self.owned = net.forward.info.libvirt_bridge
         self.restarts = 0
         self._status_mtime = 0.0
 
@@ -67,8 +69,12 @@ class RunningNetwork:
         """Bring the network up; on failure (or cancellation) undo what was done.
 
         The bridge comes first; the firewall rules and dnsmasq only need the
-        bridge, so they are set up side by side.
+        bridge, so they are set up side by side.  A network without a bridge of
+        libvirt's (bridge, macvtap and hostdev modes) has nothing to set up:
+        its ports use the host's devices as they are.
         """
+        if not self.owned:
+            return
         done: list[str] = ["bridge"]
         try:
             await host.create_bridge(self.net, self.mac)
@@ -99,6 +105,8 @@ class RunningNetwork:
 
     async def adopt(self) -> bool:
         """Take over the network if its bridge is still up; False when it is gone."""
+        if not self.owned:
+            return True
         if not host.is_bridge(self.bridge):
             return False
         host.enable_forwarding(self.net)
@@ -112,6 +120,8 @@ class RunningNetwork:
     async def stop(self) -> None:
         """Remove dnsmasq, the rules and the bridge; safe to call on a half-gone network."""
         self._stopping = True
+        if not self.owned:
+            return  # never the host's own bridge or devices
         # independent steps: dnsmasq copes with its interface going away
         outcomes = await asyncio.gather(
             self.dnsmasq.stop(),
@@ -155,7 +165,7 @@ class RunningNetwork:
 
     async def reconcile(self) -> bool:
         """Restore the firewall rules if a host firewall reload removed them."""
-        if self._stopping or await self.firewall.present(self.net):
+        if not self.owned or self._stopping or await self.firewall.present(self.net):
             return False
         log.warning("firewall rules missing, restoring them", extra={"network": self.net.name})
         await self.firewall.apply(self.net)

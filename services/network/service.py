@@ -13,6 +13,7 @@ one at a time (one lock): they are rare and each touches the host.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import secrets
@@ -24,6 +25,7 @@ from nats.aio.client import Client as NATS
 from pydantic import Field
 
 from services.network import host, ports
+from services.network.allocate import allocate_port, connections
 from services.network.firewall import FirewallBackend, choose_backend
 from services.network.registry import NetworkRecord, PortRecord, Registry
 from services.network.runtime import RunningNetwork, needs_dnsmasq
@@ -36,7 +38,12 @@ from services.network.update import (
 from shared.api import network as api
 from shared.conf.network import NetworkDef, NetworkXMLFlags, format_network, parse_network
 from shared.conf.network_forward import FORWARD_MODES
-from shared.conf.network_port import PlugType, PortPlug, format_network_port, parse_network_port
+from shared.conf.network_port import (
+    NetworkPortDef,
+    PlugType,
+    format_network_port,
+    parse_network_port,
+)
 from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Event
@@ -478,7 +485,8 @@ class NetworkService(ServiceProcess[NetworkSettings]):
     async def dumpxml(self, req: api.DumpXmlRequest) -> api.XmlReply:
         record = self._record(req.name)
         if record.active and record.live_xml and not req.inactive:
-            return api.XmlReply(xml=format_network(parse_network(record.live_xml)))
+            live = connections(self._port_defs(req.name))
+            return api.XmlReply(xml=format_network(parse_network(record.live_xml), live=live))
         return api.XmlReply(xml=format_network(parse_network(record.xml), _INACTIVE))
 
     async def update(self, req: api.UpdateRequest) -> api.UpdateReply:
@@ -555,17 +563,9 @@ class NetworkService(ServiceProcess[NetworkSettings]):
                     _DOMAIN,
                 )
             net = running.net
+            port = allocate_port(net, port, self._port_defs(req.network))
             dev: str | None = None
-            if net.forward.info.libvirt_bridge:
-                group = net.portgroup(port.group)
-                port = port.model_copy(
-                    update={
-                        "plug": PortPlug(type=PlugType.NETWORK, bridge=running.bridge),
-                        "bandwidth": port.bandwidth
-                        or (group.bandwidth if group else None)
-                        or net.bandwidth,
-                    }
-                )
+            if port.plug.type is PlugType.NETWORK:
                 dev = await ports.plug(port, running.bridge)
             stored = PortRecord(xml=format_network_port(port), dev=dev)
             event = Event(
@@ -574,6 +574,13 @@ class NetworkService(ServiceProcess[NetworkSettings]):
             await self.registry.save_port(req.network, port.uuid, stored, [event])
             self._ports[(req.network, port.uuid)] = stored
             return api.PortInfo(uuid=port.uuid, dev=dev)
+
+    def _port_defs(self, network: str) -> builtins.list[NetworkPortDef]:
+        return [
+            parse_network_port(port.xml)
+            for (name, _), port in sorted(self._ports.items())
+            if name == network
+        ]
 
     def _port(self, network: str, uuid: str) -> PortRecord:
         self._record(network)

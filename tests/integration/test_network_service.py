@@ -160,3 +160,22 @@ async def test_iptables_backend_puts_libvirts_rules_and_takes_them_away(tmp_path
             assert "192.168.162" not in lab.run(lab.ns, "iptables", "-w", "-t", table, "-S")
     finally:
         await lab.close()
+
+
+async def test_bridge_mode_uses_the_hosts_bridge_and_leaves_it_alone(lab: NetLab) -> None:
+    net = lab_client(lab)
+    bridge = "vbh" + lab.tag
+    lab.run(lab.ns, "ip", "link", "add", bridge, "type", "bridge")
+    await net.define(
+        f"<network><name>hostbr</name><forward mode='bridge'/><bridge name='{bridge}'/></network>"
+    )
+    await net.start("hostbr")
+    assert lab.dnsmasq_pids() == []  # nothing of libvirt's runs on a host bridge
+    port_file = lab.tmp / "port.xml"
+    port_file.write_text(PORT.replace("<bandwidth>", "<!--").replace("</bandwidth>", "-->"))
+    cli(lab, "net-port-create", "hostbr", str(port_file))
+    xml = await net.port_dumpxml("hostbr", "5d1c1e3a-8d5f-4a4e-9d7e-0c5a4f1b2a77")
+    assert f"<plug type='bridge' bridge='{bridge}'/>" in xml
+    assert "connections='1'" in await net.dumpxml("hostbr")
+    await net.destroy("hostbr")
+    assert lab.run(lab.ns, "ip", "-br", "link", "show", "dev", bridge).startswith(bridge)
