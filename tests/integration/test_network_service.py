@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from shared.util.errors import VirtError
+from shared.util.natsserver import free_port
 from shared.util.subjects import event_filter
 from tests.integration.netns import (
     LAB_ADDR,
@@ -18,6 +20,7 @@ from tests.integration.netns import (
     NetLab,
     cli,
     guest_addr,
+    inside,
     lab_client,
     network_xml,
     seen_from_outside,
@@ -179,3 +182,36 @@ async def test_bridge_mode_uses_the_hosts_bridge_and_leaves_it_alone(lab: NetLab
     assert "connections='1'" in await net.dumpxml("hostbr")
     await net.destroy("hostbr")
     assert lab.run(lab.ns, "ip", "-br", "link", "show", "dev", bridge).startswith(bridge)
+
+
+def _scrape(ns: str, port: int) -> str:
+    """The service's /metrics, fetched from inside the lab's namespace."""
+    with inside(ns), urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+async def test_autostart_networks_start_with_the_service_and_metrics(tmp_path: Path) -> None:
+    port = free_port()  # in the test's namespace; the lab's has nothing listening either
+    lab = NetLab(tmp_path, ("--http-port", str(port)))
+    try:
+        await lab.start()
+        net = lab_client(lab)
+        bridge = "vba" + lab.tag
+        await net.define(network_xml("auto", bridge, "nat", "192.168.163"))
+        assert cli(lab, "net-autostart", "auto") == "Network auto marked as autostarted\n\n"
+        lab.kill9_service()
+        await lab.start_service()
+        [info] = await net.list_all()
+        assert (info.name, info.active, info.autostart) == ("auto", True, True)
+        assert lab.run(lab.ns, "ip", "-br", "link", "show", "dev", bridge).startswith(bridge)
+        metrics = ""
+        for _ in range(50):  # refreshed with the firewall check (--check-interval 0.3)
+            metrics = _scrape(lab.ns, port)
+            if 'virtbus_network_networks{state="active"} 1.0' in metrics:
+                break
+            await asyncio.sleep(0.1)
+        assert 'virtbus_network_networks{state="active"} 1.0' in metrics
+        assert 'virtbus_network_bridge_bytes{direction="rx",network="auto"}' in metrics
+        await net.destroy("auto")
+    finally:
+        await lab.close()
