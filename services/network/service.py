@@ -8,6 +8,11 @@ marks inactive those whose bridge is gone, then starts the autostart ones.
 A background loop reports lease changes as events, restores firewall rules
 a host firewall reload removed, and refreshes the metrics.  Changes run
 one at a time (one lock): they are rare and each touches the host.
+
+The module is longer than most because it holds the fifteen endpoints of
+libvirt's network API; what they do on the host lives in ``runtime``,
+``ports``, ``firewall`` and ``dnsmasq``, and what they decide from the XML
+alone in ``update`` and ``allocate``.
 """
 
 from __future__ import annotations
