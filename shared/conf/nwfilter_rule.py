@@ -40,7 +40,7 @@ from shared.conf.nwfilter_protocols import (
 from shared.conf.nwfilter_values import (
     parse_int,
 )
-from shared.conf.xmlwriter import XmlWriter, escape
+from shared.conf.xmlwriter import XmlWriter, escape_attr
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 _DOMAIN = ErrorDomain.NWFILTER
@@ -195,7 +195,7 @@ def _format_details(w: XmlWriter, spec: ProtocolSpec, attrs: dict[str, RuleAttr]
         if shown_negated is None and attr.negated:
             line += " match='no'"
         shown_negated = attr.negated
-        line += f" {attr_spec.name}='{escape(format_attr(attr_spec, attr))}'"
+        line += f" {attr_spec.name}='{escape_attr(format_attr(attr_spec, attr))}'"
         index += 1
     w.line((line or f"<{spec.name}") + "/>")
 

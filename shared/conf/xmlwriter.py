@@ -19,12 +19,15 @@ Attrs = Iterable[tuple[str, object | None]]
 _ESCAPES = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;"}
 # virBufferEscapeString drops these control characters; tab, LF and CR stay.
 _DROPPED = "".join(chr(c) for c in range(0x01, 0x20) if chr(c) not in "\t\n\r")
-_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(_ESCAPES) + _DROPPED) + "]")
-_TABLE = str.maketrans({**_ESCAPES, **dict.fromkeys(_DROPPED)})
+# A reader turns a raw CR into LF (XML 1.0 section 2.11), so libvirt's output
+# would not read back as it was written: CR is written as a reference.
+_TEXT_ESCAPES = {**_ESCAPES, "\r": "&#13;"}
+_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(_TEXT_ESCAPES) + _DROPPED) + "]")
+_TABLE = str.maketrans({**_TEXT_ESCAPES, **dict.fromkeys(_DROPPED)})
 
 
 def escape(value: str) -> str:
-    """Escape ``value`` for an attribute or text node as libvirt does."""
+    """Escape ``value`` for a text node as libvirt does (and CR kept)."""
     if _NEEDS_ESCAPE.search(value) is None:
         return value
     return value.translate(_TABLE)
@@ -33,11 +36,9 @@ def escape(value: str) -> str:
 # In an attribute, a reader turns a raw tab, LF or CR into a space (XML 1.0
 # section 3.3.3), so libvirt's output would not read back as it was written;
 # these are written as character references instead.
-_ATTR_ESCAPES = {"\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
-_ATTR_NEEDS_ESCAPE = re.compile(
-    "[" + re.escape("".join(_ESCAPES) + "".join(_ATTR_ESCAPES) + _DROPPED) + "]"
-)
-_ATTR_TABLE = str.maketrans({**_ESCAPES, **_ATTR_ESCAPES, **dict.fromkeys(_DROPPED)})
+_ATTR_ESCAPES = {**_TEXT_ESCAPES, "\t": "&#9;", "\n": "&#10;"}
+_ATTR_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(_ATTR_ESCAPES) + _DROPPED) + "]")
+_ATTR_TABLE = str.maketrans({**_ATTR_ESCAPES, **dict.fromkeys(_DROPPED)})
 
 
 def escape_attr(value: str) -> str:
