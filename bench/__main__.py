@@ -1,5 +1,5 @@
-"""``python -m bench [secret|conf|storage|blockjob|network|all] [--quick]``: run the benchmarks and
-print their tables."""
+"""``python -m bench [secret|conf|storage|blockjob|network|nwfilter|all] [--quick]``:
+run the benchmarks and print their tables."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["secret", "conf", "storage", "blockjob", "network", "all"],
+        choices=["secret", "conf", "storage", "blockjob", "network", "nwfilter", "all"],
         default="all",
     )
     parser.add_argument("--quick", action="store_true", help="a few seconds instead of a minute")
@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import network
 
         if network.main(["--quick"] if args.quick else []) != 0:
+            return 1
+    if args.which in ("nwfilter", "all"):
+        from bench import nwfilter
+
+        if nwfilter.main(["--quick"] if args.quick else []) != 0:
             return 1
     if args.which in ("blockjob", "all"):
         from bench import blockjob

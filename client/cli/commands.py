@@ -9,7 +9,15 @@ runs, so reading this table costs a few milliseconds.
 
 from __future__ import annotations
 
-from client.cli import domain_cmds, net_cmds, pool_cmds, secret_cmds, virtbus_cmds, vol_cmds
+from client.cli import (
+    domain_cmds,
+    net_cmds,
+    nwfilter_cmds,
+    pool_cmds,
+    secret_cmds,
+    virtbus_cmds,
+    vol_cmds,
+)
 from client.cli.table import Command, Group
 
 GROUPS: tuple[Group, ...] = (
@@ -18,6 +26,7 @@ GROUPS: tuple[Group, ...] = (
     pool_cmds.GROUP,
     vol_cmds.GROUP,
     net_cmds.GROUP,
+    nwfilter_cmds.GROUP,
     virtbus_cmds.GROUP,
 )
 

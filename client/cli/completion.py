@@ -40,6 +40,8 @@ def bash_script() -> str:
         ' | awk \'NR>2 {print $1}\')" -- "$cur"));;',
         '        network) COMPREPLY=($(compgen -W "$(virtbus net-list --all --name 2>/dev/null)"'
         ' -- "$cur"));;',
+        '        nwfilter) COMPREPLY=($(compgen -W "$(virtbus nwfilter-list 2>/dev/null'
+        ' | awk \'NR>2 {print $2}\')" -- "$cur"));;',
         f'        command) COMPREPLY=($(compgen -W "{" ".join(c.name for c in all_commands())}"'
         ' -- "$cur"));;',
         "        *) COMPREPLY=();;",
