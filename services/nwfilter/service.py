@@ -138,7 +138,8 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         self._filters.on_change(self._on_filter_change)
         self._backend = make_backend(self.settings.firewall_backend, self.settings.netns)
         await self._backend.prepare()
-        await self._reconcile(initial=True)
+        # Every binding is instantiated again in the background (as libvirtd
+        # does on start); requests meanwhile wait for the host's lock.
         self.spawn(self._reconcile_forever(), "reconcile")
         subscription = await self.nc.subscribe(
             event_filter("network", self.settings.host, LEASE_KIND), cb=self._on_lease
@@ -384,12 +385,14 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
     # -- reconciliation --------------------------------------------------------------
 
     async def _reconcile_forever(self) -> None:
+        initial = True
         while True:
-            await asyncio.sleep(self.settings.reconcile_interval)
             try:
-                await self._reconcile()
+                await self._reconcile(initial=initial)
+                initial = False
             except Exception:
                 log.exception("reconciliation failed")
+            await asyncio.sleep(self.settings.reconcile_interval)
 
     async def _reconcile(self, *, initial: bool = False) -> None:
         """Every binding's rules present and exact; no rules without a binding."""

@@ -198,3 +198,22 @@ async def _not(value: Awaitable[bool]) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_restarted_service_puts_the_rules_back(
+    nats_url: str, tmp_path: Path, topo: Topology, nc: NATS
+) -> None:
+    settings = NWFilterSettings(
+        nats_url=nats_url, state_dir=tmp_path / "s", host=HOST, netns=topo.host
+    )
+    client = NWFilterClient(nc)
+    async with NWFilterService(settings):
+        await client.define(MINE_NO_PING)
+        await client.binding_create(HOST, binding("mine", ("IP", GUEST_IP)))
+        assert not await topo.ping(seconds=1.0)
+    _flush(topo.host, "nftables")  # the host's rules are gone while the service is down
+    assert await topo.ping()
+    async with NWFilterService(settings) as again:
+        assert [b.portdev for b in await client.binding_list(HOST)] == ["vnet0"]
+        await until(lambda: _not(topo.ping(seconds=0.5)), "the binding's rules restored at start")
+        assert "vnet0" in await again.backend.ports()
