@@ -15,7 +15,7 @@ from tests.fuzz.kinds import KINDS, Seed, load_seeds
 from tests.fuzz.run import fuzz, load_regressions
 
 #: Mutants per kind: about a minute for all kinds on two busy cores.
-MUTANTS_PER_KIND = 12000
+MUTANTS_PER_KIND = 11000
 SEED = 20261205
 
 DATA = conformance_dir()

@@ -17,6 +17,7 @@ from typing import Any
 
 from lxml import etree
 
+from agents.qemu.disk_postparse import parse_qemu_disk
 from shared.api.blockjob import destination_source
 from shared.conf.disk import format_disk, parse_disk
 from shared.conf.disk_domain import domain_disk_elements
@@ -101,6 +102,11 @@ KINDS: dict[str, Kind] = {
         _document("nwfilter-binding", parse_nwfilter_binding, format_nwfilter_binding),
         _disk("disk-live", active=True),
         _disk("disk-config", active=False),
+        _document(
+            "agent-disk",
+            lambda t: parse_qemu_disk(t, active=True),
+            lambda m: format_disk(m, active=True),
+        ),
         Kind("blockcopy-xml", lambda t, c: destination_source(t), _blockcopy_format),
     ]
 }
@@ -194,5 +200,6 @@ def load_seeds(folder: Path) -> list[Seed]:
     for fragment, name in fragments.items():
         seeds.append(Seed("disk-live", name, fragment))
         seeds.append(Seed("disk-config", name, fragment))
+        seeds.append(Seed("agent-disk", name, fragment))
         seeds.append(Seed("blockcopy-xml", name, fragment))
     return seeds

@@ -508,3 +508,19 @@ def test_non_ascii_digits_in_a_target_are_refused_not_crashed(target: str) -> No
     with pytest.raises(VirtError) as info:
         parse_qemu_disk(doc, active=False)
     assert target in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("index", "code"),
+    [("4000", ErrorCode.CONFIG_UNSUPPORTED), ("9" * 31, ErrorCode.XML_ERROR)],
+)
+def test_pci_controller_index_bounded_as_libvirt_bounds_it(index: str, code: ErrorCode) -> None:
+    doc = (
+        "<domain type='kvm'><os><type arch='x86_64' machine='pc-q35-7.0'>hvm</type></os>"
+        "<devices><disk type='file' device='disk'><source file='/a'/>"
+        "<target dev='vda' bus='virtio'/></disk>"
+        f"<controller type='pci' index='{index}' model='pcie-root-port'/></devices></domain>"
+    )
+    with pytest.raises(VirtError) as info:
+        parse_domain_disks(doc, active=False)
+    assert info.value.code is code

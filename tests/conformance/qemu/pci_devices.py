@@ -17,8 +17,9 @@ from lxml import etree
 
 from shared.conf.disk_address import AddressType, DeviceAddress, parse_address
 from shared.conf.disk_model import DiskBus, DiskDef, DiskModel
+from shared.conf.storage_pool_util import prop_int
 from shared.conf.xmlprops import first, prop
-from shared.util.errors import VirtError
+from shared.util.errors import ErrorDomain, VirtError, config_unsupported
 
 # libvirt's virDomainPCIConnectFlags bits.
 HOTPLUGGABLE = 1 << 0
@@ -442,8 +443,16 @@ def _controllers(
     """The domain's controllers in libvirt's list order (grouped by type in order
     of first appearance, by index within a type), implicit ones included."""
     out: list[PciDevice] = []
+    # (type, index) of every controller, and the highest index of each type: kept
+    # beside the list so that each look-up is O(1) and a document with thousands
+    # of controllers is read in linear time
+    present: set[tuple[str, int]] = set()
+    top_index: dict[str, int] = {}
 
     def insert(dev: PciDevice) -> None:
+        ctype = dev.ctl_type or ""
+        present.add((ctype, dev.ctl_index))
+        top_index[ctype] = max(top_index.get(ctype, -1), dev.ctl_index)
         # virDomainControllerInsertPreAlloced
         at = len(out)
         for i in range(len(out) - 1, -1, -1):
@@ -457,7 +466,7 @@ def _controllers(
         out.insert(at, dev)
 
     def find(ctype: str, index: int) -> bool:
-        return any(c.ctl_type == ctype and c.ctl_index == index for c in out)
+        return (ctype, index) in present
 
     for node in nodes:
         if node.tag != "controller":
@@ -467,10 +476,16 @@ def _controllers(
         dev = _device("ctl", 0, node)
         dev.ctl_type = ctype
         if index_text and index_text.isascii() and index_text.isdigit():
-            dev.ctl_index = int(index_text)
+            dev.ctl_index = prop_int(node, "index") or 0
+            if ctype == "pci" and dev.ctl_index > 255:
+                # domain_validate.c virDomainControllerDefValidate
+                raise config_unsupported(
+                    f"PCI controller index {dev.ctl_index} too high, maximum is 255",
+                    ErrorDomain.DOMAIN,
+                )
         else:
             # libvirt gives a controller without index the next one of its type
-            dev.ctl_index = 1 + max((c.ctl_index for c in out if c.ctl_type == ctype), default=-1)
+            dev.ctl_index = 1 + top_index.get(ctype, -1)
         dev.ctl_model = prop(node, "model")
         if first(node, "master") is not None:
             dev.extra["master"] = "yes"
