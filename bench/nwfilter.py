@@ -57,9 +57,10 @@ _FOLDERS = ("/run/libvirt", "/var/lib/libvirt", "/etc/libvirt", "/var/cache/libv
 _LIBVIRT_RUN = """set -e
 for d in {folders}; do mkdir -p "$d"; mount -t tmpfs tmpfs "$d"; done
 libvirtd -d -p /run/libvirt/bench.pid
+# the daemon goes with the run, whether the worker succeeds or not
+trap 'kill "$(cat /run/libvirt/bench.pid)"' EXIT
 for i in $(seq 200); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.05; done
 {python} {worker} "$1"
-kill "$(cat /run/libvirt/bench.pid)"
 """
 
 

@@ -11,7 +11,7 @@ from tests.conformance.data import conformance_dir
 
 SCHEMA = conformance_dir() / "schemas" / "nwfilter.rng"
 FILES = sorted(
-    (e for e in resources.files("services.nwfilter").joinpath("stdfilters").iterdir()),
+    (e for e in resources.files("services.nwfilter").joinpath("standard").iterdir()),
     key=lambda e: e.name,
 )
 

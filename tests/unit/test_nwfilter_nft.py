@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from services.nwfilter.backends import EbiptablesBackend, Runner
 from services.nwfilter.nftables import (
     PortChains,
     binding_script,
@@ -92,3 +95,40 @@ def test_chain_ownership_by_port_name() -> None:
     assert owned_by("FO-vnet1", "vnet1")
     assert not owned_by("I-vnet10", "vnet1")
     assert not owned_by("pre", "vnet1")
+
+
+class _FakeRunner(Runner):
+    """Answers ebtables listings and fails the commands it is told to."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        super().__init__()
+        self.fail = fail
+        self.seen: list[str] = []
+
+    async def run(self, argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
+        line = " ".join(argv)
+        self.seen.append(line)
+        if self.fail is not None and self.fail in line:
+            return 1, "", "boom"
+        if "-L libvirt-J-vnet3" in line:
+            return 0, "Bridge chain: libvirt-J-vnet3\n-p IPv4 -j J-vnet3-ipv4\n", ""
+        return 0, "", ""
+
+
+async def test_libvirt_transactions_roll_back_and_follow_listings() -> None:
+    rules = _rules()
+    ok = _FakeRunner()
+    await EbiptablesBackend(ok).apply("vnet3", rules)
+    # The listing of a temporary chain asked for its sub-chain to be removed.
+    assert "ebtables --concurrent -t nat -X J-vnet3-ipv4" in ok.seen
+    assert "ebtables --concurrent -t nat -E libvirt-P-vnet3 libvirt-O-vnet3" in ok.seen
+    assert ok.seen[-1] == "ebtables --concurrent -t nat -E J-vnet3-ipv4 I-vnet3-ipv4"
+
+    broken = _FakeRunner(fail="-A J-vnet3-mac")
+    with pytest.raises(VirtError) as failed:
+        await EbiptablesBackend(broken).apply("vnet3", rules)
+    assert failed.value.code is ErrorCode.BUILD_FIREWALL
+    after = broken.seen[broken.seen.index(next(s for s in broken.seen if "-A J-vnet3-mac" in s)) :]
+    assert "ebtables --concurrent -t nat -D PREROUTING -i vnet3 -j libvirt-J-vnet3" in after
+    # The old rules are never touched when the new ones could not be built.
+    assert not any("libvirt-I-vnet3" in s for s in after)
