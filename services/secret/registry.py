@@ -104,6 +104,8 @@ class SecretRegistry:
         self._cipher = cipher
         #: uuid -> (key, record) of persistent secrets, kept from the ledger's changes.
         self._persistent: dict[str, tuple[str, SecretRecord]] = {}
+        #: (usage type, usage id) -> uuid of the persistent secret holding it.
+        self._usages: dict[tuple[SecretUsageType, str], str] = {}
         self._ephemeral: dict[str, SecretRecord] = {}
         # Ephemeral secrets exist only here; one lock keeps their usage check
         # and insertion atomic within this process.
@@ -125,12 +127,18 @@ class SecretRegistry:
         if not key.startswith(_PREFIX):
             return
         uuid = key.rsplit(".", 1)[1]
-        if record is None:
-            current = self._persistent.get(uuid)
-            if current is not None and current[0] == key:
-                del self._persistent[uuid]
-        else:
-            self._persistent[uuid] = (key, SecretRecord.model_validate_json(record.value))
+        current = self._persistent.get(uuid)
+        if current is not None and current[0] == key:
+            del self._persistent[uuid]
+            d = current[1].definition
+            if d.usage_id is not None and self._usages.get((d.usage_type, d.usage_id)) == uuid:
+                del self._usages[(d.usage_type, d.usage_id)]
+        if record is not None:
+            stored = SecretRecord.model_validate_json(record.value)
+            self._persistent[uuid] = (key, stored)
+            d = stored.definition
+            if d.usage_type is not SecretUsageType.NONE and d.usage_id is not None:
+                self._usages[(d.usage_type, d.usage_id)] = uuid
         for listener in self._listeners:
             listener()
 
@@ -155,7 +163,10 @@ class SecretRegistry:
         return found.definition
 
     def by_usage(self, usage_type: SecretUsageType, usage_id: str) -> SecretDef:
-        for record in self._all_records():
+        holder = self._usages.get((usage_type, usage_id))
+        if holder is not None:
+            return self._persistent[holder][1].definition
+        for record in self._ephemeral.values():
             d = record.definition
             if d.usage_type is usage_type and d.usage_id == usage_id:
                 return d
@@ -171,7 +182,10 @@ class SecretRegistry:
         """The UUID of another secret holding ``new``'s usage, if any."""
         if new.usage_type is SecretUsageType.NONE or new.usage_id is None:
             return None
-        for record in self._all_records():
+        holder = self._usages.get((new.usage_type, new.usage_id))
+        if holder is not None and holder != new.uuid:
+            return holder
+        for record in self._ephemeral.values():
             d = record.definition
             if d.uuid != new.uuid and d.usage_type is new.usage_type and d.usage_id == new.usage_id:
                 return d.uuid

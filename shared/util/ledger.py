@@ -185,6 +185,8 @@ class Ledger:
         self.forwarded = 0
         #: The sequence of this process's last write (tests, shutdown).
         self.last_written = 0
+        #: Every ledger message up to here is applied to memory.
+        self._applied = 0
         self._forwarded_changed = asyncio.Condition()
         self._listeners: list[Callable[[str, Record | None], None]] = []
 
@@ -246,7 +248,11 @@ class Ledger:
                 batch = await sub.fetch(min(remaining, 512), timeout=10)
                 remaining -= len(batch)
                 for msg in batch:
-                    self._apply(msg.subject, msg.data, msg.headers, msg.metadata.sequence.stream)
+                    seq = msg.metadata.sequence.stream
+                    self._apply(msg.subject, msg.data, msg.headers, seq)
+                    # The stream's last message is the last of its subject, so
+                    # the highest sequence delivered is where the stream stood.
+                    self._applied = max(self._applied, seq)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -426,30 +432,14 @@ class Ledger:
 
     # -- background: watch and forwarder ------------------------------------------------
 
-    async def watch(self) -> None:
-        """Apply every message after the ones loaded, until cancelled."""
-        start = max(self._seqs.values(), default=0) + 1
-        sub = await self._js.subscribe(
-            self._prefix + ">",
-            stream=self.stream,
-            ordered_consumer=True,
-            idle_heartbeat=5.0,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
-            ),
-        )
-        try:
-            async for msg in sub.messages:
-                self._apply(msg.subject, msg.data, msg.headers, msg.metadata.sequence.stream)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def forward_forever(self) -> None:
-        """Keep VIRTBUS_EVENTS up with the ledger, until cancelled."""
+    async def follow(self) -> None:
+        """Apply every message after the ones loaded (the watch) and store the
+        events of every message not yet forwarded (the forwarder), until
+        cancelled.  One ordered consumer does both, so each ledger message
+        reaches this process once."""
         while True:
             try:
-                await self._forward()
+                await self._follow()
             except asyncio.CancelledError:
                 raise
             except Conflict:
@@ -487,21 +477,26 @@ class Ledger:
             return 0, 0, int(message["seq"])
         return int(parts[2]), int(parts[3]), int(message["seq"])
 
-    async def _forward(self) -> None:
+    async def _follow(self) -> None:
         position, done, last = await self._position()
         await self._set_forwarded(position - 1)
+        start = max(1, min(position, self._applied + 1))
         sub = await self._js.subscribe(
             self._prefix + ">",
             stream=self.stream,
             ordered_consumer=True,
             idle_heartbeat=5.0,
             config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(position, 1)
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
             ),
         )
         try:
             async for msg in sub.messages:
                 seq = msg.metadata.sequence.stream
+                headers = msg.headers
+                self._apply(msg.subject, msg.data, headers, seq)
+                if seq > self._applied:
+                    self._applied = seq
                 if seq < position:
                     continue
                 events = self._events_of(msg)

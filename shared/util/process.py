@@ -230,13 +230,12 @@ class ServiceProcess(Generic[S]):
 
     async def open_ledger(self) -> Ledger:
         """Open this service's ledger (``shared.util.ledger``: its state and
-        events, one write per change) and run its watch and event forwarder
+        events, one write per change) and follow it (watch and event forwarder)
         until ``stop``; for ``setup``."""
         host = self.settings.host if self.host_scoped else None
         ledger = Ledger(self.nc, self.js, self.name, host)
         await ledger.open(self.settings.stream_replicas)
-        self.spawn(ledger.watch(), "ledger-watch")
-        self.spawn(ledger.forward_forever(), "event-forwarder")
+        self.spawn(ledger.follow(), "ledger")
         return ledger
 
     def _set(self, state: RunState) -> None:

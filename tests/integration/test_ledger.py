@@ -28,8 +28,7 @@ async def start_ledger(nc: NATS) -> AsyncIterator[Start]:
     async def start() -> Ledger:
         ledger = Ledger(nc, nc.jetstream(), "test", None)
         await ledger.open()
-        tasks.append(asyncio.create_task(ledger.watch()))
-        tasks.append(asyncio.create_task(ledger.forward_forever()))
+        tasks.append(asyncio.create_task(ledger.follow()))
         return ledger
 
     yield start
