@@ -125,8 +125,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
     async def setup(self, stack: Teardown) -> None:
         cluster = Ledger(self.nc, self.js, self.name, None)
         await cluster.open(self.settings.stream_replicas)
-        self.spawn(cluster.watch(), "filters-watch")
-        self.spawn(cluster.forward_forever(), "filters-forwarder")
+        self.spawn(cluster.follow(), "filters-ledger")
         self._filters = FilterRegistry(cluster)
         await self._filters.install_standard()
         self._ledger = await self.open_ledger()

@@ -170,19 +170,22 @@ async def test_invalid_base64_is_refused_and_value_kept(client: Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "doc",
+    ("doc", "code"),
     [
-        "<secret",
-        "<!DOCTYPE s [<!ENTITY a 'b'>]><secret>&a;</secret>",
-        "<secret><usage type='volume'/></secret>",
-        "<pool/>",
+        ("<secret", ErrorCode.XML_ERROR),
+        ("<!DOCTYPE s [<!ENTITY a 'b'>]><secret>&a;</secret>", ErrorCode.XML_ERROR),
+        # libvirt's secret parser reports a missing volume path as an internal error.
+        ("<secret><usage type='volume'/></secret>", ErrorCode.INTERNAL_ERROR),
+        ("<pool/>", ErrorCode.XML_ERROR),
     ],
 )
-async def test_bad_xml_is_refused_and_nothing_lost(client: Client, doc: str) -> None:
+async def test_bad_xml_is_refused_and_nothing_lost(
+    client: Client, doc: str, code: ErrorCode
+) -> None:
     await client.secret.define(CEPH)
     with pytest.raises(VirtError) as info:
         await client.secret.define(doc)
-    assert info.value.code is ErrorCode.XML_ERROR
+    assert info.value.code is code
     assert [s.uuid for s in await client.secret.list()] == [UUID]
 
 
