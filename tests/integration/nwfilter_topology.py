@@ -137,9 +137,11 @@ class Topology:
         out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode()
 
-    async def ping(self, src: str = GUEST_IP, dst: str = PEER_IP, seconds: float = 2.0) -> bool:
-        """Whether guest ``g1`` gets an echo reply from ``dst`` within ``seconds``."""
-        return (await self.tool(self.g1, "ping", src, dst, str(seconds)))[0] == 0
+    async def ping(
+        self, src: str = GUEST_IP, dst: str = PEER_IP, seconds: float = 2.0, ns: str | None = None
+    ) -> bool:
+        """Whether ``ns`` (default: guest ``g1``) gets an echo reply from ``dst`` in time."""
+        return (await self.tool(ns or self.g1, "ping", src, dst, str(seconds)))[0] == 0
 
     async def delivered(self, frame_hex: str, marker: bytes, seconds: float = 1.5) -> bool:
         """Whether a frame ``g1`` sends reaches ``g2`` (watched for ``seconds``)."""

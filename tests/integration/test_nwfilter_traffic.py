@@ -150,6 +150,23 @@ async def test_redefinition_while_traffic_flows_accepts_nothing_both_drop(
     assert legit_seen > 0
 
 
+async def test_connection_state_lets_replies_in_and_keeps_new_connections_out(
+    topo: Topology, backend: Backend
+) -> None:
+    """libvirt's state matching: what the guest starts may be answered, what
+    the peer starts is dropped (accept out with state, drop everything else)."""
+    outgoing_only = """<filter name='outgoing-only'>
+      <rule action='accept' direction='out' priority='100'><all/></rule>
+      <rule action='accept' direction='inout' priority='200'><mac protocolid='arp'/></rule>
+      <rule action='drop' direction='inout' priority='1000'><all/></rule>
+    </filter>"""
+    await _bind(backend, _filters(outgoing_only), "outgoing-only")
+    assert await topo.ping(), "the reply to the guest's own ping was dropped"
+    assert not await topo.ping(src=PEER_IP, dst=GUEST_IP, seconds=1.0, ns=topo.g2), (
+        "a connection the peer started reached the guest"
+    )
+
+
 def _pkt() -> list[str]:
     import sys
 
