@@ -14,6 +14,7 @@ network, as libvirt does.  Per forward mode (the table in
   (``passthrough``: an unused one only);
 * ``hostdev``: ``plug type='hostdev-pci'`` with an unused PCI device of the pool.
 
+A VLAN tag is refused where libvirt refuses it (``_vlan_capable``).
 ``connections`` counts what the ports use, for the live XML's
 ``connections`` attributes.
 """
@@ -122,18 +123,37 @@ def allocate_port(
         used = Counter(p.plug.dev for p in others if p.plug.dev)
         plug = _direct(net, used)
     pick = (port, group, net)
+    vlan = _first(x.vlan for x in pick if x is not None)
+    vport = _first(x.virtualport for x in pick if x is not None)
+    if vlan is not None and not _vlan_capable(net, plug, vport is not None):
+        raise VirtError(
+            ErrorCode.CONFIG_UNSUPPORTED,
+            f"an interface connecting to network '{net.name}' is requesting a vlan tag, "
+            "but that is not supported for this type of network",
+            _DOMAIN,
+        )
     return port.model_copy(
         update={
             "plug": plug,
             "bandwidth": _first(x.bandwidth for x in pick if x is not None),
-            "vlan": _first(x.vlan for x in pick if x is not None),
-            "virtualport": _first(x.virtualport for x in pick if x is not None),
+            "vlan": vlan,
+            "virtualport": vport,
             "trust_guest_rx_filters": _first(
                 x.trust_guest_rx_filters for x in pick if x is not None
             ),
             "isolated_port": _first((port.isolated_port, net.isolated_port)),
         }
     )
+
+
+def _vlan_capable(net: NetworkDef, plug: PortPlug, openvswitch: bool) -> bool:
+    """libvirt tags VLANs on SR-IOV devices (hostdev, macvtap passthrough) and on
+    Open vSwitch bridges (a ``<virtualport>``) only; a Linux bridge cannot."""
+    if plug.type is PlugType.HOSTDEV_PCI:
+        return True
+    if plug.type is PlugType.DIRECT:
+        return net.forward.mode is ForwardMode.PASSTHROUGH
+    return openvswitch
 
 
 def _first(values: Iterable[T | None]) -> T | None:

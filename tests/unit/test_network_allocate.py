@@ -76,3 +76,18 @@ def test_direct_mode_without_devices_is_refused() -> None:
     net = parse_network("<network><name>x</name><forward mode='private'/></network>")
     with pytest.raises(VirtError, match="has no forward dev"):
         allocate_port(net, port(1), [])
+
+
+def test_vlan_only_where_libvirt_can_tag() -> None:
+    bridged = parse_network(
+        "<network><name>n</name><forward mode='nat'/><bridge name='virbr7'/>"
+        "<ip address='10.0.0.1' prefix='24'/></network>"
+    )
+    with pytest.raises(VirtError, match="requesting a vlan tag"):
+        allocate_port(bridged, port(1, "<vlan><tag id='42'/></vlan>"), [])
+    ovs = parse_network(
+        "<network><name>o</name><forward mode='bridge'/><bridge name='ovsbr'/>"
+        "<virtualport type='openvswitch'/></network>"
+    )
+    tagged = allocate_port(ovs, port(2, "<vlan><tag id='42'/></vlan>"), [])
+    assert tagged.vlan is not None and tagged.vlan.tags == (42,)
