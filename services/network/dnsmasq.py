@@ -68,6 +68,13 @@ class Dnsmasq:
         _write(Path(files.hostsfile_path), files.hostsfile or "", 0o644)
         _write(Path(files.addnhosts_path), files.addnhosts, 0o644)
 
+    def current_conf(self) -> str | None:
+        """The configuration file as written last, None when there is none."""
+        try:
+            return self.conf.read_text()
+        except FileNotFoundError:
+            return None
+
     def running_pid(self) -> int | None:
         """The pid of this network's running dnsmasq, None when there is none."""
         try:

@@ -104,7 +104,12 @@ class RunningNetwork:
             await host.delete_link(self.bridge)
 
     async def adopt(self) -> bool:
-        """Take over the network if its bridge is still up; False when it is gone."""
+        """Take over the network if its bridge is still up; False when it is gone.
+
+        A running dnsmasq is kept, as libvirt's refresh keeps it: it rereads its
+        hosts files, or restarts when its configuration would now be written
+        differently.
+        """
         if not self.owned:
             return True
         if not host.is_bridge(self.bridge):
@@ -112,9 +117,21 @@ class RunningNetwork:
         host.enable_forwarding(self.net)
         if not await self.firewall.present(self.net):
             await self.firewall.apply(self.net)
-        if needs_dnsmasq(self.net) and self.dnsmasq.running_pid() is None:
-            self.dnsmasq.write_files(self.files())
+        if not needs_dnsmasq(self.net):
+            return True
+        files = self.files()
+        if self.dnsmasq.running_pid() is None:
+            self.dnsmasq.write_files(files)
             await self.dnsmasq.start()
+        elif self.dnsmasq.current_conf() != files.conf:
+            # networkRefreshDhcpDaemon: a configuration that changed needs a restart
+            self.dnsmasq.write_files(files)
+            await self.dnsmasq.stop()
+            await self.dnsmasq.start()
+        else:
+            # ... otherwise the hosts files are written again and dnsmasq rereads them
+            self.dnsmasq.write_hosts(files)
+            self.dnsmasq.reload()
         return True
 
     async def stop(self) -> None:
