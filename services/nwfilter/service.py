@@ -61,7 +61,8 @@ class NWFilterSettings(ProcessSettings):
 
     firewall_backend: str = Field(
         "auto",
-        description="nftables, ebiptables (libvirt's commands) or auto (nftables if nft exists)",
+        description="nftables, ebiptables (libvirt's commands), auto (nftables if nft exists) "
+        "or none (a replica that serves filter definitions only, no bindings)",
     )
     netns: str | None = Field(None, description="network namespace of the guest ports")
     reconcile_interval: float = Field(30.0, gt=0, description="seconds between rule checks")
@@ -114,7 +115,13 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
 
     @property
     def backend(self) -> Backend:
-        assert self._backend is not None, "service not started"
+        if self._backend is None:
+            raise VirtError(
+                ErrorCode.OPERATION_UNSUPPORTED,
+                f"the nwfilter service on '{self.settings.host}' serves filter definitions "
+                "only (firewall backend 'none'): it has no bindings",
+                _D,
+            )
         return self._backend
 
     @property
@@ -135,6 +142,9 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
             )
         self._ledger.on_change(self._on_binding_change)
         self._filters.on_change(self._on_filter_change)
+        self._count()
+        if self.settings.firewall_backend == "none":
+            return  # a filters-only replica (no firewall, no bindings)
         self._backend = make_backend(self.settings.firewall_backend, self.settings.netns)
         await self._backend.prepare()
         # Every binding is instantiated again in the background (as libvirtd
@@ -260,6 +270,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
 
     async def binding_create(self, req: api.BindingCreateRequest) -> api.BindingInfo:
         d = parse_nwfilter_binding(req.xml)
+        self.backend  # noqa: B018 - refuses at once on a filters-only replica
         async with self._lock:
             if d.portdev in self._records:
                 raise VirtError(

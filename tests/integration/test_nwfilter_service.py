@@ -217,3 +217,19 @@ async def test_a_restarted_service_puts_the_rules_back(
         assert [b.portdev for b in await client.binding_list(HOST)] == ["vnet0"]
         await until(lambda: _not(topo.ping(seconds=0.5)), "the binding's rules restored at start")
         assert "vnet0" in await again.backend.ports()
+
+
+async def test_a_filters_only_replica_defines_filters_and_refuses_bindings(
+    nats_url: str, tmp_path: Path, nc: NATS
+) -> None:
+    settings = NWFilterSettings(
+        nats_url=nats_url, state_dir=tmp_path / "f", host="filters-1", firewall_backend="none"
+    )
+    client = NWFilterClient(nc)
+    async with NWFilterService(settings):
+        assert (await client.define(MINE)).name == "mine"
+        assert "clean-traffic" in {f.name for f in await client.list()}
+        with pytest.raises(VirtError) as refused:
+            await client.binding_create("filters-1", binding("mine", ("IP", GUEST_IP)))
+        assert refused.value.code is ErrorCode.OPERATION_UNSUPPORTED
+        assert await client.binding_list("filters-1") == []
