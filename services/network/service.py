@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,11 +70,20 @@ class NetworkSettings(ProcessSettings):
         "auto", description="nftables, iptables or auto (nftables where nft exists)"
     )
     run_dir: Path | None = Field(
-        None, description="dnsmasq files and lease status (default STATE_DIR/network)"
+        None,
+        description="dnsmasq files and lease status (default /run/virtbus/network for root, "
+        "else STATE_DIR/network)",
     )
     check_interval: float = Field(
         5.0, gt=0, description="seconds between checks of the firewall rules"
     )
+
+
+def default_run_dir(state_dir: Path) -> Path:
+    """Where dnsmasq's files go: ``/run/virtbus/network`` for root (dnsmasq rereads
+    them as an unprivileged user, and the state folder may be private), else
+    ``STATE_DIR/network``."""
+    return Path("/run/virtbus/network") if os.geteuid() == 0 else state_dir / "network"
 
 
 def _no_network(what: str) -> VirtError:
@@ -101,7 +111,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         super().__init__(settings, nc)
         self._registry: Registry | None = None
         self._firewall: FirewallBackend = choose_backend(settings.firewall_backend)
-        self._run_dir = settings.run_dir or settings.state_dir / "network"
+        self._run_dir = settings.run_dir or default_run_dir(settings.state_dir)
         self._records: dict[str, NetworkRecord] = {}
         self._running: dict[str, RunningNetwork] = {}
         self._ports: dict[tuple[str, str], PortRecord] = {}
