@@ -73,7 +73,14 @@ class IptablesBackend:
 
     name = "iptables"
 
+    def __init__(self) -> None:
+        # libvirt creates its chains once per daemon; so do we, and again after
+        # a check found rules missing (a firewall reload removes the chains too)
+        self._chains_ready = False
+
     async def _ensure_chains(self) -> None:
+        if self._chains_ready:
+            return
         for program in (iptables.IPV4, iptables.IPV6):
             for table, chain, parent in iptables.PRIVATE_CHAINS:
                 try:
@@ -86,6 +93,7 @@ class IptablesBackend:
                 except VirtError:
                     hook[4] = "--insert"
                     await run(hook)
+        self._chains_ready = True
 
     async def apply(self, net: NetworkDef) -> None:
         rules = iptables.network_rules(net)
@@ -110,6 +118,7 @@ class IptablesBackend:
             try:
                 await run(rule.command("--check"))
             except VirtError:
+                self._chains_ready = False
                 return False
         return True
 

@@ -157,6 +157,16 @@ async def test_iptables_backend_puts_libvirts_rules_and_takes_them_away(tmp_path
         guest, iface = lab.guest(bridge)
         lab.dhcp(guest, iface)
         assert seen_from_outside(lab, outside, guest) == LAB_ADDR
+        # a firewall reload that dropped the nat rules: the check puts them back once
+        lab.run(lab.ns, "iptables", "-w", "-t", "nat", "-F", "LIBVIRT_PRT")
+        for _ in range(100):
+            rules = lab.run(lab.ns, "iptables", "-w", "-t", "nat", "-S", "LIBVIRT_PRT")
+            if "MASQUERADE" in rules:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.7)  # two more checks: nothing is added twice
+        rules = lab.run(lab.ns, "iptables", "-w", "-t", "nat", "-S", "LIBVIRT_PRT")
+        assert rules.count("-j MASQUERADE") == 3, rules
         await net.destroy("ipt")
         for table in ("filter", "nat", "mangle"):
             assert bridge not in lab.run(lab.ns, "iptables", "-w", "-t", table, "-S")
