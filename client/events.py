@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -39,16 +40,35 @@ def format_timestamp(event: CloudEvent) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}+0000"
 
 
+def _start(replay: bool, since: datetime | None, from_seq: int | None) -> ConsumerConfig:
+    """Where the consumer starts: a sequence, a time, the oldest event, or now."""
+    if from_seq is not None:
+        return ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_seq
+        )
+    if since is not None:
+        return ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since.astimezone(UTC)
+        )
+    return ConsumerConfig(deliver_policy=DeliverPolicy.ALL if replay else DeliverPolicy.NEW)
+
+
 @asynccontextmanager
 async def subscribe(
-    nc: NATS, subject: str = EVENT_WILDCARD, *, replay: bool = False
+    nc: NATS,
+    subject: str = EVENT_WILDCARD,
+    *,
+    replay: bool = False,
+    since: datetime | None = None,
+    from_seq: int | None = None,
 ) -> AsyncIterator[AsyncIterator[CloudEvent]]:
-    """Events from now on (or from the start of the stream with ``replay``).
+    """Events from now on; or stored ones first: from the start of the stream
+    (``replay``), from the first stored at or after ``since``, or from stream
+    sequence ``from_seq``.
 
     An ordered consumer: it survives reconnects and never delivers out of order.
     """
     js = nc.jetstream()
-    policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
     # A one-second heartbeat lets the ordered consumer notice a lost server
     # (and re-create itself from the last sequence seen) within seconds
     # instead of nats-py's default of five-second heartbeats.
@@ -57,7 +77,7 @@ async def subscribe(
         stream=STREAM,
         ordered_consumer=True,
         idle_heartbeat=1.0,
-        config=ConsumerConfig(deliver_policy=policy),
+        config=_start(replay, since, from_seq),
     )
 
     async def events() -> AsyncIterator[CloudEvent]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from client.cli.output import print_json
+from client.cli.output import error, print_json
 from client.cli.session import run
 from client.cli.table import Args, Command, flag, number, string
 
@@ -18,13 +19,27 @@ def event(args: Args) -> int:
 
     from client.events import format_event, format_timestamp, subscribe
 
+    try:
+        since = _since(args.since)
+    except ValueError:
+        error(f"invalid time '{args.since}' for --since (ISO 8601, e.g. 2026-12-05T10:00:00Z)")
+        return 1
+    if args.from_seq is not None and args.from_seq < 1:
+        error("--from-seq must be 1 or more")
+        return 1
+    if since is not None and args.from_seq is not None:
+        error("--since and --from-seq cannot be used together")
+        return 1
+
     async def body(c: Client) -> int:
         count = 0
         timed_out = False
 
         async def consume() -> None:
             nonlocal count
-            async with subscribe(c.nc, replay=args.replay) as events:
+            async with subscribe(
+                c.nc, replay=args.replay, since=since, from_seq=args.from_seq
+            ) as events:
                 async for ev in events:
                     if args.event and ev.data.event != args.event:
                         continue
@@ -52,6 +67,14 @@ def event(args: Args) -> int:
     return 0
 
 
+def _since(text: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 time (UTC when it names no zone)."""
+    if text is None:
+        return None
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 COMMAND = Command(
     "event",
     "wait for events and print them",
@@ -63,6 +86,8 @@ COMMAND = Command(
         number("timeout", "stop after this many seconds"),
         flag("timestamp", "print a timestamp on each event"),
         flag("replay", "start from the oldest stored event"),
+        string("since", "first print the stored events from this time on (ISO 8601)"),
+        number("from-seq", "first print the stored events from this stream sequence on"),
     ),
     description="Print the events of every service as they arrive (virsh's event, for all "
     "of virtbus's objects).",

@@ -1,0 +1,96 @@
+"""The example subscribers (examples/): each reads an event live, is stopped,
+and when started again replays from its durable consumer exactly what it missed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from shared.util.events import STREAM
+from shared.util.natsserver import free_port
+from tests.deploy.test_events_doc import npm_installed  # noqa: F401 (fixture)
+from tests.deploy.upstack import virtbus_up
+from tests.integration.cli import virtbus
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = {
+    "python": [sys.executable, str(ROOT / "examples/python-subscriber/subscriber.py"), "--idle"],
+    "javascript": ["node", str(ROOT / "examples/js-subscriber/subscriber.mjs"), "--idle-ms"],
+}
+IDLE = {"python": "3", "javascript": "3000"}
+
+
+async def _define(url: str, folder: Path, name: str) -> str:
+    """Define a secret of ceph usage ``name``; its UUID (the events' name)."""
+    xml = folder / f"{name}.xml"
+    xml.write_text(
+        f"<secret ephemeral='no' private='no'><usage type='ceph'><name>{name}</name>"
+        "</usage></secret>"
+    )
+    r = await virtbus(url, "secret-define", str(xml))
+    assert r.rc == 0, r.err
+    return r.out.split()[1]
+
+
+async def _start(kind: str, url: str, durable: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *COMMANDS[kind], IDLE[kind], "--durable", durable,
+        "--filter", "virtbus.event.secret.>",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"NATS_URL": url, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+async def _names(proc: asyncio.subprocess.Process) -> list[str | None]:
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert all(line["type"].startswith("org.virtbus.secret.") for line in lines)
+    return [line["name"] for line in lines if line["detail"] == "Defined"]
+
+
+async def _live_then_replay(js: JetStreamContext, url: str, folder: Path, kind: str) -> None:
+    durable = f"example-{kind}"
+    first = await _start(kind, url, durable)
+    async with asyncio.timeout(30):
+        while True:  # the consumer exists: events from now on are its
+            try:
+                await js.consumer_info(STREAM, durable)
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.2)
+    live = [await _define(url, folder, f"{kind}-live")]
+    assert await _names(first) == live
+
+    # Down: two more changes happen, and wait in its consumer.
+    missed = [await _define(url, folder, f"{kind}-missed-{i}") for i in (1, 2)]
+    assert (await js.consumer_info(STREAM, durable)).num_pending == 2
+
+    replayed = await _names(await _start(kind, url, durable))
+    assert replayed == missed
+    info = await js.consumer_info(STREAM, durable)
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    print(f"{kind} subscriber: read live {live}, replayed after being down {replayed}")
+
+
+async def test_live_then_replay_after_being_down(
+    tmp_path: Path,
+    npm_installed: Path,  # noqa: F811
+) -> None:
+    async with virtbus_up(free_port(), tmp_path / "state") as up:
+        nc = NATS()
+        await nc.connect(up.url)
+        try:
+            for kind in COMMANDS:
+                await _live_then_replay(nc.jetstream(), up.url, tmp_path, kind)
+        finally:
+            await nc.close()
