@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.which in ("network", "all"):
         from bench import network
 
-        if network.main(["--quick"] if args.quick else []) != 0:
+        if network.main(["--quick"] if args.quick or args.which == "all" else []) != 0:
             return 1
     if args.which in ("nwfilter", "all"):
         from bench import nwfilter
