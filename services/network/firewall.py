@@ -32,6 +32,9 @@ class FirewallBackend(Protocol):
     async def present(self, net: NetworkDef) -> bool:
         """Whether every rule of ``net`` is in place."""
 
+    async def replace(self, old: NetworkDef, new: NetworkDef) -> None:
+        """Change a running network's rules from ``old``'s to ``new``'s."""
+
 
 class NftablesBackend:
     """One ``inet`` table per network, replaced and removed whole."""
@@ -42,6 +45,10 @@ class NftablesBackend:
         script = nftables.add_script(net)
         if script:
             await run(["nft", "-f", "-"], script)
+
+    async def replace(self, old: NetworkDef, new: NetworkDef) -> None:
+        # one transaction replaces the table whole: no moment without rules
+        await self.apply(new)
 
     async def remove(self, net: NetworkDef) -> None:
         if net.forward.mode in nftables.FIREWALLED and net.bridge.name:
@@ -105,6 +112,10 @@ class IptablesBackend:
                 await run(rule.command("--check"))
             except VirtError:
                 await run(rule.command("--insert"))
+
+    async def replace(self, old: NetworkDef, new: NetworkDef) -> None:
+        await self.remove(old)
+        await self.apply(new)
 
     async def remove(self, net: NetworkDef) -> None:
         for rule in reversed(iptables.network_rules(net)):

@@ -543,7 +543,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         self, running: RunningNetwork, net: NetworkDef, section: UpdateSection
     ) -> None:
         """What libvirt does to a running network after an update of ``section``."""
-        running.net = net
+        old, running.net = running.net, net
         if section in (UpdateSection.IP_DHCP_HOST, UpdateSection.DNS_HOST):
             # only the hosts files changed: dnsmasq reads them again on SIGHUP
             running.dnsmasq.write_hosts(running.files())
@@ -553,8 +553,9 @@ class NetworkService(ServiceProcess[NetworkSettings]):
             # supervisor starts it again with the new files)
             running.dnsmasq.write_files(running.files())
             await running.dnsmasq.stop()
-        elif section in (UpdateSection.FORWARD_INTERFACE, UpdateSection.FORWARD):
-            await self._firewall.apply(net)
+        elif section in (UpdateSection.FORWARD_INTERFACE, UpdateSection.FORWARD) and running.owned:
+            # the rules name the forward device
+            await self._firewall.replace(old, net)
 
     async def dhcp_leases(self, req: api.LeasesRequest) -> api.LeasesReply:
         self._record(req.name)

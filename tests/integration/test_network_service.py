@@ -99,6 +99,11 @@ async def test_lifecycle_events_and_update_of_a_running_dnsmasq(lab: NetLab) -> 
     assert "dhcp-range=192.168.160.200,192.168.160.210,255.255.255.0" in conf
     assert "192.168.160.200" in await net.dumpxml("upd", inactive=True)
 
+    # a forward device named live: the firewall table now forwards only through it
+    await net.update("upd", 4, 7, "<interface dev='vbout0'/>", flags=1)
+    table = lab.run(lab.ns, "nft", "list", "table", "inet", "virtbus_" + bridge)
+    assert 'oifname "vbout0"' in table
+
     await net.destroy("upd")
     await net.undefine("upd")
     assert await _events(lab, "network", 4) == [
