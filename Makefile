@@ -42,6 +42,13 @@ FUZZ_SECONDS ?= 600
 fuzz: install
 	$(VENV)/bin/python -m tests.fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
+# The soak (docs/soak.md): the local stack under mixed load, kill -9 and a full disk
+# for SOAK_SECONDS (default ten minutes); `make test` runs a 40-second slice.
+.PHONY: soak
+SOAK_SECONDS ?= 600
+soak: install
+	$(VENV)/bin/python -m tests.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
 bench: install
 	$(VENV)/bin/python -m bench
 

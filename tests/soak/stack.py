@@ -1,0 +1,106 @@
+"""`virtbus up` for the soak: started with a domains folder, its processes found by
+pid so that any of them can be killed with SIGKILL, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+
+#: The processes a soak kills: each service and the agent by module, and nats-server.
+SERVICES = {
+    "secret": "services.secret",
+    "storage": "services.storage",
+    "network": "services.network",
+    "nwfilter": "services.nwfilter",
+    "agent-qemu": "agents.qemu",
+}
+TARGETS = (*SERVICES, "nats-server")
+
+
+@dataclass
+class SoakStack:
+    url: str
+    proc: asyncio.subprocess.Process
+    state: Path
+
+    def pid_of(self, target: str) -> int | None:
+        """The pid of ``target`` among `virtbus up`'s children, if it runs now."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            if ppid != self.proc.pid or not argv or stat.rpartition(")")[2].split()[0] == "Z":
+                continue
+            if target == "nats-server":
+                if argv[0].endswith(b"nats-server"):
+                    return int(entry.name)
+            elif SERVICES[target].encode() in argv:
+                return int(entry.name)
+        return None
+
+    def kill9(self, target: str) -> bool:
+        """SIGKILL ``target``; False when it was not running (being restarted)."""
+        pid = self.pid_of(target)
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            return True
+        return False
+
+
+async def wait_all_answer(nc: NATS, timeout: float = 120) -> None:
+    """Until every service and the agent answers ``$SRV.PING`` again."""
+    names = ["secret", "storage", "network", "nwfilter", "agent-qemu"]
+    async with asyncio.timeout(timeout):
+        for name in names:
+            while True:
+                try:
+                    await nc.request(f"$SRV.PING.{name}", b"", timeout=1)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.3)
+
+
+@asynccontextmanager
+async def soak_stack(port: int, state: Path, domains: Path) -> AsyncIterator[SoakStack]:
+    """Run `virtbus up` until the block ends, then stop it with SIGTERM."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client.cli.main", "up",
+        "--nats-port", str(port), "--state-dir", str(state), "--domains-dir", str(domains),
+        stdout=asyncio.subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    stack = SoakStack(f"nats://127.0.0.1:{port}", proc, state)
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(120):
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                if not line:
+                    raise RuntimeError("virtbus up ended before it was up")
+                if "virtbus is up" in line:
+                    break
+        yield stack
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
