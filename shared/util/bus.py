@@ -23,6 +23,20 @@ log = logging.getLogger(__name__)
 Callback = Callable[[], Awaitable[None]]
 
 
+async def settle(nc: NATS) -> None:
+    """Return once the server has applied every command this connection sent.
+
+    nats-py writes a flush's PING straight to the socket, while subscriptions
+    and publishes wait in its pending buffer for its flusher task, so the PONG
+    can come back before the server has seen them: a request sent from another
+    connection right after a service subscribed then finds no responders (seen
+    in about one start in ten here).  The first flush gives the flusher its
+    turn; the second PING follows everything written before it.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 async def connect(
     url: str,
     name: str,

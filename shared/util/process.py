@@ -329,7 +329,7 @@ class ServiceProcess(Generic[S]):
         for bound in bindings:
             await self._serve(self._micro, bound, host)
         # Requests sent right after start must find the subscriptions.
-        await self._nc.flush()
+        await bus.settle(self._nc)
         await self.http.start(self.settings.http_host, self.settings.http_port)
         stack.push_async_callback(self.http.stop)
 

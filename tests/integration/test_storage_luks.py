@@ -28,8 +28,7 @@ async def storage(nats_url: str, nc: NATS, tmp_path: Path) -> AsyncIterator[Stor
         nats_url=nats_url, state_dir=tmp_path / "secret", host=HOST, secret_key=None
     )
     storage_settings = StorageSettings(nats_url=nats_url, state_dir=tmp_path / "st", host=HOST)
-    async with SecretService(secret_settings) as secret, StorageService(storage_settings):
-        await secret.nc.flush()  # its endpoints subscribed before the first call
+    async with SecretService(secret_settings), StorageService(storage_settings):
         client = StorageClient(nc, HOST)
         await client.pool_create(
             f"<pool type='dir'><name>enc</name><target><path>{tmp_path / 'enc'}</path>"
