@@ -84,6 +84,8 @@ SOURCE_HEADER = "Virtbus-Source"
 #: an ephemeral secret's); they expire with the event retention.
 EVENT_ONLY_PREFIX = "_ev."
 _WRONG_LAST_SEQUENCE = 10071
+#: Rounds of find-or-create before a ledger stream that cannot be made is an error.
+_OPEN_TRIES = 10
 #: Server errors that mean "no room": disk, account or stream limits.
 _NO_SPACE_CODES = {10023, 10028, 10047, 10054, 10077}
 _TTL = f"{MAX_AGE_SECONDS}s"
@@ -204,18 +206,31 @@ class Ledger:
             allow_direct=True,
             duplicate_window=120,
         )
-        try:
-            info = await self._js.stream_info(self.stream)
-        except jserr.NotFoundError:
-            try:
-                info = await self._add_stream(config)
-            except jserr.BadRequestError:
-                info = await self._js.stream_info(self.stream)  # another replica made it
+        info = await self._find_or_add(config)
         # The stream's creation time tells a ledger from an older one of the
         # same name (deleted and made again), whose sequences start over.
         created = str(getattr(info, "created", None) or "")
         self._epoch = format(zlib.crc32(created.encode()), "08x")
         await self._load()
+
+    async def _find_or_add(self, config: StreamConfig) -> Any:
+        """The stream's info, creating it when absent.  Replicas starting together
+        race to create it; in a cluster the loser may then briefly find it neither
+        creatable nor visible while the meta leader assigns it, so both sides of
+        the race are tried again for a while."""
+        attempt = 0
+        while True:
+            try:
+                return await self._js.stream_info(self.stream)
+            except jserr.NotFoundError:
+                pass
+            try:
+                return await self._add_stream(config)
+            except jserr.BadRequestError:
+                attempt += 1
+                if attempt >= _OPEN_TRIES:
+                    raise
+            await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
 
     async def _add_stream(self, config: StreamConfig) -> Any:
         # nats-py's StreamConfig has no field for per-message TTLs (2.11+):
