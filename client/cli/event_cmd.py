@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-
 from client.cli.output import error, print_json
 from client.cli.session import run
 from client.cli.table import Args, Command, flag, number, string
 
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from client.connection import Client
 
 
@@ -62,13 +62,16 @@ def event(args: Args) -> int:
             print(f"events received: {count}")
         return 0
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         return run(args, body)
-    return 0
+    except KeyboardInterrupt:
+        return 0
 
 
 def _since(text: str | None) -> datetime | None:
     """``--since``: an ISO 8601 time (UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
     if text is None:
         return None
     when = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from client.cli.commands import find
-from client.cli.output import error, use_json
+from client.cli.output import end_failed, error, use_json
 from client.cli.table import Args, Command, UsageError, format_usage, new_args, parse, take_global
+
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def parse_line(words: Sequence[str]) -> tuple[Command | None, Args]:
@@ -52,6 +56,19 @@ def run_command(command: Command, args: Args) -> int:
         # nats-py imports aiohttp only for its websocket transport; skipping it
         # saves about a third of a one-shot command's start-up time.
         sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
+    from client.cli import session
+
+    if command.probe and session.shared is None:
+        # Fail fast, before a handler imports what talking to a service needs.
+        try:
+            session.check_reachable(session.server_url(args), session.connect_timeout(args))
+        except Exception as exc:
+            err = session.virt_error(exc)
+            if err is None:
+                raise
+            error("failed to connect to the hypervisor", str(err))
+            end_failed()
+            return 1
     try:
         return command.handler(args)
     except KeyboardInterrupt:
@@ -68,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         error(*err.lines)
         if err.blank:
-            print()
+            end_failed()
         return 1
     if args.command == "--help":
         sys.stdout.write(format_usage())

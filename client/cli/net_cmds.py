@@ -6,21 +6,23 @@ this machine.  A network is named by UUID or name, as virsh allows.
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from client.cli.output import print_json, table
 from client.cli.pool_cmds import CommandFailed, run_on_host, with_context
 from client.cli.secret_cmds import read_xml_file
 from client.cli.table import Args, Command, Group, data, flag, number, string
 
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from client.network import NetworkClient
     from shared.api.network import Lease, NetworkInfo
 
-Body = Callable[["NetworkClient"], Awaitable[int]]
+    Body = Callable[["NetworkClient"], Awaitable[int]]
+
 
 # virNetworkUpdateFlags
 _AFFECT_LIVE = 1
@@ -32,6 +34,8 @@ def _run(args: Args, body: Body) -> int:
 
     # the network service of this machine unless --host names another
     if not args.host:
+        import socket  # imported here: every command reads this module at start-up
+
         args.host = socket.gethostname()
     return run_on_host(args, NetworkClient, body)
 

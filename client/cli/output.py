@@ -7,8 +7,12 @@ stderr instead of ``error:`` lines: ``{"error": {"message": ..., "lines": [...]}
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 _json_errors = False
 
@@ -46,6 +50,13 @@ def error(*lines: str) -> None:
         return
     for text in lines:
         print(f"error: {text}", file=sys.stderr)
+
+
+def end_failed() -> None:
+    """The blank line virsh prints on stdout after a failed command (not with
+    ``--json``, whose stdout holds JSON only)."""
+    if not _json_errors:
+        print()
 
 
 def print_json(value: Any) -> None:

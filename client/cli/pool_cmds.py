@@ -8,20 +8,31 @@ A pool is named by UUID or name, tried in that order as virsh does.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from client.cli.output import error, print_json, table
+from client.cli.output import end_failed, error, print_json, table
 from client.cli.secret_cmds import read_xml_file
-from client.cli.session import run
+from client.cli.session import run, virt_error
 from client.cli.table import Args, Command, Group, data, flag, string
 
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+    from typing import Any, TypeVar
+
     from nats.aio.client import Client as NATS
 
+    from client.cli.quick import Calls
     from client.connection import Client
     from client.storage import StorageClient
     from shared.api.storage import BuildMode, PoolInfo
+
+    PoolView = Any
+    Body = Callable[["StorageClient"], Awaitable[int]]
+    C = TypeVar("C")
+    T = TypeVar("T")
+
+#: A pool as pool-list prints it: a ``PoolInfo`` model or the quick path's record.
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 _UUID_LENGTH = 36
@@ -45,16 +56,11 @@ def pretty_capacity(value: int) -> str:
     return f"{scaled:.2f} {_UNITS[unit]}"
 
 
-Body = Callable[["StorageClient"], Awaitable[int]]
-C = TypeVar("C")
-T = TypeVar("T")
-
-
 def fail(*lines: str) -> int:
     """Print ``error:`` lines, then the blank line virsh ends every command with
     (failed ones too); exit status 1."""
     error(*lines)
-    print()
+    end_failed()
     return 1
 
 
@@ -90,23 +96,23 @@ def run_storage(args: Args, body: Body) -> int:
 
 async def with_context(action: Awaitable[T], context: str) -> T:
     """Await ``action``; a ``VirtError`` becomes ``context`` then the error, as virsh prints."""
-    from shared.util.errors import VirtError
-
     try:
         return await action
-    except VirtError as err:
+    except Exception as exc:
+        err = virt_error(exc)
+        if err is None:
+            raise
         raise CommandFailed(context, str(err)) from err
 
 
-async def resolve_pool(storage: StorageClient, text: str) -> PoolInfo:
+async def resolve_pool(storage: StorageClient | Calls, text: str) -> PoolInfo:
     """virshCommandOptPoolBy: by UUID when it looks like one, then by name."""
-    from shared.util.errors import VirtError
-
     if len(text) == _UUID_LENGTH:
         try:
             return await storage.pool_lookup_by_uuid(text)
-        except VirtError:
-            pass
+        except Exception as exc:
+            if virt_error(exc) is None:
+                raise
     return await with_context(storage.pool_info(text), f"failed to get pool '{text}'")
 
 
@@ -143,14 +149,17 @@ def _build_mode(args: Args) -> BuildMode:
 # ---- define / create ----------------------------------------------------------------
 
 
-class _Adapter(NamedTuple):
-    name: str | None
-    wwnn: str | None
-    wwpn: str | None
-    parent: str | None
-    parent_wwnn: str | None
-    parent_wwpn: str | None
-    parent_fabric_wwn: str | None
+class _Adapter:
+    """pool-*-as's adapter options."""
+
+    def __init__(self, args: Args) -> None:
+        self.name: str | None = args.adapter_name
+        self.wwnn: str | None = args.adapter_wwnn
+        self.wwpn: str | None = args.adapter_wwpn
+        self.parent: str | None = args.adapter_parent
+        self.parent_wwnn: str | None = args.adapter_parent_wwnn
+        self.parent_wwpn: str | None = args.adapter_parent_wwpn
+        self.parent_fabric_wwn: str | None = args.adapter_parent_fabric_wwn
 
 
 def _adapter_attrs(a: _Adapter) -> list[tuple[str, object | None]] | None:
@@ -174,15 +183,7 @@ def build_pool_xml(args: Args) -> str:
 
     if args.secret_usage and args.secret_uuid:
         raise CommandFailed("Options --secret-usage and --secret-uuid are mutually exclusive")
-    adapter = _Adapter(
-        args.adapter_name,
-        args.adapter_wwnn,
-        args.adapter_wwpn,
-        args.adapter_parent,
-        args.adapter_parent_wwnn,
-        args.adapter_parent_wwpn,
-        args.adapter_parent_fabric_wwn,
-    )
+    adapter = _Adapter(args)
     adapter_attrs = _adapter_attrs(adapter)
     w = XmlWriter()
     w.open("pool", [("type", args.type)])
@@ -423,18 +424,21 @@ def _tristate(yes: bool, no: bool) -> bool | None:
 
 
 def list_(args: Args) -> int:
+    from client.cli.quick import print_raw, run_quick
+
     for a, b in (("all", "inactive"), ("details", "uuid"), ("details", "name")):
         if getattr(args, a) and getattr(args, b):
             return fail(f"Options --{a} and --{b} are mutually exclusive")
-    from shared.conf.storage_pool_types import PoolType
-
     types = [t for t in (args.type or "").split(",") if t]
-    for t in types:
-        if t not in {p.value for p in PoolType}:
-            return fail(f"Invalid pool type '{t}'")
+    if types:
+        from shared.conf.storage_pool_types import PoolType
+
+        for t in types:
+            if t not in {p.value for p in PoolType}:
+                return fail(f"Invalid pool type '{t}'")
     active: bool | None = None if args.all else not args.inactive
 
-    async def body(s: StorageClient) -> int:
+    async def body(s: Calls) -> int:
         pools = await s.pool_list(
             active=active,
             persistent=_tristate(args.persistent, args.transient),
@@ -442,18 +446,17 @@ def list_(args: Args) -> int:
             types=types,
         )
         if args.json:
-            print_json([p.model_dump(mode="json") for p in pools])
+            print_raw(pools)
             return 0
         sys.stdout.write(format_pool_list(pools, args.details, args.uuid, args.name))
         return 0
 
-    return run_storage(args, body)
+    return run_quick(args, body, storage=True)
 
 
-def format_pool_list(pools: list[PoolInfo], details: bool, uuid: bool, name: bool) -> str:
-    """pool-list's output, in its three shapes (plain, --details, --uuid/--name)."""
-    from shared.api.storage import PoolState
-
+def format_pool_list(pools: Sequence[PoolView], details: bool, uuid: bool, name: bool) -> str:
+    """pool-list's output, in its three shapes (plain, --details, --uuid/--name).
+    States are compared as text: records and models (a ``StrEnum``) both equal it."""
     if not details and (uuid or name):
         lines = []
         for p in pools:
@@ -466,18 +469,18 @@ def format_pool_list(pools: list[PoolInfo], details: bool, uuid: bool, name: boo
         return "".join(line + "\n" for line in lines) + "\n"
     if not details:
         rows = [
-            [p.name, "active" if p.state is PoolState.RUNNING else "inactive",
+            [p.name, "active" if p.state == "running" else "inactive",
              "yes" if p.autostart else "no"]
             for p in pools
         ]  # fmt: skip
         return table(["Name", "State", "Autostart"], rows)
     rows = []
     for p in pools:
-        running = p.state in (PoolState.RUNNING, PoolState.DEGRADED)
+        running = p.state in ("running", "degraded")
         sizes = [pretty_capacity(v) if running else "-" for v in (p.capacity, p.allocation,
                                                                    p.available)]  # fmt: skip
         rows.append(
-            [p.name, p.state.value, "yes" if p.autostart else "no",
+            [p.name, str(p.state), "yes" if p.autostart else "no",
              "yes" if p.persistent else "no", *sizes]
         )  # fmt: skip
     headers = ["Name", "State", "Autostart", "Persistent", "Capacity", "Allocation", "Available"]
@@ -644,6 +647,7 @@ GROUP = Group(
                 flag("name", "list name of active pools only"),
             ),
             description="Returns list of pools.",
+            probe=False,  # connects first thing itself
         ),
         Command(
             "pool-name",

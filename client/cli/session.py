@@ -6,16 +6,30 @@ shell's one connection and event loop; a one-shot command opens its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
-
-from client.cli.output import error
+from client.cli.output import end_failed, error
 from client.cli.table import Args
 
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
+    from client.cli.quick import Body as QuickBody
     from client.connection import Client
 
-Body = Callable[["Client"], Awaitable[int]]
+    Body = Callable[["Client"], Awaitable[int]]
+
+
+def virt_error(err: BaseException) -> Any:
+    """``err`` when it is a ``VirtError``, else None.  The quick path imports the
+    errors module (and ``enum``, ``typing``) only once something fails, so when
+    it is not loaded, no ``VirtError`` was raised."""
+    import sys
+
+    errors = sys.modules.get("shared.util.errors")
+    return err if errors is not None and isinstance(err, errors.VirtError) else None
+
 
 #: Seconds a one-shot command waits for the server before giving up.
 DEFAULT_CONNECT_TIMEOUT = 1.0
@@ -25,6 +39,11 @@ class Shared:
     """The interactive shell's connection: commands run on its loop, through its client."""
 
     def run(self, body: Body) -> int:
+        """Run ``body`` with the shell's client; its exit status."""
+        raise NotImplementedError
+
+    def run_calls(self, body: QuickBody, host: str | None) -> int:
+        """Run a quick command's ``body`` over the shell's connection."""
         raise NotImplementedError
 
 
@@ -44,6 +63,44 @@ def connect_timeout(args: Args) -> float:
         return DEFAULT_CONNECT_TIMEOUT
 
 
+def server_url(args: Args) -> str:
+    """``-c URL``, else ``$VIRTBUS_NATS_URL``, else ``$NATS_URL``, else the local default."""
+    import os
+
+    return (
+        args.connect
+        or os.environ.get("VIRTBUS_NATS_URL")
+        or os.environ.get("NATS_URL")
+        or "nats://127.0.0.1:4222"
+    )
+
+
+def no_connect(url: str, err: BaseException) -> Exception:
+    """The ``VirtError`` (``VIR_ERR_NO_CONNECT``) for a server that cannot be reached."""
+    from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return VirtError(
+        ErrorCode.NO_CONNECT,
+        f"cannot connect to NATS at {url}: {reason or type(err).__name__}",
+        ErrorDomain.RPC,
+        raw=True,
+    )
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Fail fast, once: raise ``no_connect`` unless a NATS server answers at ``url``
+    within ``timeout`` (a server the wire client cannot speak to counts as one)."""
+    from client.cli.wire import Refused, Unsupported, Wire
+
+    try:
+        Wire(url, timeout=timeout).close()
+    except Unsupported:
+        return
+    except (OSError, Refused) as err:
+        raise no_connect(url, err) from err
+
+
 def run(args: Args, body: Body, *, context: str | None = None) -> int:
     """Connect to ``args.connect``, run ``body``; exit status 1 with ``error:`` lines
     on failure (``context`` is virsh's first line, e.g. ``failed to get secret 'X'``)."""
@@ -52,8 +109,10 @@ def run(args: Args, body: Body, *, context: str | None = None) -> int:
     from client.connection import Client
     from shared.util.errors import VirtError
 
+    url = server_url(args)
+
     async def main() -> int:
-        client = await Client.connect(args.connect, deadline=connect_timeout(args))
+        client = await Client.connect(url, deadline=connect_timeout(args))
         try:
             return await body(client)
         finally:
@@ -69,5 +128,5 @@ def run(args: Args, body: Body, *, context: str | None = None) -> int:
         else:
             error(str(err))
         # virsh ends a failed command with a blank line on stdout.
-        print()
+        end_failed()
         return 1

@@ -17,14 +17,19 @@ standard library's cheapest modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from types import SimpleNamespace
+
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    Handler = Callable[["Args"], int]
 
 #: What a handler receives: one attribute per option (``-`` read as ``_``,
 #: ``async`` as ``async_``), ``None``/``False`` when not given, plus the
 #: global options (``connect``, ``host``, ``json``, ``command``).
 Args = SimpleNamespace
-Handler = Callable[[Args], int]
 
 BOOL = "bool"
 STRING = "string"
@@ -104,9 +109,13 @@ def number(name: str, help: str, *, real: bool = False, text: bool = False) -> O
 
 
 class Command:
-    """One command: virsh's vshCmdDef plus the handler that runs it."""
+    """One command: virsh's vshCmdDef plus the handler that runs it.
 
-    __slots__ = ("connects", "description", "handler", "name", "opts", "summary")
+    ``probe``: before the handler runs, check that the NATS server answers, so
+    that an unreachable one fails at once (commands that do not talk to the bus,
+    or that connect first thing themselves, say False)."""
+
+    __slots__ = ("description", "handler", "name", "opts", "probe", "summary")
 
     def __init__(
         self,
@@ -116,14 +125,14 @@ class Command:
         opts: Sequence[Opt] = (),
         *,
         description: str = "",
-        connects: bool = True,
+        probe: bool = True,
     ) -> None:
         self.name = name
         self.summary = summary
         self.description = description
         self.opts = tuple(opts)
         self.handler = handler
-        self.connects = connects
+        self.probe = probe
 
     def option(self, name: str) -> Opt | None:
         for opt in self.opts:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from client.cli import event_cmd, status_cmd
-from client.cli.output import error
+from client.cli.output import end_failed, error
 from client.cli.table import (
     Args,
     Command,
@@ -35,7 +35,7 @@ def help_(args: Args) -> int:
     command = find(args.command_name)
     if command is None:
         error(f"command or command group '{args.command_name}' doesn't exist")
-        print()
+        end_failed()
         return 1
     sys.stdout.write(format_help(command))
     return 0
@@ -76,7 +76,7 @@ GROUP = Group(
             ),
             description="Prints global help, command specific help, or help for a\n"
             "    group of related commands",
-            connects=False,
+            probe=False,
         ),
         Command(
             "up",
@@ -95,7 +95,7 @@ GROUP = Group(
             ),
             description="Start nats-server (unless --nats-url names one), every service and "
             "a local QEMU agent,\n    and supervise them until interrupted.",
-            connects=False,
+            probe=False,
         ),
         status_cmd.COMMAND,
         event_cmd.COMMAND,
@@ -106,7 +106,7 @@ GROUP = Group(
             (flag("bash", "for bash (the default and only shell)"),),
             description="Print a bash completion script; source it, or save it as\n"
             "    /etc/bash_completion.d/virtbus.",
-            connects=False,
+            probe=False,
         ),
     ),
 )

@@ -7,8 +7,6 @@ first; then by key, then by path, across the host's active pools.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from client.cli.output import print_json, table
 from client.cli.pool_cmds import (
@@ -23,13 +21,19 @@ from client.cli.pool_cmds import (
     with_context,
 )
 from client.cli.secret_cmds import read_xml_file
+from client.cli.session import virt_error
 from client.cli.table import Args, Command, Group, Opt, data, flag, number, string
 
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from client.cli.quick import Calls
     from client.storage import StorageClient
     from shared.api.storage import VolRef, VolumeInfo
 
-Lookup = Callable[[], Awaitable["VolumeInfo"]]
+    Lookup = Callable[[], Awaitable["VolumeInfo"]]
 
 
 def parse_size(text: str) -> int:
@@ -49,7 +53,7 @@ def parse_size(text: str) -> int:
 
 
 async def resolve_volume(
-    s: StorageClient,
+    s: StorageClient | Calls,
     text: str,
     pool_text: str | None,
     *,
@@ -58,16 +62,13 @@ async def resolve_volume(
 ) -> VolumeInfo:
     """virshCommandOptVolBy: name in ``--pool`` (named ``pool_option`` in the
     hint a failure prints), then key, then path."""
-    from shared.api.storage import PoolState
-    from shared.util.errors import VirtError
-
     pool_name: str | None = None
     if pool_text:
         pool = await resolve_pool(s, pool_text)
-        if pool.state is not PoolState.RUNNING:
+        if pool.state != "running":
             raise CommandFailed(f"pool '{pool_text}' is not active")
         pool_name = pool.name
-    last: VirtError | None = None
+    last: BaseException | None = None
     lookups: list[Lookup] = []
     if pool_name is not None and by_name:
         lookups.append(lambda: s.vol_lookup_by_name(str(pool_name), text))
@@ -75,8 +76,10 @@ async def resolve_volume(
     for lookup in lookups:
         try:
             vol = await lookup()
-        except VirtError as err:
-            last = err
+        except Exception as exc:
+            last = virt_error(exc)
+            if last is None:
+                raise
             continue
         if pool_name is not None and vol.pool != pool_name:
             raise CommandFailed(f"Requested volume '{text}' is not in pool '{pool_name}'")
@@ -314,11 +317,13 @@ def resize(args: Args) -> int:
 
 
 def info(args: Args) -> int:
-    async def body(s: StorageClient) -> int:
-        vol = await resolve_volume(s, args.vol, _pool_opt(args))
-        fresh = await s.vol_info(_ref(vol))
+    from client.cli.quick import print_raw, run_quick
+
+    async def body(s: Calls) -> int:
+        vol = await resolve_volume(s, args.vol, args.pool)
+        fresh = await s.vol_info(vol.pool, vol.name)
         if args.json:
-            print_json(fresh.model_dump())
+            print_raw(fresh)
             return 0
         second = (
             ("Physical:", fresh.physical) if args.physical else ("Allocation:", fresh.allocation)
@@ -329,24 +334,24 @@ def info(args: Args) -> int:
             lines.append(f"{label:<15} {shown}")
         if args.users:
             # virtbus only, on request, so that the default output stays virsh's
-            users = ", ".join(sorted({u.label() for u in fresh.users})) or "-"
+            users = ", ".join(sorted({f"{u['domain']}/{u['disk']}" for u in fresh.users})) or "-"
             lines.append(f"{'Users:':<15} {users}")
         print("\n".join(lines) + "\n")
         return 0
 
-    return run_storage(args, body)
+    return run_quick(args, body, storage=True)
 
 
 def list_(args: Args) -> int:
-    pool_text = args.pool
+    from client.cli.quick import print_raw, run_quick
 
-    async def body(s: StorageClient) -> int:
-        pool = await resolve_pool(s, pool_text)
+    async def body(s: Calls) -> int:
+        pool = await resolve_pool(s, args.pool)
         vols = await with_context(
             s.vol_list(pool.name, details=args.details), "Failed to list volumes"
         )
         if args.json:
-            print_json([v.model_dump() for v in vols])
+            print_raw(vols)
             return 0
         if not args.details:
             sys.stdout.write(table(["Name", "Path"], [[v.name, v.path] for v in vols]))
@@ -358,7 +363,7 @@ def list_(args: Args) -> int:
         sys.stdout.write(table(["Name", "Path", "Type", "Capacity", "Allocation"], rows))
         return 0
 
-    return run_storage(args, body)
+    return run_quick(args, body, storage=True)
 
 
 def dumpxml(args: Args) -> int:
@@ -592,6 +597,7 @@ GROUP = Group(
                 flag("users", "also list the domain disks using it (virtbus)"),
             ),
             description="Returns basic information about the storage vol.",
+            probe=False,  # connects first thing itself
         ),
         Command(
             "vol-key",
@@ -608,6 +614,7 @@ GROUP = Group(
                 flag("details", "display extended details for volumes"),
             ),
             description="Returns list of vols by pool.",
+            probe=False,  # connects first thing itself
         ),
         Command(
             "vol-name",

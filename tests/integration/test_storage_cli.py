@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.storage.service import StorageService, StorageSettings
-from tests.integration.cli import virtbus
+from tests.integration.cli import forget_hosts, virtbus
 
 pytestmark = pytest.mark.integration
 HOST = "cli-host"
@@ -93,6 +93,10 @@ async def test_host_defaults_to_the_only_storage_host(
         # Two storage hosts on the bus: the default is this machine, which has none.
         settings = StorageSettings(nats_url=nats_url, state_dir=tmp_path / "s2", host="other")
         async with StorageService(settings):
+            # the host found before is remembered while it answers
+            r = await virtbus(nats_url, "pool-list")
+            assert r.rc == 0, r.err
+            forget_hosts()
             r = await virtbus(nats_url, "pool-list")
             assert r.rc == 1 and "no storage service is running" in r.err
             r = await virtbus(nats_url, "--host", HOST, "pool-list", "--name")
