@@ -6,10 +6,7 @@ machine.  A filter is named by UUID or name, as virsh allows.
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from client.cli.output import print_json, table
 from client.cli.pool_cmds import CommandFailed, run_on_host
@@ -17,7 +14,11 @@ from client.cli.secret_cmds import read_xml_file
 from client.cli.session import run
 from client.cli.table import Args, Command, Group, data, flag
 
+# typing is not imported at run time (docs/cli.md, "Start-up time").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from nats.aio.client import Client as NATS
 
     from client.connection import Client
@@ -43,6 +44,8 @@ def _on_host(nc: NATS, host: str) -> _OnHost:
 
 def _run_bindings(args: Args, body: Callable[[_OnHost], Awaitable[int]]) -> int:
     if not args.host:
+        import socket  # imported here: every command reads this module at start-up
+
         args.host = socket.gethostname()
     return run_on_host(args, _on_host, body)
 
