@@ -48,11 +48,13 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import nats.js.errors as jserr
@@ -92,6 +94,40 @@ _TTL = f"{MAX_AGE_SECONDS}s"
 #: How long one write may try before the request answers with an error: well
 #: inside a client's 30 s timeout.
 WRITE_DEADLINE = 10.0
+
+
+#: Free space a write leaves untouched on the state filesystem: JetStream
+#: itself must never meet a full disk (a block write that fails with ENOSPC
+#: leaves its stream refusing writes until the server restarts), so requests
+#: are refused with a clear error while the filesystem is this close to full.
+RESERVE_FRACTION = 0.05
+RESERVE_MAX = 64 * 1024 * 1024
+RESERVE_MIN = 1024 * 1024
+
+
+def free_space_guard(path: Path) -> Callable[[], str | None]:
+    """A check that names the shortage when the filesystem holding ``path`` has
+    less free space than the reserve, else returns None."""
+
+    # The folder may not exist yet: its nearest existing parent is on the
+    # filesystem it will be on.
+    where = path
+    while not where.exists() and where.parent != where:
+        where = where.parent
+
+    def check() -> str | None:
+        try:
+            st = os.statvfs(where)
+        except OSError:
+            return None  # nothing to judge by
+        total = st.f_blocks * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        reserve = min(RESERVE_MAX, max(RESERVE_MIN, int(total * RESERVE_FRACTION)))
+        if free >= reserve:
+            return None
+        return f"{free // 1024} KiB free on the state filesystem, {reserve // 1024} KiB kept"
+
+    return check
 
 
 class Conflict(Exception):
@@ -168,9 +204,17 @@ class Ledger:
     """One service's ledger: writes, in-memory reads, the watch and the forwarder."""
 
     def __init__(
-        self, nc: NATS, js: JetStreamContext, service: str, host: str | None = None
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        service: str,
+        host: str | None = None,
+        *,
+        space: Callable[[], str | None] | None = None,
     ) -> None:
         self._nc = nc
+        #: Says why there is no room for a write (``free_space_guard``), or None.
+        self._space = space
         self._js = js
         self.service = service
         self.host = host
@@ -380,6 +424,10 @@ class Ledger:
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str], what: str) -> int:
         """One message, retried under its message id until a definite answer."""
+        if self._space is not None:
+            shortage = self._space()
+            if shortage is not None:
+                raise no_space(what, shortage)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITE_DEADLINE
         wait = 0.05

@@ -61,7 +61,7 @@ from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import EventPublisher, ensure_stream
 from shared.util.health import HealthServer
 from shared.util.jsmetrics import JetStreamCollector
-from shared.util.ledger import Ledger
+from shared.util.ledger import Ledger, free_space_guard
 from shared.util.logs import setup_logging
 from shared.util.metrics import ProcessMetrics
 from shared.util.settings import ProcessSettings, load_settings
@@ -233,7 +233,9 @@ class ServiceProcess(Generic[S]):
         events, one write per change) and follow it (watch and event forwarder)
         until ``stop``; for ``setup``."""
         host = self.settings.host if self.host_scoped else None
-        ledger = Ledger(self.nc, self.js, self.name, host)
+        # The embedded nats-server keeps JetStream under the same state folder.
+        space = free_space_guard(self.settings.state_dir)
+        ledger = Ledger(self.nc, self.js, self.name, host, space=space)
         await ledger.open(self.settings.stream_replicas)
         self.spawn(ledger.follow(), "ledger")
         return ledger

@@ -140,3 +140,58 @@ async def test_an_event_only_change_gets_an_id_of_its_own(nc: NATS, start_ledger
     ids = {body["id"] for _, body in await stored_events(nc)}
     assert ids == {ledger.event_id(first, 0, 1), ledger.event_id(second, 0, 1)}
     assert ledger.items() == []
+
+
+class _DiesAfterStoring(Ledger):
+    """A forwarder that dies right after storing its first event, before it
+    records how far it got (the process killed between those two steps)."""
+
+    async def _store_event(self, *args: object, **kwargs: object) -> int:
+        await super()._store_event(*args, **kwargs)  # type: ignore[arg-type]
+        raise _Killed
+
+
+class _Killed(BaseException):
+    pass
+
+
+async def test_a_forwarder_killed_after_storing_does_not_store_again(
+    nc: NATS, start_ledger: Start
+) -> None:
+    writer = Ledger(nc, nc.jetstream(), "test", None)
+    await writer.open()
+    last = 0
+    for i in range(3):
+        last = await writer.write(f"obj.k{i}", b"v", [Event("thing", f"k{i}", "x")])
+    dying = _DiesAfterStoring(nc, nc.jetstream(), "test", None)
+    await dying.open()
+    with pytest.raises(_Killed):
+        await dying.follow()
+    assert len(await stored_events(nc)) == 1
+    restarted = await start_ledger()
+    await restarted.wait_forwarded(last)
+    ids = [str(body["id"]) for _, body in await stored_events(nc)]
+    assert sorted(ids) == sorted({writer.event_id(s, 0, 1) for s in range(1, last + 1)})
+
+
+async def test_events_refused_by_the_stream_are_stored_once_room_returns(
+    nc: NATS, start_ledger: Start
+) -> None:
+    js = nc.jetstream()
+    info = await js.stream_info(STREAM)
+    config = info.config
+    config.max_msgs = 1
+    config.discard = "new"  # type: ignore[assignment]
+    await js.update_stream(config)
+    ledger = await start_ledger()
+    first = await ledger.write("obj.a", b"1", [Event("thing", "a", "x")])
+    await ledger.wait_forwarded(first)
+    # The event stream is full: the change is made, its event waits.
+    second = await ledger.write("obj.b", b"2", [Event("thing", "b", "x")])
+    assert ledger.get("obj.b") is not None
+    await asyncio.sleep(0.5)
+    assert ledger.forwarded < second
+    config.max_msgs = -1
+    await js.update_stream(config)
+    await ledger.wait_forwarded(second, timeout=30)
+    assert len(await stored_events(nc)) == 2
