@@ -268,7 +268,16 @@ async def test_ephemeral_changes_keep_unique_event_ids_across_restarts(
     client = Client(nc)
     for _ in range(2):
         async with SecretService(settings) as svc:
-            uuid = await client.secret.define(_secret("/eph", ephemeral=True))
+            # The client's connection may still route to the stopped instance's
+            # subscription for a moment (no responders): ask again.
+            for _attempt in range(50):
+                try:
+                    uuid = await client.secret.define(_secret("/eph", ephemeral=True))
+                    break
+                except VirtError as err:
+                    if err.code is not ErrorCode.NO_SERVER:
+                        raise
+                    await asyncio.sleep(0.1)
             await client.secret.set_value(uuid, b"v")
             ledger = svc.registry.ledger
             await ledger.wait_forwarded(ledger.last_written)
