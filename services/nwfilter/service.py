@@ -93,6 +93,9 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         self._records: dict[str, b.BindingRecord] = {}
         self._trees: dict[str, set[str]] = {}
         self._snapshots: dict[str, str] = {}
+        #: Ports applied since their installed rules were last recorded (one
+        #: listing covers a whole batch of re-instantiations).
+        self._unrecorded: set[str] = set()
         self._learners: dict[str, asyncio.subprocess.Process | None] = {}
         self._pending: set[str] = set()
         m = self.metrics
@@ -293,6 +296,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
             self._records[d.portdev] = record
             self._trees[d.portdev] = set(plan.filters)
             self._start_learning(d, plan.learning)
+            await self._record_installed()
         return record.info()
 
     async def _apply(self, port: str, plan: b.Plan) -> int:
@@ -306,8 +310,16 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         finally:
             self._apply_time.observe(time.perf_counter() - started)
         self._rule_count.labels(port=port).set(count)
-        self._snapshots.update(await self.backend.snapshots([port]))
+        self._unrecorded.add(port)
         return count
+
+    async def _record_installed(self) -> None:
+        """Remember what the kernel holds for the ports applied since last time
+        (the reference reconciliation compares with)."""
+        if self._unrecorded:
+            ports = sorted(self._unrecorded & set(self._records))
+            self._unrecorded.clear()
+            self._snapshots.update(await self.backend.snapshots(ports))
 
     async def binding_delete(self, req: api.PortRequest) -> Empty:
         async with self._lock:
@@ -362,6 +374,8 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         async with self._lock:
             self._pending.discard(port)
             await self._refresh(port, repair=repair)
+            if not self._pending:
+                await self._record_installed()
 
     async def _refresh(self, port: str, *, repair: bool = False) -> None:
         record = self._records.get(port)
@@ -424,6 +438,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
                             "binding rules changed outside: restoring", extra={"port": port}
                         )
                     await self._refresh(port, repair=not initial)
+            await self._record_installed()
             for port, dropped in (await self.backend.drops(ports)).items():
                 self._drops.labels(port=port).set(dropped)
 
@@ -470,6 +485,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
                 return
             self._records[port] = record.model_copy(update={"ip": ip})
             await self._refresh(port)
+            await self._record_installed()
 
     async def _on_lease(self, msg: Msg) -> None:
         """A DHCP lease of the network service: the IP of a binding learning by dhcp."""
