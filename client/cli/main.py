@@ -1,7 +1,8 @@
 """``virtbus``: read the command line as virsh does and run one command, or the shell.
 
 ``virtbus [GLOBAL-OPTIONS] COMMAND [ARG]...`` runs one command from the
-table in ``client.cli.commands``.  Global options (``-c URL``, ``--host NAME``,
+table in ``client.cli.commands``; without a command, the interactive shell
+(``client.cli.shell``).  Global options (``-c URL``, ``--host NAME``,
 ``--json``, ``--connect-timeout S``) go before or after the command.  Exit
 status: 0 on success, 1 on any error, usage errors included, printed as
 ``error: ...`` on stderr as virsh does (one JSON object with ``--json``).
@@ -91,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(format_usage())
         return 0
     if command is None:
-        sys.stdout.write(format_usage())
-        return 0
+        from client.cli.shell import interactive
+
+        return interactive(args)
     return run_command(command, args)
 
 

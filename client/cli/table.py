@@ -340,6 +340,7 @@ def format_usage() -> str:
         "",
         "  commands (non interactive mode):",
         "    'virtbus help' lists them; 'virtbus help COMMAND' tells about one.",
+        "  Without a command, virtbus reads commands from an interactive shell.",
         "",
     ]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from client.cli import event_cmd, status_cmd
+from client.cli import event_cmd, shell, status_cmd
 from client.cli.output import end_failed, error
 from client.cli.table import (
     Args,
@@ -99,6 +99,17 @@ GROUP = Group(
         ),
         status_cmd.COMMAND,
         event_cmd.COMMAND,
+        Command(
+            "connect",
+            "(re)connect to the NATS server",
+            shell.connect,
+            (string("name", "NATS URL (default: the one virtbus started with)"),),
+            description="Connect to a NATS server: in the shell, every later command uses "
+            "this connection.",
+            probe=False,
+        ),
+        Command("exit", "quit this interactive terminal", shell.quit_, probe=False),
+        Command("quit", "quit this interactive terminal", shell.quit_, probe=False),
         Command(
             "completion",
             "print the bash completion script",

@@ -141,3 +141,13 @@ def test_bash_completion_script(tmp_path: Path) -> None:
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["vol-info", "--pool --physical", "zero"]
+
+
+def test_shell_splits_lines_as_a_shell_does() -> None:
+    from client.cli.shell import split_line
+
+    assert split_line("vol-info 'a b.img' p; vol-list p # all") == [
+        ["vol-info", "a b.img", "p"],
+        ["vol-list", "p"],
+    ]
+    assert split_line("  ") == []
