@@ -14,16 +14,16 @@ detail ``Failed``).  On start and every ``reconcile_interval`` seconds the
 installed rules are compared with what was applied: a binding whose rules
 are missing or changed (a flush by someone else) is applied again, and rules
 of ports without a binding are removed.  One lock serialises all firewall
-work of the host.
+work of the host.  (The module is long because the endpoints,
+re-instantiation and reconciliation all change the same bindings under that
+one lock; the pure parts live in ``bindings``, ``registry`` and ``watchers``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -36,6 +36,7 @@ from services.nwfilter import bindings as b
 from services.nwfilter.backends import Backend, make_backend
 from services.nwfilter.learning import Learning, learning_mode
 from services.nwfilter.registry import FilterRegistry
+from services.nwfilter.watchers import PacketLearners, lease_address
 from shared.api import nwfilter as api
 from shared.conf.nwfilter import NWFilterDef, format_nwfilter, parse_nwfilter
 from shared.conf.nwfilter_binding import (
@@ -96,7 +97,9 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         #: Ports applied since their installed rules were last recorded (one
         #: listing covers a whole batch of re-instantiations).
         self._unrecorded: set[str] = set()
-        self._learners: dict[str, asyncio.subprocess.Process | None] = {}
+        self._packets = PacketLearners(
+            lambda argv: self.backend.runner.argv(argv), self._run_guarded, self._learned
+        )
         self._pending: set[str] = set()
         m = self.metrics
         self._filter_count = m.gauge("filters", "Filters defined (cluster-wide)")
@@ -324,7 +327,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
     async def binding_delete(self, req: api.PortRequest) -> Empty:
         async with self._lock:
             record = self._record(req.portdev)
-            self._stop_learning(req.portdev)
+            self._packets.stop(req.portdev)
             await self.backend.remove(req.portdev)
             d = record.definition
             await self.ledger.write(
@@ -446,37 +449,9 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
 
     def _start_learning(self, d: NWFilterBindingDef, mode: Learning | None) -> None:
         if mode is None:
-            self._stop_learning(d.portdev)
-        elif mode is Learning.ANY and d.portdev not in self._learners:
-            self._learners[d.portdev] = None
-            self._run_guarded(self._learn(d), f"learn-{d.portdev}")
-
-    def _stop_learning(self, port: str) -> None:
-        proc = self._learners.pop(port, None)
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-
-    async def _learn(self, d: NWFilterBindingDef) -> None:
-        """Wait for the guest's first packets to tell its IPv4 address."""
-        argv = self.backend.runner.argv(
-            [sys.executable, "-m", "services.nwfilter.learn", d.portdev, d.mac]
-        )
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
-        if d.portdev not in self._learners:  # deleted meanwhile
-            proc.kill()
-        self._learners[d.portdev] = proc
-        try:
-            assert proc.stdout is not None
-            await proc.stdout.readline()  # ready
-            line = (await proc.stdout.readline()).decode().strip()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
-        if self._learners.get(d.portdev) is proc:
-            del self._learners[d.portdev]
-            if line:
-                await self._learned(d.portdev, line)
+            self._packets.stop(d.portdev)
+        elif mode is Learning.ANY:
+            self._packets.start(d.portdev, d.mac)
 
     async def _learned(self, port: str, ip: str) -> None:
         async with self._lock:
@@ -489,16 +464,12 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
 
     async def _on_lease(self, msg: Msg) -> None:
         """A DHCP lease of the network service: the IP of a binding learning by dhcp."""
-        try:
-            data = json.loads(msg.data).get("data") or {}
-        except ValueError:
+        found = lease_address(msg.data)
+        if found is None:
             return
-        lease = data.get("extra") or data
-        if data.get("detail") not in ("Added", "Renewed") or lease.get("type", "ipv4") != "ipv4":
-            return
-        mac, ip = lease.get("mac"), lease.get("ipaddr")
+        mac, ip = found
         for port, record in list(self._records.items()):
             d = record.definition
             dhcp = learning_mode(d.parameters) is Learning.DHCP
-            if record.status == b.LEARNING and d.mac == mac and ip and dhcp:
+            if record.status == b.LEARNING and d.mac == mac and dhcp:
                 self._run_guarded(self._learned(port, ip), f"lease-{port}")

@@ -187,3 +187,19 @@ def test_learning_reads_the_guests_address_from_arp_and_ipv4() -> None:
     ipv4 = b"\xff" * 6 + mac + b"\x08\x00" + bytes(12) + bytes([10, 0, 0, 8]) + bytes(4)
     assert learned(ipv4, mac) == "10.0.0.8"
     assert learned(ipv4, bytes(6)) is None
+
+
+def test_lease_events_give_the_address_only_when_handed_out() -> None:
+    import json
+
+    from services.nwfilter.watchers import lease_address
+
+    def event(detail: str, **lease: str) -> bytes:
+        return json.dumps({"data": {"object": "lease", "detail": detail, "extra": lease}}).encode()
+
+    mac, ip = "52:54:00:00:00:01", "10.0.0.9"
+    assert lease_address(event("Added", mac=mac, ipaddr=ip, type="ipv4")) == (mac, ip)
+    assert lease_address(event("Renewed", mac=mac, ipaddr=ip)) == (mac, ip)
+    assert lease_address(event("Released", mac=mac, ipaddr=ip)) is None
+    assert lease_address(event("Added", mac=mac, ipaddr="fd00::9", type="ipv6")) is None
+    assert lease_address(b"not json") is None
