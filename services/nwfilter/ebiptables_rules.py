@@ -111,13 +111,13 @@ def target_of(action: RuleAction) -> str:
 # --- ebtables ---------------------------------------------------------------
 
 
-class _Args:
-    """An argument list being built, with the rule's attributes and values."""
+class RuleValues:
+    """A rule instance's attributes and their values for one variable combination."""
 
     def __init__(self, rule: NWFilterRule, combo: Combo) -> None:
         self.rule = rule
         self.combo = combo
-        self.args: list[str] = []
+        self.parts: list[str] = []
 
     def has(self, name: str) -> bool:
         return name in self.rule.attrs
@@ -132,8 +132,16 @@ class _Args:
         attr = self.rule.attrs.get(name)
         return attr is not None and attr.negated
 
-    def add(self, *args: str) -> None:
-        self.args.extend(args)
+    def add(self, *parts: str) -> None:
+        self.parts.extend(parts)
+
+
+class _Args(RuleValues):
+    """A command's arguments being built (``parts``)."""
+
+    @property
+    def args(self) -> list[str]:
+        return self.parts
 
     def bang(self, name: str) -> None:
         if self.neg(name):

@@ -15,15 +15,13 @@ from collections.abc import Sequence
 from services.nwfilter.ebiptables_rules import (
     IPT_PROTOCOL,
     STATE_BITS,
+    RuleValues,
     state_flags,
     tcp_flags_text,
 )
-from services.nwfilter.ebiptables_rules import (
-    text as value_text,
-)
 from services.nwfilter.resolve import RuleInst
 from services.nwfilter.variables import combinations
-from shared.conf.nwfilter_attrs import RuleAttr, TcpFlags
+from shared.conf.nwfilter_attrs import TcpFlags
 from shared.conf.nwfilter_params import VarAccess
 from shared.conf.nwfilter_protocols import STATE_FLAGS
 from shared.conf.nwfilter_rule import NWFilterRule, RuleAction, RuleDirection
@@ -47,26 +45,11 @@ def _unsupported(what: str) -> VirtError:
 # --- matches ------------------------------------------------------------------
 
 
-class _Match:
-    """The nft expression of one rule instance, built from its attributes."""
-
-    def __init__(self, rule: NWFilterRule, combo: dict[VarAccess, str]) -> None:
-        self.rule = rule
-        self.combo = combo
-        self.parts: list[str] = []
-
-    def has(self, name: str) -> bool:
-        return name in self.rule.attrs
-
-    def val(self, name: str) -> str:
-        return value_text(self.rule.attrs[name], self.combo)
+class _Match(RuleValues):
+    """The nft expression of one rule instance being built (``parts``)."""
 
     def op(self, name: str) -> str:
-        attr: RuleAttr | None = self.rule.attrs.get(name)
-        return "!= " if attr is not None and attr.negated else ""
-
-    def add(self, *parts: str) -> None:
-        self.parts.extend(parts)
+        return "!= " if self.neg(name) else ""
 
     def field(self, name: str, expr: str, value: str) -> None:
         self.add(f"{expr} {self.op(name)}{value}")
