@@ -118,6 +118,14 @@ async def test_filters_bindings_and_rules_follow_libvirt(
 
     await until(redone, "the binding instantiated again")
     assert not await topo.ping(seconds=1.0), "the redefined filter does not block ping"
+    # A definition the binding could not be instantiated with is refused; the
+    # binding keeps its rules.
+    with pytest.raises(VirtError, match="referenced filter 'nope' is missing"):
+        await client.define(
+            f"<filter name='mine'><uuid>{mine.uuid}</uuid><filterref filter='nope'/></filter>"
+        )
+    assert (await client.binding_lookup(HOST, "vnet0")).status == "applied"
+    assert not await topo.ping(seconds=0.5)
 
     # Rules flushed by someone else are restored by reconciliation.
     _flush(topo.host, service.backend.name)
