@@ -17,8 +17,9 @@ system:
 
 install: system $(STAMP)
 
+# make run [PORT=4222] [STATE_DIR=DIR] [DOMAINS_DIR=DIR] [ARGS="more virtbus up options"]
 run: install
-	$(VENV)/bin/virtbus up
+	$(VENV)/bin/virtbus up $(if $(PORT),--nats-port $(PORT)) $(if $(STATE_DIR),--state-dir $(STATE_DIR)) $(if $(DOMAINS_DIR),--domains-dir $(DOMAINS_DIR)) $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -61,14 +61,8 @@ def run_command(command: Command, args: Args) -> int:
 
     if command.probe and session.shared is None:
         # Fail fast, before a handler imports what talking to a service needs.
-        try:
-            session.check_reachable(session.server_url(args), session.connect_timeout(args))
-        except Exception as exc:
-            err = session.virt_error(exc)
-            if err is None:
-                raise
-            error("failed to connect to the hypervisor", str(err))
-            end_failed()
+        url, timeout = session.server_url(args), session.connect_timeout(args)
+        if not session.connected(lambda: session.check_reachable(url, timeout)):
             return 1
     try:
         return command.handler(args)

@@ -32,6 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import TypeVar
 
+    from nats.aio.client import Client as NATS
+
     T = TypeVar("T")
     from collections.abc import Awaitable, Callable, Coroutine
     from typing import Any
@@ -284,27 +286,33 @@ def _run_on_wire(args: Args, url: str, wire: Any, body: Body, storage: bool) -> 
     return run_sync(body(Calls(send, host)))
 
 
+def nats_send(nc: NATS) -> Send:
+    """Requests over a nats-py connection, answered as the wire client answers them."""
+    from client.cli.wire import Reply
+
+    async def send(subject: str, data: bytes, timeout: float) -> Reply:
+        from nats.errors import NoRespondersError
+
+        try:
+            msg = await nc.request(subject, data, timeout=timeout)
+        except NoRespondersError:
+            return Reply("503", {}, b"")
+        return Reply("", dict(msg.headers or {}), msg.data)
+
+    return send
+
+
 def _run_with_nats(args: Args, url: str, body: Body, storage: bool) -> int:
     """The same, over nats-py, for servers the wire client cannot talk to."""
     import asyncio
 
-    from client.cli.wire import Reply
     from client.connection import Client
     from client.storage import default_host
 
     async def main() -> int:
-        from nats.errors import NoRespondersError
-
         client = await Client.connect(url, deadline=connect_timeout(args))
         nc = client.nc
-
-        async def send(subject: str, data: bytes, timeout: float) -> Reply:
-            try:
-                msg = await nc.request(subject, data, timeout=timeout)
-            except NoRespondersError:
-                return Reply("503", {}, b"")
-            return Reply("", dict(msg.headers or {}), msg.data)
-
+        send = nats_send(nc)
         try:
             host = (args.host or await default_host(nc)) if storage else None
             return await body(Calls(send, host))

@@ -101,6 +101,21 @@ def check_reachable(url: str, timeout: float) -> None:
         raise no_connect(url, err) from err
 
 
+def connected(attempt: Callable[[], object]) -> bool:
+    """Run ``attempt`` (a connection); when it raises ``VirtError``, print virsh's
+    ``failed to connect to the hypervisor`` lines and return False."""
+    try:
+        attempt()
+    except Exception as exc:
+        err = virt_error(exc)
+        if err is None:
+            raise
+        error("failed to connect to the hypervisor", str(err))
+        end_failed()
+        return False
+    return True
+
+
 def run(args: Args, body: Body, *, context: str | None = None) -> int:
     """Connect to ``args.connect``, run ``body``; exit status 1 with ``error:`` lines
     on failure (``context`` is virsh's first line, e.g. ``failed to get secret 'X'``)."""

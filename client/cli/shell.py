@@ -96,19 +96,10 @@ class Connection(session.Shared):
 
     def run_calls(self, body: QuickBody, host: str | None) -> int:
         from client.cli.pool_cmds import CommandFailed, fail
-        from client.cli.quick import Calls
-        from client.cli.wire import Reply
+        from client.cli.quick import Calls, nats_send
 
         nc = self._need().nc
-
-        async def send(subject: str, data: bytes, timeout: float) -> Reply:
-            from nats.errors import NoRespondersError
-
-            try:
-                msg = await nc.request(subject, data, timeout=timeout)
-            except NoRespondersError:
-                return Reply("503", {}, b"")
-            return Reply("", dict(msg.headers or {}), msg.data)
+        send = nats_send(nc)
 
         async def go() -> int:
             from client.storage import default_host
@@ -222,13 +213,7 @@ def interactive(args: Args) -> int:
     try:
         if tty:
             sys.stdout.write(BANNER)
-        try:
-            conn.open(conn.url)
-        except Exception as exc:
-            err = session.virt_error(exc)
-            if err is None:
-                raise
-            error("failed to connect to the hypervisor", str(err))
+        session.connected(lambda: conn.open(conn.url))
         while True:
             try:
                 line = input("virtbus # " if tty else "")
@@ -269,19 +254,11 @@ def _readline() -> Any:
 def connect(args: Args) -> int:
     """``connect [URL]``: in the shell, replace its connection; alone, check the server."""
     url = args.name or session.server_url(args)
-    try:
-        if isinstance(session.shared, Connection):
-            session.shared.open(url)
-        else:
-            session.check_reachable(url, session.connect_timeout(args))
-    except Exception as exc:
-        err = session.virt_error(exc)
-        if err is None:
-            raise
-        error("failed to connect to the hypervisor", str(err))
-        end_failed()
-        return 1
-    return 0
+    shared = session.shared
+    if isinstance(shared, Connection):
+        return 0 if session.connected(lambda: shared.open(url)) else 1
+    timeout = session.connect_timeout(args)
+    return 0 if session.connected(lambda: session.check_reachable(url, timeout)) else 1
 
 
 def quit_(args: Args) -> int:
