@@ -26,7 +26,7 @@ from agents.qemu.hypervisor import (
 )
 from agents.qemu.inventory import chain_source, rewrite_disk, source_for
 from agents.qemu.qmp_client import QmpCommandError
-from agents.qemu.records import MIRROR_READY, AgentStore, JobRecord, RecordState
+from agents.qemu.records import MIRROR_READY, AgentStore, JobRecord, RecordState, status_event
 from shared.api.blockjob import (
     AbortCommand,
     BlockJobStatus,
@@ -44,6 +44,7 @@ from shared.api.blockjob import (
 from shared.conf.disk_mirror import DiskMirror
 from shared.conf.disk_source import TERMINATOR, StorageSource
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.ledger import Event
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class JobController:
         self.records: dict[str, JobRecord] = {}
 
     async def load(self) -> None:
-        self.records = {r.job_id: r for r in await self._store.jobs()}
+        self.records = {r.job_id: r for r in self._store.jobs()}
 
     def active(self, domain: str) -> list[JobRecord]:
         return [r for r in self.records.values() if r.domain == domain and r.active]
@@ -85,17 +86,18 @@ class JobController:
                 return DiskMirror(source=record.mirror, job=job, ready=MIRROR_READY[record.state])
         return None
 
-    async def _save(self, record: JobRecord) -> None:
+    async def _save(self, record: JobRecord, events: list[Event] | None = None) -> None:
         self.records[record.job_id] = record
-        await self._store.save_job(record)
+        await self._store.save_job(record, events)
 
     async def _publish(self, record: JobRecord, phase: Phase, error: str | None = None) -> None:
-        """Publish ``phase`` once per job (the event id makes a repeat after a crash a no-op)."""
+        """Publish ``phase`` once per job: the status event and the record that
+        lists it as published are one write, so a crash repeats neither."""
         if phase in record.published:
             return
-        await self._publish_status(self._status(record, phase, error))
+        event = status_event(self._status(record, phase, error))
         record.published.append(phase)
-        await self._save(record)
+        await self._save(record, [event])
 
     def _status(self, record: JobRecord, phase: Phase, error: str | None = None) -> BlockJobStatus:
         return job_status(

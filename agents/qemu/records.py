@@ -1,6 +1,11 @@
-"""What the agent remembers of each block job and each domain's inventory, in its KV
-bucket (``virtbus_agent_qemu``): enough for a restarted agent to carry on where it
-stopped without publishing anything twice."""
+"""What the agent remembers of each block job and each domain's inventory, in its
+host's ledger (``shared.util.ledger``, service ``agent``): enough for a restarted
+agent to carry on where it stopped without publishing anything twice.
+
+A record changes together with the event it announces, in one ledger message:
+a job's ``block-job-2`` status with the phase it adds to ``published``, an
+inventory with the mark of its generation.  So an event exists exactly when its
+record says it was published, whenever the agent dies."""
 
 from __future__ import annotations
 
@@ -10,13 +15,22 @@ import json
 
 from pydantic import BaseModel, Field
 
-from shared.api.blockjob import CommitCommand, CopyCommand, JobType, Phase, PullCommand
+from shared.api.blockjob import (
+    BlockJobStatus,
+    CommitCommand,
+    CopyCommand,
+    JobType,
+    Phase,
+    PullCommand,
+    status_detail,
+    status_event_name,
+)
 from shared.conf.disk_mirror import MirrorJob, MirrorState
 from shared.conf.disk_source import StorageSource
-from shared.util.state import StateStore
-from shared.util.subjects import token
+from shared.util.ledger import Conflict, Event, Ledger
+from shared.util.subjects import DOMAIN_KIND, token
 
-BUCKET = "virtbus_agent_qemu"
+_RETRIES = 10
 
 
 class RecordState(enum.StrEnum):
@@ -105,33 +119,62 @@ def digest(disks: list[str], live: bool) -> str:
     return hashlib.sha256(json.dumps([disks, live]).encode()).hexdigest()
 
 
+def status_event(status: BlockJobStatus) -> Event:
+    """The ``block-job-2`` (or progress) event of a job's status."""
+    return Event(
+        DOMAIN_KIND,
+        status.domain,
+        status_event_name(status),
+        status_detail(status),
+        extra=status.model_dump(mode="json"),
+    )
+
+
 class AgentStore:
-    """The agent's records, keyed by host so that agents of several hosts share a bucket."""
+    """The agent's records in its host's ledger; reads come from the ledger's memory.
 
-    def __init__(self, store: StateStore, host: str) -> None:
-        self._store = store
-        self._host = token(host)
+    The agent is the only writer of its host's records; a write that finds the
+    key moved (a second agent of the host, or the same one restarted while a
+    write was in flight) re-reads it and writes again.
+    """
 
-    def _job_key(self, job_id: str) -> str:
-        return f"job.{self._host}.{token(job_id)}"
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
 
-    def _mark_key(self, domain: str) -> str:
-        return f"inventory.{self._host}.{token(domain)}"
+    @property
+    def ledger(self) -> Ledger:
+        return self._ledger
 
-    async def jobs(self) -> list[JobRecord]:
-        entries = await self._store.items(f"job.{self._host}.")
-        return [JobRecord.model_validate_json(e.value) for e in entries]
+    @staticmethod
+    def _job_key(job_id: str) -> str:
+        return f"job.{token(job_id)}"
 
-    async def save_job(self, record: JobRecord) -> None:
-        await self._put(self._job_key(record.job_id), record)
+    @staticmethod
+    def _mark_key(domain: str) -> str:
+        return f"inventory.{token(domain)}"
 
-    async def mark(self, domain: str) -> InventoryMark:
-        entry = await self._store.get(self._mark_key(domain))
-        return InventoryMark.model_validate_json(entry.value) if entry else InventoryMark()
+    def jobs(self) -> list[JobRecord]:
+        return [JobRecord.model_validate_json(r.value) for r in self._ledger.items("job.")]
 
-    async def save_mark(self, domain: str, mark: InventoryMark) -> None:
-        await self._put(self._mark_key(domain), mark)
+    async def save_job(self, record: JobRecord, events: list[Event] | None = None) -> None:
+        await self._put(self._job_key(record.job_id), record, events or [])
 
-    async def _put(self, key: str, value: BaseModel) -> None:
-        """Store ``value`` under ``key`` whatever it held."""
-        await self._store.put(key, value.model_dump_json().encode())
+    def mark(self, domain: str) -> InventoryMark:
+        found = self._ledger.get(self._mark_key(domain))
+        return InventoryMark.model_validate_json(found.value) if found else InventoryMark()
+
+    async def save_mark(
+        self, domain: str, mark: InventoryMark, events: list[Event] | None = None
+    ) -> None:
+        await self._put(self._mark_key(domain), mark, events or [])
+
+    async def _put(self, key: str, value: BaseModel, events: list[Event]) -> None:
+        """Store ``value`` under ``key`` whatever it held, with ``events``, as one write."""
+        data = value.model_dump_json().encode()
+        for _ in range(_RETRIES):
+            try:
+                await self._ledger.write(key, data, events, what=f"agent record {key}")
+                return
+            except Conflict:
+                continue  # the ledger re-read the key: write over it again
+        raise Conflict(key)

@@ -30,7 +30,7 @@ from agents.qemu.inventory import live_disk
 from agents.qemu.jobs import JobController, Retry
 from agents.qemu.qemu_domain import QemuDomain
 from agents.qemu.qmp_client import QmpClient, QmpConnectionError, QmpError
-from agents.qemu.records import BUCKET, AgentStore, InventoryMark, digest
+from agents.qemu.records import AgentStore, InventoryMark, digest, status_event
 from shared.api import agent as api
 from shared.api.blockjob import (
     INVENTORY,
@@ -42,19 +42,15 @@ from shared.api.blockjob import (
     DiskInventory,
     DomainUndefined,
     PullCommand,
-    inventory_event_id,
     parse_command,
-    status_detail,
-    status_event_id,
-    status_event_name,
 )
 from shared.conf.disk import format_disk
 from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.events import STREAM, CloudEvent, EventPublisher
+from shared.util.events import STREAM, CloudEvent
+from shared.util.ledger import Event
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
-from shared.util.state import StateStore
 from shared.util.subjects import AGENT, DOMAIN_KIND, blockjob_command_filter, token
 
 log = logging.getLogger(__name__)
@@ -93,7 +89,6 @@ class QemuAgent(ServiceProcess[AgentSettings]):
         self.folder = settings.domains_dir or settings.state_dir / "domains"
         self.domains: dict[str, Domain] = {}
         self._store: AgentStore | None = None
-        self._publisher: EventPublisher | None = None
         self._jobs: JobController | None = None
         self._marks: dict[str, InventoryMark] = {}
         self._commands = self.metrics.counter("commands", "Block-job commands", ["kind", "outcome"])
@@ -109,10 +104,8 @@ class QemuAgent(ServiceProcess[AgentSettings]):
     async def setup(self, stack: Teardown) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         host = self.settings.host
-        self._store = AgentStore(
-            await StateStore.open(self.js, BUCKET, replicas=self.settings.stream_replicas), host
-        )
-        self._publisher = EventPublisher(self.js, AGENT, host, self.metrics.event_failed)
+        # The agent's events are on subjects of service "agent", whatever its kind.
+        self._store = AgentStore(await self.open_ledger(AGENT))
         self._jobs = JobController(
             self._store, self.domains, self._publish_status, self.publish_inventory
         )
@@ -201,7 +194,7 @@ class QemuAgent(ServiceProcess[AgentSettings]):
 
     async def publish_inventory(self, domain: Domain) -> None:
         """Publish the domain's inventory when it differs from the last one published."""
-        assert self._store is not None and self._publisher is not None
+        assert self._store is not None
         async with domain.publish_lock:
             inventory = await self.inventory(domain)
             mark = await self._mark(domain.name)
@@ -210,51 +203,35 @@ class QemuAgent(ServiceProcess[AgentSettings]):
                 return
             generation = mark.generation + 1
             inventory = inventory.model_copy(update={"generation": generation})
-            await self._publisher.publish(
-                DOMAIN_KIND,
-                domain.name,
-                INVENTORY,
-                event_id=inventory_event_id(self.settings.host, domain.name, generation),
-                extra=inventory.model_dump(mode="json"),
+            event = Event(
+                DOMAIN_KIND, domain.name, INVENTORY, extra=inventory.model_dump(mode="json")
             )
-            await self._save_mark(domain.name, InventoryMark(generation=generation, digest=content))
+            await self._save_mark(
+                domain.name, InventoryMark(generation=generation, digest=content), [event]
+            )
 
     async def _publish_undefined(self, name: str) -> None:
-        assert self._publisher is not None
         mark = await self._mark(name)
         generation = mark.generation + 1
-        await self._publisher.publish(
-            DOMAIN_KIND,
-            name,
-            UNDEFINED,
-            event_id=inventory_event_id(self.settings.host, name, generation),
-            extra=DomainUndefined(
-                host=self.settings.host, domain=name, generation=generation
-            ).model_dump(mode="json"),
-        )
-        await self._save_mark(name, InventoryMark(generation=generation))
+        undefined = DomainUndefined(host=self.settings.host, domain=name, generation=generation)
+        event = Event(DOMAIN_KIND, name, UNDEFINED, extra=undefined.model_dump(mode="json"))
+        await self._save_mark(name, InventoryMark(generation=generation), [event])
 
     async def _mark(self, name: str) -> InventoryMark:
         assert self._store is not None
         if name not in self._marks:
-            self._marks[name] = await self._store.mark(name)
+            self._marks[name] = self._store.mark(name)
         return self._marks[name]
 
-    async def _save_mark(self, name: str, mark: InventoryMark) -> None:
+    async def _save_mark(self, name: str, mark: InventoryMark, events: list[Event]) -> None:
         assert self._store is not None
-        await self._store.save_mark(name, mark)
+        await self._store.save_mark(name, mark, events)
         self._marks[name] = mark
 
     async def _publish_status(self, status: BlockJobStatus) -> None:
-        assert self._publisher is not None
-        await self._publisher.publish(
-            DOMAIN_KIND,
-            status.domain,
-            status_event_name(status),
-            status_detail(status),
-            event_id=status_event_id(status),
-            extra=status.model_dump(mode="json"),
-        )
+        """A status no record change carries (progress): an event-only change."""
+        assert self._store is not None
+        await self._store.ledger.announce([status_event(status)], what="block job progress")
 
     # -- the domains folder ---------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Each service (and host, for host-scoped ones) owns one *ledger*: the JetStream
 stream ``VIRTBUS_LEDGER_<service>[_<host>]`` on ``virtbus.ledger.<service>.<host>.>``.
 A change is **one** message on ``virtbus.ledger.<service>.<host>.<key>``: the
 key's new value (or a tombstone, ``Virtbus-Op: DEL``) with the events the
-change announces in its ``Virtbus-Events`` header.  Compare-and-set is the
+change announces ahead of it in the payload (their length in the
+``Virtbus-Events`` header).  Compare-and-set is the
 server's ``Nats-Expected-Last-Subject-Sequence``: a write names the sequence
 of the key's last message it decided on, and loses (``Conflict``) when the key
 moved.  That one message is the request path's only fsynced write.
@@ -175,6 +176,10 @@ def ledger_name(service: str, host: str | None) -> str:
         return f"VIRTBUS_LEDGER_{service}"
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in token(host))
     return f"VIRTBUS_LEDGER_{service}_{safe}"
+
+
+def _encode_events(events: Sequence[Event]) -> bytes:
+    return json.dumps([e.to_json() for e in events], separators=(",", ":")).encode()
 
 
 def _parent(key: str) -> str:
@@ -353,7 +358,8 @@ class Ledger:
             record = None
             self._values.pop(key, None)
         else:
-            record = Record(key, data, seq)
+            framed = headers.get(EVENTS_HEADER) if headers else None
+            record = Record(key, data[int(framed) :] if framed else data, seq)
             self._values[key] = record
         for listener in self._listeners:
             listener(key, record)
@@ -394,8 +400,13 @@ class Ledger:
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = (
                 self._prefix + _parent(key) + "*"
             )
+        payload = value or b""
         if events:
-            headers[EVENTS_HEADER] = json.dumps([e.to_json() for e in events])
+            # The events go ahead of the value in the payload, their length in
+            # a header: an inventory's event may be larger than headers allow.
+            announced = _encode_events(events)
+            headers[EVENTS_HEADER] = str(len(announced))
+            payload = announced + payload
         if value is None:
             headers[OP_HEADER] = "DEL"
         previous = self.seq(key)
@@ -405,22 +416,23 @@ class Ledger:
             if value is None:
                 headers["Nats-TTL"] = _TTL
         try:
-            seq = await self._publish(self._prefix + key, value or b"", headers, what or key)
+            seq = await self._publish(self._prefix + key, payload, headers, what or key)
         except Conflict:
             await self.refresh(key, siblings=siblings)
             raise
-        self._apply(self._prefix + key, value or b"", headers, seq)
+        self._apply(self._prefix + key, payload, headers, seq)
         return seq
 
     async def announce(self, events: Sequence[Event], *, what: str = "event") -> int:
         """Store events that no state change carries (an ephemeral secret's)."""
+        announced = _encode_events(events)
         headers = {
             "Nats-Msg-Id": uuid.uuid4().hex,
-            EVENTS_HEADER: json.dumps([e.to_json() for e in events]),
+            EVENTS_HEADER: str(len(announced)),
             "Nats-TTL": _TTL,
         }
         subject = f"{self._prefix}{EVENT_ONLY_PREFIX}{uuid.uuid4().hex}"
-        return await self._publish(subject, b"", headers, what)
+        return await self._publish(subject, announced, headers, what)
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str], what: str) -> int:
         """One message, retried under its message id until a definite answer."""
@@ -586,11 +598,11 @@ class Ledger:
 
     @staticmethod
     def _events_of(msg: Msg) -> list[Event]:
-        text = (msg.headers or {}).get(EVENTS_HEADER)
-        if not text:
+        length = (msg.headers or {}).get(EVENTS_HEADER)
+        if not length:
             return []
         try:
-            return [Event.from_json(doc) for doc in json.loads(text)]
+            return [Event.from_json(doc) for doc in json.loads(msg.data[: int(length)])]
         except (ValueError, KeyError, TypeError):
             log.error("ledger message with unreadable events", extra={"subject": msg.subject})
             return []

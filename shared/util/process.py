@@ -228,14 +228,14 @@ class ServiceProcess(Generic[S]):
     def service_id(self) -> str | None:
         return str(self._micro.id) if self._micro else None
 
-    async def open_ledger(self) -> Ledger:
+    async def open_ledger(self, service: str | None = None) -> Ledger:
         """Open this service's ledger (``shared.util.ledger``: its state and
         events, one write per change) and follow it (watch and event forwarder)
         until ``stop``; for ``setup``."""
         host = self.settings.host if self.host_scoped else None
         # The embedded nats-server keeps JetStream under the same state folder.
         space = free_space_guard(self.settings.state_dir)
-        ledger = Ledger(self.nc, self.js, self.name, host, space=space)
+        ledger = Ledger(self.nc, self.js, service or self.name, host, space=space)
         await ledger.open(self.settings.stream_replicas)
         self.spawn(ledger.follow(), "ledger")
         return ledger
