@@ -17,7 +17,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.subjects import token
+
+
+def _journal_error(name: str, err: OSError) -> VirtError:
+    return VirtError(
+        ErrorCode.SYSTEM_ERROR,
+        f"cannot record the creation of volume '{name}': {err.strerror or err}",
+        ErrorDomain.STORAGE,
+        raw=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -41,14 +51,27 @@ class CreationJournal:
         return self._folder / f"{pool_uuid}.{token(name)}"
 
     def begin(self, pool_uuid: str, name: str, path: str | None) -> bool:
-        """Record a creation; False when one of that name is already recorded."""
+        """Record a creation; False when one of that name is already recorded.
+
+        Raises ``VirtError`` (``VIR_ERR_SYSTEM_ERROR``, the OS's reason: "No
+        space left on device") when the entry cannot be written; nothing of it
+        is left, so the name stays free.
+        """
         entry = Creation(pool_uuid, name, path, time.time())
+        where = self._entry(pool_uuid, name)
         try:
-            fd = os.open(self._entry(pool_uuid, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(entry), f)
+        except OSError as err:
+            raise _journal_error(name, err) from err
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(asdict(entry), f)
+        except OSError as err:
+            # A half-written entry would hold the name until the next start.
+            where.unlink(missing_ok=True)
+            raise _journal_error(name, err) from err
         return True
 
     def end(self, pool_uuid: str, name: str) -> None:

@@ -25,6 +25,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel, Field
 
+from shared.util.errors import ErrorCode, VirtError
 from shared.util.subjects import EVENT_WILDCARD, event_subject
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ CONTENT_TYPE = "application/cloudevents+json"
 #: Events are kept a week; a consumer down for longer reconciles from state.
 MAX_AGE_SECONDS = 7 * 24 * 3600
 DUPLICATE_WINDOW_SECONDS = 120
+#: How long ``EventPublisher.publish`` retries an unanswered publish.
+PUBLISH_DEADLINE = 10.0
 
 
 class EventData(BaseModel):
@@ -134,18 +137,39 @@ class EventPublisher:
         subject = event_subject(self._service, host, object_kind, name)
         payload = cloud.model_dump_json().encode()
         headers = {"Nats-Msg-Id": cloud.id, "Content-Type": CONTENT_TYPE}
+        # Retried under one message id (stored at most once) until a deadline
+        # well inside a client's 30 s timeout; a refusal for lack of room is
+        # final at once, named as such.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE
         wait = 0.05
-        for attempt in range(8):
+        while True:
             try:
-                await self._js.publish(subject, payload, headers=headers, timeout=5)
+                timeout = max(0.1, min(5.0, deadline - loop.time()))
+                await self._js.publish(subject, payload, headers=headers, timeout=timeout)
                 return cloud
+            except jserr.APIError as err:
+                self._failed(object_kind, cloud, err)
+                description = err.description or str(err)
+                if "resources" in description or "maximum" in description:
+                    raise VirtError(
+                        ErrorCode.SYSTEM_ERROR,
+                        f"cannot store event {cloud.type}: No space left on device"
+                        f" ({description})",
+                        raw=True,
+                    ) from err
+                raise
             except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as err:
-                if attempt == 7:
-                    if self._on_failure is not None:
-                        self._on_failure(object_kind)
-                    log.error("event not stored", extra={"event": cloud.type, "id": cloud.id})
+                if loop.time() + wait >= deadline:
+                    self._failed(object_kind, cloud, err)
                     raise
-                log.warning("event publish retry", extra={"id": cloud.id, "error": str(err)})
+                log.warning("event publish retry", extra={"id": cloud.id, "error": repr(err)})
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, 2.0)
-        raise AssertionError("unreachable")
+                wait = min(wait * 2, 1.0)
+
+    def _failed(self, object_kind: str, cloud: CloudEvent, err: Exception) -> None:
+        if self._on_failure is not None:
+            self._on_failure(object_kind)
+        log.error(
+            "event not stored", extra={"event": cloud.type, "id": cloud.id, "error": repr(err)}
+        )
