@@ -154,8 +154,7 @@ class EventPublisher:
                 if "resources" in description or "maximum" in description:
                     raise VirtError(
                         ErrorCode.SYSTEM_ERROR,
-                        f"cannot store event {cloud.type}: No space left on device"
-                        f" ({description})",
+                        f"cannot store event {cloud.type}: No space left on device ({description})",
                         raw=True,
                     ) from err
                 raise

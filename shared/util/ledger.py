@@ -75,6 +75,7 @@ from nats.js.client import JetStreamContext
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import CONTENT_TYPE, MAX_AGE_SECONDS, STREAM, CloudEvent, EventData
+from shared.util.state import Conflict as Conflict  # re-exported: the ledger's lost race
 from shared.util.subjects import CLUSTER, EVENT_PREFIX, event_subject, token
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,6 @@ def free_space_guard(path: Path) -> Callable[[], str | None]:
         return f"{free // 1024} KiB free on the state filesystem, {reserve // 1024} KiB kept"
 
     return check
-
-
-class Conflict(Exception):
-    """A compare-and-set lost: the key moved since the sequence the write named."""
 
 
 @dataclass(frozen=True)

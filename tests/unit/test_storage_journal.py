@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.storage import journal
 from services.storage.journal import CreationJournal
 from shared.util.errors import ErrorCode, VirtError
 
@@ -21,7 +21,7 @@ def test_an_entry_that_cannot_be_written_leaves_nothing(
     def full(*_: Any, **__: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(journal.json, "dump", full)
+    monkeypatch.setattr(json, "dump", full)
     with pytest.raises(VirtError) as info:
         book.begin("pool-uuid", "disk.qcow2", "/p/disk.qcow2")
     assert info.value.code is ErrorCode.SYSTEM_ERROR
