@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install system run test lint unit bench clean cluster-test
+.PHONY: install system run test lint unit bench clean cluster-test images
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "virtbus needs Python 3.11 or newer" >&2; exit 1; }
@@ -49,6 +49,11 @@ fuzz: install
 SOAK_SECONDS ?= 600
 soak: install
 	$(VENV)/bin/python -m tests.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
+
+# One image per service and the agent, with podman from a debootstrap base
+# (deploy/images/build.sh; long: not part of `make test`).
+images:
+	deploy/images/build.sh
 
 bench: install
 	$(VENV)/bin/python -m bench

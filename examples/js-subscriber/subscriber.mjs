@@ -6,7 +6,8 @@
 // One JSON line per event on stdout: {"seq", "type", "subject", "detail", "name"}.
 //
 //   npm ci
-//   NATS_URL=nats://virtbus-readonly:PASSWORD@host:4222 node subscriber.mjs \
+//   NATS_URL=nats://virtbus-readonly:PASSWORD@host:4222 NATS_INBOX_PREFIX=<the role's> \
+//   node subscriber.mjs \
 //       --durable my-tool [--filter 'virtbus.event.secret.>'] [--idle-ms 3000]
 //
 // --idle-ms: exit 0 after that long without an event (for scripts and tests);
@@ -35,6 +36,8 @@ const nc = await connect({
   user: url.username ? decodeURIComponent(url.username) : undefined,
   pass: url.password ? decodeURIComponent(url.password) : undefined,
   name: `virtbus-subscriber-${durable}`,
+  // A virtbus role may receive replies on its own inbox prefix only.
+  inboxPrefix: process.env.NATS_INBOX_PREFIX ?? "_INBOX",
 });
 
 // The consumer is made once; later runs find it with its position.

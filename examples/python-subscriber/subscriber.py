@@ -7,7 +7,7 @@ Each message body is a structured-mode CloudEvent (``application/cloudevents+jso
 which the SDK's JSON format reads (``JSONFormat().read``).  One JSON line per event on stdout.
 
     pip install nats-py 'cloudevents>=2'
-    NATS_URL=nats://virtbus-readonly:PASSWORD@host:4222 \\
+    NATS_URL=nats://virtbus-readonly:PASSWORD@host:4222 NATS_INBOX_PREFIX=<the role's> \\
         python subscriber.py --durable my-tool [--filter 'virtbus.event.secret.>'] [--idle 3]
 
 ``--idle SECONDS`` exits 0 after that long without an event (for scripts and
@@ -32,7 +32,10 @@ STREAM = "VIRTBUS_EVENTS"
 
 async def run(durable: str, subject_filter: str, idle: float | None) -> None:
     nc = await nats.connect(
-        os.environ.get("NATS_URL", "nats://127.0.0.1:4222"), name=f"virtbus-subscriber-{durable}"
+        os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        name=f"virtbus-subscriber-{durable}",
+        # A virtbus role may receive replies on its own inbox prefix only.
+        inbox_prefix=os.environ.get("NATS_INBOX_PREFIX", "_INBOX").encode(),
     )
     js = nc.jetstream()
     try:

@@ -4,8 +4,10 @@
   deploy/nats/values.yaml (cluster routes over TLS, JetStream on files,
   ``sync_interval``, ``max_payload``), R3 streams through the chart's
   ``nats.streamReplicas``.
-* ``ChartProcesses``: every workload the chart renders, run as processes with
-  the container's environment as rendered (a Deployment's replicas, a
+* ``ChartProcesses``: every workload the chart renders, run with the
+  container's environment as rendered: a Deployment as containers with
+  ``podman kube play`` when podman and `make images`'s image are here, else
+  (and every DaemonSet, which podman cannot play) as processes (a Deployment's replicas, a
   DaemonSet's pod on each of the simulated hosts h1 and h2), only the
   addresses changed for one machine: loopback NATS, a free metrics port, a
   state folder per pod.
@@ -17,9 +19,14 @@ first), as pods on different nodes would.
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
 import datetime
 import ipaddress
+import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -242,10 +249,17 @@ class Pod:
     env: dict[str, str]
     http_port: int
     proc: asyncio.subprocess.Process | None = None
+    #: Run as a container with `podman kube play` of this rendered workload.
+    manifest: dict[str, Any] | None = None
+    image: str = ""
 
     @property
     def name(self) -> str:
         return f"{self.component}@{self.host}"
+
+    @property
+    def how(self) -> str:
+        return "container (podman kube play)" if self.manifest else "process"
 
 
 def _secret_values(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
@@ -303,8 +317,106 @@ def pods_of(
             # processes connect without them (the chart mounts both).
             env.pop("VIRTBUS_CREDS", None)
             env.pop("VIRTBUS_TLS_CA", None)
-            pods.append(Pod(obj["metadata"]["name"], component, host, module, env, port))
+            pod = Pod(obj["metadata"]["name"], component, host, module, env, port)
+            pod.image = container["image"]
+            if obj["kind"] == "Deployment" and podman_image(container["image"]):
+                # podman kube plays Deployments (not DaemonSets): one per host.
+                pod.manifest = obj
+            pods.append(pod)
     return pods, skipped
+
+
+def podman_image(image: str) -> bool:
+    """Whether podman is here with ``image`` built (`make images`)."""
+    if shutil.which("podman") is None or os.geteuid() != 0:
+        return False
+    done = subprocess.run(
+        ["podman", "image", "exists", image], env=_podman_env(), capture_output=True
+    )
+    return done.returncode == 0
+
+
+def _podman_env() -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy/images/containers.conf")}
+
+
+def _podman(*args: str) -> str:
+    done = subprocess.run(
+        ["podman", *args], env=_podman_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+class KubePlay:
+    """One rendered Deployment played by podman as one pod of this simulated host.
+
+    What changes for one machine: the host's network (several hosts share
+    this one, so no pod network and no port mappings; numeric probe ports),
+    one replica per played file (a second would take the same port), the
+    NATS URL, metrics port and state as for processes, and a podman secret
+    standing for the Kubernetes Secret (podman cannot play a Secret's YAML).
+    """
+
+    def __init__(self, pod: Pod, folder: Path) -> None:
+        assert pod.manifest is not None
+        suffix = f"{pod.host}-{secrets.token_hex(3)}"
+        self.name = f"{pod.workload}-{suffix}"
+        self.folder = folder
+        self.secrets: list[str] = []
+        obj = copy.deepcopy(pod.manifest)
+        obj["metadata"]["name"] = self.name
+        obj["spec"]["replicas"] = 1
+        spec = obj["spec"]["template"]["spec"]
+        spec["hostNetwork"] = True
+        [c] = spec["containers"]
+        c.pop("ports", None)
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            c[probe]["httpGet"]["port"] = pod.http_port
+        env = []
+        for item in c["env"]:
+            name = item["name"]
+            if name in ("VIRTBUS_CREDS", "VIRTBUS_TLS_CA"):
+                continue
+            if "valueFrom" in item and "secretKeyRef" in item["valueFrom"]:
+                ref = item["valueFrom"]["secretKeyRef"]
+                ref["name"] = self._secret(ref["key"], pod.env[name])
+                env.append(item)
+            elif name in pod.env and name != "VIRTBUS_STATE_DIR":
+                env.append({"name": name, "value": pod.env[name]})
+            else:
+                env.append(item)
+        c["env"] = env
+        gone = {"creds", "nats-ca"}
+        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] not in gone]
+        spec["volumes"] = [v for v in spec["volumes"] if v["name"] not in gone]
+        self.file = folder / f"{self.name}.yaml"
+        self.file.write_text(yaml.safe_dump(obj))
+        self.container = f"{self.name}-pod-0-{c['name']}"
+
+    def _secret(self, key: str, value: str) -> str:
+        """A podman secret as kube play reads one: JSON of base64 values by key."""
+        name = f"{self.name}-{len(self.secrets)}"
+        path = self.folder / f"{name}.json"
+        path.write_text(json.dumps({key: base64.b64encode(value.encode()).decode()}))
+        path.chmod(0o600)
+        _podman("secret", "create", name, str(path))
+        path.unlink()
+        self.secrets.append(name)
+        return name
+
+    def play(self) -> None:
+        _podman("kube", "play", str(self.file))
+
+    def kill(self) -> None:
+        _podman("kill", self.container)
+
+    def down(self) -> None:
+        subprocess.run(["podman", "kube", "down", str(self.file)], env=_podman_env(),
+                       capture_output=True, timeout=120)  # fmt: skip
+        for name in self.secrets:
+            subprocess.run(["podman", "secret", "rm", name], env=_podman_env(),
+                           capture_output=True, timeout=60)  # fmt: skip
 
 
 def spec_replicas(obj: dict[str, Any]) -> int:
@@ -318,8 +430,15 @@ class ChartProcesses:
     def __init__(self, pods: list[Pod], folder: Path) -> None:
         self.pods = pods
         self.folder = folder
+        self.played: dict[str, KubePlay] = {}
 
     async def start(self, pod: Pod) -> None:
+        if pod.manifest is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            play = KubePlay(pod, self.folder)
+            self.played[pod.name] = play
+            await asyncio.to_thread(play.play)
+            return
         Path(pod.env["VIRTBUS_STATE_DIR"]).mkdir(parents=True, exist_ok=True)
         log = open(Path(pod.env["VIRTBUS_STATE_DIR"]) / "process.log", "ab")  # noqa: SIM115
         pod.proc = await asyncio.create_subprocess_exec(
@@ -343,8 +462,7 @@ class ChartProcesses:
     async def wait_ready(self, http: aiohttp.ClientSession, pod: Pod) -> None:
         url = f"http://127.0.0.1:{pod.http_port}/readyz"
         while True:
-            assert pod.proc is not None
-            if pod.proc.returncode is not None:
+            if pod.proc is not None and pod.proc.returncode is not None:
                 log = Path(pod.env["VIRTBUS_STATE_DIR"]) / "process.log"
                 raise AssertionError(f"{pod.name} exited: {log.read_text()[-2000:]}")
             try:
@@ -356,10 +474,15 @@ class ChartProcesses:
             await asyncio.sleep(0.2)
 
     def kill(self, pod: Pod) -> None:
+        if pod.name in self.played:
+            self.played[pod.name].kill()
+            return
         assert pod.proc is not None
         pod.proc.kill()
 
     async def stop_all(self) -> None:
+        for play in self.played.values():
+            await asyncio.to_thread(play.down)
         for pod in self.pods:
             if pod.proc is not None and pod.proc.returncode is None:
                 pod.proc.terminate()

@@ -68,9 +68,9 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         procs = ChartProcesses(pods, tmp_path / "hosts")
         try:
             await procs.start_all()
-            print("running as processes (podman is not used here):")
+            print("running:")
             for pod in pods:
-                print(f"  {pod.name:28} {pod.workload:34} {pod.module}")
+                print(f"  {pod.name:22} {pod.workload:24} {pod.module:18} as {pod.how}")
             for what in skipped:
                 print(f"  not run: {what}")
             yield Cluster(nats, procs)
