@@ -111,11 +111,20 @@ class Wire:
     """A connected, authenticated NATS client for request/reply, one at a time."""
 
     def __init__(self, url: str, *, timeout: float, inbox_prefix: str = "_INBOX") -> None:
-        scheme, host, port, user, password = address(url)
-        if scheme not in ("nats", "tls"):
-            raise Unsupported(f"scheme {scheme}")
+        # A cluster's URL lists its servers: the first that answers is used.
+        last: OSError | None = None
+        for server in [u for u in url.split(",") if u.strip()] or [url]:
+            scheme, host, port, user, password = address(server)
+            if scheme not in ("nats", "tls"):
+                raise Unsupported(f"scheme {scheme}")
+            try:
+                self._sock: Any = _connect(host, port, timeout)
+                break
+            except OSError as err:
+                last = err
+        else:
+            raise last or OSError(f"no server in {url}")
         self._timeout = timeout
-        self._sock: Any = _connect(host, port, timeout)
         self._buf = b""
         self._sid = 0
         self._inbox = f"{inbox_prefix}.{os.urandom(8).hex()}"
