@@ -84,12 +84,22 @@ def sniff(iface: str, seconds: float, marker_hex: str) -> int:
 
 
 def count(iface: str, seconds: float, *markers_hex: str) -> int:
+    """Count frames per marker for ``seconds`` or until SIGTERM, then print the counts."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     markers = [bytes.fromhex(m) for m in markers_hex]
     seen = [0] * len(markers)
-    for frame in _frames(iface, seconds):
-        for i, marker in enumerate(markers):
-            if marker in frame:
-                seen[i] += 1
+    try:
+        for frame in _frames(iface, seconds):
+            for i, marker in enumerate(markers):
+                if marker in frame:
+                    seen[i] += 1
+    except KeyboardInterrupt:
+        pass
     print(" ".join(str(n) for n in seen), flush=True)
     return 0
 

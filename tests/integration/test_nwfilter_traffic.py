@@ -131,19 +131,26 @@ async def test_redefinition_while_traffic_flows_accepts_nothing_both_drop(
     spoofed = udp_frame(GUEST_MAC, "10.99.0.66", PEER_IP, 5000, 5000, b"spoof-flow")
     legit = udp_frame(GUEST_MAC, GUEST_IP, PEER_IP, 5000, 5000, b"legit-flow")
     counter = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", topo.g2, *_pkt(), "count", "eth0", "6",
+        "ip", "netns", "exec", topo.g2, *_pkt(), "count", "eth0", "300",
         b"spoof-flow".hex(), b"legit-flow".hex(),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert counter.stdout is not None
     await counter.stdout.readline()
-    senders = [
-        asyncio.create_task(topo.tool(topo.g1, "send", "eth0", frame, "150"))
-        for frame in (spoofed, legit)
-    ]
+    switching = asyncio.Event()
+
+    async def flow(frame: str) -> None:
+        """Bursts from the guest for as long as the rules are being replaced."""
+        while not switching.is_set():
+            await topo.tool(topo.g1, "send", "eth0", frame, "20")
+
+    senders = [asyncio.create_task(flow(frame)) for frame in (spoofed, legit)]
     for round_ in range(6):
         await _bind(backend, versions[round_ % 2], "swap")
+    switching.set()
     await asyncio.gather(*senders)
+    await asyncio.sleep(0.3)  # the last frames on the wire
+    counter.terminate()
     out, _ = await counter.communicate()
     spoof_seen, legit_seen = (int(n) for n in out.split())
     assert spoof_seen == 0, f"{spoof_seen} spoofed packets got through during the switches"
