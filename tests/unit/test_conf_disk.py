@@ -524,3 +524,15 @@ def test_pci_controller_index_bounded_as_libvirt_bounds_it(index: str, code: Err
     with pytest.raises(VirtError) as info:
         parse_domain_disks(doc, active=False)
     assert info.value.code is code
+
+
+def test_thousands_of_controllers_each_get_a_slot() -> None:
+    # 300 SCSI controllers on a q35 machine: each needs a pcie-root-port of its own
+    controllers = "".join(f"<controller type='scsi' index='{i}'/>" for i in range(300))
+    doc = (
+        "<domain type='kvm'><os><type arch='x86_64' machine='pc-q35-7.0'>hvm</type></os>"
+        "<devices><disk type='file' device='disk'><source file='/a'/>"
+        f"<target dev='vda' bus='virtio'/></disk>{controllers}</devices></domain>"
+    )
+    [disk] = parse_domain_disks(doc, active=False)
+    assert disk.info.address is not None and disk.info.address.type is AddressType.PCI

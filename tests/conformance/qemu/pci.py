@@ -82,6 +82,11 @@ class _Bus:
     max_slot: int
     functions: dict[int, int] = field(default_factory=dict)
     aggregate: set[int] = field(default_factory=set)
+    #: every slot below this one is in use (slots are never freed)
+    free_from: int = -1
+
+    def __post_init__(self) -> None:
+        self.free_from = self.min_slot
 
     @classmethod
     def of(cls, model: str) -> _Bus:
@@ -126,6 +131,8 @@ class _AddressSet:
         self.dry_run = dry_run
         self.multiple_roots = multiple_roots
         self.pcie_root = bool(models) and models[0] == "pcie-root"
+        #: per (flags, function) of a request: the buses before this index had no room
+        self._no_room: dict[tuple[int, int], int] = {}
 
     def in_use(self, bus: int, slot: int) -> bool:
         return bus < len(self.buses) and bool(self.buses[bus].functions.get(slot))
@@ -142,27 +149,51 @@ class _AddressSet:
         bus.functions[slot] = bus.functions.get(slot, 0) | (1 << function)
 
     def next_addr(self, flags: int, function: int = -1) -> tuple[int, int, int]:
-        """virDomainPCIAddressGetNextAddr (isolation groups all 0)."""
+        """virDomainPCIAddressGetNextAddr (isolation groups all 0).
+
+        Functions are only ever taken, never given back, so a bus that had no
+        room for a request never has room for the same request again: the
+        search starts past such buses, and within a bus past its used slots,
+        which keeps a domain with thousands of devices linear (libvirt's own
+        search starts over each time)."""
         want = 0 if function == -1 else function
-        for number, bus in enumerate(self.buses):
-            if not _compatible(bus, number, flags, False):
-                continue
-            for slot in range(bus.min_slot, bus.max_slot + 1):
-                used = bus.functions.get(slot, 0)
-                if not used:
-                    return number, slot, want
-                if flags & AGGREGATE_SLOT and slot in bus.aggregate:
-                    if not used & (1 << want):
-                        return number, slot, want
-                    if function == -1:
-                        for fn in range(8):
-                            if not used & (1 << fn):
-                                return number, slot, fn
+        key = (flags, function)
+        start = self._no_room.get(key, 0)
+        for number in range(start, len(self.buses)):
+            found = self._on_bus(number, flags, function, want)
+            if found is not None:
+                self._no_room[key] = start
+                return found
+            if number == start:
+                start += 1
+        self._no_room[key] = start
         if self.dry_run:
             number = len(self.buses)
             number = self._grow(number, flags)
             return number, self.buses[number].min_slot, want
         raise NoSlot
+
+    def _on_bus(
+        self, number: int, flags: int, function: int, want: int
+    ) -> tuple[int, int, int] | None:
+        """The first slot of bus ``number`` that takes the request, in slot order."""
+        bus = self.buses[number]
+        if not _compatible(bus, number, flags, False):
+            return None
+        while bus.functions.get(bus.free_from):
+            bus.free_from += 1
+        if flags & AGGREGATE_SLOT:
+            for slot in sorted(s for s in bus.aggregate if bus.min_slot <= s < bus.free_from):
+                used = bus.functions.get(slot, 0)
+                if not used & (1 << want):
+                    return number, slot, want
+                if function == -1:
+                    for fn in range(8):
+                        if not used & (1 << fn):
+                            return number, slot, fn
+        if bus.free_from <= bus.max_slot:
+            return number, bus.free_from, want
+        return None
 
     def reserve_next(self, flags: int, function: int = -1) -> tuple[int, int, int]:
         addr = self.next_addr(flags, function)
