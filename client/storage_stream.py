@@ -64,7 +64,11 @@ async def _pipeline(
     chunk: Callable[[int, int], Awaitable[None]],
     progress: Progress | None,
 ) -> int:
-    """Run ``chunk(offset, size)`` over the whole range with ``window`` workers."""
+    """Run ``chunk(offset, size)`` over the whole range with ``window`` workers.
+
+    The first failure cancels the other workers (whose chunks could wait for
+    replies the service, having closed the stream on that failure, never
+    sends) and is the error raised."""
     total = reply.length
     starts = iter(range(0, total, reply.chunk_bytes))
     done = 0
@@ -72,24 +76,22 @@ async def _pipeline(
     async def worker() -> None:
         nonlocal done
         for start in starts:
-            if failures:
-                return
             size = min(reply.chunk_bytes, total - start)
-            try:
-                await chunk(start, size)
-            except (VirtError, OSError, NatsError) as err:
-                failures.append(err)
-                return
+            await chunk(start, size)
             done += size
             if progress is not None:
                 progress(done, total)
 
-    # The first failure stops the other workers and is the one reported: the
-    # service closes the stream on it, so any later failure is its consequence.
-    failures: list[VirtError | OSError | NatsError] = []
-    await asyncio.gather(*(worker() for _ in range(max(1, reply.window))))
-    if failures:
-        raise failures[0]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, reply.window)):
+                tg.create_task(worker())
+    except* (VirtError, OSError, NatsError) as group:
+        # The service closes the stream on the first failure, so the chunks in
+        # flight then fail too (no responders): those are its consequence, and
+        # the first failure (TaskGroup keeps them in the order they came) is the
+        # error of the transfer.
+        raise group.exceptions[0] from None
     return total
 
 

@@ -18,7 +18,17 @@ import sys
 
 from client.cli.commands import find
 from client.cli.output import end_failed, error, use_json
-from client.cli.table import Args, Command, UsageError, format_usage, new_args, parse, take_global
+from client.cli.table import (
+    Args,
+    Command,
+    HelpRequested,
+    UsageError,
+    format_help,
+    format_usage,
+    new_args,
+    parse,
+    take_global,
+)
 
 # typing is not imported at run time (docs/cli.md, "Start-up time").
 TYPE_CHECKING = False
@@ -77,6 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_json("--json" in words)
     try:
         command, args = parse_line(words)
+    except HelpRequested as asked:
+        found = find(str(asked))
+        assert found is not None
+        sys.stdout.write(format_help(found))
+        return 0
     except UsageError as err:
         error(*err.lines)
         if err.blank:

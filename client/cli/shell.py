@@ -15,7 +15,7 @@ import sys
 
 from client.cli import session
 from client.cli.output import end_failed, error
-from client.cli.table import Args, UsageError, parse
+from client.cli.table import Args, HelpRequested, UsageError, format_help, parse
 
 # typing is not imported at run time (docs/cli.md, "Start-up time").
 TYPE_CHECKING = False
@@ -157,6 +157,9 @@ def run_line(conn: Connection, line: str) -> bool:
         args = session_args(conn.args, command.name)
         try:
             parsed = parse(command, words[1:], args)
+        except HelpRequested:
+            sys.stdout.write(format_help(command))
+            continue
         except UsageError as err:
             error(*err.lines)
             if err.blank:

@@ -163,6 +163,10 @@ class UsageError(Exception):
         self.blank = blank
 
 
+class HelpRequested(Exception):
+    """``CMD --help``: virsh prints the command's help instead of running it."""
+
+
 #: Options every command takes, before or after its name: (name, value name, help).
 GLOBAL_OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("connect", "URL", "NATS URL (default: $VIRTBUS_NATS_URL, $NATS_URL, nats://127.0.0.1:4222)"),
@@ -240,6 +244,8 @@ def parse(command: Command, words: Sequence[str], args: Args | None = None) -> A
         if is_option:
             name, eq, value = word[2:].partition("=")
             opt = command.option(name)
+            if opt is None and name == "help" and not eq:
+                raise HelpRequested(command.name)
             if opt is None:
                 nxt = take_global(args, words, i)
                 if nxt is None:

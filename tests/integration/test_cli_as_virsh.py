@@ -59,3 +59,19 @@ async def test_scenario_prints_what_virsh_printed(url: str, name: str) -> None:
         assert not wrong, "\n".join(wrong)
     finally:
         subprocess.run(["rm", "-rf", folder], check=False)
+
+
+async def test_secret_service_answers_odd_uuid_texts_without_a_traceback(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """virsh refuses them before asking (the CLI too, in ``lookup_by_uuid``); a
+    client that asks anyway gets "not found", and the service logs no error."""
+    from client.connection import Client
+    from shared.util.errors import ErrorCode, VirtError
+
+    async with await Client.connect(url) as client:
+        for text in ("a b", "not-a-uuid", "x.y>z", ""):
+            with pytest.raises(VirtError) as info:
+                await client.secret.dumpxml(text)
+            assert info.value.code is ErrorCode.NO_SECRET, text
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

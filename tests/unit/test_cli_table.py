@@ -151,3 +151,12 @@ def test_shell_splits_lines_as_a_shell_does() -> None:
         ["vol-list", "p"],
     ]
     assert split_line("  ") == []
+
+
+def test_command_help_option_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    # virsh prints a command's help for `CMD --help`, wherever the option is
+    theirs = (DATA / "help" / "vol-list.txt").read_text()
+    assert main(["vol-list", "--help"]) == 0
+    assert capsys.readouterr().out == theirs
+    assert main(["vol-list", "p", "--help"]) == 0
+    assert capsys.readouterr().out == theirs
