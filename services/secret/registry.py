@@ -148,6 +148,13 @@ class SecretRegistry:
 
     # -- look-ups (memory) ---------------------------------------------------------
 
+    def _uuid(self, text: str) -> str:
+        """The canonical UUID of ``text``; a UUID already in canonical form (the
+        usual case: the one define returned) is found without parsing it."""
+        if text in self._persistent or text in self._ephemeral:
+            return text
+        return parse_uuid(text) or text
+
     def _find(self, uuid: str) -> SecretRecord | None:
         found = self._persistent.get(uuid)
         if found is not None:
@@ -156,7 +163,7 @@ class SecretRegistry:
 
     def get(self, uuid_text: str) -> SecretDef:
         """The definition of a secret; ``VIR_ERR_NO_SECRET`` when there is none."""
-        uuid = parse_uuid(uuid_text) or uuid_text
+        uuid = self._uuid(uuid_text)
         found = self._find(uuid)
         if found is None:
             raise no_secret_uuid(uuid_text)
@@ -273,7 +280,7 @@ class SecretRegistry:
         return Change(definition=new, previous=old.definition if old else None)
 
     async def undefine(self, uuid_text: str) -> SecretDef:
-        uuid = parse_uuid(uuid_text) or uuid_text
+        uuid = self._uuid(uuid_text)
         async with self._ephemeral_lock:
             record = self._ephemeral.get(uuid)
             if record is not None:
@@ -300,7 +307,7 @@ class SecretRegistry:
     # -- values --------------------------------------------------------------------
 
     async def set_value(self, uuid_text: str, value: bytes) -> None:
-        uuid = parse_uuid(uuid_text) or uuid_text
+        uuid = self._uuid(uuid_text)
         sealed = self._cipher.seal(uuid, value)
         async with self._ephemeral_lock:
             record = self._ephemeral.get(uuid)
@@ -328,7 +335,7 @@ class SecretRegistry:
     def get_value(self, uuid_text: str, *, internal: bool = False) -> bytes:
         """The value; refused for private secrets unless ``internal`` (libvirt's
         VIR_SECRET_GET_VALUE_INTERNAL_CALL)."""
-        uuid = parse_uuid(uuid_text) or uuid_text
+        uuid = self._uuid(uuid_text)
         record = self._find(uuid)
         if record is None:
             raise no_secret_uuid(uuid_text)
