@@ -21,14 +21,18 @@ class UpStack:
 
 
 @asynccontextmanager
-async def virtbus_up(port: int, state_dir: Path) -> AsyncIterator[UpStack]:
-    """Run `virtbus up` until the block ends; it must then stop with status 0."""
+async def virtbus_up(
+    port: int, state_dir: Path, *, join: str | None = None
+) -> AsyncIterator[UpStack]:
+    """Run `virtbus up` until the block ends; it must then stop with status 0.
+    ``join``: the URL of servers to join (``--nats-url``) instead of its own on ``port``."""
+    where = ["--nats-url", join] if join else ["--nats-port", str(port)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "client.cli.main", "up",
-        "--nats-port", str(port), "--state-dir", str(state_dir),
+        *where, "--state-dir", str(state_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    stack = UpStack(f"nats://127.0.0.1:{port}", proc)
+    stack = UpStack(join or f"nats://127.0.0.1:{port}", proc)
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(90):
