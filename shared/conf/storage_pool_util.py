@@ -52,6 +52,8 @@ def prop_int(node: etree._Element, name: str) -> int | None:
 def sanitize_path(path: str) -> str:
     """virFileSanitizePath: drop repeated and trailing slashes, keep a leading "//"
     (valid POSIX) and leave URIs alone."""
+    if "//" not in path and (len(path) < 2 or path[-1] != "/"):
+        return path  # nothing to drop: the common case, without the scan below
     uri_at = path.find("://")
     if uri_at >= 0 and path.find("/") > uri_at:
         return path

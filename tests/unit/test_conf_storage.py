@@ -391,6 +391,10 @@ def test_ids_above_int_max_print_unsigned_and_read_back() -> None:
         ("///srv", "/srv"),
         ("a//b/", "a/b"),
         ("gluster://host//vol/", "gluster://host//vol/"),
+        ("", ""),
+        ("/var/lib/images/a.qcow2", "/var/lib/images/a.qcow2"),
+        ("rel/a", "rel/a"),
+        ("/a/", "/a"),
     ],
 )
 def test_sanitize_path(path: str, clean: str) -> None:
