@@ -371,7 +371,7 @@ async def soak(
                     if disk is not None:
                         await disk
                 (pool_dir / FILLER).unlink(missing_ok=True)
-                await wait_all_answer(client.nc)
+                await wait_all_answer(client.nc, stack.log)
                 await work.storage.pool_refresh(POOL)
                 await _check(work, report)
     finally:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +31,8 @@ class SoakStack:
     url: str
     proc: asyncio.subprocess.Process
     state: Path
+    #: `virtbus up`'s log (its children's too)
+    log: Path
 
     def pid_of(self, target: str) -> int | None:
         """The pid of ``target`` among `virtbus up`'s children, if it runs now."""
@@ -64,28 +65,35 @@ class SoakStack:
         return False
 
 
-async def wait_all_answer(nc: NATS, timeout: float = 120) -> None:
-    """Until every service and the agent answers ``$SRV.PING`` again."""
-    names = ["secret", "storage", "network", "nwfilter", "agent-qemu"]
-    async with asyncio.timeout(timeout):
-        for name in names:
-            while True:
-                try:
-                    await nc.request(f"$SRV.PING.{name}", b"", timeout=1)
-                    break
-                except Exception:
-                    await asyncio.sleep(0.3)
+async def wait_all_answer(nc: NATS, log: Path, timeout: float = 180) -> None:
+    """Until every service and the agent answers ``$SRV.PING`` again; raises
+    ``RuntimeError`` naming the first that does not, with the end of the log."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    for name in SERVICES:
+        while True:
+            try:
+                await nc.request(f"$SRV.PING.{name}", b"", timeout=1)
+                break
+            except Exception as err:
+                if loop.time() > end:
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                    raise RuntimeError(f"{name} does not answer ({err!r}); log:\n{tail}") from err
+                await asyncio.sleep(0.3)
 
 
 @asynccontextmanager
 async def soak_stack(port: int, state: Path, domains: Path) -> AsyncIterator[SoakStack]:
     """Run `virtbus up` until the block ends, then stop it with SIGTERM."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client.cli.main", "up",
-        "--nats-port", str(port), "--state-dir", str(state), "--domains-dir", str(domains),
-        stdout=asyncio.subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    stack = SoakStack(f"nats://127.0.0.1:{port}", proc, state)
+    state.mkdir(parents=True, exist_ok=True)
+    log = state.parent / "up.log"
+    with open(log, "ab") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "client.cli.main", "up",
+            "--nats-port", str(port), "--state-dir", str(state), "--domains-dir", str(domains),
+            stdout=asyncio.subprocess.PIPE, stderr=log_file,
+        )  # fmt: skip
+    stack = SoakStack(f"nats://127.0.0.1:{port}", proc, state, log)
     try:
         assert proc.stdout is not None
         async with asyncio.timeout(120):
