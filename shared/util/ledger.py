@@ -481,13 +481,9 @@ class Ledger:
         if siblings:
             subjects.append(self._prefix + _parent(key) + "*")
         for subject in subjects:
-            reply = await self._nc.request(
-                f"$JS.API.DIRECT.GET.{self.stream}",
-                json.dumps({"last_by_subj": subject}).encode(),
-                timeout=5,
-            )
-            headers = reply.headers or {}
-            if headers.get("Status") == "404":
+            # The stream's own get (answered by its leader, so never stale).
+            found = await self._last(self.stream, subject)
+            if found is None:
                 if subject.endswith("*"):
                     self._parent_seqs.pop(_parent(key), None)
                 else:
@@ -495,12 +491,40 @@ class Ledger:
                     self._values.pop(key, None)
                     self._seqs.pop(key, None)
                 continue
-            seq = int(headers.get("Nats-Sequence", "0"))
-            self._apply(headers.get("Nats-Subject", subject), reply.data, headers, seq)
+            where, seq, headers, data = found
+            self._apply(where, data, headers, seq)
             if subject.endswith("*"):
                 # The server's last among the siblings is what a write compares
                 # with (a sibling's tombstone may have expired since we saw it).
                 self._parent_seqs[_parent(key)] = seq
+
+    async def _last(
+        self, stream: str, subject: str
+    ) -> tuple[str, int, dict[str, str], bytes] | None:
+        """(subject, sequence, headers, data) of the last message of ``stream`` on
+        ``subject`` (wildcards allowed), or None when there is none."""
+        reply = await self._nc.request(
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            json.dumps({"last_by_subj": subject}).encode(),
+            timeout=5,
+        )
+        doc = json.loads(reply.data)
+        if "error" in doc:
+            if doc["error"].get("code") == 404:
+                return None
+            raise VirtError(
+                ErrorCode.OPERATION_FAILED,
+                f"cannot read {subject}: {doc['error'].get('description')}",
+            )
+        message = doc["message"]
+        headers: dict[str, str] = {}
+        raw = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
+        for line in raw.split("\r\n")[1:]:
+            name, sep, text = line.partition(":")
+            if sep:
+                headers[name.strip()] = text.strip()
+        data = base64.b64decode(message.get("data") or b"")
+        return str(message["subject"]), int(message["seq"]), headers, data
 
     # -- background: watch and forwarder ------------------------------------------------
 
@@ -527,27 +551,17 @@ class Ledger:
     async def _position(self) -> tuple[int, int, int]:
         """(ledger sequence, events of it done, VIRTBUS_EVENTS sequence) of the
         last event forwarded; zeros when none is stored."""
-        reply = await self._nc.request(
-            f"$JS.API.STREAM.MSG.GET.{STREAM}",
-            json.dumps({"last_by_subj": self._events_filter}).encode(),
-            timeout=5,
-        )
-        doc = json.loads(reply.data)
-        if "error" in doc:
+        found = await self._last(STREAM, self._events_filter)
+        if found is None:
             return 0, 0, 0
-        message = doc["message"]
-        raw = base64.b64decode(message.get("hdrs") or b"").decode(errors="replace")
-        source = ""
-        for line in raw.split("\r\n"):
-            name, _, text = line.partition(":")
-            if name.strip() == SOURCE_HEADER:
-                source = text.strip()
+        _, last, headers, _ = found
+        source = headers.get(SOURCE_HEADER, "")
         parts = source.split()
         if len(parts) != 4 or parts[0] != self.stream or parts[1] != self._epoch:
             # An event not forwarded from this ledger (or from an older one of
             # the same name): nothing of ours is known to be stored.
-            return 0, 0, int(message["seq"])
-        return int(parts[2]), int(parts[3]), int(message["seq"])
+            return 0, 0, last
+        return int(parts[2]), int(parts[3]), last
 
     async def _follow(self) -> None:
         position, done, last = await self._position()
