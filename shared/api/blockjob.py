@@ -166,7 +166,24 @@ class _Command(BaseModel):
     disk: str
 
 
-class CopyCommand(_Command):
+class CopyOptions(BaseModel):
+    """How a block copy runs: the fields virDomainBlockCopy's request and the
+    agent's copy command share (defined here once, for both).  Sizes and rates
+    are bytes (virsh's MiB/s converted by the caller)."""
+
+    shallow: bool = False
+    reuse_external: bool = False
+    bandwidth: Annotated[int, Field(ge=0)] = 0
+    granularity: Annotated[int, Field(ge=0)] = 0
+    buf_size: Annotated[int, Field(ge=0)] = 0
+    synchronous_writes: bool = False
+
+    def copy_options(self) -> dict[str, Any]:
+        """These fields alone, to build the other model from one."""
+        return {name: getattr(self, name) for name in CopyOptions.model_fields}
+
+
+class CopyCommand(CopyOptions, _Command):
     """virsh blockcopy / virDomainBlockCopy.
 
     ``destination`` is a ``<disk>`` element describing the copy (virDomainBlockCopy's
@@ -179,12 +196,6 @@ class CopyCommand(_Command):
 
     kind: Literal[CommandKind.COPY] = CommandKind.COPY
     destination: str
-    shallow: bool = False
-    reuse_external: bool = False
-    bandwidth: Annotated[int, Field(ge=0)] = 0
-    granularity: Annotated[int, Field(ge=0)] = 0
-    buf_size: Annotated[int, Field(ge=0)] = 0
-    synchronous_writes: bool = False
 
 
 class CommitCommand(_Command):

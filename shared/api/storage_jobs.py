@@ -18,7 +18,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, Field
 
-from shared.api.blockjob import DiskInventory, JobType, Phase
+from shared.api.blockjob import CopyOptions, DiskInventory, JobType, Phase
 from shared.api.storage import SERVICE
 from shared.util.api import Empty, Endpoint
 
@@ -55,7 +55,7 @@ class DiskXmlReply(BaseModel):
     generation: int
 
 
-class BlockCopyRequest(BaseModel):
+class BlockCopyRequest(CopyOptions):
     """virDomainBlockCopy.  The destination is one of: ``dest`` (a path, with
     ``format`` and ``blockdev`` as virsh's options), ``xml`` (a ``<disk>`` with
     any storage source; ``type='volume'`` is resolved to the volume's path), or
@@ -71,12 +71,6 @@ class BlockCopyRequest(BaseModel):
     xml: str | None = None
     pool: str | None = None
     volume: str | None = None
-    shallow: bool = False
-    reuse_external: bool = False
-    bandwidth: Annotated[int, Field(ge=0)] = 0
-    granularity: Annotated[int, Field(ge=0)] = 0
-    buf_size: Annotated[int, Field(ge=0)] = 0
-    synchronous_writes: bool = False
 
 
 class BlockCommitRequest(BaseModel):

@@ -8,7 +8,7 @@ import os
 import subprocess
 from collections.abc import Callable, Sequence
 
-from services.storage.runner import DEFAULT_TIMEOUT, CommandRunner, find_tool
+from services.storage.pools.runner import DEFAULT_TIMEOUT, CommandRunner, find_tool
 
 #: Present only when the kernel can load modules (CONFIG_MODULES).
 MODPROBE_HOOK = "/proc/sys/kernel/modprobe"

@@ -21,8 +21,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from client.events import subscribe
-from services.storage.disk_store import JobRecord
-from services.storage.registry import BUCKET
+from services.storage.disks.store import JobRecord
+from services.storage.pools.registry import BUCKET
 from shared.api.blockjob import BLOCK_JOB_2, Phase
 from shared.util.events import CloudEvent
 from shared.util.natsserver import EmbeddedNats

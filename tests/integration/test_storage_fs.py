@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from client.storage import StorageClient
-from services.storage.backends.fs import is_mounted
+from services.storage.pools.backends.fs import is_mounted
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
 from shared.util.errors import ErrorCode, VirtError

@@ -17,10 +17,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from client.storage import StorageClient
-from services.storage.backends import iscsi
-from services.storage.backends.iscsi import IscsiBackend
-from services.storage.pool_secrets import PoolSecrets
-from services.storage.runner import find_tool
+from services.storage.pools.backends import iscsi
+from services.storage.pools.backends.iscsi import IscsiBackend
+from services.storage.pools.pool_secrets import PoolSecrets
+from services.storage.pools.runner import find_tool
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import PoolState
 from shared.conf.encryption import SecretLookup
@@ -120,8 +120,7 @@ async def test_chap_credentials_come_from_the_secret_service(tmp_path: Path) -> 
         "<auth type='chap' username='initiator-user'><secret usage='lab-chap'/></auth></source>",
     )
     runner = RecordingRunner()
-    backend = IscsiBackend(runner)
-    backend.secrets = PoolSecrets(fetch, tmp_path)
+    backend = IscsiBackend(runner, PoolSecrets(fetch, tmp_path))
     await backend.start(parse_storage_pool(xml))
     portal = "192.0.2.10:3260,1"
     assert runner.commands == [

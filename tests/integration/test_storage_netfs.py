@@ -16,10 +16,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from client.storage import StorageClient
-from services.storage.backends import fs
-from services.storage.backends.fs import is_mounted
-from services.storage.backends.netfs import NetfsBackend
-from services.storage.runner import find_tool
+from services.storage.pools.backends import fs
+from services.storage.pools.backends.fs import is_mounted
+from services.storage.pools.backends.netfs import NetfsBackend
+from services.storage.pools.runner import find_tool
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import PoolState
 from shared.conf.storage_pool import parse_storage_pool

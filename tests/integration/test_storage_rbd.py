@@ -23,10 +23,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from client.storage import StorageClient
-from services.storage.backends.base import CreateOptions
-from services.storage.backends.rbd import RbdBackend
-from services.storage.pool_secrets import PoolSecrets
-from services.storage.runner import find_tool
+from services.storage.pools.backends.base import CreateOptions
+from services.storage.pools.backends.rbd import RbdBackend
+from services.storage.pools.pool_secrets import PoolSecrets
+from services.storage.pools.runner import find_tool
 from shared.api.storage import PoolState
 from shared.conf.encryption import SecretLookup
 from shared.conf.secret import SecretUsageType

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.storage.command import render_command, shell_quote
-from services.storage.pool_commands import (
+from services.storage.pools.command import render_command, shell_quote
+from services.storage.pools.pool_commands import (
     mount_command,
     pool_start_command,
     unmount_command,
     vgchange_command,
 )
-from services.storage.qemu_img import (
+from services.storage.pools.qemu_img import (
     ConvertStep,
     QemuImgJob,
     create_steps,

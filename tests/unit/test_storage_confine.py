@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from services.storage.confine import (
+from services.storage.pools.confine import (
     check_volume_name,
     confined,
     has_control_chars,
     is_inside,
     volume_path,
 )
-from services.storage.files import scan_folder
+from services.storage.pools.files import scan_folder
 from shared.util.errors import ErrorCode, VirtError
 
 

@@ -13,9 +13,8 @@ from nats.aio.client import Client as NATS
 from client.cli.blockjob_cmds import UsageError, _info_text, bandwidth_bytes, print_xml
 from client.cli.blockjob_wait import progress_text
 from client.storage_jobs import disk_rows
-from services.storage.blockjob_dest import check_local_destination, destination_xml, volume_xml
-from services.storage.disk_store import DiskStore
-from services.storage.disks import (
+from services.storage.disks.destinations import check_local_destination, destination_xml, volume_xml
+from services.storage.disks.index import (
     BACKING,
     MIRROR,
     SOURCE,
@@ -25,6 +24,7 @@ from services.storage.disks import (
     disk_images,
     layer_position,
 )
+from services.storage.disks.store import DiskStore
 from shared.api.blockjob import DiskInventory, JobType
 from shared.api.storage_jobs import BlockJobInfo
 from shared.conf.disk import parse_disk

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.storage.pools import sources_clash
+from services.storage.pools.pools import sources_clash
 from shared.conf.storage_pool import StoragePoolDef, parse_storage_pool
 
 

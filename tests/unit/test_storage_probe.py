@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.storage.files import describe
+from services.storage.pools.files import describe
 from services.storage.probe import ImageInfo, probe_file, probe_header
 from shared.conf.encryption import EncryptionFormat
 

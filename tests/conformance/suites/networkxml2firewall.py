@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.network.iptables import base_commands, network_commands
-from services.storage.command import render_command
+from services.storage.pools.command import render_command
 from shared.conf.network import parse_network
 from tests.conformance.runner import Case, Outcome, Suite, compare_text, expect_error
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from services.nwfilter.ebiptables import apply_new_rules
 from services.nwfilter.resolve import instantiate
-from services.storage.command import render_command
+from services.storage.pools.command import render_command
 from shared.conf.nwfilter import NWFilterDef, parse_nwfilter
 from tests.conformance.runner import Case, Outcome, Suite, compare_text, expect_error
 

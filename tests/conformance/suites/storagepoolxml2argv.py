@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.storage.command import render_command
-from services.storage.pool_commands import pool_start_command
+from services.storage.pools.command import render_command
+from services.storage.pools.pool_commands import pool_start_command
 from shared.conf.storage_pool import parse_storage_pool
 from tests.conformance.runner import Case, Outcome, Suite, compare_text, expect_error
 

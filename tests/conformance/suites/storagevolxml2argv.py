@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.storage.command import render_command
-from services.storage.qemu_img import QemuImgJob, create_steps, qemu_img_create_command
+from services.storage.pools.command import render_command
+from services.storage.pools.qemu_img import QemuImgJob, create_steps, qemu_img_create_command
 from shared.conf.storage_pool import StoragePoolDef, parse_storage_pool
 from shared.conf.storage_pool_types import PoolType
 from shared.conf.storage_volume import (

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from services.storage.runner import CommandRunner
+from services.storage.pools.pool_secrets import PoolSecrets
+from services.storage.pools.runner import CommandRunner
 from shared.api.storage import BuildMode, WipeAlgorithm
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_pool_types import PoolType
@@ -82,8 +83,18 @@ class Backend:
     #: snapshots can go with it (rbd).
     delete_function: ClassVar[str | None] = None
 
-    def __init__(self, runner: CommandRunner) -> None:
+    def __init__(self, runner: CommandRunner, secrets: PoolSecrets | None = None) -> None:
         self.runner = runner
+        #: Where the secret of a pool's ``<auth>`` comes from (iSCSI CHAP, cephx).
+        self.secrets = secrets
+
+    def _pool_secrets(self) -> PoolSecrets:
+        if self.secrets is None:
+            # Without a secret service there is no value to give the tool.
+            raise VirtError(
+                ErrorCode.INTERNAL_ERROR, "no secret service to fetch the pool's auth secret", _D
+            )
+        return self.secrets
 
     # -- pools ---------------------------------------------------------------------
 

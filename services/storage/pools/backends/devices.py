@@ -4,7 +4,7 @@ without ``--overwrite`` never destroys data."""
 
 from __future__ import annotations
 
-from services.storage.runner import CommandRunner, find_tool
+from services.storage.pools.runner import CommandRunner, find_tool
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 _D = ErrorDomain.STORAGE

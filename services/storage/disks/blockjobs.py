@@ -20,10 +20,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from services.storage.blockjob_dest import Destinations
-from services.storage.disk_store import DiskStore, JobRecord
-from services.storage.disks import JOB, DiskIndex, DomainDisks, commit_layers, no_disk
-from services.storage.volumes import VolumeManager
+from services.storage.disks.destinations import Destinations
+from services.storage.disks.index import DomainDisks, commit_layers, no_disk
+from services.storage.disks.store import DiskStore, JobRecord
+from services.storage.disks.users import DiskUsers
+from services.storage.interface import Volumes
 from shared.api import storage_jobs as api
 from shared.api.blockjob import (
     AbortCommand,
@@ -38,9 +39,8 @@ from shared.api.blockjob import (
     SetSpeedCommand,
     command_event_id,
 )
-from shared.api.storage import VolRef, VolumeUser, users_text
+from shared.api.storage import users_text
 from shared.conf.disk_model import DiskDef
-from shared.conf.storage_pool_util import sanitize_path
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import MAX_AGE_SECONDS, EventPublisher
 from shared.util.subjects import BLOCKJOB_KIND
@@ -77,29 +77,31 @@ class BlockJobs:
 
     def __init__(
         self,
-        host: str,
-        index: DiskIndex,
+        users: DiskUsers,
         store: DiskStore,
-        volumes: VolumeManager,
+        volumes: Volumes,
         publisher: EventPublisher,
+        ended: Callable[[JobRecord], None],
     ) -> None:
-        self.host = host
-        self._index = index
+        self.host = users.host
+        self._index = users.index
         self._store = store
         self._volumes = volumes
         self._publisher = publisher
-        self.records: dict[str, JobRecord] = {}
-        self._destinations = Destinations(volumes, self.users_of_path)
+        #: The job table, shared with ``users`` (a destination is a volume user).
+        self.records = users.jobs
+        self._destinations = Destinations(volumes, users.users_of_path)
         self._saved_progress: dict[str, float] = {}
         #: Told each job that ends here, once, with its final phase (the service's metric).
-        self.ended: Callable[[JobRecord], None] = lambda record: None
+        self.ended = ended
 
     async def load(self) -> None:
         """The jobs as stored: a start command a crash kept from the stream is sent;
         ended jobs older than the event stream keeps are forgotten, and the
         follow-ups of the others done (an outcome applied just before a crash
         may have left them undone)."""
-        self.records = {r.job_id: r for r in await self._store.jobs()}
+        self.records.clear()
+        self.records.update({r.job_id: r for r in await self._store.jobs()})
         oldest = time.time() - MAX_AGE_SECONDS
         for record in list(self.records.values()):
             if record.active:
@@ -135,21 +137,6 @@ class BlockJobs:
         ]
         return sorted(found, key=lambda r: r.created)
 
-    def destination_users(self) -> dict[str, list[VolumeUser]]:
-        """Paths of the destinations of running jobs, as volume users (a copy's
-        destination is used before the agent reports its ``<mirror>``)."""
-        users: dict[str, list[VolumeUser]] = {}
-        for record in self.records.values():
-            if record.active and record.destination:
-                users.setdefault(sanitize_path(record.destination), []).append(
-                    VolumeUser(host=self.host, domain=record.domain, disk=record.disk, role=JOB)
-                )
-        return users
-
-    def users_of_path(self, path: str) -> list[VolumeUser]:
-        """The disks using ``path``: the inventory's, and running jobs' destinations."""
-        return self._index.users(path) + self.destination_users().get(sanitize_path(path), [])
-
     def _disk(self, domain: str, name: str) -> tuple[DomainDisks, DiskDef, str]:
         entry = self._index.get(domain)
         _, disk = entry.disk(name)
@@ -167,17 +154,9 @@ class BlockJobs:
         job_id = self._new_id()
         async with self._claimed(req.domain, target, job_id):
             dest = await self._destinations.prepare(req, disk, target)
+            options = req.copy_options() | {"reuse_external": dest.reuse_external}
             command = CopyCommand(
-                job_id=job_id,
-                domain=req.domain,
-                disk=target,
-                destination=dest.xml,
-                shallow=req.shallow,
-                reuse_external=dest.reuse_external,
-                bandwidth=req.bandwidth,
-                granularity=req.granularity,
-                buf_size=req.buf_size,
-                synchronous_writes=req.synchronous_writes,
+                job_id=job_id, domain=req.domain, disk=target, destination=dest.xml, **options
             )
             record = self._record(command, JobType.COPY, req.bandwidth)
             record.destination = dest.path
@@ -480,11 +459,11 @@ class BlockJobs:
             )
             return
         try:
-            obj, vol = self._volumes.by_path(path)
+            vol = self._volumes.volume_at(path)
         except VirtError:
             pass
         else:
-            await self._volumes.delete(VolRef(pool=obj.name, name=vol.name), force=True)
+            await self._volumes.delete_volume(vol.pool, vol.name)
             return
         if await asyncio.to_thread(_remove_file, path):
             log.info("committed image deleted", extra={"path": path})

@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 
-from services.storage import files
-from services.storage.backends.base import (
+from services.storage.pools import files
+from services.storage.pools.backends.base import (
     Backend,
     CreateOptions,
     PoolScan,
     found_volume,
     placed,
 )
-from services.storage.backends.devices import require_empty
-from services.storage.confine import check_volume_name
-from services.storage.pool_commands import (
+from services.storage.pools.backends.devices import require_empty
+from services.storage.pools.confine import check_volume_name
+from services.storage.pools.pool_commands import (
     logical_build_commands,
     logical_delete_commands,
     lvcreate_command,

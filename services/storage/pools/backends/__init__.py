@@ -6,14 +6,14 @@ is refused as libvirt refuses a type its daemon was built without.
 
 from __future__ import annotations
 
-from services.storage.backends.base import Backend
-from services.storage.backends.dir import DirBackend
-from services.storage.backends.disk import DiskBackend
-from services.storage.backends.fs import FsBackend
-from services.storage.backends.iscsi import IscsiBackend
-from services.storage.backends.logical import LogicalBackend
-from services.storage.backends.netfs import NetfsBackend
-from services.storage.backends.rbd import RbdBackend
+from services.storage.pools.backends.base import Backend
+from services.storage.pools.backends.dir import DirBackend
+from services.storage.pools.backends.disk import DiskBackend
+from services.storage.pools.backends.fs import FsBackend
+from services.storage.pools.backends.iscsi import IscsiBackend
+from services.storage.pools.backends.logical import LogicalBackend
+from services.storage.pools.backends.netfs import NetfsBackend
+from services.storage.pools.backends.rbd import RbdBackend
 from shared.conf.storage_pool_types import PoolType
 
 BACKENDS: dict[PoolType, type[Backend]] = {

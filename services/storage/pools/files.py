@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from services.storage.confine import has_control_chars
+from services.storage.pools.confine import has_control_chars
 from services.storage.probe import ImageInfo, probe_file
 from shared.conf.encryption import Encryption
 from shared.conf.storage_pool_util import Permissions

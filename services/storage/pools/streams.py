@@ -19,6 +19,7 @@ A failure answers with the API's error headers.  A stream idle for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -34,6 +35,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from services.storage.pools.volumes import VolumeManager
+from shared.api import storage as api
 from shared.util.api import error_reply
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.process import Spawn
@@ -119,12 +122,43 @@ UNBOUNDED = 1 << 63
 class StreamServer:
     """The open streams of one storage service."""
 
-    def __init__(self, nc: NATS, host: str, spawn: Spawn) -> None:
+    def __init__(self, nc: NATS, host: str, volumes: VolumeManager, spawn: Spawn) -> None:
         self._nc = nc
         self._host = host
+        self._volumes = volumes
         self._spawn = spawn
         self._streams: dict[str, _Stream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def upload(self, req: api.VolTransferRequest) -> api.TransferReply:
+        """virStorageVolUpload: a stream writing into the volume."""
+        return await self._transfer(req, upload=True)
+
+    async def download(self, req: api.VolTransferRequest) -> api.TransferReply:
+        """virStorageVolDownload: a stream reading the volume."""
+        return await self._transfer(req, upload=False)
+
+    async def _transfer(self, req: api.VolTransferRequest, upload: bool) -> api.TransferReply:
+        obj, vol, path = self._volumes.begin_transfer(req.vol, upload=upload)
+
+        async def closed(completed: bool) -> None:
+            await self._volumes.end_transfer(obj, vol, uploaded=upload and completed)
+
+        async with contextlib.AsyncExitStack() as undo:
+            # Until the stream is open the volume is released here; after, by ``closed``.
+            undo.push_async_callback(self._volumes.end_transfer, obj, vol, uploaded=False)
+            subject, length = await self.open(
+                path,
+                upload=upload,
+                offset=req.offset,
+                length=req.length,
+                sparse=req.sparse,
+                on_close=closed,
+            )
+            undo.pop_all()
+        return api.TransferReply(
+            subject=subject, length=length, chunk_bytes=CHUNK_BYTES, window=WINDOW
+        )
 
     def subject(self, stream_id: str) -> str:
         return api_subject(SERVICE, f"stream.{stream_id}", self._host)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from services.storage.backends.local import LocalBackend, pool_root
+from services.storage.pools.backends.local import LocalBackend, pool_root
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_pool_types import PoolType
 

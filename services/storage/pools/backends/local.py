@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import os
 
-from services.storage import files
-from services.storage.backends.base import Backend, CreateOptions, PoolScan, placed
-from services.storage.confine import check_volume_name, confined, volume_path
-from services.storage.qemu_img import QemuImgJob, qemu_img_create_commands
+from services.storage.pools import files
+from services.storage.pools.backends.base import Backend, CreateOptions, PoolScan, placed
+from services.storage.pools.confine import check_volume_name, confined, volume_path
+from services.storage.pools.qemu_img import QemuImgJob, qemu_img_create_commands
 from shared.api.storage import BuildMode, WipeAlgorithm
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef, VolumeType

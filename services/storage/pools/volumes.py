@@ -20,11 +20,14 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from services.storage.backends.base import CreateOptions
-from services.storage.journal import CreationJournal
-from services.storage.objects import PoolObj, VolObj
-from services.storage.pools import PoolManager
-from shared.api.storage import VolRef, VolumeUser, WipeAlgorithm, users_text
+from services.storage.interface import Volume, VolumeUsers
+from services.storage.pools.backends.base import CreateOptions
+from services.storage.pools.journal import CreationJournal
+from services.storage.pools.objects import PoolObj, VolObj
+from services.storage.pools.pool_secrets import SecretFiles
+from services.storage.pools.pools import PoolManager
+from shared.api import storage as api
+from shared.api.storage import VolRef, VolumeUser, users_text
 from shared.conf.storage_pool_util import sanitize_path
 from shared.conf.storage_volume import (
     StorageVolumeDef,
@@ -32,6 +35,7 @@ from shared.conf.storage_volume import (
     format_storage_volume,
     parse_storage_volume,
 )
+from shared.util.api import Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 log = logging.getLogger(__name__)
@@ -39,10 +43,6 @@ _D = ErrorDomain.STORAGE
 
 #: (pool, volume, detail, extra fields): published after each change.
 VolumeEvent = Callable[[PoolObj, StorageVolumeDef, str, dict[str, Any]], Awaitable[None]]
-#: Writes the passphrase of an encrypted volume to a private file; yields its path.
-SecretFiles = Callable[[PoolObj, StorageVolumeDef], contextlib.AbstractAsyncContextManager[str]]
-#: The domain disks that use a volume (from the disk inventory).
-VolumeUsers = Callable[[PoolObj, StorageVolumeDef], list[VolumeUser]]
 
 
 def in_use(name: str, users: list[VolumeUser]) -> VirtError:
@@ -61,21 +61,31 @@ def volume_exists(name: str) -> VirtError:
 
 
 class VolumeManager:
-    """The volumes of this host's active pools."""
+    """The volumes of this host's active pools.  Its public coroutines are the
+    volume endpoints of ``shared.api.storage``; it also keeps the ``Volumes``
+    side of ``services.storage.interface`` for the block jobs."""
 
     def __init__(
         self,
         pools: PoolManager,
         journal: CreationJournal,
         on_event: VolumeEvent,
+        users: VolumeUsers,
         secret_file: SecretFiles | None = None,
-        users: VolumeUsers | None = None,
     ) -> None:
         self._pools = pools
         self._journal = journal
         self._on_event = on_event
+        self._users = users
         self._secret_file = secret_file
-        self.users: VolumeUsers = users or (lambda obj, vol: [])
+
+    def users(self, obj: PoolObj, vol: StorageVolumeDef) -> list[VolumeUser]:
+        """The domain disks using ``vol`` (from the disks half)."""
+        return self._users.users(obj.name, vol.name, vol.target.path)
+
+    def info_of(self, obj: PoolObj, vol: VolObj) -> api.VolumeInfo:
+        """What is shown of a volume, with the disks using it."""
+        return obj.volume_info(vol.definition, self.users(obj, vol.definition))
 
     def check_unused(self, obj: PoolObj, vol: VolObj, force: bool) -> None:
         """Refuse to destroy data a domain disk uses, unless ``force``."""
@@ -122,9 +132,64 @@ class VolumeManager:
         vol.definition = await backend.refresh_volume(obj.definition, vol.definition)
         return vol.definition
 
-    async def dumpxml(self, ref: VolRef) -> str:
-        obj, vol = self.find(ref)
-        return format_storage_volume(obj.definition, await self.refreshed(obj, vol))
+    # -- look-up endpoints ----------------------------------------------------------
+
+    async def info(self, req: api.VolRequest) -> api.VolumeInfo:
+        """virStorageVolGetInfo, re-read from the storage first."""
+        obj, vol = self.find(req.vol)
+        await self.refreshed(obj, vol)
+        return self.info_of(obj, vol)
+
+    async def dumpxml(self, req: api.VolRequest) -> api.XmlReply:
+        """virStorageVolGetXMLDesc, re-read from the storage first."""
+        obj, vol = self.find(req.vol)
+        return api.XmlReply(
+            xml=format_storage_volume(obj.definition, await self.refreshed(obj, vol))
+        )
+
+    async def lookup_name(self, req: api.VolNameRequest) -> api.VolumeInfo:
+        """virStorageVolLookupByName."""
+        return self.info_of(*self.by_name(req.pool, req.name))
+
+    async def lookup_key(self, req: api.VolKeyRequest) -> api.VolumeInfo:
+        """virStorageVolLookupByKey."""
+        return self.info_of(*self.by_key(req.key))
+
+    async def lookup_path(self, req: api.VolPathRequest) -> api.VolumeInfo:
+        """virStorageVolLookupByPath."""
+        return self.info_of(*self.by_path(req.path))
+
+    async def list_volumes(self, req: api.VolListRequest) -> api.VolListReply:
+        """virStoragePoolListAllVolumes (``details``: each re-read first, as
+        virsh's vol-list --details asks every volume's info)."""
+        obj = self._pools.by_name(req.pool)
+        obj.check_active()
+        infos = []
+        for vol in sorted(obj.volumes.values(), key=lambda v: v.name.lower()):
+            if req.details and not vol.building:
+                with contextlib.suppress(VirtError):
+                    await self.refreshed(obj, vol)
+            infos.append(self.info_of(obj, vol))
+        return api.VolListReply(volumes=infos)
+
+    # -- the Volumes side of services.storage.interface -----------------------------
+
+    @staticmethod
+    def _volume(obj: PoolObj, vol: VolObj) -> Volume:
+        d = vol.definition
+        return Volume(obj.name, vol.name, d.target.path, d.type.value, d.target.format)
+
+    def volume(self, pool: str, name: str) -> Volume:
+        return self._volume(*self.by_name(pool, name))
+
+    def volume_at(self, path: str) -> Volume:
+        return self._volume(*self.by_path(path))
+
+    async def create_volume(self, pool: str, xml: str) -> Volume:
+        return self._volume(*await self._create(pool, xml, prealloc_metadata=False))
+
+    async def delete_volume(self, pool: str, name: str) -> None:
+        await self.delete(api.VolDeleteRequest(vol=VolRef(pool=pool, name=name), force=True))
 
     # -- creation ------------------------------------------------------------------
 
@@ -150,7 +215,7 @@ class VolumeManager:
                         "storage pool does not support encrypted volumes",
                         _D,
                     )
-                paths[i] = await stack.enter_async_context(self._secret_file(pool, volume))
+                paths[i] = await stack.enter_async_context(self._secret_file(pool.name, volume))
             yield dataclasses.replace(options, secret_path=paths[0], input_secret_path=paths[1])
 
     @contextlib.asynccontextmanager
@@ -191,8 +256,11 @@ class VolumeManager:
                 await backend.delete_volume(obj.definition, vol)
             raise
 
-    async def create(self, pool: str, xml: str, prealloc_metadata: bool) -> tuple[PoolObj, VolObj]:
+    async def create(self, req: api.VolCreateRequest) -> api.VolumeInfo:
         """virStorageVolCreateXML."""
+        return self.info_of(*await self._create(req.pool, req.xml, req.prealloc_metadata))
+
+    async def _create(self, pool: str, xml: str, prealloc_metadata: bool) -> tuple[PoolObj, VolObj]:
         obj = self._pools.by_name(pool)
         obj.check_active()
         backend = self._pools.backend(obj.definition.type)
@@ -213,10 +281,10 @@ class VolumeManager:
         await self._on_event(obj, reserved.definition, "Created", {})
         return obj, reserved
 
-    async def create_from(
-        self, pool: str, xml: str, source: VolRef, prealloc_metadata: bool, reflink: bool
-    ) -> tuple[PoolObj, VolObj]:
+    async def create_from(self, req: api.VolCreateFromRequest) -> api.VolumeInfo:
         """virStorageVolCreateXMLFrom: a new volume holding a copy of ``source``."""
+        pool, xml, source = req.pool, req.xml, req.source
+        prealloc_metadata, reflink = req.prealloc_metadata, req.reflink
         obj = self._pools.by_name(pool)
         src_pool = obj if source.pool == obj.name else self._pools.by_name(source.pool)
         obj.check_active()
@@ -250,7 +318,7 @@ class VolumeManager:
         self._pools.adjust_sizes(obj, reserved.definition.allocation)
         extra = {"source": f"{src_pool.name}/{src.name}"}
         await self._on_event(obj, reserved.definition, "Created", extra)
-        return obj, reserved
+        return self.info_of(obj, reserved)
 
     # -- changes -------------------------------------------------------------------
 
@@ -266,48 +334,40 @@ class VolumeManager:
             vol.in_use -= 1
             obj.asyncjobs -= 1
 
-    async def delete(
-        self, ref: VolRef, *, force: bool = False, with_snapshots: bool = False
-    ) -> None:
-        """virStorageVolDelete (``with_snapshots``: VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS);
+    async def delete(self, req: api.VolDeleteRequest) -> Empty:
+        """virStorageVolDelete (``delete_snapshots``: VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS);
         a volume a domain disk uses only with ``force``."""
-        obj, vol = self.find(ref)
+        obj, vol = self.find(req.vol)
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
-        self.check_unused(obj, vol, force)
+        self.check_unused(obj, vol, req.force)
         async with self._busy(obj, vol):
             await backend.delete_volume(
-                obj.definition, vol.definition, with_snapshots=with_snapshots
+                obj.definition, vol.definition, with_snapshots=req.delete_snapshots
             )
         if obj.volumes.get(vol.name) is vol:
             del obj.volumes[vol.name]
         self._pools.adjust_sizes(obj, -vol.definition.allocation)
         await self._on_event(obj, vol.definition, "Deleted", {})
+        return Empty()
 
-    async def wipe(self, ref: VolRef, algorithm: WipeAlgorithm, *, force: bool = False) -> None:
+    async def wipe(self, req: api.VolWipeRequest) -> Empty:
         """virStorageVolWipePattern; a volume a domain disk uses only with ``force``."""
-        obj, vol = self.find(ref)
+        obj, vol = self.find(req.vol)
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
-        self.check_unused(obj, vol, force)
+        self.check_unused(obj, vol, req.force)
         async with self._busy(obj, vol):
-            await backend.wipe_volume(obj.definition, vol.definition, algorithm)
+            await backend.wipe_volume(obj.definition, vol.definition, req.algorithm)
             await self.refreshed(obj, vol)
-        await self._on_event(obj, vol.definition, "Wiped", {"algorithm": algorithm.value})
+        await self._on_event(obj, vol.definition, "Wiped", {"algorithm": req.algorithm.value})
+        return Empty()
 
-    async def resize(
-        self,
-        ref: VolRef,
-        capacity: int,
-        *,
-        allocate: bool,
-        delta: bool,
-        shrink: bool,
-        force: bool = False,
-    ) -> tuple[PoolObj, VolObj]:
+    async def resize(self, req: api.VolResizeRequest) -> api.VolumeInfo:
         """virStorageVolResize, with libvirt's checks in its order; shrinking a volume
         a domain disk uses only with ``force`` (growing it is harmless)."""
-        obj, vol = self.find(ref)
+        capacity, allocate, delta, shrink = req.capacity, req.allocate, req.delta, req.shrink
+        obj, vol = self.find(req.vol)
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
         current = vol.definition
@@ -330,7 +390,7 @@ class VolumeManager:
                 _D,
             )
         if target < current.capacity:
-            self.check_unused(obj, vol, force)
+            self.check_unused(obj, vol, req.force)
         grow = target - current.allocation if allocate else 0
         if grow > obj.definition.available:
             raise VirtError(ErrorCode.OPERATION_FAILED, "Not enough space left in storage pool", _D)
@@ -340,7 +400,7 @@ class VolumeManager:
         if allocate:
             self._pools.adjust_sizes(obj, grow)
         await self._on_event(obj, vol.definition, "Resized", {"capacity": target})
-        return obj, vol
+        return self.info_of(obj, vol)
 
     def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
         """Hold a volume for an upload or a download; its file, confined to the pool.

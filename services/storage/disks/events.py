@@ -25,9 +25,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from pydantic import ValidationError
 
-from services.storage.blockjobs import BlockJobs
-from services.storage.disk_store import DiskStore
-from services.storage.disks import DiskIndex
+from services.storage.disks.blockjobs import BlockJobs
+from services.storage.disks.index import DiskIndex
+from services.storage.disks.store import DiskStore
 from shared.api import agent as agent_api
 from shared.api.blockjob import (
     BLOCK_JOB_2,

@@ -16,8 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from services.storage.backends.base import Backend, PoolScan, found_volume
-from services.storage.pool_secrets import UsesSecrets
+from services.storage.pools.backends.base import Backend, PoolScan, found_volume
 from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_pool_source import AuthType
@@ -226,7 +225,7 @@ def _volumes(pool: StoragePoolDef, session: str) -> list[StorageVolumeDef]:
 # ---- the backend ------------------------------------------------------------------------
 
 
-class IscsiBackend(UsesSecrets, Backend):
+class IscsiBackend(Backend):
     """Logs in on start and out on stop; the LUNs of the session are the volumes."""
 
     pool_type = PoolType.ISCSI

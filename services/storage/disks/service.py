@@ -1,32 +1,30 @@
-"""The disk and block-job side of the storage service, wired together: the inventory
-(disks.py), its KV copy (disk_store.py), the jobs (blockjobs.py) and the agent's
-events (disk_events.py), with the endpoints of shared.api.storage_jobs.
+"""The disks half of the storage service, wired together: the inventory (index.py),
+its KV copy (store.py), the jobs (blockjobs.py) and the agent's events
+(events.py), with the endpoints of shared.api.storage_jobs.
 
-``StorageService`` owns one ``DiskService``: it calls ``start`` from its own
-set-up (after the volumes are loaded), serves ``endpoints()``, and asks
-``volume_users`` for the users of a volume.
+``StorageService`` makes one ``DiskService`` with the volumes half's side of
+``services.storage.interface`` (``Volumes``), calls ``start`` from its set-up
+(after the volumes are loaded) and serves ``endpoints()``; the volumes half
+reads volume users from the same ``DiskUsers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
-from services.storage.blockjobs import BlockJobs
-from services.storage.disk_events import DiskEvents
-from services.storage.disk_store import DiskStore
-from services.storage.disks import DiskIndex
-from services.storage.objects import PoolObj
-from services.storage.volumes import VolumeManager
+from services.storage.disks.blockjobs import BlockJobs
+from services.storage.disks.events import DiskEvents
+from services.storage.disks.store import DiskStore, JobRecord
+from services.storage.disks.users import DiskUsers
+from services.storage.interface import Volumes
 from shared.api import storage_jobs as api
 from shared.api.blockjob import DiskInventory
-from shared.api.storage import VolumeUser
-from shared.conf.storage_pool_util import sanitize_path
-from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.api import Bound, Empty
 from shared.util.events import EventPublisher
 from shared.util.process import Spawn
@@ -42,17 +40,18 @@ class DiskService:
         self,
         nc: NATS,
         js: JetStreamContext,
-        host: str,
+        users: DiskUsers,
         state: StateStore,
-        volumes: VolumeManager,
+        volumes: Volumes,
         publisher: EventPublisher,
         *,
+        ended: Callable[[JobRecord], None],
         reconcile_interval: float = 60.0,
     ) -> None:
-        self.host = host
-        self.index = DiskIndex(host)
+        host = self.host = users.host
+        self.index = users.index
         self.store = DiskStore(state, host)
-        self.jobs = BlockJobs(host, self.index, self.store, volumes, publisher)
+        self.jobs = BlockJobs(users, self.store, volumes, publisher, ended)
         self.events = DiskEvents(nc, js, host, self.index, self.store, self.jobs)
         self._reconcile_interval = reconcile_interval
 
@@ -73,16 +72,6 @@ class DiskService:
                 await self.events.reconcile()
             except Exception:
                 log.exception("disk inventory reconcile failed")
-
-    def volume_users(self, obj: PoolObj, vol: StorageVolumeDef) -> list[VolumeUser]:
-        """The domain disks using ``vol`` (by its path, or as a ``type='volume'`` source)."""
-        users = self.index.users(vol.target.path, obj.name, vol.name)
-        if vol.target.path:
-            # a running job's destination, until the agent reports it as a mirror
-            seen = {(u.domain, u.disk) for u in users}
-            pending = self.jobs.destination_users().get(sanitize_path(vol.target.path), [])
-            users += [u for u in pending if (u.domain, u.disk) not in seen]
-        return users
 
     # -- endpoints -------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from services.storage.backends.fs import FsBackend
+from services.storage.pools.backends.fs import FsBackend
 from shared.conf.storage_pool_types import PoolType
 
 

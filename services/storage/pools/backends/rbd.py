@@ -16,15 +16,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from services.storage.backends.base import (
+from services.storage.pools.backends.base import (
     Backend,
     CreateOptions,
     PoolScan,
     found_volume,
     placed,
 )
-from services.storage.confine import check_volume_name
-from services.storage.pool_secrets import UsesSecrets
+from services.storage.pools.confine import check_volume_name
 from shared.conf.secret import SecretUsageType
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_pool_source import PoolSourceHost
@@ -77,7 +76,7 @@ def pool_usage(df: dict[str, Any], pool: str) -> tuple[int, int, int]:
     return int(df.get("total_space", 0)) * 1024, used, int(df.get("total_avail", 0)) * 1024
 
 
-class RbdBackend(UsesSecrets, Backend):
+class RbdBackend(Backend):
     """Images listed, created and removed with the rbd tool."""
 
     pool_type = PoolType.RBD

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from services.storage.backends.base import Backend, PoolScan, found_volume
-from services.storage.backends.devices import require_no_label
-from services.storage.pool_commands import parted_label_command
+from services.storage.pools.backends.base import Backend, PoolScan, found_volume
+from services.storage.pools.backends.devices import require_no_label
+from services.storage.pools.pool_commands import parted_label_command
 from shared.api.storage import BuildMode
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_pool_types import PoolType

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 
-from services.storage.command import shell_quote
+from services.storage.pools.command import shell_quote
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 _D = ErrorDomain.STORAGE

@@ -14,9 +14,8 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.storage.objects import PoolObj, VolObj
+from services.storage.interface import Volume, Volumes
 from services.storage.probe import probe_file
-from services.storage.volumes import VolumeManager
 from shared.api import storage_jobs as api
 from shared.api.blockjob import destination_source
 from shared.api.storage import VolumeUser, users_text
@@ -89,7 +88,7 @@ def check_local_destination(target: str, path: str, *, reuse: bool, blockdev: bo
 class Destinations:
     """Prepares copy destinations; ``users_of(path)`` says which disks use a path."""
 
-    def __init__(self, volumes: VolumeManager, users_of: Callable[[str], list[VolumeUser]]) -> None:
+    def __init__(self, volumes: Volumes, users_of: Callable[[str], list[VolumeUser]]) -> None:
         self._volumes = volumes
         self._users_of = users_of
 
@@ -136,9 +135,9 @@ class Destinations:
                 raise VirtError(
                     ErrorCode.XML_ERROR, "missing pool or volume of the copy destination", _D
                 )
-            obj, vol = self._volumes.by_name(src.pool.pool, src.pool.volume)
-            fmt = src.format.value if src.format else _volume_format(vol)
-            return await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
+            vol = self._volumes.volume(src.pool.pool, src.pool.volume)
+            fmt = src.format.value if src.format else vol.format
+            return await self._volume_as_destination(vol, fmt, target, reuse=True)
         if src.is_local and src.path:
             path = sanitize_path(src.path)
             blockdev = src.type is StorageType.BLOCK
@@ -157,27 +156,27 @@ class Destinations:
     ) -> Destination:
         assert req.pool is not None and req.volume is not None
         if req.reuse_external:
-            obj, vol = self._volumes.by_name(req.pool, req.volume)
-            return await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
+            vol = self._volumes.volume(req.pool, req.volume)
+            return await self._volume_as_destination(vol, fmt, target, reuse=True)
         capacity = await self._capacity(disk, target)
         xml = volume_xml(req.volume, capacity, fmt, disk.source if req.shallow else None)
-        obj, vol = await self._volumes.create(req.pool, xml, False)
-        created = await self._volume_as_destination(obj, vol, fmt, target, reuse=True)
-        return Destination(created.xml, True, created.path, created_volume=f"{obj.name}/{vol.name}")
+        vol = await self._volumes.create_volume(req.pool, xml)
+        created = await self._volume_as_destination(vol, fmt, target, reuse=True)
+        return Destination(created.xml, True, created.path, created_volume=f"{vol.pool}/{vol.name}")
 
     async def _volume_as_destination(
-        self, obj: PoolObj, vol: VolObj, fmt: str | None, target: str, *, reuse: bool
+        self, vol: Volume, fmt: str | None, target: str, *, reuse: bool
     ) -> Destination:
-        path = vol.definition.target.path
+        path = vol.path
         if not path:
             raise VirtError(
                 ErrorCode.OPERATION_UNSUPPORTED,
-                f"volume '{vol.name}' of pool '{obj.name}' has no path to copy to",
+                f"volume '{vol.name}' of pool '{vol.pool}' has no path to copy to",
                 _D,
             )
-        kind = StorageType.BLOCK if vol.definition.type.value == "block" else StorageType.FILE
+        kind = StorageType.BLOCK if vol.type == "block" else StorageType.FILE
         await self._check_free(path, target, reuse=reuse, blockdev=False)
-        return Destination(destination_xml(kind, path, fmt or _volume_format(vol)), True, path)
+        return Destination(destination_xml(kind, path, fmt or vol.format), True, path)
 
     async def _capacity(self, disk: DiskDef, target: str) -> int:
         src = disk.source
@@ -192,10 +191,6 @@ class Destinations:
         if info.capacity is not None:
             return info.capacity
         return (await asyncio.to_thread(os.stat, path)).st_size
-
-
-def _volume_format(vol: VolObj) -> str | None:
-    return vol.definition.target.format
 
 
 def volume_xml(name: str, capacity: int, fmt: str | None, source: StorageSource | None) -> str:

@@ -13,15 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from services.storage.backends import BACKENDS
-from services.storage.backends.base import Backend
-from services.storage.objects import PoolObj, VolObj
-from services.storage.registry import PoolRecord, StorageRegistry
-from services.storage.runner import CommandRunner
+from services.storage.pools.backends import BACKENDS
+from services.storage.pools.backends.base import Backend
+from services.storage.pools.capabilities import format_pool_capabilities
+from services.storage.pools.objects import PoolObj, VolObj
+from services.storage.pools.pool_secrets import PoolSecrets
+from services.storage.pools.registry import PoolRecord, StorageRegistry
+from services.storage.pools.runner import CommandRunner
+from shared.api import storage as api
 from shared.api.storage import BuildMode
 from shared.conf.storage_pool import StoragePoolDef, format_storage_pool, parse_storage_pool
 from shared.conf.storage_pool_types import POOL_TYPES, PoolType, SourceMatch
 from shared.conf.uuid import parse_uuid
+from shared.util.api import Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 log = logging.getLogger(__name__)
@@ -62,10 +66,16 @@ class PoolManager:
     """The pools of one host."""
 
     def __init__(
-        self, registry: StorageRegistry, runner: CommandRunner, on_event: PoolEvent
+        self,
+        registry: StorageRegistry,
+        runner: CommandRunner,
+        secrets: PoolSecrets,
+        on_event: PoolEvent,
     ) -> None:
         self._registry = registry
-        self._backends: dict[PoolType, Backend] = {t: cls(runner) for t, cls in BACKENDS.items()}
+        self._backends: dict[PoolType, Backend] = {
+            t: cls(runner, secrets) for t, cls in BACKENDS.items()
+        }
         self._on_event = on_event
         self.pools: dict[str, PoolObj] = {}
 
@@ -106,6 +116,42 @@ class PoolManager:
 
     def all(self) -> list[PoolObj]:
         return sorted(self.pools.values(), key=lambda o: o.name.lower())
+
+    # -- look-up endpoints ----------------------------------------------------------
+
+    async def info(self, req: api.PoolRequest) -> api.PoolInfo:
+        """virStoragePoolGetInfo."""
+        return self.by_name(req.pool).info()
+
+    async def lookup_uuid(self, req: api.PoolUuidRequest) -> api.PoolInfo:
+        """virStoragePoolLookupByUUID."""
+        return self.by_uuid(req.uuid).info()
+
+    async def lookup_volume(self, req: api.VolRequest) -> api.PoolInfo:
+        """virStoragePoolLookupByVolume."""
+        return self.by_name(req.vol.pool).info()
+
+    async def list_pools(self, req: api.PoolListRequest) -> api.PoolListReply:
+        """virConnectListAllStoragePools with its filters."""
+        pools = [
+            obj.info()
+            for obj in self.all()
+            if (req.active is None or obj.active == req.active)
+            and (req.persistent is None or obj.persistent == req.persistent)
+            and (req.autostart is None or obj.autostart == req.autostart)
+            and (not req.types or obj.definition.type.value in req.types)
+        ]
+        return api.PoolListReply(pools=pools)
+
+    async def dumpxml(self, req: api.PoolDumpXmlRequest) -> api.XmlReply:
+        """virStoragePoolGetXMLDesc (``inactive``: the definition the next start uses)."""
+        obj = self.by_name(req.pool)
+        d = obj.new_definition if req.inactive and obj.new_definition else obj.definition
+        return api.XmlReply(xml=format_storage_pool(d))
+
+    async def capabilities(self, _: Empty) -> api.XmlReply:
+        """virConnectGetStoragePoolCapabilities."""
+        return api.XmlReply(xml=format_pool_capabilities(self.supported))
 
     # -- persistence ---------------------------------------------------------------
 
@@ -180,9 +226,9 @@ class PoolManager:
         self.backend(new.type)
         return new
 
-    async def define(self, xml: str) -> PoolObj:
+    async def define(self, req: api.PoolXmlRequest) -> api.PoolInfo:
         """virStoragePoolDefineXML: add a persistent pool or replace its definition."""
-        new = self._parse(xml)
+        new = self._parse(req.xml)
         obj = self._check_duplicate(new, check_active=False)
         self._check_source(new)
         if obj is None:
@@ -202,11 +248,11 @@ class PoolManager:
                 obj.persistent = True
                 await self._save(obj)
         await self._on_event(obj, "lifecycle", "Defined")
-        return obj
+        return obj.info()
 
-    async def create(self, xml: str, build: BuildMode) -> PoolObj:
+    async def create(self, req: api.PoolXmlRequest) -> api.PoolInfo:
         """virStoragePoolCreateXML: start a transient pool (or a defined inactive one)."""
-        new = self._parse(xml)
+        new = self._parse(req.xml)
         obj = self._check_duplicate(new, check_active=True)
         self._check_source(new)
         if obj is None:
@@ -216,8 +262,8 @@ class PoolManager:
             obj.new_definition = obj.definition
             obj.definition = new
         async with obj.lock:
-            await self._start_locked(obj, build)
-        return obj
+            await self._start_locked(obj, req.build)
+        return obj.info()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -249,33 +295,34 @@ class PoolManager:
         except VirtError as err:
             log.warning("stopping pool %s after a failed refresh: %s", obj.name, err)
 
-    async def start(self, name: str, build: BuildMode) -> PoolObj:
+    async def start(self, req: api.PoolBuildRequest) -> Empty:
         """virStoragePoolCreate (pool-start)."""
-        obj = self.by_name(name)
+        obj = self.by_name(req.pool)
         async with obj.lock:
             self.backend(obj.definition.type)
             obj.check_inactive()
             obj.check_not_starting()
-            await self._start_locked(obj, build)
-        return obj
+            await self._start_locked(obj, req.build)
+        return Empty()
 
-    async def build(self, name: str, build: BuildMode) -> None:
+    async def build(self, req: api.PoolBuildRequest) -> Empty:
         """virStoragePoolBuild: only an inactive pool is built."""
-        obj = self.by_name(name)
+        obj = self.by_name(req.pool)
         async with obj.lock:
             backend = self.backend(obj.definition.type)
             obj.check_inactive()
             obj.check_not_starting()
             obj.starting = True
             try:
-                await backend.build(obj.definition, build)
+                await backend.build(obj.definition, req.build)
             finally:
                 obj.starting = False
         await self._on_event(obj, "lifecycle", "Created")
+        return Empty()
 
-    async def destroy(self, name: str) -> None:
+    async def destroy(self, req: api.PoolRequest) -> Empty:
         """virStoragePoolDestroy: stop; a transient pool disappears."""
-        obj = self.by_name(name)
+        obj = self.by_name(req.pool)
         async with obj.lock:
             backend = self.backend(obj.definition.type)
             obj.check_running()
@@ -283,36 +330,41 @@ class PoolManager:
             obj.active = False
             await self._update_inactive(obj)
         await self._on_event(obj, "lifecycle", "Stopped")
+        return Empty()
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, req: api.PoolRequest) -> Empty:
         """virStoragePoolDelete: remove the pool's storage; the pool must be inactive."""
-        obj = self.by_name(name)
+        obj = self.by_name(req.pool)
         async with obj.lock:
             backend = self.backend(obj.definition.type)
             obj.check_stopped()
             await backend.delete(obj.definition)
         await self._on_event(obj, "lifecycle", "Deleted")
+        return Empty()
 
-    async def undefine(self, name: str) -> None:
+    async def undefine(self, req: api.PoolRequest) -> Empty:
         """virStoragePoolUndefine: forget an inactive pool."""
-        obj = self.by_name(name)
+        obj = self.by_name(req.pool)
         async with obj.lock:
             obj.check_stopped()
             await self._forget(obj)
         await self._on_event(obj, "lifecycle", "Undefined")
+        return Empty()
 
-    async def set_autostart(self, name: str, autostart: bool) -> None:
-        obj = self.by_name(name)
+    async def autostart(self, req: api.PoolAutostartRequest) -> Empty:
+        """virStoragePoolSetAutostart."""
+        obj = self.by_name(req.pool)
         async with obj.lock:
             if not obj.persistent:
                 raise VirtError(ErrorCode.INTERNAL_ERROR, "pool has no config file", _D)
-            if obj.autostart != autostart:
-                obj.autostart = autostart
+            if obj.autostart != req.autostart:
+                obj.autostart = req.autostart
                 await self._save(obj)
+        return Empty()
 
-    async def refresh(self, name: str) -> None:
+    async def refresh(self, req: api.PoolRequest) -> Empty:
         """virStoragePoolRefresh; a failed refresh stops the pool, as in libvirt."""
-        obj = self.by_name(name)
+        obj = self.by_name(req.pool)
         async with obj.lock:
             backend = self.backend(obj.definition.type)
             obj.check_running()
@@ -325,6 +377,7 @@ class PoolManager:
                 await self._on_event(obj, "lifecycle", "Stopped")
                 raise
         await self._on_event(obj, "refresh", None)
+        return Empty()
 
     async def _refresh_locked(self, obj: PoolObj, backend: Backend) -> None:
         known = {name: v.definition for name, v in obj.volumes.items()}

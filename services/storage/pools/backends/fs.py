@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from services.storage.backends.devices import require_empty
-from services.storage.backends.local import LocalBackend, pool_root
-from services.storage.pool_commands import (
+from services.storage.pools.backends.devices import require_empty
+from services.storage.pools.backends.local import LocalBackend, pool_root
+from services.storage.pools.pool_commands import (
     check_fs_source,
     fs_pool_source,
     mkfs_command,
