@@ -33,6 +33,7 @@ from shared.util.api import Empty, call
 from shared.util.errors import ErrorDomain
 from shared.util.events import CloudEvent
 from shared.util.subjects import agent_domain_subject
+from shared.util.tasks import cancel_until_done
 
 
 class BlockJobClient:
@@ -134,8 +135,7 @@ class JobWatch:
         task, self._task = self._task, None
         try:
             if task is not None:
-                task.cancel()
-                await asyncio.wait({task})
+                await cancel_until_done({task})
         finally:
             await self._stack.aclose()
         if task is not None and not task.cancelled() and task.exception() is not None:

@@ -340,21 +340,29 @@ class QemuAgent(ServiceProcess[AgentSettings]):
     # -- commands -------------------------------------------------------------------------
 
     async def _consume(self, subscription: nats.js.JetStreamContext.PullSubscription) -> None:
-        while True:
-            try:
-                messages = await subscription.fetch(batch=10, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            except Exception as err:
-                log.warning("command fetch failed", extra={"error": repr(err)})
-                await asyncio.sleep(1.0)
-                continue
-            for msg in messages:
+        # The subscription goes with the loop: a pull subscription left for the
+        # connection's drain holds it up (its queue is never marked done).
+        try:
+            while True:
                 try:
-                    await self._on_command(msg)
+                    messages = await subscription.fetch(batch=10, timeout=1.0)
+                except TimeoutError:  # no message yet (nats-py raises its own or asyncio's)
+                    continue
                 except Exception as err:
-                    # an ack or nak lost with the connection: the command comes again
-                    log.warning("command not settled", extra={"error": str(err)})
+                    log.warning("command fetch failed", extra={"error": repr(err)})
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in messages:
+                    try:
+                        await self._on_command(msg)
+                    except Exception as err:
+                        # an ack or nak lost with the connection: the command comes again
+                        log.warning("command not settled", extra={"error": repr(err)})
+        finally:
+            try:
+                await subscription.unsubscribe()
+            except NatsError as err:  # the connection went first
+                log.debug("command subscription not dropped", extra={"error": repr(err)})
 
     async def _on_command(self, msg: Msg) -> None:
         try:

@@ -65,6 +65,7 @@ from shared.util.ledger import Ledger, free_space_guard
 from shared.util.logs import setup_logging
 from shared.util.metrics import ProcessMetrics
 from shared.util.settings import ProcessSettings, load_settings
+from shared.util.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +264,15 @@ class ServiceProcess(Generic[S]):
         assert self._group is not None, "process not started"
         task = self._group.create_task(coro, name=f"{self.name}:{name}")
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._task_ended)
         return task
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The group cancels the others now; ``wait`` returns at once, not
+            # when they are all gone (see ``cancel_until_done``).
+            self._end.set()
 
     async def start(self) -> None:
         """Connect, open state, serve the endpoints and HTTP; undo it all on failure.
@@ -395,23 +403,15 @@ class ServiceProcess(Generic[S]):
             await micro.stop()
         if self._requests:
             _, late = await asyncio.wait(set(self._requests), timeout=DRAIN_SECONDS)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+            await cancel_until_done(late)
 
     async def _end_background(self) -> None:
         """Cancel the background tasks and wait until they have ended."""
-        tasks = set(self._background)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await cancel_until_done(set(self._background))
 
     async def _end_group(self) -> None:
         """End the task group; a task's crash is raised here (as the group's error)."""
-        for task in set(self._background) | set(self._requests):
-            task.cancel()
+        await cancel_until_done(set(self._background) | set(self._requests))
         self._halt.set()
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:

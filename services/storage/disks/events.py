@@ -142,32 +142,37 @@ class DiskEvents:
     async def consume(self, subscription: JetStreamContext.PullSubscription) -> None:
         """Fetch and apply until cancelled; the subscription is made again after
         repeated failures (a server that lost the consumer, a lost connection)."""
+        # The subscription goes with the loop: a pull subscription left for the
+        # connection's drain holds it up (its queue is never marked done).
         failures = 0
         idle = 0
-        while True:
-            try:
-                messages = await subscription.fetch(batch=32, timeout=1.0)
-            except nats.errors.TimeoutError:
-                failures = 0
-                idle += 1
-                if idle >= _CHECK_IDLE_FETCHES:
-                    # quiet for a while: make sure the consumer still exists (a server
-                    # that lost it answers pulls with nothing, never an error)
-                    idle = 0
-                    if not await self._consumer_exists(subscription):
-                        subscription = await self._resubscribe(subscription)
-                continue
-            except Exception as err:
-                failures += 1
-                log.warning("disk event fetch failed", extra={"error": str(err)})
-                await asyncio.sleep(min(0.5 * failures, 5.0))
-                if failures >= 3:
-                    subscription = await self._resubscribe(subscription)
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(batch=32, timeout=1.0)
+                except TimeoutError:  # no message yet (nats-py raises its own or asyncio's)
                     failures = 0
-                continue
-            failures = idle = 0
-            for msg in messages:
-                await self._handle(msg)
+                    idle += 1
+                    if idle >= _CHECK_IDLE_FETCHES:
+                        # quiet for a while: make sure the consumer still exists (a server
+                        # that lost it answers pulls with nothing, never an error)
+                        idle = 0
+                        if not await self._consumer_exists(subscription):
+                            subscription = await self._resubscribe(subscription)
+                    continue
+                except Exception as err:
+                    failures += 1
+                    log.warning("disk event fetch failed", extra={"error": repr(err)})
+                    await asyncio.sleep(min(0.5 * failures, 5.0))
+                    if failures >= 3:
+                        subscription = await self._resubscribe(subscription)
+                        failures = 0
+                    continue
+                failures = idle = 0
+                for msg in messages:
+                    await self._handle(msg)
+        finally:
+            await _drop(subscription)
 
     async def _consumer_exists(self, subscription: JetStreamContext.PullSubscription) -> bool:
         try:
@@ -267,6 +272,13 @@ class DiskEvents:
             return
         for status in running.jobs:
             self._jobs.note_progress(status)
+
+
+async def _drop(subscription: JetStreamContext.PullSubscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except nats.errors.Error as err:  # the connection went first
+        log.debug("disk event subscription not dropped", extra={"error": repr(err)})
 
 
 async def _settle(step: Awaitable[None]) -> None:
