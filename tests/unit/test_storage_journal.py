@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.storage.journal import CreationJournal
+from services.storage.pools.journal import CreationJournal
 from shared.util.errors import ErrorCode, VirtError
 
 
