@@ -13,7 +13,7 @@ from shared.util.api import Empty, Endpoint
 
 SERVICE = "nwfilter"
 #: Object kinds of the service's events.
-FILTER_KIND = "filter"
+FILTER_KIND = "nwfilter"
 BINDING_KIND = "binding"
 #: Events: a filter's or binding's lifecycle (detail Defined/Undefined,
 #: Created/Deleted), and the outcome of writing a binding's rules (detail

@@ -140,8 +140,8 @@ async def test_filters_bindings_and_rules_follow_libvirt(
 
     await until(lambda: _true(any(e["event"] == "rules" for e in events)), "rules events")
     kinds = {(e["object"], e["event"], e["detail"]) for e in events}
-    assert ("filter", "lifecycle", "Defined") in kinds
-    assert ("filter", "lifecycle", "Undefined") in kinds
+    assert ("nwfilter", "lifecycle", "Defined") in kinds
+    assert ("nwfilter", "lifecycle", "Undefined") in kinds
     assert ("binding", "lifecycle", "Created") in kinds
     assert ("binding", "lifecycle", "Deleted") in kinds
     assert ("binding", "rules", "Applied") in kinds
