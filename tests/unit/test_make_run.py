@@ -15,7 +15,10 @@ ROOT = Path(__file__).parents[2]
 def test_make_run_takes_port_and_folders() -> None:
     def planned(*variables: str) -> str:
         done = subprocess.run(
-            ["make", "-n", "run", *variables], cwd=ROOT, capture_output=True, text=True
+            ["make", "--no-print-directory", "-n", "run", *variables],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
