@@ -143,7 +143,7 @@ class Topology:
         """Whether ``ns`` (default: guest ``g1``) gets an echo reply from ``dst`` in time."""
         return (await self.tool(ns or self.g1, "ping", src, dst, str(seconds)))[0] == 0
 
-    async def delivered(self, frame_hex: str, marker: bytes, seconds: float = 1.5) -> bool:
+    async def delivered(self, frame_hex: str, marker: bytes, seconds: float = 3.0) -> bool:
         """Whether a frame ``g1`` sends reaches ``g2`` (watched for ``seconds``)."""
         proc = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", self.g2, sys.executable, PKT,
