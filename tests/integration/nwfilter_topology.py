@@ -37,6 +37,8 @@ def missing_requirements() -> str | None:
     for tool in ("ip", "nft", "ebtables", "iptables", "ip6tables"):
         if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
             return f"{tool} is not installed (scripts/system-packages.sh)"
+    if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        return "bridge netfilter (br_netfilter) is not loaded: bridged IP filtering cannot work"
     return None
 
 
