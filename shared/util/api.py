@@ -18,6 +18,7 @@ and answered as ``VIR_ERR_INTERNAL_ERROR`` without the exception's text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -33,9 +34,11 @@ from pydantic import BaseModel, ValidationError
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.subjects import api_subject
+from shared.util.tasks import cancel_until_done
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
 
     from shared.util.metrics import ProcessMetrics
 
@@ -47,6 +50,15 @@ Rep = TypeVar("Rep", bound=BaseModel)
 #: Extra header naming the libvirt error (``VIR_ERR_NO_SECRET``).
 ERROR_NAME_HEADER = "Virtbus-Error-Name"
 DEFAULT_TIMEOUT = 30.0
+#: Header of a request whose caller wants heartbeats while it waits: their inbox.
+HEARTBEAT_HEADER = "Virtbus-Heartbeat"
+#: Seconds between two heartbeats of a request under way.
+HEARTBEAT_SECONDS = 1.0
+#: A caller that heard no heartbeat for this long takes the service for dead.
+HEARTBEAT_LOST_SECONDS = 5.0
+#: Calls that may wait longer than this (the long volume and pool operations)
+#: ask for heartbeats.
+HEARTBEAT_AFTER = 60.0
 
 
 class Empty(BaseModel):
@@ -104,6 +116,48 @@ def check_bindings(table: Sequence[Endpoint[Any, Any]], bound: Sequence[Bound[An
         )
 
 
+async def _watched_request(
+    nc: NATS, endpoint: Endpoint[Any, Any], subject: str, data: bytes, wait: float
+) -> Msg:
+    """A request whose service instance says it is alive while it works on it.
+
+    The request names an inbox in ``HEARTBEAT_HEADER``; the process runtime
+    publishes there every ``HEARTBEAT_SECONDS`` from the moment the request
+    arrives until it is answered.  Silence for ``HEARTBEAT_LOST_SECONDS`` means
+    the instance died: the caller hears it then, not when ``wait`` runs out.
+    """
+    inbox = nc.new_inbox()
+    alive = asyncio.Event()
+
+    async def beat(_: Msg) -> None:
+        alive.set()
+
+    sub = await nc.subscribe(inbox, cb=beat)
+    try:
+        reply = asyncio.ensure_future(
+            nc.request(subject, data, timeout=wait, headers={HEARTBEAT_HEADER: inbox})
+        )
+        try:
+            while True:
+                await asyncio.wait({reply}, timeout=HEARTBEAT_LOST_SECONDS)
+                if reply.done():
+                    return reply.result()
+                if not alive.is_set():
+                    raise VirtError(
+                        ErrorCode.RPC,
+                        f"the {endpoint.service} service handling {endpoint.name} stopped "
+                        f"answering (no heartbeat for {HEARTBEAT_LOST_SECONDS:.0f} s): it "
+                        "died or lost the bus.  An operation it did not finish is rolled "
+                        "back when it starts again; look whether the change was made",
+                        ErrorDomain.RPC,
+                    )
+                alive.clear()
+        finally:
+            await cancel_until_done({reply})
+    finally:
+        await sub.unsubscribe()
+
+
 def error_reply(err: VirtError) -> tuple[bytes, dict[str, str]]:
     """The body and headers of an error reply carrying ``err``."""
     body = json.dumps(err.to_dict()).encode()
@@ -126,15 +180,19 @@ async def call(
     """Send ``request`` to ``endpoint`` and return its typed reply.
 
     Raises ``VirtError``: the service's own error, ``VIR_ERR_NO_SERVER`` when no
-    service answers the subject, ``VIR_ERR_OPERATION_TIMEOUT`` on timeout.
+    service answers the subject, ``VIR_ERR_OPERATION_TIMEOUT`` on timeout, and
+    for a call that may wait longer than ``HEARTBEAT_AFTER`` seconds,
+    ``VIR_ERR_RPC`` as soon as the service instance handling it has sent no
+    heartbeat for ``HEARTBEAT_LOST_SECONDS`` (it died or lost the bus).
     """
     subject = endpoint.subject(host)
+    wait = timeout or endpoint.timeout
+    data = request.model_dump_json().encode()
     try:
-        msg = await nc.request(
-            subject,
-            request.model_dump_json().encode(),
-            timeout=timeout or endpoint.timeout,
-        )
+        if wait > HEARTBEAT_AFTER:
+            msg = await _watched_request(nc, endpoint, subject, data, wait)
+        else:
+            msg = await nc.request(subject, data, timeout=wait)
     except NoRespondersError as err:
         where = f" on host '{host}'" if host else ""
         raise VirtError(

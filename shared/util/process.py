@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import json
 import logging
 import signal
 import sys
@@ -50,13 +51,23 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
 from shared.util import bus
-from shared.util.api import Bound, Counters, Endpoint, answer, check_bindings, error_reply
+from shared.util.api import (
+    HEARTBEAT_HEADER,
+    HEARTBEAT_SECONDS,
+    Bound,
+    Counters,
+    Endpoint,
+    answer,
+    check_bindings,
+    error_reply,
+)
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import EventPublisher, ensure_stream
 from shared.util.health import HealthServer
@@ -362,23 +373,27 @@ class ServiceProcess(Generic[S]):
         counters = self._counters[endpoint.micro_name] = Counters()
         slots = asyncio.Semaphore(endpoint.concurrency)
 
-        async def run(request: Request) -> None:
+        async def run(request: Request, beat: asyncio.Task[None] | None) -> None:
             try:
                 await answer(bound, request, self.metrics, counters)
             finally:
                 slots.release()
+                if beat is not None:
+                    beat.cancel()
 
         async def dispatch(request: Request) -> None:
+            inbox = (request.headers or {}).get(HEARTBEAT_HEADER)
+            beat = self._request_task(self._heartbeat(inbox, endpoint)) if inbox else None
             # nats-py runs one subscription's callbacks one after another, so
             # waiting here for a free slot pushes back on the sender.
             await slots.acquire()
             if self._halt.is_set() or self._end.is_set() or self._group is None:
                 slots.release()
+                if beat is not None:
+                    beat.cancel()
                 await _refuse(request, self.name)
                 return
-            task = self._group.create_task(run(request))
-            self._requests.add(task)
-            task.add_done_callback(self._requests.discard)
+            self._request_task(run(request, beat))
 
         await micro.add_endpoint(
             name=endpoint.micro_name,
@@ -390,6 +405,25 @@ class ServiceProcess(Generic[S]):
                 "concurrency": str(endpoint.concurrency),
             },
         )
+
+    def _request_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        assert self._group is not None
+        task = self._group.create_task(coro)
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+        return task
+
+    async def _heartbeat(self, inbox: str, endpoint: Endpoint[Any, Any]) -> None:
+        """Tell the caller of a long request, until it is answered, that this
+        instance is alive and working on it (``shared.util.api.HEARTBEAT_HEADER``)."""
+        beat = json.dumps({"service": self.name, "id": self.service_id, "endpoint": endpoint.name})
+        while True:
+            try:
+                await self.nc.publish(inbox, beat.encode())
+            except NatsError as err:  # the connection is gone: so is the caller's answer
+                log.debug("heartbeat not sent", extra={"error": repr(err)})
+                return
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _endpoint_stats(self, stats: EndpointStats) -> dict[str, Any]:
         """The ``data`` of an endpoint in ``$SRV.STATS``: our own counters."""

@@ -4,6 +4,7 @@ de-duplication, and a process's run states through start, failure and stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
+from shared.util import api as api_module
+from shared.util import process as process_module
 from shared.util.api import Bound, Empty, Endpoint, call
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.events import STREAM, EventPublisher, ensure_stream
@@ -268,3 +271,57 @@ def test_settings_from_flags_then_environment() -> None:
     assert s.nats_url == "nats://v:2"
     with pytest.raises(SystemExit):
         load_settings(ProcessSettings, ["--http-port", "70000"], {})
+
+
+LONG = Endpoint("patient", "wait", EchoRequest, EchoRequest, timeout=600.0)
+
+
+class PatientProcess(ServiceProcess[ProcessSettings]):
+    """A long endpoint (it asks for heartbeats) that answers when the test says."""
+
+    name = "patient"
+    endpoint_table = (LONG,)
+
+    def __init__(self, settings: ProcessSettings) -> None:
+        super().__init__(settings)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def endpoints(self) -> Sequence[Bound[Any, Any]]:
+        return (LONG.bind(self.wait_for_release),)
+
+    async def wait_for_release(self, req: EchoRequest) -> EchoRequest:
+        self.entered.set()
+        await self.release.wait()
+        return req
+
+
+async def test_heartbeats_keep_a_long_call_waiting(
+    nats_url: str, nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_module, "HEARTBEAT_LOST_SECONDS", 0.3)
+    monkeypatch.setattr(process_module, "HEARTBEAT_SECONDS", 0.05)
+    async with PatientProcess(ProcessSettings(nats_url=nats_url)) as process:
+        reply = asyncio.create_task(call(nc, LONG, EchoRequest(text="late")))
+        await process.entered.wait()
+        await asyncio.sleep(1.0)  # several loss windows: heartbeats must keep it alive
+        process.release.set()
+        assert (await reply).text == "late"
+
+
+async def test_a_silent_service_fails_a_long_call(
+    nats_url: str, nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_module, "HEARTBEAT_LOST_SECONDS", 0.3)
+    process = PatientProcess(ProcessSettings(nats_url=nats_url))
+    await process.start()
+    reply = asyncio.create_task(call(nc, LONG, EchoRequest(text="never")))
+    await process.entered.wait()
+    # The process's connection goes, as with a kill -9: no heartbeat, no reply.
+    await process.nc.close()
+    with pytest.raises(VirtError) as died:
+        await reply
+    assert died.value.code is ErrorCode.RPC
+    process.release.set()
+    with contextlib.suppress(ExceptionGroup):
+        await process.stop()
