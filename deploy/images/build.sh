@@ -77,6 +77,7 @@ while read -r image folder module packages user; do
     cp -a "$folder" "$ctx/$folder"
     find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
     "${BUILD[@]}" -t "localhost/virtbus/$image:$VERSION" \
+        --label "virtbus.source=$(python3 deploy/images/source_hash.py . "$folder")" \
         --build-arg "VERSION=$VERSION" --build-arg "FOLDER=$folder" \
         --build-arg "MODULE=$module" --build-arg "PACKAGES=${packages//,/ }" \
         --build-arg "RUNAS=$user" -f deploy/images/service.Containerfile "$ctx" </dev/null

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from deploy.images.source_hash import source_hash
 from shared.util import bus
 from shared.util.natsserver import free_port, nats_server_binary
 from tests.deploy.chart import ROOT
@@ -319,21 +320,24 @@ def pods_of(
             env.pop("VIRTBUS_TLS_CA", None)
             pod = Pod(obj["metadata"]["name"], component, host, module, env, port)
             pod.image = container["image"]
-            if obj["kind"] == "Deployment" and podman_image(container["image"]):
+            if obj["kind"] == "Deployment" and podman_image(container["image"], module):
                 # podman kube plays Deployments (not DaemonSets): one per host.
                 pod.manifest = obj
             pods.append(pod)
     return pods, skipped
 
 
-def podman_image(image: str) -> bool:
-    """Whether podman is here with ``image`` built (`make images`)."""
+def podman_image(image: str, module: str) -> bool:
+    """Whether podman is here with ``image`` built (`make images`) from this
+    checkout's sources: an image of older sources is not used."""
     if shutil.which("podman") is None or os.geteuid() != 0:
         return False
     done = subprocess.run(
-        ["podman", "image", "exists", image], env=_podman_env(), capture_output=True
-    )
-    return done.returncode == 0
+        ["podman", "image", "inspect", "--format", '{{index .Labels "virtbus.source"}}', image],
+        env=_podman_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    folder = module.replace(".", "/")
+    return done.returncode == 0 and done.stdout.strip() == source_hash(ROOT, folder)
 
 
 def _podman_env() -> dict[str, str]:
