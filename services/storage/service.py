@@ -35,7 +35,7 @@ from services.storage.pools.journal import CreationJournal
 from services.storage.pools.objects import PoolObj
 from services.storage.pools.pool_secrets import PoolSecrets, secret_service, volume_secret_file
 from services.storage.pools.pools import PoolManager
-from services.storage.pools.registry import BUCKET, StorageRegistry
+from services.storage.pools.registry import StorageRegistry
 from services.storage.pools.runner import CommandRunner
 from services.storage.pools.streams import StreamServer
 from services.storage.pools.volumes import VolumeManager
@@ -44,9 +44,9 @@ from shared.api import storage_jobs as jobs_api
 from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.api import Bound
 from shared.util.errors import ErrorDomain, VirtError
+from shared.util.ledger_state import LedgerPublisher, LedgerState
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
-from shared.util.state import StateStore
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
@@ -102,6 +102,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._volumes: VolumeManager | None = None
         self._streams: StreamServer | None = None
         self._disks: DiskService | None = None
+        self._publisher: LedgerPublisher | None = None
         self._known_pools: set[str] = set()
 
     @property
@@ -120,6 +121,12 @@ class StorageService(ServiceProcess[StorageSettings]):
         return self._streams
 
     @property
+    def publisher(self) -> LedgerPublisher:
+        """This host's events, each stored through its ledger."""
+        assert self._publisher is not None, "service not started"
+        return self._publisher
+
+    @property
     def disks(self) -> DiskService:
         """The disk inventory and block jobs of this host."""
         assert self._disks is not None, "service not started"
@@ -134,7 +141,10 @@ class StorageService(ServiceProcess[StorageSettings]):
     async def setup(self, stack: Teardown) -> None:
         _watch_children_with_pidfd()
         host = self.settings.host
-        store = await StateStore.open(self.js, BUCKET, replicas=self.settings.stream_replicas)
+        # Pools, inventories, job records and every event of this host: its ledger.
+        ledger = await self.open_ledger()
+        store = LedgerState(ledger)
+        self._publisher = LedgerPublisher(ledger)
         secrets = PoolSecrets(secret_service(self.nc), self.settings.state_dir / "secrets")
         users = DiskUsers(host, DiskIndex(host))
         runner = CommandRunner(self._observe_command)
@@ -156,7 +166,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             users,
             store,
             volumes,
-            self.events,
+            self._publisher,
             ended=self._job_ended,
             reconcile_interval=self.settings.check_interval,
         )
@@ -234,7 +244,7 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     async def _pool_event(self, obj: PoolObj, event: str, detail: str | None) -> None:
         self._update_metrics()
-        await self.events.publish(
+        await self.publisher.publish(
             "pool",
             obj.name,
             event,
@@ -246,7 +256,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]
     ) -> None:
         self._update_metrics()
-        await self.events.publish(
+        await self.publisher.publish(
             "volume",
             f"{obj.name}/{vol.name}",
             "lifecycle",

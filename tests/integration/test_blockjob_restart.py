@@ -22,9 +22,9 @@ from nats.aio.client import Client as NATS
 
 from client.events import subscribe
 from services.storage.disks.store import JobRecord
-from services.storage.pools.registry import BUCKET
 from shared.api.blockjob import BLOCK_JOB_2, Phase
 from shared.util.events import CloudEvent
+from shared.util.ledger import LEDGER_PREFIX, ledger_name
 from shared.util.natsserver import EmbeddedNats
 from shared.util.subjects import BLOCKJOB_KIND, agent_domain_subject, event_filter
 from tests.integration.blockjob_stack import DOMAIN, Cli, eventually, qemu_domain
@@ -164,9 +164,14 @@ async def test_storage_service_killed_mid_copy(
             assert _phases(statuses, job_id) == ["ready", "pivoted"]
             sent = [e.data.event for e in commands.items]
             assert sent == ["copy", "pivot"]
-            entry = await (await nc.jetstream().key_value(BUCKET)).get(f"blockjob.{HOST}.{job_id}")
-            assert entry.value is not None
-            record = JobRecord.model_validate_json(entry.value)
+            stored = await nc.request(
+                f"$JS.API.DIRECT.GET.{ledger_name('storage', HOST)}",
+                json.dumps(
+                    {"last_by_subj": f"{LEDGER_PREFIX}.storage.{HOST}.blockjob.{HOST}.{job_id}"}
+                ).encode(),
+                timeout=5,
+            )
+            record = JobRecord.model_validate_json(stored.data)
             assert record.phases == [Phase.READY, Phase.PIVOTED]
             assert not record.active and record.phase is Phase.PIVOTED
 

@@ -30,7 +30,8 @@ from shared.api.storage_jobs import BlockJobInfo
 from shared.conf.disk import parse_disk
 from shared.conf.disk_source import StorageType
 from shared.util.errors import ErrorCode, VirtError
-from shared.util.state import StateStore
+from shared.util.ledger import Ledger
+from shared.util.ledger_state import LedgerState
 
 #: A copy running on vda (a qcow2 on a raw base) into a qcow2 file.
 COPYING = """<disk type='file' device='disk'>
@@ -252,7 +253,9 @@ def test_domblklist_rows_read_as_virsh_reads_them() -> None:
 
 @pytest.mark.integration
 async def test_inventory_kept_by_generation(nc: NATS) -> None:
-    store = DiskStore(await StateStore.open(nc.jetstream(), "test_disks"), "h1")
+    ledger = Ledger(nc, nc.jetstream(), "test", "h1")
+    await ledger.open()
+    store = DiskStore(LedgerState(ledger), "h1")
     assert await store.save_inventory(_inventory(VOLUME, generation=2))
     assert not await store.save_inventory(_inventory(COPYING, generation=1))
     assert not await store.save_inventory(_inventory(COPYING, generation=2))

@@ -42,7 +42,8 @@ from shared.api.blockjob import (
 from shared.api.storage import users_text
 from shared.conf.disk_model import DiskDef
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.events import MAX_AGE_SECONDS, EventPublisher
+from shared.util.events import MAX_AGE_SECONDS
+from shared.util.ledger_state import LedgerPublisher
 from shared.util.subjects import BLOCKJOB_KIND
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class BlockJobs:
         users: DiskUsers,
         store: DiskStore,
         volumes: Volumes,
-        publisher: EventPublisher,
+        publisher: LedgerPublisher,
         ended: Callable[[JobRecord], None],
     ) -> None:
         self.host = users.host

@@ -26,9 +26,8 @@ from services.storage.interface import Volumes
 from shared.api import storage_jobs as api
 from shared.api.blockjob import DiskInventory
 from shared.util.api import Bound, Empty
-from shared.util.events import EventPublisher
+from shared.util.ledger_state import LedgerPublisher, LedgerState
 from shared.util.process import Spawn
-from shared.util.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,9 @@ class DiskService:
         nc: NATS,
         js: JetStreamContext,
         users: DiskUsers,
-        state: StateStore,
+        state: LedgerState,
         volumes: Volumes,
-        publisher: EventPublisher,
+        publisher: LedgerPublisher,
         *,
         ended: Callable[[JobRecord], None],
         reconcile_interval: float = 60.0,

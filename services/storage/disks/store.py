@@ -1,6 +1,6 @@
 """The disk inventory and the block jobs in the storage service's KV bucket.
 
-Keys of ``virtbus_storage`` (beside the pool records of registry.py):
+Keys of the host's ledger (beside the pool records of registry.py):
 
 * ``disks.<host>.<domain>`` -> ``DiskInventory``: the domain's disks as its
   agent last published them; written only when the generation is newer, so
@@ -21,7 +21,8 @@ from pydantic import Field
 
 from shared.api.blockjob import Command, DiskInventory, Phase
 from shared.api.storage_jobs import BlockJobInfo
-from shared.util.state import Conflict, StateStore
+from shared.util.ledger_state import LedgerState
+from shared.util.state import Conflict
 from shared.util.subjects import token
 
 
@@ -43,7 +44,7 @@ class JobRecord(BlockJobInfo):
 class DiskStore:
     """This host's inventory, jobs and disk claims in the bucket."""
 
-    def __init__(self, store: StateStore, host: str) -> None:
+    def __init__(self, store: LedgerState, host: str) -> None:
         self._store = store
         self._host = token(host)
 

@@ -1,6 +1,6 @@
 """What the storage service keeps in its KV bucket, per host.
 
-Keys of the ``virtbus_storage`` bucket:
+Keys of the host's ledger (``shared.util.ledger``, service ``storage``):
 
 * ``pool.<host>.<uuid>`` -> ``PoolRecord``: the pool's current definition
   (libvirt's config file, or its state file when active), a redefinition
@@ -17,10 +17,10 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.state import Conflict, StateStore
+from shared.util.ledger_state import LedgerState
+from shared.util.state import Conflict
 from shared.util.subjects import token
 
-BUCKET = "virtbus_storage"
 _D = ErrorDomain.STORAGE
 
 
@@ -45,7 +45,7 @@ def _changed(what: str) -> VirtError:
 class StorageRegistry:
     """The bucket, seen from one host's service."""
 
-    def __init__(self, store: StateStore, host: str) -> None:
+    def __init__(self, store: LedgerState, host: str) -> None:
         self._store = store
         self._host = token(host)
 
