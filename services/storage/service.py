@@ -44,6 +44,7 @@ from shared.api import storage_jobs as jobs_api
 from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.api import Bound
 from shared.util.errors import ErrorDomain, VirtError
+from shared.util.ledger import Event
 from shared.util.ledger_state import LedgerPublisher, LedgerState
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
@@ -148,7 +149,14 @@ class StorageService(ServiceProcess[StorageSettings]):
         secrets = PoolSecrets(secret_service(self.nc), self.settings.state_dir / "secrets")
         users = DiskUsers(host, DiskIndex(host))
         runner = CommandRunner(self._observe_command)
-        pools = PoolManager(StorageRegistry(store, host), runner, secrets, self._pool_event)
+        pools = PoolManager(
+            StorageRegistry(ledger, host),
+            runner,
+            secrets,
+            self._pool_event,
+            self._pool_event_of,
+            self._update_metrics,
+        )
         journal = CreationJournal(self.settings.state_dir / "creating")
         volumes = VolumeManager(
             pools, journal, self._volume_event, users, volume_secret_file(secrets)
@@ -242,15 +250,21 @@ class StorageService(ServiceProcess[StorageSettings]):
                     gauge.remove(gone)
         self._known_pools = names
 
-    async def _pool_event(self, obj: PoolObj, event: str, detail: str | None) -> None:
-        self._update_metrics()
-        await self.publisher.publish(
+    @staticmethod
+    def _pool_event_of(obj: PoolObj, event: str, detail: str | None) -> Event:
+        return Event(
             "pool",
             obj.name,
             event,
             detail,
             extra={"uuid": obj.uuid, "type": obj.definition.type.value},
         )
+
+    async def _pool_event(self, obj: PoolObj, event: str, detail: str | None) -> None:
+        """A pool event no record change carries (build, delete, refresh)."""
+        self._update_metrics()
+        e = self._pool_event_of(obj, event, detail)
+        await self.publisher.publish(e.object, e.name, e.event, e.detail, extra=e.extra)
 
     async def _volume_event(
         self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]

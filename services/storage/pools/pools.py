@@ -27,12 +27,19 @@ from shared.conf.storage_pool_types import POOL_TYPES, PoolType, SourceMatch
 from shared.conf.uuid import parse_uuid
 from shared.util.api import Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.ledger import Event
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
 
 #: (pool, virsh event name, detail): published after each change.
 PoolEvent = Callable[[PoolObj, str, str | None], Awaitable[None]]
+#: A lifecycle change a record write announces: (event, detail).
+Change = tuple[str, str | None]
+DEFINED: Change = ("lifecycle", "Defined")
+STARTED: Change = ("lifecycle", "Started")
+STOPPED: Change = ("lifecycle", "Stopped")
+UNDEFINED: Change = ("lifecycle", "Undefined")
 
 
 def _dir_match(a: StoragePoolDef, b: StoragePoolDef) -> bool:
@@ -71,8 +78,15 @@ class PoolManager:
         runner: CommandRunner,
         secrets: PoolSecrets,
         on_event: PoolEvent,
+        describe: Callable[[PoolObj, str, str | None], Event],
+        changed: Callable[[], None],
     ) -> None:
+        """``on_event`` stores an event no record change carries; ``describe``
+        gives the event a record change carries in the same write, ``changed``
+        is told after such a write."""
         self._registry = registry
+        self._describe = describe
+        self._changed = changed
         self._backends: dict[PoolType, Backend] = {
             t: cls(runner, secrets) for t, cls in BACKENDS.items()
         }
@@ -164,23 +178,34 @@ class PoolManager:
             autostart=obj.autostart,
         )
 
-    async def _save(self, obj: PoolObj) -> None:
-        obj.revision = await self._registry.save_pool(obj.uuid, self._record(obj), obj.revision)
+    async def _save(self, obj: PoolObj, change: Change | None = None) -> None:
+        """Store the pool's record, with the event of ``change`` in the same write."""
+        events = [self._describe(obj, *change)] if change else []
+        obj.revision = await self._registry.save_pool(
+            obj.uuid, self._record(obj), obj.revision, events
+        )
+        if change:
+            self._changed()
 
-    async def _forget(self, obj: PoolObj) -> None:
+    async def _forget(self, obj: PoolObj, change: Change | None = None) -> None:
         if obj.revision is not None:
-            await self._registry.delete_pool(obj.uuid, obj.revision)
+            events = [self._describe(obj, *change)] if change else []
+            await self._registry.delete_pool(obj.uuid, obj.revision, events)
+            if change:
+                self._changed()
+        elif change:
+            await self._on_event(obj, *change)  # never stored: the event alone
         self.pools.pop(obj.uuid, None)
 
-    async def _update_inactive(self, obj: PoolObj) -> None:
+    async def _update_inactive(self, obj: PoolObj, change: Change | None = None) -> None:
         """virStoragePoolUpdateInactive: a transient pool goes, a pending definition applies."""
         obj.volumes.clear()
         if not obj.persistent:
-            await self._forget(obj)
+            await self._forget(obj, change)
             return
         if obj.new_definition is not None:
             obj.definition, obj.new_definition = obj.new_definition, None
-        await self._save(obj)
+        await self._save(obj, change)
 
     # -- adding (define / create) ------------------------------------------------------
 
@@ -235,7 +260,7 @@ class PoolManager:
             obj = PoolObj(definition=new, persistent=True)
             self.pools[new.uuid] = obj
             try:
-                await self._save(obj)
+                await self._save(obj, DEFINED)
             except BaseException:
                 self.pools.pop(new.uuid, None)
                 raise
@@ -246,8 +271,7 @@ class PoolManager:
                 else:
                     obj.definition = new
                 obj.persistent = True
-                await self._save(obj)
-        await self._on_event(obj, "lifecycle", "Defined")
+                await self._save(obj, DEFINED)
         return obj.info()
 
     async def create(self, req: api.PoolXmlRequest) -> api.PoolInfo:
@@ -280,14 +304,13 @@ class PoolManager:
                 await self._stop_quietly(obj, backend)
                 raise
             obj.active = True
-            await self._save(obj)
+            await self._save(obj, STARTED)
         except BaseException:
             obj.active = False
             await self._update_inactive(obj)
             raise
         finally:
             obj.starting = False
-        await self._on_event(obj, "lifecycle", "Started")
 
     async def _stop_quietly(self, obj: PoolObj, backend: Backend) -> None:
         try:
@@ -328,8 +351,7 @@ class PoolManager:
             obj.check_running()
             await backend.stop(obj.definition)
             obj.active = False
-            await self._update_inactive(obj)
-        await self._on_event(obj, "lifecycle", "Stopped")
+            await self._update_inactive(obj, STOPPED)
         return Empty()
 
     async def delete(self, req: api.PoolRequest) -> Empty:
@@ -347,8 +369,7 @@ class PoolManager:
         obj = self.by_name(req.pool)
         async with obj.lock:
             obj.check_stopped()
-            await self._forget(obj)
-        await self._on_event(obj, "lifecycle", "Undefined")
+            await self._forget(obj, UNDEFINED)
         return Empty()
 
     async def autostart(self, req: api.PoolAutostartRequest) -> Empty:
@@ -373,8 +394,7 @@ class PoolManager:
             except VirtError:
                 await self._stop_quietly(obj, backend)
                 obj.active = False
-                await self._update_inactive(obj)
-                await self._on_event(obj, "lifecycle", "Stopped")
+                await self._update_inactive(obj, STOPPED)
                 raise
         await self._on_event(obj, "refresh", None)
         return Empty()
@@ -455,11 +475,9 @@ class PoolManager:
             obj.active = running
             if running:
                 if not was_active:
-                    await self._save(obj)
+                    await self._save(obj, STARTED)
             else:
-                await self._update_inactive(obj)
-        if running != was_active:
-            await self._on_event(obj, "lifecycle", "Started" if running else "Stopped")
+                await self._update_inactive(obj, STOPPED if was_active else None)
 
     async def _autostart(self, obj: PoolObj) -> None:
         try:
@@ -480,5 +498,4 @@ class PoolManager:
                         if not obj.active:
                             continue
                         obj.active = False
-                        await self._update_inactive(obj)
-                    await self._on_event(obj, "lifecycle", "Stopped")
+                        await self._update_inactive(obj, STOPPED)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.ledger_state import LedgerState
+from shared.util.ledger import Event, Ledger
 from shared.util.state import Conflict
 from shared.util.subjects import token
 
@@ -45,8 +45,8 @@ def _changed(what: str) -> VirtError:
 class StorageRegistry:
     """The bucket, seen from one host's service."""
 
-    def __init__(self, store: LedgerState, host: str) -> None:
-        self._store = store
+    def __init__(self, ledger: Ledger, host: str) -> None:
+        self._ledger = ledger
         self._host = token(host)
 
     def _pool_key(self, uuid: str) -> str:
@@ -54,21 +54,29 @@ class StorageRegistry:
 
     async def pools(self) -> list[tuple[PoolRecord, int]]:
         """Every pool record of this host with its revision."""
-        entries = await self._store.items(f"pool.{self._host}.")
-        return [(PoolRecord.model_validate_json(e.value), e.revision) for e in entries]
+        records = self._ledger.items(f"pool.{self._host}.")
+        return [(PoolRecord.model_validate_json(r.value), r.seq) for r in records]
 
-    async def save_pool(self, uuid: str, record: PoolRecord, revision: int | None) -> int:
-        """Store ``record``: create it (``revision`` None) or replace that revision."""
+    async def save_pool(
+        self, uuid: str, record: PoolRecord, revision: int | None, events: list[Event]
+    ) -> int:
+        """Store ``record`` with the ``events`` it announces, as one write: create
+        it (``revision`` None) or replace that revision."""
+        key = self._pool_key(uuid)
         data = record.model_dump_json().encode()
+        if revision is None:
+            if self._ledger.get(key) is not None:
+                raise _changed(f"pool {uuid}")
+            revision = self._ledger.seq(key)  # 0, or the tombstone of an undefined pool
         try:
-            if revision is None:
-                return await self._store.create(self._pool_key(uuid), data)
-            return await self._store.update(self._pool_key(uuid), data, revision)
+            return await self._ledger.write(key, data, events, expect=revision, what=f"pool {uuid}")
         except Conflict as err:
             raise _changed(f"pool {uuid}") from err
 
-    async def delete_pool(self, uuid: str, revision: int | None) -> None:
+    async def delete_pool(self, uuid: str, revision: int | None, events: list[Event]) -> None:
         try:
-            await self._store.delete(self._pool_key(uuid), revision)
+            await self._ledger.write(
+                self._pool_key(uuid), None, events, expect=revision, what=f"pool {uuid}"
+            )
         except Conflict as err:
             raise _changed(f"pool {uuid}") from err
