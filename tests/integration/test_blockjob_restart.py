@@ -10,6 +10,7 @@ by tests/integration/test_agent_qemu.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import subprocess
@@ -165,13 +166,14 @@ async def test_storage_service_killed_mid_copy(
             sent = [e.data.event for e in commands.items]
             assert sent == ["copy", "pivot"]
             stored = await nc.request(
-                f"$JS.API.DIRECT.GET.{ledger_name('storage', HOST)}",
+                f"$JS.API.STREAM.MSG.GET.{ledger_name('storage', HOST)}",
                 json.dumps(
                     {"last_by_subj": f"{LEDGER_PREFIX}.storage.{HOST}.blockjob.{HOST}.{job_id}"}
                 ).encode(),
                 timeout=5,
             )
-            record = JobRecord.model_validate_json(stored.data)
+            message = json.loads(stored.data)["message"]
+            record = JobRecord.model_validate_json(base64.b64decode(message["data"]))
             assert record.phases == [Phase.READY, Phase.PIVOTED]
             assert not record.active and record.phase is Phase.PIVOTED
 
