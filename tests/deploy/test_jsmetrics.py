@@ -1,0 +1,45 @@
+"""shared/util/jsmetrics.py reads JetStream's figures from a real server: a durable
+consumer's lag, a stream's size, the account's storage, in the exposition format."""
+
+from __future__ import annotations
+
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from prometheus_client import CollectorRegistry, generate_latest
+
+from shared.util.jsmetrics import JetStreamCollector, read_snapshot
+
+
+async def test_consumer_lag_and_stream_figures(nc: NATS) -> None:
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="LAGTEST", subjects=["lag.>"]))
+    await js.add_consumer(
+        "LAGTEST", ConsumerConfig(durable_name="slow", ack_policy=AckPolicy.EXPLICIT)
+    )
+    sub = await js.pull_subscribe_bind("slow", "LAGTEST")
+    for i in range(7):
+        await js.publish(f"lag.{i}", b"x" * 100)
+    [first] = await sub.fetch(1, timeout=5)  # delivered, not acknowledged
+    await js.subscribe("lag.>", stream="LAGTEST", ordered_consumer=True)  # ephemeral
+
+    snap = await read_snapshot(js)
+    assert snap.consumers == {("LAGTEST", "slow"): (6, 1, 0)}
+    messages, size, last = snap.streams["LAGTEST"]
+    assert (messages, last) == (7, 7) and size > 700
+    assert snap.storage_bytes is not None and snap.storage_bytes >= size
+
+    collector = JetStreamCollector()
+    collector.snapshot, collector.up = snap, 1
+    registry = CollectorRegistry()
+    collector.register(registry)
+    text = generate_latest(registry).decode()
+    assert (
+        'virtbus_jetstream_consumer_pending_messages{consumer="slow",stream="LAGTEST"} 6.0' in text
+    )
+    assert (
+        'virtbus_jetstream_consumer_ack_pending_messages{consumer="slow",stream="LAGTEST"} 1.0'
+        in text
+    )
+    assert 'virtbus_jetstream_stream_messages{stream="LAGTEST"} 7.0' in text
+    assert "virtbus_jetstream_figures_up 1.0" in text
+    await first.ack()
