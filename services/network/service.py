@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import os
 import secrets
@@ -55,6 +54,7 @@ from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Event
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
+from shared.util.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 _DOMAIN = ErrorDomain.NETWORK
@@ -203,9 +203,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
                     self._restarts.labels(network=running.net.name).inc(running.restarts - before)
                     before = running.restarts
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_until_done({task})
 
     async def _watch(self) -> None:
         """Lease events, firewall checks and metrics, for as long as the service runs."""

@@ -8,10 +8,10 @@ data from the images with qemu-img.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -39,7 +39,8 @@ from shared.api.blockjob import (
 from shared.util.api import Empty, call
 from shared.util.events import CloudEvent, EventPublisher
 from shared.util.natsserver import EmbeddedNats
-from shared.util.subjects import BLOCKJOB_KIND, agent_domain_subject
+from shared.util.subjects import AGENT, BLOCKJOB_KIND, DOMAIN_KIND, agent_domain_subject
+from shared.util.tasks import cancel_until_done
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 from tests.integration.qemu_domain import QEMU, TARGET, QemuFixture, identical
 
@@ -76,6 +77,14 @@ class Events:
                     if match(event):
                         return event
                 await self._changed.wait()
+
+    async def barrier(self, nc: NATS) -> None:
+        """Until everything published on the subject before now has arrived: a
+        marker is published after it, and the stream delivers in order."""
+        marker = f"barrier-{uuid.uuid4().hex}"
+        publisher = EventPublisher(nc.jetstream(), AGENT, HOST)
+        await publisher.publish(DOMAIN_KIND, DOMAIN, "test-barrier", event_id=marker)
+        await self.wait(lambda e: e.id == marker)
 
     def inventories(self) -> list[DiskInventory]:
         return [
@@ -181,9 +190,7 @@ async def events(nc: NATS, agent: Agent) -> AsyncIterator[Events]:
     try:
         yield collected
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_until_done({task})
 
 
 async def send(nc: NATS, command: Command) -> None:
@@ -372,9 +379,7 @@ async def test_storage_daemon_disk_named_by_its_node(
         alias = disk.find("alias").get("name")  # type: ignore[union-attr]
         assert alias != "top-fmt" and f"<alias name='{alias}'/>" in daemon.xml_path.read_text()
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        await cancel_until_done({pump})
         agent.stop()
         await daemon.stop()
 
@@ -405,7 +410,7 @@ async def test_agent_sigkill_mid_copy(
     await agent.start(nc)
     await events.phase("slow1", Phase.PIVOTED)
     await events.inventory(lambda d: _source(d) == str(copy) and d.find("mirror") is None)
-    await asyncio.sleep(1.0)  # let anything doubled arrive
+    await events.barrier(nc)  # anything doubled was published before it
     assert [s.phase for s in events.statuses("slow1")] == [Phase.READY, Phase.PIVOTED]
     generations = [i.generation for i in events.inventories()]
     assert generations == list(range(1, len(generations) + 1))
@@ -431,7 +436,7 @@ async def test_nats_restart_mid_copy(
     await send(nc, PivotCommand(job_id="outage1", domain=DOMAIN, disk=TARGET))
     await events.phase("outage1", Phase.PIVOTED)
     await events.inventory(lambda d: _source(d) == str(copy) and d.find("mirror") is None)
-    await asyncio.sleep(1.0)
+    await events.barrier(nc)
     assert [s.phase for s in events.statuses("outage1")] == [Phase.READY, Phase.PIVOTED]
     generations = [i.generation for i in events.inventories()]
     assert generations == list(range(1, len(generations) + 1))

@@ -28,6 +28,7 @@ from shared.util.events import CloudEvent
 from shared.util.ledger import LEDGER_PREFIX, ledger_name
 from shared.util.natsserver import EmbeddedNats
 from shared.util.subjects import BLOCKJOB_KIND, agent_domain_subject, event_filter
+from shared.util.tasks import cancel_until_done
 from tests.integration.blockjob_stack import DOMAIN, Cli, eventually, qemu_domain
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 from tests.integration.qemu_domain import QEMU, TARGET, QemuFixture, identical
@@ -59,9 +60,7 @@ async def collecting(nc: NATS, subject: str) -> AsyncIterator[Collected]:
     try:
         yield collected
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_until_done({task})
 
 
 def _phases(events: Collected, job_id: str) -> list[str]:

@@ -18,7 +18,6 @@ from client.storage import StorageClient
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef, WipeAlgorithm
 from shared.util.errors import ErrorCode, VirtError
-from shared.util.events import CloudEvent
 
 pytestmark = pytest.mark.integration
 
@@ -181,28 +180,18 @@ async def test_concurrent_create_same_name(storage: StorageClient, pool: str, cl
 
 
 async def test_events(storage: StorageClient, nc: NATS, tmp_path: Path) -> None:
-    seen: list[CloudEvent] = []
-
-    async def collect() -> None:
-        async with subscribe(nc) as events:
-            async for ev in events:
-                seen.append(ev)
-
-    task = asyncio.create_task(collect())
-    await asyncio.sleep(0.2)
-    await storage.pool_define(dir_pool("ev", tmp_path / "ev"))
-    await storage.pool_build("ev")
-    await storage.pool_start("ev")
-    await storage.vol_create("ev", vol_xml("v"))
-    await storage.pool_refresh("ev")
-    await storage.vol_delete(ref("v", "ev"))
-    await storage.pool_destroy("ev")
-    await storage.pool_undefine("ev")
-    for _ in range(50):
-        if len(seen) >= 8:
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
+    # The consumer exists once subscribe() has entered: every event after it is seen.
+    async with subscribe(nc) as events:
+        await storage.pool_define(dir_pool("ev", tmp_path / "ev"))
+        await storage.pool_build("ev")
+        await storage.pool_start("ev")
+        await storage.vol_create("ev", vol_xml("v"))
+        await storage.pool_refresh("ev")
+        await storage.vol_delete(ref("v", "ev"))
+        await storage.pool_destroy("ev")
+        await storage.pool_undefine("ev")
+        async with asyncio.timeout(60):
+            seen = [await anext(events) for _ in range(8)]
     got = [(e.data.object, e.data.event, e.data.detail) for e in seen]
     assert got == [
         ("pool", "lifecycle", "Defined"),
