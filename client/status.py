@@ -9,6 +9,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel, Field
 
+from shared.util.subjects import service_subject
+
 
 class EndpointStatus(BaseModel):
     name: str
@@ -52,7 +54,7 @@ async def _gather(nc: NATS, subject: str, wait: float) -> list[dict[str, Any]]:
 async def services(nc: NATS, wait: float = 0.5) -> list[ServiceStatus]:
     """Every micro service that answered, sorted by name then host."""
     infos, stats = await asyncio.gather(
-        _gather(nc, "$SRV.INFO", wait), _gather(nc, "$SRV.STATS", wait)
+        _gather(nc, service_subject("INFO"), wait), _gather(nc, service_subject("STATS"), wait)
     )
     stats_by_id = {s["id"]: s for s in stats}
     result = []

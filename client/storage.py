@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from shared.api import storage as api
 from shared.api.storage import BuildMode, PoolInfo, VolRef, VolumeInfo, WipeAlgorithm
 from shared.util.api import Empty, call
+from shared.util.subjects import service_subject
 
 
 class StorageClient:
@@ -183,7 +184,7 @@ async def storage_hosts(nc: NATS, *, settle: float = 0.05, deadline: float = 1.0
     sub = await nc.subscribe(inbox)
     hosts: set[str] = set()
     try:
-        await nc.publish(f"$SRV.PING.{api.SERVICE}", b"", reply=inbox)
+        await nc.publish(service_subject("PING", api.SERVICE), b"", reply=inbox)
         await nc.flush()
         wait = deadline
         while True:

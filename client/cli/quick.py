@@ -279,7 +279,11 @@ def _run_on_wire(args: Args, url: str, wire: Any, body: Body, storage: bool) -> 
                 raise
             remember_host(url, None)
     if host is None:
-        answers = wire.gather("$SRV.PING.storage", first=DISCOVER_FIRST, settle=DISCOVER_SETTLE)
+        from shared.util.subjects import service_subject
+
+        answers = wire.gather(
+            service_subject("PING", "storage"), first=DISCOVER_FIRST, settle=DISCOVER_SETTLE
+        )
         host = pick_host([a.data for a in answers])
         if answers:
             remember_host(url, host)

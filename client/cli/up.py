@@ -30,6 +30,7 @@ from shared.util.errors import VirtError
 from shared.util.logs import setup_logging
 from shared.util.natsserver import EmbeddedNats, free_port
 from shared.util.settings import default_state_dir
+from shared.util.subjects import service_subject
 
 log = logging.getLogger("virtbus.up")
 
@@ -112,7 +113,7 @@ class Stack:
             if child.proc is None or child.proc.returncode is not None:
                 raise RuntimeError(f"{child.name} exited while starting")
             try:
-                await self._nc.request(f"$SRV.PING.{child.name}", b"", timeout=0.5)
+                await self._nc.request(service_subject("PING", child.name), b"", timeout=0.5)
                 async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
                     if r.status == 200:
                         return

@@ -20,6 +20,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from shared.util.subjects import kv_filter, kv_prefix
+
 _RETRIES = 60
 _WRONG_LAST_SEQUENCE = 10071
 
@@ -152,7 +154,7 @@ class StateStore:
         value is still in flight, and a key missed here is a secret or pool
         forgotten at start-up.
         """
-        subjects = f"$KV.{self.bucket}.{prefix}>" if prefix else f"$KV.{self.bucket}.>"
+        subjects = kv_filter(self.bucket, prefix)
         sub = await self._js.pull_subscribe(
             subjects,
             stream=f"KV_{self.bucket}",
@@ -162,7 +164,7 @@ class StateStore:
                 inactive_threshold=30.0,
             ),
         )
-        start = len(f"$KV.{self.bucket}.")
+        start = len(kv_prefix(self.bucket))
         entries: list[Entry] = []
         try:
             remaining = (await sub.consumer_info()).num_pending or 0

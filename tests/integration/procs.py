@@ -12,6 +12,8 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from shared.util.subjects import service_subject
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,7 +56,7 @@ async def wait_for_service(nc: NATS, name: str, proc: subprocess.Popen[bytes]) -
         if proc.poll() is not None:
             raise AssertionError(f"{name} exited with {proc.returncode}")
         try:
-            await nc.request(f"$SRV.PING.{name}", b"", timeout=0.2)
+            await nc.request(service_subject("PING", name), b"", timeout=0.2)
             return
         except Exception:
             await asyncio.sleep(0.05)

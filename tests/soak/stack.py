@@ -15,6 +15,8 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from shared.util.subjects import service_subject
+
 #: The processes a soak kills: each service and the agent by module, and nats-server.
 SERVICES = {
     "secret": "services.secret",
@@ -73,7 +75,7 @@ async def wait_all_answer(nc: NATS, log: Path, timeout: float = 180) -> None:
     for name in SERVICES:
         while True:
             try:
-                await nc.request(f"$SRV.PING.{name}", b"", timeout=1)
+                await nc.request(service_subject("PING", name), b"", timeout=1)
                 break
             except Exception as err:
                 if loop.time() > end:
