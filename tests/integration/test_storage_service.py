@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -15,6 +17,7 @@ from nats.aio.client import Client as NATS
 from client import storage_stream
 from client.events import subscribe
 from client.storage import StorageClient
+from services.storage.pools import files
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef, WipeAlgorithm
 from shared.util.errors import ErrorCode, VirtError
@@ -207,8 +210,18 @@ async def test_events(storage: StorageClient, nc: NATS, tmp_path: Path) -> None:
 
 
 async def test_busy_pool_and_volume_refuse_changes(
-    storage: StorageClient, pool: str, tmp_path: Path
+    storage: StorageClient, pool: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A paused backend: the clone's copy waits on a gate until the checks are done.
+    copying, release = threading.Event(), threading.Event()
+    copy = files.create_raw
+
+    def gated_copy(*args: Any, **kwargs: Any) -> None:
+        copying.set()
+        release.wait(timeout=120)
+        copy(*args, **kwargs)
+
+    monkeypatch.setattr(files, "create_raw", gated_copy)
     block = bytes(range(256)) * 4096
     with open(tmp_path / "images" / "src.img", "wb") as f:
         for _ in range(256):
@@ -217,16 +230,14 @@ async def test_busy_pool_and_volume_refuse_changes(
     clone = asyncio.create_task(
         storage.vol_create_from(pool, vol_xml("dst.img", 0), ref("src.img"))
     )
-    for _ in range(400):
-        if (tmp_path / "images" / "dst.img").exists():
-            break
-        await asyncio.sleep(0.005)
+    await asyncio.to_thread(copying.wait, 60)
     with pytest.raises(VirtError, match=re.escape("pool 'images' has asynchronous jobs running.")):
         await storage.pool_destroy(pool)
     with pytest.raises(VirtError, match=re.escape("volume 'src.img' is still in use.")):
         await storage.vol_delete(ref("src.img"))
     with pytest.raises(VirtError, match=re.escape("volume 'dst.img' is still being allocated.")):
         await storage.vol_wipe(ref("dst.img"))
+    release.set()
     copied = await clone
     assert copied.capacity == 256 * len(block)
     await storage.pool_destroy(pool)
