@@ -180,7 +180,3 @@ def _pkt() -> list[str]:
     from tests.integration.nwfilter_topology import PKT
 
     return [sys.executable, PKT]
-
-
-def test_peer_constants_are_distinct() -> None:
-    assert GUEST_IP != PEER_IP
