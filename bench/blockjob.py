@@ -46,6 +46,7 @@ from shared.api.blockjob import JobStatus
 from shared.util import bus
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.natsserver import EmbeddedNats
+from shared.util.roles import agent_role
 
 HOST = "bench-host"
 DOMAIN = "bench1"
@@ -283,19 +284,27 @@ async def _one_run(jobs: BlockJobClient, qmp: QmpClient, folder: Path, index: in
 
 async def measure(folder: Path, size: int, runs: int) -> Figures:
     top = await asyncio.to_thread(make_chain, folder / "images", size)
-    server = EmbeddedNats(folder / "nats")
+    server = EmbeddedNats(folder / "nats", hosts=[HOST])
     await server.start()
     figures = Figures(size)
+    creds = server.credentials
     try:
         common = ["--nats-url", server.url, "--http-port", "0", "--host", HOST]
         storage_log, agent_log = folder / "storage.log", folder / "agent.log"
         domains = folder / "domains"
         async with (
-            _process("services.storage", storage_log, *common, "--state-dir", str(folder / "s")),
+            _process(
+                "services.storage",
+                storage_log,
+                *common,
+                *["--state-dir", str(folder / "s"), "--creds", str(creds.path("storage"))],
+            ),
             _process(
                 "agents.qemu",
                 agent_log,
                 *common,
+                "--creds",
+                str(creds.path(agent_role(HOST))),
                 "--state-dir",
                 str(folder / "a"),
                 "--domains-dir",
@@ -305,7 +314,7 @@ async def measure(folder: Path, size: int, runs: int) -> Figures:
             ),  # fmt: skip
             _qemu(folder, top, domains) as qmp,
         ):
-            nc = await bus.connect(server.url, "virtbus-bench")
+            nc = await bus.connect(server.role_url("admin"), "virtbus-bench")
             try:
                 jobs = BlockJobClient(nc, HOST)
                 await _wait_inventory(jobs)

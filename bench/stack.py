@@ -28,7 +28,8 @@ async def service_stack(
     folder: Path, service: str, probe: Probe, extra: Sequence[str] = ()
 ) -> AsyncIterator[tuple[str, NATS]]:
     """Start nats-server and ``python -m services.<service>`` under ``folder``;
-    yields the URL and a connection once ``probe`` succeeds against the service."""
+    yields the URL (carrying the admin's credentials, as a command line would be
+    given them) and a connection as admin once ``probe`` succeeds against the service."""
     server = EmbeddedNats(folder / "nats")
     await server.start()
     log_path = folder / f"{service}.log"
@@ -39,14 +40,16 @@ async def service_stack(
                 *[sys.executable, "-m", f"services.{service}", "--nats-url", server.url],
                 *["--state-dir", str(folder / service), "--http-port", "0"],
                 *["--log-level", "WARNING", *extra],
+                *["--creds", str(server.credentials.path(service))],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        nc = await bus.connect(server.url, "virtbus-bench")
+        admin = server.role_url("admin")
+        nc = await bus.connect(admin, "virtbus-bench")
         try:
             await _wait_ready(service, nc, probe, proc, log_path)
-            yield server.url, nc
+            yield admin, nc
         finally:
             await bus.close(nc)
             if proc.returncode is None:

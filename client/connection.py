@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -10,13 +11,19 @@ from nats.aio.client import Client as NATS
 
 from client.nwfilter import NWFilterClient
 from client.secret import SecretClient
-from shared.util import bus
+from shared.util import bus, credentials
+from shared.util.roles import ADMIN
 from shared.util.settings import DEFAULT_NATS_URL
 
+#: Where the TLS CA of the server is named when not given (a PEM file).
+ENV_TLS_CA = "VIRTBUS_TLS_CA"
 
-def default_url() -> str:
-    """``VIRTBUS_NATS_URL``, else ``NATS_URL``, else the embedded default."""
-    return os.environ.get("VIRTBUS_NATS_URL") or os.environ.get("NATS_URL") or DEFAULT_NATS_URL
+
+def default_url(creds: credentials.Credentials | None = None) -> str:
+    """``VIRTBUS_NATS_URL``, else ``NATS_URL``, else the server ``creds`` were
+    issued for, else the embedded default."""
+    from_env = os.environ.get("VIRTBUS_NATS_URL") or os.environ.get("NATS_URL")
+    return from_env or (creds.server if creds and creds.server else DEFAULT_NATS_URL)
 
 
 class Client:
@@ -30,9 +37,24 @@ class Client:
         self.nwfilter = NWFilterClient(nc)
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, deadline: float = 5.0) -> Client:
-        """Connect to ``url`` (default: ``default_url()``); raises ``VirtError``."""
-        nc = await bus.connect(url or default_url(), "virtbus-client", deadline=deadline)
+    async def connect(
+        cls,
+        url: str | None = None,
+        *,
+        creds: Path | None = None,
+        role: str = ADMIN,
+        tls_ca: Path | None = None,
+        deadline: float = 5.0,
+    ) -> Client:
+        """Connect to ``url`` (default: ``default_url()``) as the user of ``creds``
+        (default: ``VIRTBUS_CREDS``, else ``role``'s credentials of the local
+        stack, found as ``shared.util.credentials.find`` does); raises
+        ``VirtError``, ``VIR_ERR_AUTH_FAILED`` at once when the server refuses."""
+        found = credentials.find(role, creds)
+        ca = tls_ca or (Path(os.environ[ENV_TLS_CA]) if os.environ.get(ENV_TLS_CA) else None)
+        nc = await bus.connect(
+            url or default_url(found), "virtbus-client", creds=found, tls_ca=ca, deadline=deadline
+        )
         return cls(nc, owned=True)
 
     async def close(self) -> None:

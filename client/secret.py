@@ -10,6 +10,7 @@ from shared.api import secret as api
 from shared.conf.secret import SecretUsageType
 from shared.conf.uuid import parse_uuid
 from shared.util.api import call
+from shared.util.bus import require_private_channel
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 
@@ -58,9 +59,11 @@ class SecretClient:
         )
 
     async def set_value(self, uuid: str, value: bytes) -> None:
+        require_private_channel(self._nc, "secret values")
         request = api.SetValueRequest(uuid=uuid, value=base64.b64encode(value).decode())
         await call(self._nc, api.SET_VALUE, request)
 
     async def get_value(self, uuid: str) -> bytes:
+        require_private_channel(self._nc, "secret values")
         reply = await call(self._nc, api.GET_VALUE, api.UuidRequest(uuid=uuid))
         return base64.b64decode(reply.value)

@@ -55,7 +55,7 @@ def parse_line(words: Sequence[str]) -> tuple[Command | None, Args]:
     if command is None:
         raise UsageError(f"unknown command: '{words[i]}'")
     fresh = new_args(command)
-    for name in ("connect", "host", "json", "connect_timeout"):
+    for name in ("connect", "host", "json", "connect_timeout", "creds"):
         setattr(fresh, name, getattr(args, name))
     return command, parse(command, words[i + 1 :], fresh)
 
@@ -72,7 +72,7 @@ def run_command(command: Command, args: Args) -> int:
     if command.probe and session.shared is None:
         # Fail fast, before a handler imports what talking to a service needs.
         url, timeout = session.server_url(args), session.connect_timeout(args)
-        if not session.connected(lambda: session.check_reachable(url, timeout)):
+        if not session.connected(lambda: session.check_reachable(url, timeout, args.creds)):
             return 1
     try:
         return command.handler(args)

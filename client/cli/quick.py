@@ -24,7 +24,14 @@ import os
 from types import SimpleNamespace
 
 from client.cli import jsonlite
-from client.cli.session import connect_timeout, no_connect, server_url, virt_error
+from client.cli.session import (
+    authentication_failed,
+    connect_timeout,
+    no_connect,
+    server_url,
+    virt_error,
+    with_credentials,
+)
 from client.cli.table import Args
 
 # typing is not imported at run time (docs/cli.md, "Start-up time").
@@ -243,11 +250,16 @@ def run_quick(args: Args, body: Body, *, storage: bool, context: str | None = No
         return session.shared.run_calls(body, args.host)
     url = server_url(args)
     try:
+        signed, inbox = with_credentials(url, getattr(args, "creds", None))
         try:
-            wire = Wire(url, timeout=connect_timeout(args))
+            wire = Wire(signed, timeout=connect_timeout(args), inbox_prefix=inbox)
         except Unsupported:
             return _run_with_nats(args, url, body, storage)
-        except (OSError, Refused) as err:
+        except Refused as err:
+            if "authorization violation" in str(err).lower():
+                return fail(authentication_failed(url, "@" in signed))
+            return fail("failed to connect to the hypervisor", str(no_connect(url, err)))
+        except OSError as err:
             return fail("failed to connect to the hypervisor", str(no_connect(url, err)))
         try:
             return _run_on_wire(args, url, wire, body, storage)
@@ -314,7 +326,12 @@ def _run_with_nats(args: Args, url: str, body: Body, storage: bool) -> int:
     from client.storage import default_host
 
     async def main() -> int:
-        client = await Client.connect(url, deadline=connect_timeout(args))
+        from pathlib import Path
+
+        creds = getattr(args, "creds", None)
+        client = await Client.connect(
+            url, creds=Path(creds) if creds else None, deadline=connect_timeout(args)
+        )
         nc = client.nc
         send = nats_send(nc)
         try:

@@ -88,29 +88,77 @@ def no_connect(url: str, err: BaseException) -> Exception:
     )
 
 
-def check_reachable(url: str, timeout: float) -> None:
+def with_credentials(url: str, creds: str | None) -> tuple[str, str]:
+    """``url`` (each of its servers) with the user and password of the admin's
+    credentials file, found as ``shared.util.credfile`` finds it, unless it
+    carries some; and the reply inbox prefix that user may read (``_INBOX.<role>``)."""
+    from shared.util import credfile
+
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if servers and "@" not in servers[0]:
+        path = credfile.find_path("admin", creds)
+        if path:
+            with open(path) as f:
+                userinfo = f.read().strip().split("://", 1)[-1].rpartition("@")[0]
+            if userinfo:
+                signed = []
+                for server in servers:
+                    scheme, sep, rest = server.rpartition("://")
+                    signed.append(f"{scheme if sep else 'nats'}://{userinfo}@{rest}")
+                servers = signed
+    userinfo = servers[0].split("://", 1)[-1].rpartition("@")[0] if servers else ""
+    user = userinfo.partition(":")[0]
+    role = user[len("virtbus-") :] if user.startswith("virtbus-") else ""
+    plain = role and all(c.isalnum() or c in "-_" for c in role)
+    return ",".join(servers), f"_INBOX.{role}" if plain else "_INBOX"
+
+
+def authentication_failed(url: str, had_credentials: bool) -> str:
+    """The CLI's line for a server that refused us (as shared.util.bus words it)."""
+    if had_credentials:
+        return f"authentication failed: {url} refused the credentials"
+    return (
+        f"authentication failed: no credentials for {url}: give --creds FILE or "
+        "VIRTBUS_CREDS, or run as root or as a member of group 'virtbus'"
+    )
+
+
+def check_reachable(url: str, timeout: float, creds: str | None = None) -> None:
     """Fail fast, once: raise ``no_connect`` unless a NATS server answers at ``url``
-    within ``timeout`` (a server the wire client cannot speak to counts as one)."""
+    within ``timeout`` (a server the wire client cannot speak to counts as one),
+    or ``VIR_ERR_AUTH_FAILED`` when it refuses our credentials (or their absence)."""
     from client.cli.wire import Refused, Unsupported, Wire
 
+    signed, inbox = with_credentials(url, creds)
     try:
-        Wire(url, timeout=timeout).close()
+        Wire(signed, timeout=timeout, inbox_prefix=inbox).close()
     except Unsupported:
         return
-    except (OSError, Refused) as err:
+    except Refused as err:
+        if "authorization violation" not in str(err).lower():
+            raise no_connect(url, err) from err
+        from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+        detail = authentication_failed(url, "@" in signed).partition(": ")[2]
+        raise VirtError(ErrorCode.AUTH_FAILED, detail, ErrorDomain.RPC) from err
+    except OSError as err:
         raise no_connect(url, err) from err
 
 
 def connected(attempt: Callable[[], object]) -> bool:
     """Run ``attempt`` (a connection); when it raises ``VirtError``, print virsh's
-    ``failed to connect to the hypervisor`` lines and return False."""
+    ``failed to connect to the hypervisor`` lines (an authentication failure: its
+    own line alone) and return False."""
     try:
         attempt()
     except Exception as exc:
         err = virt_error(exc)
         if err is None:
             raise
-        error("failed to connect to the hypervisor", str(err))
+        if err.name == "VIR_ERR_AUTH_FAILED":
+            error(str(err))
+        else:
+            error("failed to connect to the hypervisor", str(err))
         end_failed()
         return False
     return True
@@ -118,16 +166,22 @@ def connected(attempt: Callable[[], object]) -> bool:
 
 def run(args: Args, body: Body, *, context: str | None = None) -> int:
     """Connect to ``args.connect``, run ``body``; exit status 1 with ``error:`` lines
-    on failure (``context`` is virsh's first line, e.g. ``failed to get secret 'X'``)."""
+    on failure (``context`` is virsh's first line, e.g. ``failed to get secret 'X'``,
+    left out when the connection itself failed)."""
     import asyncio
+    from pathlib import Path
 
     from client.connection import Client
     from shared.util.errors import VirtError
 
     url = server_url(args)
+    connected = shared is not None
 
     async def main() -> int:
-        client = await Client.connect(url, deadline=connect_timeout(args))
+        nonlocal connected
+        creds = Path(args.creds) if getattr(args, "creds", None) else None
+        client = await Client.connect(url, creds=creds, deadline=connect_timeout(args))
+        connected = True
         try:
             return await body(client)
         finally:
@@ -138,7 +192,7 @@ def run(args: Args, body: Body, *, context: str | None = None) -> int:
             return shared.run(body)
         return asyncio.run(main())
     except VirtError as err:
-        if context:
+        if context and connected:
             error(context, str(err))
         else:
             error(str(err))

@@ -173,6 +173,7 @@ GLOBAL_OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("host", "NAME", "host whose services to address (default: the only one, else this one)"),
     ("json", None, "machine-readable output, errors included"),
     ("connect-timeout", "SECONDS", "give up connecting after this long (default 1)"),
+    ("creds", "FILE", "NATS credentials (default: $VIRTBUS_CREDS, else the local stack's)"),
 )
 _GLOBAL_SHORT = {"-c": "connect"}
 
@@ -181,6 +182,7 @@ def new_args(command: Command | None) -> Args:
     """The namespace a handler gets before any word is read."""
     args = Args(command=command.name if command else None, connect=None, host=None, json=False)
     args.connect_timeout = None
+    args.creds = None
     if command is not None:
         for opt in command.opts:
             setattr(args, opt.dest, False if opt.kind == BOOL else None)

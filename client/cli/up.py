@@ -6,6 +6,12 @@ every one answers ``$SRV.PING`` and its ``/readyz``, and prints the NATS URL
 and each ``/metrics`` address.  A child that dies is restarted with
 exponential backoff, and so is the embedded nats-server.  SIGINT or SIGTERM
 stops the services, then the server, and exits 0.
+
+The embedded server is authenticated: the first start makes a password per
+role in ``<state-dir>/creds`` (see ``shared.util.credentials``), each child
+gets the file of its own role and the CLI of root finds the admin's there.
+With ``--tls-cert``/``--tls-key`` the server speaks only TLS and every child
+verifies it against ``--tls-ca``.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ import aiohttp
 from nats.aio.client import Client as NATS
 
 from client.cli.table import Args
-from shared.util import bus
+from shared.util import bus, credentials, roles
 from shared.util.errors import VirtError
 from shared.util.logs import setup_logging
-from shared.util.natsserver import EmbeddedNats, free_port
+from shared.util.natsserver import EmbeddedNats, TlsFiles, free_port
 from shared.util.settings import default_state_dir
 from shared.util.subjects import service_subject
 
@@ -69,12 +75,24 @@ class Stack:
         nats_url: str | None,
         nats_port: int,
         domains_dir: Path | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.domains_dir = domains_dir
-        self.server = None if nats_url else EmbeddedNats(state_dir / "nats", nats_port)
-        self.nats_url = nats_url or (self.server.url if self.server else "")
         self.host = socket.gethostname()
+        self.tls = tls
+        self.server = (
+            None
+            if nats_url
+            else EmbeddedNats(
+                state_dir / "nats",
+                nats_port,
+                hosts=[self.host],
+                creds_dir=state_dir / "creds",
+                tls=tls,
+            )
+        )
+        self.nats_url = nats_url or (self.server.url if self.server else "")
         self.children = [Child(name, module, free_port()) for name, module in STACK]
         self._stopping = False
         # One connection and one HTTP session serve every readiness check.
@@ -98,7 +116,18 @@ class Stack:
             "--host",
             self.host,
             *extra,
+            *self._security_args(child),
         ]
+
+    def _security_args(self, child: Child) -> list[str]:
+        """Each child's own credentials, and the CA that signs the server's certificate."""
+        args = []
+        if self.server is not None:
+            role = roles.process_role(child.name, self.host)
+            args += ["--creds", str(self.server.credentials.path(role))]
+        if self.tls is not None and self.tls.ca is not None:
+            args += ["--tls-ca", str(self.tls.ca)]
+        return args
 
     async def _spawn(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(*self._command(child))
@@ -170,12 +199,25 @@ class Stack:
         if self.server is not None:
             await self.server.start()
         try:
-            self._nc = await bus.connect(self.nats_url, "virtbus-up", deadline=_READY_TIMEOUT)
+            admin = (
+                self.server.credentials.read(roles.ADMIN)
+                if self.server is not None
+                else credentials.find(roles.ADMIN)
+            )
+            self._nc = await bus.connect(
+                self.nats_url,
+                "virtbus-up",
+                creds=admin,
+                tls_ca=self.tls.ca if self.tls else None,
+                deadline=_READY_TIMEOUT,
+            )
             self._http = aiohttp.ClientSession()
             for child in self.children:
                 await self._spawn(child)
             await asyncio.gather(*(self._wait_ready(c) for c in self.children))
             print(f"NATS: {self.nats_url}", flush=True)
+            if self.server is not None:
+                print(f"credentials: {self.server.credentials.folder}", flush=True)
             for child in self.children:
                 print(f"{child.name}: {child.metrics_url}", flush=True)
             print("virtbus is up; Ctrl-C stops it", flush=True)
@@ -215,7 +257,15 @@ def up(args: Args) -> int:
     setup_logging(os.environ.get("VIRTBUS_LOG_LEVEL", "INFO"), "text")
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     domains_dir = Path(args.domains_dir).absolute() if args.domains_dir else None
-    stack = Stack(state_dir, args.nats_url or args.connect, args.nats_port or 4222, domains_dir)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 1
+        ca = Path(args.tls_ca).resolve() if args.tls_ca else None
+        tls = TlsFiles(Path(args.tls_cert).resolve(), Path(args.tls_key).resolve(), ca)
+    nats_url = args.nats_url or args.connect
+    stack = Stack(state_dir, nats_url, args.nats_port or 4222, domains_dir, tls)
 
     async def main() -> None:
         stop = asyncio.Event()

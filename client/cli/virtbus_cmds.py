@@ -12,6 +12,7 @@ from client.cli.table import (
     Command,
     Group,
     Opt,
+    data,
     flag,
     format_group,
     format_help,
@@ -46,6 +47,12 @@ def up(args: Args) -> int:
     from client.cli import up as stack
 
     return stack.up(args)
+
+
+def creds(args: Args) -> int:
+    from client.cli import creds_cmd
+
+    return creds_cmd.creds(args)
 
 
 def completion(args: Args) -> int:
@@ -92,9 +99,24 @@ GROUP = Group(
                     "(default: STATE-DIR/agent-qemu/domains)",
                     "file",
                 ),
+                string("tls-cert", "the embedded server's TLS certificate (PEM)", "file"),
+                string("tls-key", "its private key (PEM)", "file"),
+                string("tls-ca", "the CA certificate clients verify the server with", "file"),
             ),
             description="Start nats-server (unless --nats-url names one), every service and "
             "a local QEMU agent,\n    and supervise them until interrupted.",
+            probe=False,
+        ),
+        Command(
+            "creds",
+            "connection details of a role",
+            creds,
+            (
+                data("role", "admin, readonly, a service, or agent@HOST"),
+                string("file", "write them to this file (mode 0600) for --creds", "file"),
+            ),
+            description="Print the NATS URL carrying ROLE's user and password, as the local\n"
+            "    stack made them, or write it to a file for --creds.",
             probe=False,
         ),
         status_cmd.COMMAND,

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from services.secret.cipher import ValueCipher
 from shared.conf.secret import SecretDef, SecretUsageType
@@ -33,6 +34,8 @@ from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Conflict, Event, Ledger, Record
 from shared.util.state import backoff
 from shared.util.subjects import token
+
+log = logging.getLogger(__name__)
 
 _D = ErrorDomain.SECRET
 _RETRIES = 60
@@ -111,6 +114,8 @@ class SecretRegistry:
         # and insertion atomic within this process.
         self._ephemeral_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
+        #: Stored records skipped because they do not parse.
+        self.bad_records = 0
         for record in ledger.items(_PREFIX):
             self._on_change(record.key, record)
         ledger.on_change(self._on_change)
@@ -133,14 +138,24 @@ class SecretRegistry:
             d = current[1].definition
             if d.usage_id is not None and self._usages.get((d.usage_type, d.usage_id)) == uuid:
                 del self._usages[(d.usage_type, d.usage_id)]
-        if record is not None:
-            stored = SecretRecord.model_validate_json(record.value)
+        stored = self._parse(key, record) if record is not None else None
+        if stored is not None:
             self._persistent[uuid] = (key, stored)
             d = stored.definition
             if d.usage_type is not SecretUsageType.NONE and d.usage_id is not None:
                 self._usages[(d.usage_type, d.usage_id)] = uuid
         for listener in self._listeners:
             listener()
+
+    def _parse(self, key: str, record: Record) -> SecretRecord | None:
+        """The stored secret, or None for a record that does not parse: it is
+        logged with its key (never its content) and counted, and the rest served."""
+        try:
+            return SecretRecord.model_validate_json(record.value)
+        except (ValidationError, ValueError, VirtError) as err:
+            self.bad_records += 1
+            log.error("skipping malformed secret record %s: %s", key, type(err).__name__)
+            return None
 
     def counts(self) -> tuple[int, int]:
         """(persistent, ephemeral) secrets known here."""

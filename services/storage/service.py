@@ -60,6 +60,11 @@ class StorageSettings(ProcessSettings):
     check_interval: float = Field(
         60.0, gt=0, description="seconds between checks that pools match their storage"
     )
+    backing_paths: str = Field(
+        "",
+        description="folders (':'-separated) a volume's backing store may lie under, "
+        "besides the pools' volumes",
+    )
 
 
 def _watch_children_with_pidfd() -> None:
@@ -92,6 +97,8 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._available = m.gauge("pool_available_bytes", "Pool free space", ["pool"])
         self._volume_count = m.gauge("pool_volumes", "Volumes in the pool", ["pool"])
         self._active = m.gauge("pool_active", "1 when the pool is running", ["pool"])
+        self._bad_records = m.gauge("bad_records", "Stored records skipped as malformed")
+        self._registry: StorageRegistry | None = None
         self._commands = m.histogram(
             "command_duration_seconds",
             "Run time of external tools (qemu-img, mount, mkfs...)",
@@ -149,8 +156,9 @@ class StorageService(ServiceProcess[StorageSettings]):
         secrets = PoolSecrets(secret_service(self.nc), self.settings.state_dir / "secrets")
         users = DiskUsers(host, DiskIndex(host))
         runner = CommandRunner(self._observe_command)
+        registry = self._registry = StorageRegistry(ledger, host)
         pools = PoolManager(
-            StorageRegistry(ledger, host),
+            registry,
             runner,
             secrets,
             self._pool_event,
@@ -159,7 +167,12 @@ class StorageService(ServiceProcess[StorageSettings]):
         )
         journal = CreationJournal(self.settings.state_dir / "creating")
         volumes = VolumeManager(
-            pools, journal, self._volume_event, users, volume_secret_file(secrets)
+            pools,
+            journal,
+            self._volume_event,
+            users,
+            volume_secret_file(secrets),
+            backing_paths=tuple(p for p in self.settings.backing_paths.split(":") if p),
         )
         self._pools, self._volumes = pools, volumes
         cleaned = await volumes.clean_unfinished()
@@ -229,6 +242,8 @@ class StorageService(ServiceProcess[StorageSettings]):
     # -- events and metrics ----------------------------------------------------------
 
     def _update_metrics(self) -> None:
+        if self._registry is not None:
+            self._bad_records.set(self._registry.bad_records)
         names = set()
         for obj in self.pools.all():
             names.add(obj.name)

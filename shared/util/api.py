@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -32,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from pydantic import BaseModel, ValidationError
 
+from shared.util import bus
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.subjects import api_subject
 from shared.util.tasks import cancel_until_done
@@ -46,6 +48,20 @@ log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
+
+#: The reply subject of the request a handler is answering: the asking
+#: connection's inbox, for handlers that bind what they open to that
+#: connection (``requester``).
+_REPLY_TO: ContextVar[str | None] = ContextVar("virtbus_reply_to", default=None)
+
+
+def requester() -> str | None:
+    """The connection that sent the request being handled, as the prefix its
+    replies share (nats-py answers every request of a connection on
+    ``<inbox_prefix>.<connection nuid>.<n>``); None outside a request."""
+    reply = _REPLY_TO.get()
+    return reply.rpartition(".")[0] or None if reply else None
+
 
 #: Extra header naming the libvirt error (``VIR_ERR_NO_SECRET``).
 ERROR_NAME_HEADER = "Virtbus-Error-Name"
@@ -180,7 +196,8 @@ async def call(
     """Send ``request`` to ``endpoint`` and return its typed reply.
 
     Raises ``VirtError``: the service's own error, ``VIR_ERR_NO_SERVER`` when no
-    service answers the subject, ``VIR_ERR_OPERATION_TIMEOUT`` on timeout, and
+    service answers the subject, ``VIR_ERR_ACCESS_DENIED`` when the user may not
+    send to it, ``VIR_ERR_OPERATION_TIMEOUT`` on timeout, and
     for a call that may wait longer than ``HEARTBEAT_AFTER`` seconds,
     ``VIR_ERR_RPC`` as soon as the service instance handling it has sent no
     heartbeat for ``HEARTBEAT_LOST_SECONDS`` (it died or lost the bus).
@@ -192,7 +209,7 @@ async def call(
         if wait > HEARTBEAT_AFTER:
             msg = await _watched_request(nc, endpoint, subject, data, wait)
         else:
-            msg = await nc.request(subject, data, timeout=wait)
+            msg = await bus.request(nc, subject, data, wait)
     except NoRespondersError as err:
         where = f" on host '{host}'" if host else ""
         raise VirtError(
@@ -261,6 +278,9 @@ async def answer(
     endpoint = bound.endpoint
     started = time.perf_counter_ns()
     outcome = "ok"
+    # nats.micro's Request does not expose the reply subject it answers.
+    msg = getattr(request, "_msg", None)
+    _REPLY_TO.set(getattr(msg, "reply", None) or None)
     try:
         try:
             payload = endpoint.request.model_validate_json(request.data or b"{}")

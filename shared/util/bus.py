@@ -2,20 +2,32 @@
 
 ``connect`` retries the first connection until its deadline (a service
 started before its server waits for it), then lets nats-py reconnect
-forever with jittered waits.  ``close`` drains, so
-in-flight requests are answered and published messages flushed.
+forever with jittered waits.  A server that refuses the credentials ends
+the attempt at once.  ``close`` drains, so in-flight requests are answered
+and published messages flushed.
+
+A connection authenticates with the user and password of its URL or of the
+credentials it is given (``shared.util.credentials``) and receives replies
+on its role's own inbox prefix, the only inbox its permissions let it read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import ssl
+import weakref
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoServersError
 
+from shared.util.credentials import Credentials, split_url
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 log = logging.getLogger(__name__)
@@ -37,29 +49,103 @@ async def settle(nc: NATS) -> None:
     await nc.flush()
 
 
+_PUBLISH_REFUSED = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+#: Requests waiting on each connection, by subject (lower case, as nats-py
+#: reports a refused one): resolved when the server refuses their publish.
+_waiting: weakref.WeakKeyDictionary[NATS, dict[str, set[asyncio.Future[None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _refused_publish(nc: NATS, err: Exception) -> bool:
+    """Fail the requests waiting on the refused subject; True when there were any
+    (their callers get the error, so it need not be logged)."""
+    found = _PUBLISH_REFUSED.search(str(err))
+    waiters = _waiting.get(nc, {}).get(found.group(1).lower(), set()) if found else set()
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    return bool(waiters)
+
+
+async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg:
+    """``nc.request``, except that a request the server's permissions refuse
+    raises ``VirtError`` (``VIR_ERR_ACCESS_DENIED``) as soon as the server
+    says so, instead of a timeout.  nats-py's errors pass through."""
+    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters = _waiting.setdefault(nc, {}).setdefault(subject.lower(), set())
+    waiters.add(refused)
+    sent = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
+    try:
+        either: set[asyncio.Future[Any]] = {sent, refused}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not sent.done():
+            raise VirtError(
+                ErrorCode.ACCESS_DENIED,
+                f"this user may not send to {subject}",
+                ErrorDomain.RPC,
+            )
+        return sent.result()
+    finally:
+        waiters.discard(refused)
+        if not waiters:
+            _waiting.get(nc, {}).pop(subject.lower(), None)
+        if not sent.done():
+            sent.cancel()
+
+
+class _Refused(Exception):
+    """The server refused the credentials: retrying cannot help."""
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the server against ``ca_file`` (else the
+    system's certificate authorities)."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
 async def connect(
     url: str,
     name: str,
     *,
+    creds: Credentials | None = None,
+    tls_ca: Path | None = None,
     deadline: float = 30.0,
     on_reconnect: Callback | None = None,
     on_disconnect: Callback | None = None,
 ) -> NATS:
     """Connect to ``url`` as client ``name``; ``url`` may list a cluster's servers
     separated by commas (the first that answers is used, the others on failover).
+    The connection authenticates with the user and password the URL carries,
+    else ``creds``, else none; it speaks TLS verified against ``tls_ca`` when
+    given or when the URL is ``tls://``.
 
-    Raises ``VirtError`` (``VIR_ERR_NO_CONNECT``) when no server answered
-    within ``deadline`` seconds.
+    Raises ``VirtError``: ``VIR_ERR_AUTH_FAILED`` as soon as the server refuses
+    the credentials (or their absence), ``VIR_ERR_NO_CONNECT`` when no server
+    answered within ``deadline`` seconds.
     """
 
     connected = False
     last_error: list[Exception] = []
+    parts = [split_url(u.strip()) for u in url.split(",") if u.strip()]
+    servers = [server for server, _ in parts]
+    server = ",".join(servers)
+    creds = next((c for _, c in parts if c is not None), None) or creds
+    # nats-py's annotation says int; it sleeps for any number of seconds.
+    options: dict[str, Any] = {"reconnect_time_wait": 0.25}
+    if creds is not None:
+        options.update(user=creds.user, password=creds.password, inbox_prefix=creds.inbox_prefix)
+    if tls_ca is not None or any(s.startswith("tls://") for s in servers):
+        options["tls"] = tls_context(tls_ca)
 
     async def error_cb(err: Exception) -> None:
         if connected:
-            log.warning("nats error: %s", err)
-        else:
-            last_error[:] = [err]
+            if not _refused_publish(nc, err):
+                log.warning("nats error: %s", err)
+            return
+        last_error[:] = [err]
+        if "authorization violation" in str(err).lower():
+            raise _Refused(str(err)) from err
 
     async def reconnected_cb() -> None:
         log.info("nats reconnected", extra={"url": url})
@@ -74,33 +160,70 @@ async def connect(
 
     # nats-py retries the first connection forever when reconnects are
     # unlimited (with its jittered wait between attempts); the deadline bounds it.
+    nc = NATS()
     try:
-        nc = await asyncio.wait_for(
-            nats.connect(
-                servers=[u.strip() for u in url.split(",") if u.strip()],
+        await asyncio.wait_for(
+            nc.connect(
+                servers=servers,
                 name=name,
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
                 ping_interval=10,
                 max_outstanding_pings=3,
                 error_cb=error_cb,
                 reconnected_cb=reconnected_cb,
                 disconnected_cb=disconnected_cb,
+                **options,
             ),
             timeout=deadline,
         )
+    except _Refused as err:
+        await nc.close()
+        if creds is None:
+            detail = (
+                f"no credentials for {server}: give --creds FILE or VIRTBUS_CREDS, "
+                "or run as root or as a member of group 'virtbus'"
+            )
+        else:
+            detail = f"{server} refused user '{creds.user}'"
+        raise VirtError(ErrorCode.AUTH_FAILED, detail, ErrorDomain.RPC) from err
     except (TimeoutError, NoServersError, OSError) as err:
+        await nc.close()
         cause = last_error[0] if last_error else err
         raise VirtError(
             ErrorCode.NO_CONNECT,
-            f"cannot connect to NATS at {url}: {cause or type(cause).__name__}",
+            f"cannot connect to NATS at {server}: {cause or type(cause).__name__}",
             ErrorDomain.RPC,
             raw=True,
         ) from err
     connected = True
     return nc
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def private_channel(nc: NATS) -> bool:
+    """True when what ``nc`` sends cannot be read on the way: the connection
+    speaks TLS, or the server is on this machine's loopback."""
+    url = nc.connected_url
+    if url is None:
+        return False
+    tls = url.scheme == "tls" or bool(getattr(nc, "_server_info", {}).get("tls_required"))
+    return tls or (url.hostname or "") in _LOOPBACK
+
+
+def require_private_channel(nc: NATS, what: str) -> None:
+    """Refuse to send ``what`` in the clear over a network.
+
+    Raises ``VirtError`` (``VIR_ERR_OPERATION_DENIED``) unless ``private_channel``."""
+    if not private_channel(nc):
+        raise VirtError(
+            ErrorCode.OPERATION_DENIED,
+            f"{what} travel only over TLS or loopback; connect with a tls:// URL",
+            ErrorDomain.RPC,
+        )
 
 
 async def close(nc: NATS) -> None:

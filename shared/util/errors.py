@@ -40,6 +40,7 @@ class ErrorCode(enum.IntEnum):
     NO_DOMAIN = 42
     NO_NETWORK = 43
     INVALID_MAC = 44
+    AUTH_FAILED = 45
     INVALID_STORAGE_POOL = 46
     INVALID_STORAGE_VOL = 47
     NO_STORAGE_POOL = 49
@@ -106,6 +107,7 @@ _PREFIX: dict[ErrorCode, str] = {
     ErrorCode.NO_NETWORK: "Network not found",
     ErrorCode.NO_DOMAIN: "Domain not found",
     ErrorCode.INVALID_MAC: "invalid MAC address",
+    ErrorCode.AUTH_FAILED: "authentication failed",
     ErrorCode.NO_STORAGE_POOL: "Storage pool not found",
     ErrorCode.NO_STORAGE_VOL: "Storage volume not found",
     ErrorCode.INVALID_STORAGE_POOL: "invalid storage pool pointer in",

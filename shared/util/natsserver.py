@@ -3,19 +3,27 @@
 Used by ``virtbus up`` (with no ``--nats-url``) and by the test fixtures.  It
 listens on loopback only, with JetStream storing under the given folder and
 ``sync_interval: always`` (fsync every write: acknowledged means on disk).
+It admits only the users of ``shared.util.roles``, with the passwords of its
+``CredentialStore`` (made on first start), and speaks TLS when given a
+certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from shared.util import roles
+from shared.util.credentials import CredentialStore, write_private
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 #: Larger than NATS's 1 MiB default so volume stream chunks and big XML fit.
@@ -45,39 +53,95 @@ def free_port() -> int:
         return port
 
 
-def write_config(store_dir: Path, port: int, config_path: Path) -> None:
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate and key (PEM); ``ca`` is what clients verify it with."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+def write_config(
+    store_dir: Path,
+    port: int,
+    config_path: Path,
+    *,
+    authorization: dict[str, object] | None = None,
+    tls: TlsFiles | None = None,
+) -> None:
+    """nats-server's configuration; mode 0600, since it holds the passwords."""
     store_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(
-        "\n".join(
-            [
-                f"listen: 127.0.0.1:{port}",
-                f"max_payload: {MAX_PAYLOAD}",
-                "server_name: virtbus-embedded",
-                "jetstream {",
-                f'  store_dir: "{store_dir}"',
-                "  sync_interval: always",
-                "}",
-                "",
-            ]
-        )
-    )
+    lines = [
+        f"listen: 127.0.0.1:{port}",
+        f"max_payload: {MAX_PAYLOAD}",
+        "server_name: virtbus-embedded",
+        "jetstream {",
+        f"  store_dir: {json.dumps(str(store_dir))}",
+        "  sync_interval: always",
+        "}",
+    ]
+    if authorization is not None:
+        # JSON is valid nats-server configuration; quoted strings are never
+        # taken for $variables.
+        lines.append(f"authorization: {json.dumps(authorization, indent=1)}")
+    if tls is not None:
+        lines += [
+            "tls {",
+            f"  cert_file: {json.dumps(str(tls.cert))}",
+            f"  key_file: {json.dumps(str(tls.key))}",
+            "}",
+        ]
+    write_private(config_path, "\n".join(lines) + "\n")
 
 
 class EmbeddedNats:
-    """One nats-server child process; ``start`` waits until it accepts clients."""
+    """One nats-server child process; ``start`` waits until it accepts clients.
 
-    def __init__(self, state_dir: Path, port: int = 0) -> None:
+    With ``auth`` (the default) it admits the roles of ``shared.util.roles``
+    for ``services`` and agents on ``hosts``, their credentials kept in ``creds_dir`` (default
+    ``<state_dir>/creds``).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int = 0,
+        *,
+        hosts: Sequence[str] = (),
+        services: Sequence[str] = roles.SERVICES,
+        creds_dir: Path | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.hosts = tuple(hosts) or (socket.gethostname(),)
+        self.services = tuple(services)
+        self.credentials = CredentialStore(creds_dir or state_dir / "creds")
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        scheme = "tls" if self.tls else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def role_url(self, role: str) -> str:
+        """The server's URL carrying ``role``'s user and password."""
+        return self.credentials.read(role).url(self.url)
 
     def _launch(self) -> subprocess.Popen[bytes]:
         config = self.state_dir / "nats-server.conf"
-        write_config(self.state_dir / "jetstream", self.port, config)
+        every = roles.all_roles(self.hosts, self.services)
+        passwords = self.credentials.ensure([r.name for r in every], self.url)
+        authorization = roles.authorization(every, passwords)
+        write_config(
+            self.state_dir / "jetstream",
+            self.port,
+            config,
+            authorization=authorization,
+            tls=self.tls,
+        )
         with open(self.state_dir / "nats-server.log", "ab") as log_file:
             return subprocess.Popen(
                 [nats_server_binary(), "-c", str(config)],

@@ -57,7 +57,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
-from shared.util import bus
+from shared.util import bus, credentials, roles
 from shared.util.api import (
     HEARTBEAT_HEADER,
     HEARTBEAT_SECONDS,
@@ -313,9 +313,12 @@ class ServiceProcess(Generic[S]):
     async def _open(self, stack: Teardown) -> None:
         """Every step of ``start``, each pushing its undo onto ``stack``."""
         if self._nc is None:
+            role = roles.process_role(self.name, self.settings.host)
             self._nc = await bus.connect(
                 self.settings.nats_url,
                 f"virtbus-{self.name}",
+                creds=credentials.find(role, self.settings.creds),
+                tls_ca=self.settings.tls_ca,
                 deadline=self.settings.nats_connect_timeout,
             )
             stack.push_async_callback(bus.close, self._nc)

@@ -18,16 +18,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from shared.util import credfile
+
 ENV_PREFIX = "VIRTBUS_"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/virtbus`` or ``~/.local/state/virtbus`` (``/var/lib/virtbus`` for root)."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/virtbus")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "virtbus"
+    """``VIRTBUS_STATE_DIR``, else ``$XDG_STATE_HOME/virtbus`` or
+    ``~/.local/state/virtbus`` (``/var/lib/virtbus`` for root)."""
+    return Path(credfile.default_state_dir())
 
 
 class ProcessSettings(BaseModel):
@@ -44,6 +44,10 @@ class ProcessSettings(BaseModel):
     stream_replicas: int = Field(
         1, ge=1, le=5, description="replicas of the streams and buckets this process creates"
     )
+    creds: Path | None = Field(
+        None, description="NATS credentials file (default: <role>.creds of the credentials folder)"
+    )
+    tls_ca: Path | None = Field(None, description="CA certificate that signs the NATS server's")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", description="json or text")
 

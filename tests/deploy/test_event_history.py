@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 async def test_since_and_from_seq_replay_history(tmp_path: Path) -> None:
     async with virtbus_up(free_port(), tmp_path / "state") as up:
         nc = NATS()
-        await nc.connect(up.url)
+        await nc.connect(up.url, inbox_prefix=up.inbox)
         js = nc.jetstream()
         uuids: list[str] = []
         marks: list[tuple[datetime, int]] = []

@@ -87,7 +87,7 @@ async def test_live_events_match_the_document(tmp_path: Path) -> None:
         r = await virtbus(up.url, "vol-create-as", "docpool", "v.img", "1M")
         assert r.rc == 0, r.err
         nc = NATS()
-        await nc.connect(up.url)
+        await nc.connect(up.url, inbox_prefix=up.inbox)
         try:
             js = nc.jetstream()
             sub = await js.subscribe("virtbus.event.>", ordered_consumer=True)

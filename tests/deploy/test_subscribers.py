@@ -27,6 +27,8 @@ COMMANDS = {
     "javascript": ["node", str(ROOT / "examples/js-subscriber/subscriber.mjs"), "--idle-ms"],
 }
 IDLE = {"python": "3", "javascript": "3000"}
+#: The admin's reply inbox prefix: the URL the stack hands out is the admin's.
+INBOX = "_INBOX.admin"
 
 
 async def _define(url: str, folder: Path, name: str) -> str:
@@ -46,7 +48,7 @@ async def _start(kind: str, url: str, durable: str) -> asyncio.subprocess.Proces
         *COMMANDS[kind], IDLE[kind], "--durable", durable,
         "--filter", "virtbus.event.secret.>",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"NATS_URL": url, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env={"NATS_URL": url, "NATS_INBOX_PREFIX": INBOX, "PATH": "/usr/local/bin:/usr/bin:/bin"},
     )  # fmt: skip
 
 
@@ -88,7 +90,7 @@ async def test_live_then_replay_after_being_down(
 ) -> None:
     async with virtbus_up(free_port(), tmp_path / "state") as up:
         nc = NATS()
-        await nc.connect(up.url)
+        await nc.connect(up.url, inbox_prefix=up.inbox)
         try:
             for kind in COMMANDS:
                 await _live_then_replay(nc.jetstream(), up.url, tmp_path, kind)

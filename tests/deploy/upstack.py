@@ -11,11 +11,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.util.credentials import read_file
+
 
 @dataclass
 class UpStack:
+    #: The server's URL, carrying the admin's user and password.
     url: str
     proc: asyncio.subprocess.Process
+    #: The admin's reply inbox prefix (nats-py ``inbox_prefix``).
+    inbox: str = "_INBOX.admin"
     #: Each process's name and the base URL of its /metrics, /healthz, /readyz.
     http: dict[str, str] = field(default_factory=dict)
 
@@ -44,6 +49,8 @@ async def virtbus_up(
                 m = re.match(r"([\w-]+): (http://\S+)/metrics", line)
                 if m:
                     stack.http[m.group(1)] = m.group(2)
+        admin = read_file(state_dir / "creds" / "admin.creds")
+        stack.url, stack.inbox = admin.url(stack.url), admin.inbox_prefix
         yield stack
     finally:
         if proc.returncode is None:

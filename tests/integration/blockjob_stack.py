@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.util.credentials import read_file
 from shared.util.natsserver import free_port
 from tests.integration.cli import Result, virtbus
 from tests.integration.qemu_domain import QemuFixture
@@ -60,7 +61,8 @@ async def eventually(
 
 @asynccontextmanager
 async def virtbus_up(state: Path) -> AsyncIterator[str]:
-    """``virtbus up`` with its own server; yields the NATS URL once it is up."""
+    """``virtbus up`` with its own server; yields its NATS URL, carrying the admin's
+    user and password, once it is up."""
     port = free_port()
     env = dict(os.environ, VIRTBUS_LOG_LEVEL="DEBUG")
     with open(state.parent / "up.log", "wb") as log:
@@ -72,7 +74,8 @@ async def virtbus_up(state: Path) -> AsyncIterator[str]:
     try:
         assert up.stdout is not None
         await read_until(up.stdout, "virtbus is up", 120)
-        yield f"nats://127.0.0.1:{port}"
+        admin = read_file(state / "creds" / "admin.creds")
+        yield admin.url(f"nats://127.0.0.1:{port}")
     finally:
         if up.returncode is None:
             up.send_signal(signal.SIGINT)

@@ -121,9 +121,9 @@ class NetLab:
         self.add_ns(self.ns)
         self.state.mkdir(parents=True, exist_ok=True)
         with inside(self.ns):
-            self.nats = EmbeddedNats(self.tmp / "nats")
+            self.nats = EmbeddedNats(self.tmp / "nats", hosts=[self.host])
             await self.nats.start()
-            self.nc = await bus.connect(self.nats.url, "virtbus-test", deadline=10)
+            self.nc = await bus.connect(self.nats.role_url("admin"), "virtbus-test", deadline=10)
         await self.start_service()
 
     async def start_service(self) -> None:
@@ -135,6 +135,7 @@ class NetLab:
                 "--nats-url", self.nats.url, "--state-dir", str(self.state),
                 "--host", self.host, "--check-interval", "0.3", "--log-format", "text",
                 "--run-dir", str(self.run_dir), *self.service_args,
+                "--creds", str(self.nats.credentials.path("network")),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -264,7 +265,7 @@ def cli(lab: NetLab, *argv: str) -> str:
     """The virtbus CLI run in the lab's namespace (it talks to the lab's NATS)."""
     assert lab.nats is not None
     return lab.run(
-        lab.ns, sys.executable, "-m", "client.cli.main", "-c", lab.nats.url,
+        lab.ns, sys.executable, "-m", "client.cli.main", "-c", lab.nats.role_url("admin"),
         "--host", lab.host, *argv,
     )  # fmt: skip
 

@@ -41,6 +41,7 @@ from shared.util.events import CloudEvent, EventPublisher
 from shared.util.natsserver import EmbeddedNats
 from shared.util.subjects import AGENT, BLOCKJOB_KIND, DOMAIN_KIND, agent_domain_subject
 from shared.util.tasks import cancel_until_done
+from tests.conftest import ConnectAs
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 from tests.integration.qemu_domain import QEMU, TARGET, QemuFixture, identical
 
@@ -155,6 +156,12 @@ class Agent:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc)
+
+
+@pytest.fixture
+async def nc(connect_as: ConnectAs) -> NATS:
+    """The tests play the storage service: they send its commands and call the agent."""
+    return await connect_as("storage")
 
 
 @pytest.fixture
@@ -388,7 +395,12 @@ async def test_storage_daemon_disk_named_by_its_node(
 
 
 async def test_agent_sigkill_mid_copy(
-    nc: NATS, domain: QemuFixture, agent: Agent, events: Events, tmp_path: Path
+    nc: NATS,
+    domain: QemuFixture,
+    agent: Agent,
+    events: Events,
+    tmp_path: Path,
+    connect_as: ConnectAs,
 ) -> None:
     copy = tmp_path / "copy.qcow2"
     await events.inventory(lambda d: _source(d) == str(domain.top))
@@ -410,7 +422,8 @@ async def test_agent_sigkill_mid_copy(
     await agent.start(nc)
     await events.phase("slow1", Phase.PIVOTED)
     await events.inventory(lambda d: _source(d) == str(copy) and d.find("mirror") is None)
-    await events.barrier(nc)  # anything doubled was published before it
+    # The marker goes where the agent publishes: as the agent of the host.
+    await events.barrier(await connect_as(f"agent@{HOST}"))  # anything doubled came before it
     assert [s.phase for s in events.statuses("slow1")] == [Phase.READY, Phase.PIVOTED]
     generations = [i.generation for i in events.inventories()]
     assert generations == list(range(1, len(generations) + 1))
@@ -422,7 +435,12 @@ async def test_agent_sigkill_mid_copy(
 
 
 async def test_nats_restart_mid_copy(
-    nats_server: EmbeddedNats, nc: NATS, domain: QemuFixture, events: Events, tmp_path: Path
+    nats_server: EmbeddedNats,
+    nc: NATS,
+    domain: QemuFixture,
+    events: Events,
+    tmp_path: Path,
+    connect_as: ConnectAs,
 ) -> None:
     copy = tmp_path / "copy.qcow2"
     await events.inventory(lambda d: _source(d) == str(domain.top))
@@ -436,7 +454,7 @@ async def test_nats_restart_mid_copy(
     await send(nc, PivotCommand(job_id="outage1", domain=DOMAIN, disk=TARGET))
     await events.phase("outage1", Phase.PIVOTED)
     await events.inventory(lambda d: _source(d) == str(copy) and d.find("mirror") is None)
-    await events.barrier(nc)
+    await events.barrier(await connect_as(f"agent@{HOST}"))
     assert [s.phase for s in events.statuses("outage1")] == [Phase.READY, Phase.PIVOTED]
     generations = [i.generation for i in events.inventories()]
     assert generations == list(range(1, len(generations) + 1))

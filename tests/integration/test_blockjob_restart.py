@@ -29,6 +29,7 @@ from shared.util.ledger import LEDGER_PREFIX, ledger_name
 from shared.util.natsserver import EmbeddedNats
 from shared.util.subjects import BLOCKJOB_KIND, agent_domain_subject, event_filter
 from shared.util.tasks import cancel_until_done
+from tests.conftest import ConnectAs
 from tests.integration.blockjob_stack import DOMAIN, Cli, eventually, qemu_domain
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 from tests.integration.qemu_domain import QEMU, TARGET, QemuFixture, identical
@@ -118,7 +119,7 @@ async def processes(url: str, nc: NATS, folder: Path) -> AsyncIterator[Processes
 
 
 async def test_storage_service_killed_mid_copy(
-    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+    nats_server: EmbeddedNats, nc: NATS, connect_as: ConnectAs, tmp_path: Path
 ) -> None:
     cli = Cli(nats_server.url)
     async with processes(nats_server.url, nc, tmp_path) as running:
@@ -164,7 +165,9 @@ async def test_storage_service_killed_mid_copy(
             assert _phases(statuses, job_id) == ["ready", "pivoted"]
             sent = [e.data.event for e in commands.items]
             assert sent == ["copy", "pivot"]
-            stored = await nc.request(
+            # The storage service's ledger is its own to read.
+            as_storage = await connect_as("storage")
+            stored = await as_storage.request(
                 f"$JS.API.STREAM.MSG.GET.{ledger_name('storage', HOST)}",
                 json.dumps(
                     {"last_by_subj": f"{LEDGER_PREFIX}.storage.{HOST}.blockjob.{HOST}.{job_id}"}

@@ -58,12 +58,17 @@ def _fill(path: Path) -> None:
 
 
 async def test_full_disk_refuses_clearly_and_recovers(small_fs: Path) -> None:
-    server = EmbeddedNats(small_fs / "nats")
+    server = EmbeddedNats(small_fs / "nats", creds_dir=small_fs.parent / "creds")
     await server.start()
-    settings = SecretSettings(nats_url=server.url, state_dir=small_fs / "secret", secret_key=KEY)
+    settings = SecretSettings(
+        nats_url=server.url,
+        state_dir=small_fs / "secret",
+        secret_key=KEY,
+        creds=server.credentials.path("secret"),
+    )
     try:
         async with SecretService(settings) as service:
-            nc = await bus.connect(server.url, "virtbus-test", deadline=10)
+            nc = await bus.connect(server.role_url("admin"), "virtbus-test", deadline=10)
             client = Client(nc)
             try:
                 kept = await client.secret.define(_secret("before"))
@@ -116,14 +121,20 @@ async def _event_details(nc: object) -> list[str | None]:
     return got
 
 
-async def test_stream_limit_refuses_clearly_and_recovers(nats_url: str, tmp_path: Path) -> None:
-    settings = SecretSettings(nats_url=nats_url, state_dir=tmp_path / "secret", secret_key=KEY)
+async def test_stream_limit_refuses_clearly_and_recovers(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    settings = SecretSettings(
+        nats_url=nats_server.url, state_dir=tmp_path / "secret", secret_key=KEY
+    )
     async with SecretService(settings) as service:
-        nc = await bus.connect(nats_url, "virtbus-test", deadline=10)
+        nc = await bus.connect(nats_server.role_url("admin"), "virtbus-test", deadline=10)
+        # Limiting a stream is the NATS administrator's doing.
+        operator = await bus.connect(nats_server.role_url("operator"), "operator", deadline=10)
         client = Client(nc)
         try:
             await client.secret.define(_secret("a"))
-            js = nc.jetstream()
+            js = operator.jetstream()
             stream = service.registry.ledger.stream
             info = await js.stream_info(stream)
             config = info.config
@@ -141,3 +152,4 @@ async def test_stream_limit_refuses_clearly_and_recovers(nats_url: str, tmp_path
             assert len(await client.secret.list()) == 2
         finally:
             await bus.close(nc)
+            await bus.close(operator)

@@ -13,10 +13,17 @@ from nats.aio.client import Client as NATS
 
 from shared.util.events import CONTENT_TYPE, STREAM, ensure_stream
 from shared.util.ledger import Conflict, Event, Ledger
+from tests.conftest import ConnectAs
 
 pytestmark = pytest.mark.integration
 
 Start = Callable[[], Awaitable[Ledger]]
+
+
+@pytest.fixture
+async def nc(connect_as: ConnectAs) -> NATS:
+    """The ledgers here are the ``test`` service's: its connection."""
+    return await connect_as("test")
 
 
 @pytest.fixture
@@ -175,9 +182,10 @@ async def test_a_forwarder_killed_after_storing_does_not_store_again(
 
 
 async def test_events_refused_by_the_stream_are_stored_once_room_returns(
-    nc: NATS, start_ledger: Start
+    nc: NATS, start_ledger: Start, connect_as: ConnectAs
 ) -> None:
-    js = nc.jetstream()
+    # Limiting the event stream is the NATS administrator's doing.
+    js = (await connect_as("operator")).jetstream()
     info = await js.stream_info(STREAM)
     config = info.config
     config.max_msgs = 1

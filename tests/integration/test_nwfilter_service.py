@@ -16,6 +16,7 @@ from client.nwfilter import NWFilterClient
 from services.nwfilter.service import NWFilterService, NWFilterSettings
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.subjects import event_subject
+from tests.conftest import ConnectAs
 from tests.integration.nwfilter_topology import (
     GUEST_IP,
     GUEST_MAC,
@@ -81,7 +82,10 @@ async def events(nc: NATS) -> AsyncIterator[list[dict[str, object]]]:
     async def on(msg: Msg) -> None:
         seen.append(json.loads(msg.data)["data"])
 
-    sub = await nc.subscribe("virtbus.event.nwfilter.>", cb=on)
+    # Clients read events through consumers of the event stream.
+    sub = await nc.jetstream().subscribe(
+        "virtbus.event.nwfilter.>", stream="VIRTBUS_EVENTS", ordered_consumer=True, cb=on
+    )
     yield seen
     await sub.unsubscribe()
 
@@ -150,6 +154,12 @@ async def test_filters_bindings_and_rules_follow_libvirt(
     assert gone.value.code is ErrorCode.NO_NWFILTER_BINDING
 
     await until(lambda: _true(any(e["event"] == "rules" for e in events)), "rules events")
+    # The last change's event comes through the event stream's consumer.
+    undefined = ("nwfilter", "lifecycle", "Undefined")
+    await until(
+        lambda: _true(any((e["object"], e["event"], e["detail"]) == undefined for e in events)),
+        "the filter's Undefined event",
+    )
     kinds = {(e["object"], e["event"], e["detail"]) for e in events}
     assert ("nwfilter", "lifecycle", "Defined") in kinds
     assert ("nwfilter", "lifecycle", "Undefined") in kinds
@@ -162,7 +172,7 @@ async def test_filters_bindings_and_rules_follow_libvirt(
 
 
 async def test_ip_learning_from_first_packets_and_from_leases(
-    service: NWFilterService, nc: NATS, topo: Topology
+    service: NWFilterService, nc: NATS, topo: Topology, connect_as: ConnectAs
 ) -> None:
     client = NWFilterClient(nc)
     learning = await client.binding_create(HOST, binding("clean-traffic"))
@@ -187,7 +197,10 @@ async def test_ip_learning_from_first_packets_and_from_leases(
             "extra": {"mac": GUEST_MAC, "ipaddr": GUEST_IP, "type": "ipv4", "prefix": 24},
         }
     }
-    await nc.publish(event_subject("network", HOST, "lease", "default"), json.dumps(lease).encode())
+    # As the network service of the host publishes it.
+    network = await connect_as("network")
+    subject = event_subject("network", HOST, "lease", "default")
+    await network.publish(subject, json.dumps(lease).encode())
 
     async def leased() -> bool:
         return (await client.binding_lookup(HOST, "vnet0")).ip == GUEST_IP

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,28 @@ from shared.util.natsserver import free_port
 from shared.util.process import RunState, ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings, load_settings
 from shared.util.state import Conflict, StateStore
+from tests.conftest import ConnectAs
 
 pytestmark = pytest.mark.integration
 
 
-async def test_state_compare_and_set(nc: NATS) -> None:
-    store = await StateStore.open(nc.jetstream(), "t_state")
+def echo_settings(nats_url: str) -> ProcessSettings:
+    """The processes here (echo and its variants, whatever their names) serve the
+    ``echo`` endpoints, so they connect as the ``echo`` service."""
+    return ProcessSettings(
+        nats_url=nats_url, creds=Path(os.environ["VIRTBUS_CREDS_DIR"]) / "echo.creds"
+    )
+
+
+@pytest.fixture
+async def as_echo(connect_as: ConnectAs) -> NATS:
+    """A connection as the ``echo`` service, which owns the bucket ``virtbus_echo``."""
+    return await connect_as("echo")
+
+
+async def test_state_compare_and_set(as_echo: NATS) -> None:
+    nc = as_echo
+    store = await StateStore.open(nc.jetstream(), "virtbus_echo")
     rev = await store.create("a", b"1")
     with pytest.raises(Conflict):
         await store.create("a", b"2")
@@ -43,11 +60,11 @@ async def test_state_compare_and_set(nc: NATS) -> None:
     assert sorted(e.key for e in await store.items("b.")) == ["b.x"]
     await store.delete("a", rev2)
     assert await store.get("a") is None
-    assert await StateStore.open(nc.jetstream(), "t_state")  # opening again is harmless
+    assert await StateStore.open(nc.jetstream(), "virtbus_echo")  # opening again is harmless
 
 
-async def test_concurrent_mutations_are_never_lost(nc: NATS) -> None:
-    store = await StateStore.open(nc.jetstream(), "t_counter")
+async def test_concurrent_mutations_are_never_lost(as_echo: NATS) -> None:
+    store = await StateStore.open(as_echo.jetstream(), "virtbus_echo")
 
     async def increment(old: bytes | None) -> bytes:
         return str(int(old or b"0") + 1).encode()
@@ -57,17 +74,17 @@ async def test_concurrent_mutations_are_never_lost(nc: NATS) -> None:
     assert entry is not None and entry.value == b"25"
 
 
-async def test_events_with_one_id_are_stored_once(nc: NATS) -> None:
+async def test_events_with_one_id_are_stored_once(nc: NATS, as_echo: NATS) -> None:
+    await ensure_stream(as_echo.jetstream())
+    await ensure_stream(as_echo.jetstream())  # idempotent
+    publisher = EventPublisher(as_echo.jetstream(), "echo", "h1")
     js = nc.jetstream()
-    await ensure_stream(js)
-    await ensure_stream(js)  # idempotent
-    publisher = EventPublisher(js, "test", "h1")
     for _ in range(3):
         await publisher.publish("thing", "t1", "lifecycle", "Defined", event_id="same-id")
     await publisher.publish("thing", "t1", "lifecycle", "Undefined", event_id="other-id")
     info = await js.stream_info(STREAM)
     assert info.state.messages == 2
-    msg = await js.get_last_msg(STREAM, "virtbus.event.test.h1.thing.t1")
+    msg = await js.get_last_msg(STREAM, "virtbus.event.echo.h1.thing.t1")
     assert msg.headers is not None
     assert msg.headers["Content-Type"] == "application/cloudevents+json"
     body = json.loads(msg.data or b"")
@@ -127,7 +144,7 @@ ROLLED_BACK = [RunState.NEW, RunState.STARTING, RunState.STOPPING, RunState.STOP
 
 
 async def test_run_states_in_order(nats_url: str) -> None:
-    process = EchoProcess(ProcessSettings(nats_url=nats_url))
+    process = EchoProcess(echo_settings(nats_url))
     async with process:
         pass
     await process.stop()  # idempotent
@@ -181,7 +198,7 @@ async def _raise(err: Exception) -> None:
 
 
 async def test_failed_setup_is_undone(nats_url: str) -> None:
-    process = GatedProcess(ProcessSettings(nats_url=nats_url), fail=True)
+    process = GatedProcess(echo_settings(nats_url), fail=True)
     with pytest.raises(VirtError, match="set-up refused"):
         await process.start()
     assert process.history == ROLLED_BACK
@@ -190,7 +207,7 @@ async def test_failed_setup_is_undone(nats_url: str) -> None:
 
 
 async def test_cancel_during_start_undoes_it(nats_url: str) -> None:
-    process = GatedProcess(ProcessSettings(nats_url=nats_url), hold=True)
+    process = GatedProcess(echo_settings(nats_url), hold=True)
     task = asyncio.create_task(process.start())
     await process.in_setup.wait()
     task.cancel()
@@ -202,7 +219,7 @@ async def test_cancel_during_start_undoes_it(nats_url: str) -> None:
 
 
 async def test_teardown_errors_leave_together(nats_url: str) -> None:
-    process = GatedProcess(ProcessSettings(nats_url=nats_url))
+    process = GatedProcess(echo_settings(nats_url))
     first, second = OSError("first undo failed"), ValueError("second undo failed")
     process.undo_errors = [first, second]
     await process.start()
@@ -214,7 +231,7 @@ async def test_teardown_errors_leave_together(nats_url: str) -> None:
 
 
 async def test_a_crashed_task_ends_the_process(nats_url: str, nc: NATS) -> None:
-    process = GatedProcess(ProcessSettings(nats_url=nats_url))
+    process = GatedProcess(echo_settings(nats_url))
     await process.start()
     process.crash.set()
     await process.wait()  # returns: the group ended
@@ -251,7 +268,7 @@ class SlowProcess(EchoProcess):
 
 
 async def test_stop_lets_requests_under_way_answer(nats_url: str, nc: NATS) -> None:
-    process = SlowProcess(ProcessSettings(nats_url=nats_url))
+    process = SlowProcess(echo_settings(nats_url))
     await process.start()
     reply = asyncio.create_task(call(nc, ECHO, EchoRequest(text="late")))
     await process.entered.wait()

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from client.connection import Client
 from client.events import subscribe
 from shared.util.natsserver import EmbeddedNats, free_port
+from tests.conftest import ConnectAs
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def _files_containing(folder: Path, needle: bytes) -> list[Path]:
 
 
 async def test_sigkill_restart_keeps_persistent_drops_ephemeral(
-    nats_server: EmbeddedNats, nc: NATS, tmp_path: Path
+    nats_server: EmbeddedNats, nc: NATS, connect_as: ConnectAs, tmp_path: Path
 ) -> None:
     state = tmp_path / "secret"
     state.mkdir()
@@ -56,7 +57,8 @@ async def test_sigkill_restart_keeps_persistent_drops_ephemeral(
         await wait_for_service(nc, "secret", proc)
 
         assert [s.uuid for s in await client.secret.list()] == [keep]
-        internal = await nc.request(
+        as_storage = await connect_as("storage")
+        internal = await as_storage.request(
             "virtbus.v1.secret.internal.value.get", f'{{"uuid": "{keep}"}}'.encode(), timeout=5
         )
         assert VALUE.decode() not in internal.data.decode()  # base64 on the wire

@@ -21,6 +21,7 @@ from shared.conf.secret import SecretUsageType
 from shared.util.api import call
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.events import CloudEvent
+from tests.conftest import ConnectAs
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +147,7 @@ async def test_lookup_by_usage_and_unknowns(client: Client) -> None:
         assert f"no secret with matching uuid '{other}'" in str(info_.value)
 
 
-async def test_values_and_private_secrets(client: Client) -> None:
+async def test_values_and_private_secrets(client: Client, connect_as: ConnectAs) -> None:
     uuid = await client.secret.define(_secret("/p", private=True))
     with pytest.raises(VirtError) as no_value:
         await client.secret.get_value(await client.secret.define(_secret("/q")))
@@ -156,7 +157,12 @@ async def test_values_and_private_secrets(client: Client) -> None:
         await client.secret.get_value(uuid)
     assert private.value.code is ErrorCode.INVALID_SECRET
     assert str(private.value) == "Invalid secret: secret is private"
-    internal = await call(client.nc, api.GET_VALUE_INTERNAL, api.UuidRequest(uuid=uuid))
+    # Only services may ask for a private value (the storage service, for a LUKS volume).
+    with pytest.raises(VirtError) as denied:
+        await call(client.nc, api.GET_VALUE_INTERNAL, api.UuidRequest(uuid=uuid))
+    assert denied.value.code is ErrorCode.ACCESS_DENIED
+    as_storage = await connect_as("storage")
+    internal = await call(as_storage, api.GET_VALUE_INTERNAL, api.UuidRequest(uuid=uuid))
     assert base64.b64decode(internal.value) == b"\x00binary\xff"
 
 

@@ -44,9 +44,11 @@ def _with_hole(path: Path) -> None:
         f.truncate(64 * MIB)
 
 
-async def test_storage_through_the_cli(tmp_path: Path) -> None:
+async def test_storage_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
+    # The CLI finds the admin's credentials in the stack's state folder by itself.
+    monkeypatch.setenv("VIRTBUS_STATE_DIR", str(tmp_path / "state"))
     up = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "client.cli.main", "up", "--nats-port", str(port),
         "--state-dir", str(tmp_path / "state"),

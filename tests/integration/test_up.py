@@ -35,9 +35,13 @@ def _cmdline(proc_dir: Path) -> str:
         return ""
 
 
-async def test_up_status_restart_and_clean_stop(tmp_path: Path) -> None:
+async def test_up_status_restart_and_clean_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
+    # The CLI finds the admin's credentials in the stack's state folder by itself.
+    monkeypatch.setenv("VIRTBUS_STATE_DIR", str(tmp_path / "state"))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from nats.aio.client import Client as NATS
 
 from client.cli.blockjob_cmds import UsageError, _info_text, bandwidth_bytes, print_xml
 from client.cli.blockjob_wait import progress_text
@@ -32,6 +31,7 @@ from shared.conf.disk_source import StorageType
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.ledger import Ledger
 from shared.util.ledger_state import LedgerState
+from tests.conftest import ConnectAs
 
 #: A copy running on vda (a qcow2 on a raw base) into a qcow2 file.
 COPYING = """<disk type='file' device='disk'>
@@ -252,7 +252,8 @@ def test_domblklist_rows_read_as_virsh_reads_them() -> None:
 
 
 @pytest.mark.integration
-async def test_inventory_kept_by_generation(nc: NATS) -> None:
+async def test_inventory_kept_by_generation(connect_as: ConnectAs) -> None:
+    nc = await connect_as("test")
     ledger = Ledger(nc, nc.jetstream(), "test", "h1")
     await ledger.open()
     store = DiskStore(LedgerState(ledger), "h1")

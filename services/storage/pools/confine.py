@@ -1,5 +1,8 @@
 """Keeping volumes inside their pool: names that stay one path component, paths
-that resolve under the pool's folder, and no symbolic link leading out of it.
+that resolve under the pool's folder, and no symbolic link leading out of it;
+and a new volume's backing store among the pools' volumes or under a path the
+administrator allows (``check_backing``), so that no host file can be read
+back through a volume made over it.
 
 libvirt refuses a '/' in a volume name (so ``../x`` cannot escape) and skips
 names with control characters when it scans a pool.  virtbus also refuses
@@ -10,6 +13,7 @@ resolves outside the pool, neither when listing nor when opening a volume.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
@@ -77,3 +81,25 @@ def confined(root: str, path: str) -> str:
             ErrorCode.ACCESS_DENIED, f"path '{path}' leads out of pool folder '{root}'", _D
         )
     return path
+
+
+def check_backing(path: str, volumes: Iterable[str], allowed: Iterable[str]) -> None:
+    """Refuse a backing store that is neither one of ``volumes`` (the paths of
+    the pools' volumes) nor under a folder of ``allowed``, links resolved.
+
+    Raises ``VirtError`` (``VIR_ERR_OPERATION_DENIED``, libvirt's wording for
+    an operation the configuration forbids).
+    """
+    if "://" in path:
+        return  # a network source: nothing of this host's to read
+    real = os.path.realpath(path)
+    if any(os.path.realpath(vol) == real for vol in volumes):
+        return
+    if any(is_inside(root, real) for root in allowed if root):
+        return
+    raise VirtError(
+        ErrorCode.OPERATION_DENIED,
+        f"backing store '{path}' is neither a volume of a pool nor under a path "
+        "allowed by --backing-paths",
+        _D,
+    )

@@ -442,6 +442,7 @@ class PoolManager:
                 definition = parse_storage_pool(record.xml)
                 new = parse_storage_pool(record.new_xml) if record.new_xml else None
             except VirtError as err:
+                self._registry.bad_records += 1
                 log.error("stored pool definition no longer parses: %s", err)
                 continue
             self.pools[definition.uuid] = PoolObj(

@@ -14,12 +14,16 @@ Every write is a compare-and-set on the revision the service last saw.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import logging
+
+from pydantic import BaseModel, ValidationError
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Event, Ledger
 from shared.util.state import Conflict
 from shared.util.subjects import token
+
+log = logging.getLogger(__name__)
 
 _D = ErrorDomain.STORAGE
 
@@ -48,14 +52,28 @@ class StorageRegistry:
     def __init__(self, ledger: Ledger, host: str) -> None:
         self._ledger = ledger
         self._host = token(host)
+        #: Stored records skipped because they do not parse.
+        self.bad_records = 0
 
     def _pool_key(self, uuid: str) -> str:
         return f"pool.{self._host}.{uuid}"
 
     async def pools(self) -> list[tuple[PoolRecord, int]]:
-        """Every pool record of this host with its revision."""
-        records = self._ledger.items(f"pool.{self._host}.")
-        return [(PoolRecord.model_validate_json(r.value), r.seq) for r in records]
+        """Every pool record of this host with its revision; a malformed one is
+        logged with its key, counted in ``bad_records`` and skipped."""
+        found = []
+        for record in self._ledger.items(f"pool.{self._host}."):
+            try:
+                found.append((PoolRecord.model_validate_json(record.value), record.seq))
+            except ValidationError as err:
+                self.bad_records += 1
+                log.error(
+                    "skipping malformed pool record %s: %d errors, first at %s",
+                    record.key,
+                    err.error_count(),
+                    ".".join(map(str, err.errors()[0]["loc"])) or "the top",
+                )
+        return found
 
     async def save_pool(
         self, uuid: str, record: PoolRecord, revision: int | None, events: list[Event]

@@ -14,6 +14,11 @@ reply, keeping at most ``window`` requests in flight (the flow control):
 
 A failure answers with the API's error headers.  A stream idle for
 ``IDLE_SECONDS`` is closed; the volume is released either way.
+
+A stream belongs to the connection that opened it: a chunk whose reply
+subject is not on that connection's inbox is refused and leaves the stream
+as it was (its subject, a random 128-bit id, is moreover seen only by that
+connection, since nobody may read another's inbox).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from nats.errors import Error as NatsError
 
 from services.storage.pools.volumes import VolumeManager
 from shared.api import storage as api
-from shared.util.api import error_reply
+from shared.util.api import error_reply, requester
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.process import Spawn
 from shared.util.subjects import api_subject
@@ -108,6 +113,8 @@ class _Stream:
     end: int
     sparse: bool
     on_close: Callable[[bool], Awaitable[None]]
+    #: The opener's reply prefix (``shared.util.api.requester``); None: anyone.
+    owner: str | None = None
     subscription: Subscription | None = None
     last_seen: float = 0.0
     closed: bool = False
@@ -154,6 +161,7 @@ class StreamServer:
                 length=req.length,
                 sparse=req.sparse,
                 on_close=closed,
+                owner=requester(),
             )
             undo.pop_all()
         return api.TransferReply(
@@ -172,11 +180,13 @@ class StreamServer:
         length: int,
         sparse: bool,
         on_close: Callable[[bool], Awaitable[None]],
+        owner: str | None = None,
     ) -> tuple[str, int]:
         """Open ``path`` for a transfer of ``length`` bytes from ``offset`` (0: to the
         end, which an upload may move); returns the stream's subject and the
         number of bytes it covers (0 for an upload without a length).
-        ``on_close(completed)`` runs once when the stream ends, however it ends."""
+        ``on_close(completed)`` runs once when the stream ends, however it ends.
+        Only requests answered on ``owner``'s inbox prefix are served."""
         flags = (os.O_WRONLY if upload else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             fd = await asyncio.to_thread(os.open, path, flags)
@@ -194,7 +204,7 @@ class StreamServer:
             start = min(offset, size)
             end = size if length == 0 else min(start + length, size)
             offset = start
-        stream = _Stream(uuid.uuid4().hex, upload, fd, offset, end, sparse, on_close)
+        stream = _Stream(uuid.uuid4().hex, upload, fd, offset, end, sparse, on_close, owner)
         stream.last_seen = asyncio.get_running_loop().time()
         self._streams[stream.id] = stream
         stream.subscription = await self._nc.subscribe(
@@ -250,6 +260,17 @@ class StreamServer:
             await asyncio.wait(self._tasks)
 
     async def _handle(self, stream: _Stream, msg: Msg) -> None:
+        if stream.owner is not None and (msg.reply or "").rpartition(".")[0] != stream.owner:
+            log.warning("refused a chunk of stream %s from another connection", stream.id)
+            body, err_headers = error_reply(
+                VirtError(
+                    ErrorCode.ACCESS_DENIED,
+                    "the stream belongs to the connection that opened it",
+                    _D,
+                )
+            )
+            await self._reply(msg, body, err_headers)
+            return
         stream.last_seen = asyncio.get_running_loop().time()
         headers = msg.headers or {}
         if stream.closed:

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.storage.interface import Volume, VolumeUsers
 from services.storage.pools.backends.base import CreateOptions
+from services.storage.pools.confine import check_backing
 from services.storage.pools.journal import CreationJournal
 from services.storage.pools.objects import PoolObj, VolObj
 from services.storage.pools.pool_secrets import SecretFiles
@@ -72,8 +73,10 @@ class VolumeManager:
         on_event: VolumeEvent,
         users: VolumeUsers,
         secret_file: SecretFiles | None = None,
+        backing_paths: tuple[str, ...] = (),
     ) -> None:
         self._pools = pools
+        self._backing_paths = backing_paths
         self._journal = journal
         self._on_event = on_event
         self._users = users
@@ -86,6 +89,22 @@ class VolumeManager:
     def info_of(self, obj: PoolObj, vol: VolObj) -> api.VolumeInfo:
         """What is shown of a volume, with the disks using it."""
         return obj.volume_info(vol.definition, self.users(obj, vol.definition))
+
+    def _check_backing(self, obj: PoolObj, vol: StorageVolumeDef) -> None:
+        """A backing store must be a volume of a pool of this host, or lie under
+        an administrator's ``backing_paths`` (a relative one is in ``obj``'s pool)."""
+        if vol.backing_store is None:
+            return
+        path = vol.backing_store.path
+        if not path.startswith("/") and "://" not in path:
+            path = f"{(obj.definition.target.path if obj.definition.target else '')}/{path}"
+        volumes = (
+            v.definition.target.path
+            for pool in self._pools.all()
+            for v in pool.volumes.values()
+            if v.definition.target.path and not v.building
+        )
+        check_backing(path, volumes, self._backing_paths)
 
     def check_unused(self, obj: PoolObj, vol: VolObj, force: bool) -> None:
         """Refuse to destroy data a domain disk uses, unless ``force``."""
@@ -186,7 +205,8 @@ class VolumeManager:
         return self._volume(*self.by_path(path))
 
     async def create_volume(self, pool: str, xml: str) -> Volume:
-        return self._volume(*await self._create(pool, xml, prealloc_metadata=False))
+        # The disks side builds the XML from the agent's inventory.
+        return self._volume(*await self._create(pool, xml, False, disk_backing=True))
 
     async def delete_volume(self, pool: str, name: str) -> None:
         await self.delete(api.VolDeleteRequest(vol=VolRef(pool=pool, name=name), force=True))
@@ -260,7 +280,12 @@ class VolumeManager:
         """virStorageVolCreateXML."""
         return self.info_of(*await self._create(req.pool, req.xml, req.prealloc_metadata))
 
-    async def _create(self, pool: str, xml: str, prealloc_metadata: bool) -> tuple[PoolObj, VolObj]:
+    async def _create(
+        self, pool: str, xml: str, prealloc_metadata: bool, *, disk_backing: bool = False
+    ) -> tuple[PoolObj, VolObj]:
+        """``disk_backing``: the XML's backing store is a domain disk's own backing
+        image (a shallow block copy's new volume), taken from the agent's
+        inventory rather than from a client."""
         obj = self._pools.by_name(pool)
         obj.check_active()
         backend = self._pools.backend(obj.definition.type)
@@ -272,6 +297,8 @@ class VolumeManager:
         if vol.name in obj.volumes:
             raise volume_exists(vol.name)
         vol = backend.define_volume(obj.definition, vol.model_copy(update={"key": None}))
+        if not disk_backing:
+            self._check_backing(obj, vol)
         async with self._reserve(obj, vol) as reserved:
             flags = CreateOptions(prealloc_metadata=prealloc_metadata)
             async with self._secrets(obj, vol, None, flags) as options:
@@ -302,6 +329,7 @@ class VolumeManager:
         allocation = vol.allocation if vol.has_allocation else capacity
         vol = vol.model_copy(update={"capacity": capacity, "allocation": allocation, "key": None})
         vol = backend.define_volume(obj.definition, vol)
+        self._check_backing(obj, vol)
         async with self._reserve(obj, vol) as reserved:
             src.in_use += 1
             if src_pool is not obj:

@@ -1,0 +1,171 @@
+"""The role generator and the credential files, without a server (the server's
+refusals are in tests/integration/test_permissions.py)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import cast
+from urllib.parse import urlparse
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from shared.util import bus, credentials, roles
+from shared.util.credentials import Credentials, CredentialStore, split_url
+from shared.util.errors import VirtError
+
+EVERY = roles.all_roles(["node1", "odd host.name"])
+
+
+def _covers(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching of one subject by one pattern."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def test_every_role_has_its_own_user_and_inbox() -> None:
+    assert len({r.user for r in EVERY}) == len({r.inbox for r in EVERY}) == len(EVERY)
+    names = {r.name for r in EVERY}
+    assert names >= {*roles.SERVICES, "agent@node1", "agent@odd host.name", "admin", "readonly"}
+
+
+@pytest.mark.parametrize("role", EVERY, ids=lambda r: r.name)
+def test_nobody_may_read_everything_or_another_inbox(role: roles.Role) -> None:
+    for pattern in role.permissions.subscribe:
+        assert pattern not in (">", "_INBOX.>", "*.>")
+        for other in EVERY:
+            if other is not role:
+                assert not _covers(pattern, other.inbox + ".x.y"), (pattern, other.name)
+
+
+@pytest.mark.parametrize(
+    "role", [r for r in EVERY if r.name != roles.OPERATOR], ids=lambda r: r.name
+)
+def test_no_role_deletes_a_stream_but_its_own_bucket(role: roles.Role) -> None:
+    own = roles.state_streams(role.name, ["node1"]) if role.name in roles.SERVICES else []
+    streams = ("VIRTBUS_EVENTS", "KV_virtbus_secret", "VIRTBUS_LEDGER_network_node1", "X")
+    for stream in streams:
+        allowed = any(
+            _covers(p, f"$JS.API.STREAM.DELETE.{stream}") for p in role.permissions.publish
+        )
+        assert allowed is (stream in own), (role.name, stream)
+
+
+def test_read_endpoints_by_convention() -> None:
+    readonly = roles.readonly_role().permissions
+
+    def may(subject: str) -> bool:
+        allowed = any(_covers(p, subject) for p in readonly.publish)
+        return allowed and not any(_covers(p, subject) for p in readonly.publish_deny)
+
+    assert may("virtbus.v1.network.h1.net.list")
+    assert may("virtbus.v1.nwfilter.binding.dumpxml")
+    assert may("virtbus.v1.nwfilter.h1.binding.lookup.port")
+    assert may("virtbus.v1.network.h1.net.dhcp.leases")
+    assert not may("virtbus.v1.network.h1.net.define")
+    assert not may("virtbus.v1.secret.value.get")
+    assert not may("virtbus.v1.secret.internal.list")
+
+
+def test_agents_are_named_by_host() -> None:
+    role = roles.role_named("agent@node1")
+    assert roles.process_role("agent-qemu", "node1") == "agent@node1"
+    assert roles.process_role("storage", "node1") == "storage"
+    assert any(p.startswith("virtbus.event.agent.node1.") for p in role.permissions.publish)
+    with pytest.raises(ValueError):
+        roles.role_named("root")
+
+
+def test_a_url_carries_the_credentials_quoted() -> None:
+    creds = Credentials("virtbus-agent@h:1", "p/w@x", "nats://127.0.0.1:4222")
+    url = creds.url()
+    assert url.startswith("nats://virtbus-agent%40h%3A1:p%2Fw%40x@127.0.0.1:4222")
+    bare, back = split_url(url)
+    assert bare == "nats://127.0.0.1:4222"
+    assert back == creds
+    assert back.role == "agent@h:1"
+    assert split_url("nats://127.0.0.1:4222") == ("nats://127.0.0.1:4222", None)
+
+
+def test_the_store_keeps_passwords_in_private_files(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path / "creds")
+    first = store.ensure(["admin", "secret"], "nats://127.0.0.1:1")
+    again = store.ensure(["admin", "secret", "storage"], "nats://127.0.0.1:2")
+    assert again["admin"] == first["admin"] and again["secret"] == first["secret"]
+    assert len(set(again.values())) == 3
+    for name in again:
+        path = store.path(name)
+        assert stat.S_IMODE(path.stat().st_mode) in (0o600, 0o640)
+        assert store.read(name).server == "nats://127.0.0.1:2"
+    assert stat.S_IMODE(store.folder.stat().st_mode) in (0o700, 0o750)
+    # Deleting a file rotates that role's password.
+    store.path("admin").unlink()
+    assert store.ensure(["admin"], "nats://127.0.0.1:2")["admin"] != first["admin"]
+
+
+def test_find_takes_the_explicit_file_then_the_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CredentialStore(tmp_path / "creds")
+    store.ensure(["admin", "readonly"], "nats://127.0.0.1:9")
+    monkeypatch.setenv(credentials.ENV_DIR, str(store.folder))
+    monkeypatch.delenv(credentials.ENV_FILE, raising=False)
+    found = credentials.find("admin")
+    assert found is not None and found.user == "virtbus-admin"
+    assert credentials.find("storage") is None
+    monkeypatch.setenv(credentials.ENV_FILE, str(store.path("readonly")))
+    found = credentials.find("admin")
+    assert found is not None and found.user == "virtbus-readonly"
+    broken = tmp_path / "broken.creds"
+    broken.write_text("nats://127.0.0.1:9\n")
+    with pytest.raises(VirtError, match="authentication failed"):
+        credentials.find("admin", broken)
+
+
+class _Conn:
+    """What ``private_channel`` reads of a connection."""
+
+    def __init__(self, url: str, tls_required: bool = False) -> None:
+        self.connected_url = urlparse(url)
+        self._server_info = {"tls_required": tls_required}
+
+
+@pytest.mark.parametrize(
+    ("url", "tls", "private"),
+    [
+        ("nats://127.0.0.1:4222", False, True),
+        ("nats://localhost:4222", False, True),
+        ("tls://nats.example:4222", False, True),
+        ("nats://nats.example:4222", True, True),
+        ("nats://10.0.0.5:4222", False, False),
+    ],
+)
+def test_secret_values_travel_only_over_tls_or_loopback(url: str, tls: bool, private: bool) -> None:
+    conn = cast(NATS, _Conn(url, tls))
+    assert bus.private_channel(conn) is private
+    if private:
+        bus.require_private_channel(conn, "secret values")
+    else:
+        with pytest.raises(VirtError, match="operation forbidden: secret values travel only"):
+            bus.require_private_channel(conn, "secret values")
+
+
+def test_the_names_repeated_here_match_their_sources() -> None:
+    from shared.util import events, ledger
+
+    assert roles.EVENT_STREAM == events.STREAM
+    assert roles.LEDGER_PREFIX == ledger.LEDGER_PREFIX
+
+
+def test_the_operator_maintains_jetstream_and_nothing_of_virtbus() -> None:
+    operator = roles.operator_role().permissions
+    assert any(_covers(p, "$JS.API.STREAM.UPDATE.VIRTBUS_EVENTS") for p in operator.publish)
+    for subject in ("virtbus.v1.secret.list", "virtbus.event.secret.cluster.secret.x"):
+        assert not any(_covers(p, subject) for p in operator.publish)
+    assert operator.subscribe == ("_INBOX.operator.>",)
