@@ -33,6 +33,14 @@ HOSTS = (
     "other",
     "cli-host",
     "filters-1",
+    "restart-host",
+    "disk-host",
+    "fs-host",
+    "lvm-host",
+    "luks-host",
+    "netfs-host",
+    "rbd-host",
+    "iscsi-host",
     socket.gethostname(),
 )
 #: The services, and those the runtime's own tests run: a service name a
