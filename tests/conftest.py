@@ -41,6 +41,8 @@ HOSTS = (
     "netfs-host",
     "rbd-host",
     "iscsi-host",
+    "q1",
+    "sh1",
     socket.gethostname(),
 )
 #: The services, and those the runtime's own tests run: a service name a

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from nats.aio.client import Client as NATS
 
+from client.cli.session import with_credentials
 from client.cli.wire import Wire
 from services.secret.service import SecretService, SecretSettings
 from services.storage.service import StorageService, StorageSettings
@@ -33,25 +33,21 @@ async def url(nats_url: str, tmp_path: Path) -> AsyncIterator[str]:
         yield nats_url
 
 
-async def test_wire_requests_and_gathers(nats_url: str, nc: NATS) -> None:
-    async def echo(msg: object) -> None:
-        await nc.publish(msg.reply, b"echo:" + msg.data)  # type: ignore[attr-defined]
-
-    await nc.subscribe("quick.echo", cb=echo)
-    await nc.subscribe("quick.echo", cb=echo)
-    await nc.flush()
+async def test_wire_requests_and_gathers(url: str) -> None:
+    # the admin's user and inbox, as a command finds them (VIRTBUS_CREDS_DIR)
+    signed, inbox = with_credentials(url, None)
 
     def talk() -> tuple[bytes, str, int]:
-        wire = Wire(nats_url, timeout=5)
+        wire = Wire(signed, timeout=5, inbox_prefix=inbox)
         try:
-            reply = wire.request("quick.echo", b"hi")
-            nobody = wire.request("quick.nobody", b"")
-            both = wire.gather("quick.echo", first=5, settle=0.5)
+            reply = wire.request("virtbus.v1.secret.list", b"{}")
+            nobody = wire.request("virtbus.v1.storage.nohost.pool.list", b"{}")
+            both = wire.gather("$SRV.PING.storage", first=5, settle=0.5)
             return reply.data, nobody.status, len(both)
         finally:
             wire.close()
 
-    assert await asyncio.to_thread(talk) == (b"echo:hi", "503", 2)
+    assert await asyncio.to_thread(talk) == (b'{"secrets":[]}', "503", 1)
 
 
 def _run(url: str, cache: Path, *argv: str) -> subprocess.CompletedProcess[str]:
