@@ -3,14 +3,40 @@ consumer's lag, a stream's size, the account's storage, in the exposition format
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from prometheus_client import CollectorRegistry, generate_latest
 
 from shared.util.jsmetrics import JetStreamCollector, read_snapshot
+from shared.util.natsserver import free_port, nats_server_binary
 
 
-async def test_consumer_lag_and_stream_figures(nc: NATS) -> None:
+@pytest.fixture
+async def plain_nc(tmp_path: Path) -> AsyncIterator[NATS]:
+    """A server without users: the test makes a stream, which no virtbus role may."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1",
+         "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        nc = NATS()
+        await nc.connect(f"nats://127.0.0.1:{port}", connect_timeout=2, max_reconnect_attempts=20)
+        yield nc
+        await nc.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_consumer_lag_and_stream_figures(plain_nc: NATS) -> None:
+    nc = plain_nc
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="LAGTEST", subjects=["lag.>"]))
     await js.add_consumer(

@@ -49,8 +49,11 @@ async def virtbus_up(
                 m = re.match(r"([\w-]+): (http://\S+)/metrics", line)
                 if m:
                     stack.http[m.group(1)] = m.group(2)
-        admin = read_file(state_dir / "creds" / "admin.creds")
-        stack.url, stack.inbox = admin.url(stack.url), admin.inbox_prefix
+        if join is None:  # its own server: the admin's credentials it made
+            admin = read_file(state_dir / "creds" / "admin.creds")
+            stack.url, stack.inbox = admin.url(stack.url), admin.inbox_prefix
+        else:
+            stack.inbox = "_INBOX"
         yield stack
     finally:
         if proc.returncode is None:
