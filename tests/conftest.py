@@ -48,7 +48,7 @@ HOSTS = (
 #: The services, and those the runtime's own tests run: a service name a
 #: test invents needs its user here, as a new service needs one in
 #: ``shared.util.roles.SERVICES``.
-SERVICES = (*roles.SERVICES, "echo", "test", "patient")
+SERVICES = (*roles.SERVICES, "echo", "test", "patient", "contract")
 
 
 @pytest.fixture

@@ -1,11 +1,13 @@
 """The example subscribers (examples/): each reads an event live, is stopped,
-and when started again replays from its durable consumer exactly what it missed."""
+and when started again replays from its durable consumer exactly what it missed,
+connected as the ``readonly`` role, as an external tool would be."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,11 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from shared.util.credentials import read_file
 from shared.util.events import STREAM
 from shared.util.natsserver import free_port
 from tests.deploy.test_events_doc import npm_installed  # noqa: F401 (fixture)
-from tests.deploy.upstack import virtbus_up
+from tests.deploy.upstack import UpStack, virtbus_up
 from tests.integration.cli import virtbus
 
 pytestmark = pytest.mark.e2e
@@ -27,8 +30,6 @@ COMMANDS = {
     "javascript": ["node", str(ROOT / "examples/js-subscriber/subscriber.mjs"), "--idle-ms"],
 }
 IDLE = {"python": "3", "javascript": "3000"}
-#: The admin's reply inbox prefix: the URL the stack hands out is the admin's.
-INBOX = "_INBOX.admin"
 
 
 async def _define(url: str, folder: Path, name: str) -> str:
@@ -43,12 +44,26 @@ async def _define(url: str, folder: Path, name: str) -> str:
     return r.out.split()[1]
 
 
-async def _start(kind: str, url: str, durable: str) -> asyncio.subprocess.Process:
+@dataclass(frozen=True)
+class Reader:
+    """Where a subscriber connects: the readonly role's URL and reply inbox prefix."""
+
+    url: str
+    inbox: str
+
+
+def _readonly(up: UpStack, state_dir: Path) -> Reader:
+    creds = read_file(state_dir / "creds" / "readonly.creds")
+    return Reader(creds.url(up.url), creds.inbox_prefix)
+
+
+async def _start(kind: str, reader: Reader, durable: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *COMMANDS[kind], IDLE[kind], "--durable", durable,
         "--filter", "virtbus.event.secret.>",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"NATS_URL": url, "NATS_INBOX_PREFIX": INBOX, "PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env={"NATS_URL": reader.url, "NATS_INBOX_PREFIX": reader.inbox,
+             "PATH": "/usr/local/bin:/usr/bin:/bin"},
     )  # fmt: skip
 
 
@@ -60,9 +75,11 @@ async def _names(proc: asyncio.subprocess.Process) -> list[str | None]:
     return [line["name"] for line in lines if line["detail"] == "Defined"]
 
 
-async def _live_then_replay(js: JetStreamContext, url: str, folder: Path, kind: str) -> None:
+async def _live_then_replay(
+    js: JetStreamContext, url: str, reader: Reader, folder: Path, kind: str
+) -> None:
     durable = f"example-{kind}"
-    first = await _start(kind, url, durable)
+    first = await _start(kind, reader, durable)
     async with asyncio.timeout(30):
         while True:  # the consumer exists: events from now on are its
             try:
@@ -77,7 +94,7 @@ async def _live_then_replay(js: JetStreamContext, url: str, folder: Path, kind: 
     missed = [await _define(url, folder, f"{kind}-missed-{i}") for i in (1, 2)]
     assert (await js.consumer_info(STREAM, durable)).num_pending == 2
 
-    replayed = await _names(await _start(kind, url, durable))
+    replayed = await _names(await _start(kind, reader, durable))
     assert replayed == missed
     info = await js.consumer_info(STREAM, durable)
     assert info.num_pending == 0 and info.num_ack_pending == 0
@@ -89,10 +106,12 @@ async def test_live_then_replay_after_being_down(
     npm_installed: Path,  # noqa: F811
 ) -> None:
     async with virtbus_up(free_port(), tmp_path / "state") as up:
+        reader = _readonly(up, tmp_path / "state")
+        assert reader.inbox != up.inbox  # not the admin's credentials
         nc = NATS()
         await nc.connect(up.url, inbox_prefix=up.inbox)
         try:
             for kind in COMMANDS:
-                await _live_then_replay(nc.jetstream(), up.url, tmp_path, kind)
+                await _live_then_replay(nc.jetstream(), up.url, reader, tmp_path, kind)
         finally:
             await nc.close()

@@ -8,28 +8,25 @@ race, which hit about one round in ten with a single flush, show up.
 
 from __future__ import annotations
 
-import nats
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from shared.util import bus
+from shared.util.natsserver import EmbeddedNats
 
 
-async def test_subscriptions_are_visible_after_settle(nats_url: str) -> None:
-    requester = await nats.connect(nats_url)
-
+async def test_subscriptions_are_visible_after_settle(nats_server: EmbeddedNats, nc: NATS) -> None:
     async def answer(msg: Msg) -> None:
         await msg.respond(b"ok")
 
-    try:
-        for round_ in range(200):
-            server = await nats.connect(nats_url)
-            try:
-                for k in range(20):
-                    await server.subscribe(f"settle.{round_}.{k}", queue="q", cb=answer)
-                await bus.settle(server)
-                reply = await requester.request(f"settle.{round_}.19", b"", timeout=5)
-                assert reply.data == b"ok"
-            finally:
-                await server.close()
-    finally:
-        await requester.close()
+    url = nats_server.role_url("contract")
+    for round_ in range(200):
+        server = await bus.connect(url, "virtbus-contract", deadline=10)
+        try:
+            for k in range(20):
+                await server.subscribe(f"virtbus.v1.contract.s{round_}.{k}", queue="q", cb=answer)
+            await bus.settle(server)
+            reply = await nc.request(f"virtbus.v1.contract.s{round_}.19", b"", timeout=5)
+            assert reply.data == b"ok"
+        finally:
+            await server.close()

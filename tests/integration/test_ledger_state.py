@@ -5,16 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NATS
 
+from shared.util import bus
 from shared.util.events import STREAM, ensure_stream
 from shared.util.ledger import Ledger
 from shared.util.ledger_state import LedgerPublisher, LedgerState
+from shared.util.natsserver import EmbeddedNats
 from shared.util.state import Conflict
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    """A connection as the service ``test`` of host h1, the ledger's owner."""
+    conn = await bus.connect(nats_server.role_url("test"), "virtbus-test", deadline=10)
+    try:
+        yield conn
+    finally:
+        await bus.close(conn)
 
 
 async def test_compare_and_set_calls_and_events(nc: NATS) -> None:

@@ -101,7 +101,7 @@ async def test_kill_9_loop_loses_and_doubles_nothing(
     settings = SecretSettings(nats_url=nats_url, state_dir=state, secret_key=KEY)
     async with SecretService(settings) as service:
         ledger = service.registry.ledger
-        info = await nc.jetstream().stream_info(ledger.stream)
+        info = await service.nc.jetstream().stream_info(ledger.stream)
         await ledger.wait_forwarded(info.state.last_seq, timeout=60)
         existing = {d.uuid for d in service.registry.all()}
     events = await _events(nc)

@@ -12,6 +12,7 @@ from nats.micro.request import Request
 
 from shared.util import bus
 from shared.util.api import Bound, Counters, answer
+from shared.util.natsserver import EmbeddedNats
 from tests.serving_contract import ServingContract, Text, metrics
 
 pytestmark = pytest.mark.integration
@@ -19,9 +20,11 @@ pytestmark = pytest.mark.integration
 
 class TestRealNats(ServingContract):
     @pytest.fixture(autouse=True)
-    async def server_side(self, nats_url: str, nc: NATS) -> AsyncIterator[None]:
+    async def server_side(self, nats_server: EmbeddedNats, nc: NATS) -> AsyncIterator[None]:
         self.nc = nc
-        self.service_nc = await bus.connect(nats_url, "contract-service", deadline=10)
+        self.service_nc = await bus.connect(
+            nats_server.role_url("contract"), "virtbus-contract", deadline=10
+        )
         try:
             yield
         finally:

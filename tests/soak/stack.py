@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from shared.util.credentials import read_file
 from shared.util.subjects import service_subject
 
 #: The processes a soak kills: each service and the agent by module, and nats-server.
@@ -105,6 +106,8 @@ async def soak_stack(port: int, state: Path, domains: Path) -> AsyncIterator[Soa
                     raise RuntimeError("virtbus up ended before it was up")
                 if "virtbus is up" in line:
                     break
+        # The stack is authenticated: the soak works as its admin.
+        stack.url = read_file(state / "creds" / "admin.creds").url(stack.url)
         yield stack
     finally:
         if proc.returncode is None:
