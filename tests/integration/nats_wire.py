@@ -33,8 +33,10 @@ class Wire:
         connect: dict[str, object] = {"verbose": False, "pedantic": False, "headers": True}
         if creds is not None:
             connect.update(user=creds.user, **{"pass": creds.password})
-        await wire._send(f"CONNECT {json.dumps(connect)}\r\n")
-        await wire._ping()
+        # CONNECT and PING in one write: a server that refuses the user closes
+        # the socket after reading them, and bytes it never read would turn its
+        # close into a reset that loses the -ERR line.
+        await wire._ping(f"CONNECT {json.dumps(connect)}\r\n")
         return wire
 
     async def close(self) -> None:
@@ -52,10 +54,10 @@ class Wire:
             raise Refused("connection closed")
         return line.decode().rstrip("\r\n")
 
-    async def _ping(self) -> None:
-        """PING, then every line up to the PONG; raises ``Refused`` on ``-ERR``
-        (once the PONG is read, so that the next command starts clean)."""
-        await self._send("PING\r\n")
+    async def _ping(self, before: str = "") -> None:
+        """``before`` and a PING, then every line up to the PONG; raises ``Refused``
+        on ``-ERR`` (once the PONG is read, so that the next command starts clean)."""
+        await self._send(before + "PING\r\n")
         refusal = None
         while True:
             try:
