@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 
 from shared.util import roles
+from shared.util.credentials import write_private
 
 VALUES = "values-credentials.yaml"
 AUTH = "auth.conf"
@@ -73,19 +73,12 @@ def _known(out: Path) -> dict[str, str]:
     }
 
 
-def _write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 def write(out: Path, hosts: list[str], namespace: str = "nats") -> dict[str, str]:
     """Write the three files into ``out``; returns the passwords by role."""
-    out.mkdir(parents=True, exist_ok=True)
     passwords = passwords_for(hosts, _known(out))
     conf = auth_conf(hosts, passwords)
-    _write(out / VALUES, yaml.safe_dump(chart_values(hosts, passwords), sort_keys=True))
-    _write(out / AUTH, conf)
+    write_private(out / VALUES, yaml.safe_dump(chart_values(hosts, passwords), sort_keys=True))
+    write_private(out / AUTH, conf)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -93,7 +86,7 @@ def write(out: Path, hosts: list[str], namespace: str = "nats") -> dict[str, str
         "type": "Opaque",
         "stringData": {"auth.conf": conf},
     }
-    _write(out / NATS_SECRET, yaml.safe_dump(secret, sort_keys=False))
+    write_private(out / NATS_SECRET, yaml.safe_dump(secret, sort_keys=False))
     return passwords
 
 
