@@ -2,8 +2,10 @@
 
 The script holds the command and option names itself (no Python start per
 TAB); option values complete as files for file options, as the table's fixed
-words where it lists them, and as pool, volume, secret or network names by asking
-``virtbus`` (``pool-list --all --name``, ``vol-list``, ``secret-list``, ``net-list``).
+words where it lists them, as command names for ``help``, and as pool, secret,
+network or nwfilter names by asking ``virtbus`` (``pool-list --all --name``,
+``secret-list``, ``net-list --all --name``, ``nwfilter-list``); volume names
+do not complete.
 """
 
 from __future__ import annotations
