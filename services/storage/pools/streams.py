@@ -118,7 +118,6 @@ class _Stream:
     subscription: Subscription | None = None
     last_seen: float = 0.0
     closed: bool = False
-    written: int = 0
     watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -332,7 +331,6 @@ class StreamServer:
                 await asyncio.to_thread(os.ftruncate, stream.fd, offset + hole)
         else:
             await asyncio.to_thread(os.pwrite, stream.fd, data, offset)
-        stream.written += length
 
     async def _read(self, stream: _Stream, offset: int, size: int) -> tuple[bytes, dict[str, str]]:
         if offset >= stream.end:
