@@ -430,9 +430,8 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         running = RunningNetwork(net, net.mac or _random_mac(), self._run_dir, self._firewall)
         await running.start()
         try:
-            live = record.model_copy(
-                update={"active": True, "live_xml": format_network(net, _INACTIVE)}
-            )
+            # the stored definition is already format_network(net, _INACTIVE)
+            live = record.model_copy(update={"active": True, "live_xml": record.xml})
             await self._save(name, live, "Started")
         except BaseException:
             await running.stop()
