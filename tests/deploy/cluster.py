@@ -314,7 +314,7 @@ def pods_of(
                 VIRTBUS_STATE_DIR=str(folder / host / f"{component}-{index}"),
                 VIRTBUS_LOG_FORMAT="text",
             )
-            # Until the credentials generator and client TLS land on main the
+            # The test's servers have neither users nor client TLS, so the
             # processes connect without them (the chart mounts both).
             env.pop("VIRTBUS_CREDS", None)
             env.pop("VIRTBUS_TLS_CA", None)

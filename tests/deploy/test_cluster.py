@@ -5,7 +5,7 @@ storage, `virtbus --host h2 vol-list` works from h1, and killing a NATS server
 and a secret replica under load loses no acknowledged change.
 
 `make test` runs it with a small load; `make cluster-test` with
-VIRTBUS_CLUSTER_OPS=1500.
+VIRTBUS_CLUSTER_OPS=1000.
 """
 
 from __future__ import annotations
