@@ -13,7 +13,6 @@ only; a handler imports what its command needs when it runs.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from client.cli.commands import find
@@ -62,13 +61,12 @@ def parse_line(words: Sequence[str]) -> tuple[Command | None, Args]:
 
 def run_command(command: Command, args: Args) -> int:
     """Run one parsed command; a broken pipe or Ctrl-C ends it as a shell expects."""
-    url = args.connect or os.environ.get("VIRTBUS_NATS_URL") or os.environ.get("NATS_URL") or ""
-    if command.name != "up" and not url.startswith(("ws://", "wss://")):
+    from client.cli import session
+
+    if command.name != "up" and not session.server_url(args).startswith(("ws://", "wss://")):
         # nats-py imports aiohttp only for its websocket transport; skipping it
         # saves about a third of a one-shot command's start-up time.
         sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
-    from client.cli import session
-
     if command.probe and session.shared is None:
         # Fail fast, before a handler imports what talking to a service needs.
         url, timeout = session.server_url(args), session.connect_timeout(args)
