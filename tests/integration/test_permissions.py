@@ -14,7 +14,7 @@ import pytest
 
 from shared.util import roles
 from shared.util.natsserver import EmbeddedNats
-from shared.util.subjects import api_subject, event_subject
+from shared.util.subjects import api_subject, event_filter, event_subject
 from tests.conftest import HOSTS
 from tests.integration.nats_wire import Refused, Wire
 
@@ -137,6 +137,15 @@ async def test_clients_read_events_through_consumers_only(wire: Open, role: str)
             assert await refused_pub(conn, subject), subject
         assert await refused_pub(conn, f"$JS.API.CONSUMER.CREATE.VIRTBUS_EVENTS.{name}.x.>")
         assert await refused_pub(conn, f"$JS.ACK.VIRTBUS_EVENTS.{name}.1.2.3.4.5")
+
+
+@pytest.mark.parametrize("role", EVERY)
+async def test_only_nwfilter_subscribes_to_lease_events(wire: Open, role: str) -> None:
+    # roles.LISTENS: a guest's MAC, address and hostname reach a plain
+    # subscription of the nwfilter service's only (the others read the stream)
+    conn = await wire(role)
+    refused = await refused_sub(conn, event_filter("network", "*", "lease"))
+    assert refused == (role != "nwfilter"), role
 
 
 @pytest.mark.parametrize("role", [r for r in EVERY if r != "storage"])
