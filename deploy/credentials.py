@@ -7,7 +7,7 @@ tests use too):
 
 * ``values-credentials.yaml``: the virtbus chart's ``credentials.roles``, one
   user and password per role (each service, ``agent@<host>`` per hypervisor,
-  ``admin``, ``readonly``); the chart makes a Secret of each;
+  ``admin``, ``readonly``, ``operator``); the chart makes a Secret of each;
 * ``nats-virtbus-auth.yaml``: the Secret the NATS chart's values mount, whose
   ``auth.conf`` holds the servers' ``authorization`` block with the same users
   and each role's permissions;
