@@ -69,7 +69,7 @@ from shared.util.api import (
     error_reply,
 )
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.events import EventPublisher, ensure_stream
+from shared.util.events import ensure_stream
 from shared.util.health import HealthServer
 from shared.util.jsmetrics import JetStreamCollector
 from shared.util.ledger import Ledger, free_space_guard
@@ -192,7 +192,6 @@ class ServiceProcess(Generic[S]):
         self._nc: NATS | None = nc
         self._js: JetStreamContext | None = None
         self._micro: Service | None = None
-        self._events: EventPublisher | None = None
         self._stack: AsyncExitStack | None = None
         self._group: asyncio.TaskGroup | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -230,11 +229,6 @@ class ServiceProcess(Generic[S]):
     def js(self) -> JetStreamContext:
         assert self._js is not None, "process not started"
         return self._js
-
-    @property
-    def events(self) -> EventPublisher:
-        assert self._events is not None, "process not started"
-        return self._events
 
     @property
     def service_id(self) -> str | None:
@@ -325,7 +319,6 @@ class ServiceProcess(Generic[S]):
         self._js = self._nc.jetstream()
         await ensure_stream(self._js, self.settings.stream_replicas)
         host = self.settings.host if self.host_scoped else None
-        self._events = EventPublisher(self._js, self.name, host, self.metrics.event_failed)
 
         group_ready: asyncio.Future[asyncio.TaskGroup] = asyncio.get_running_loop().create_future()
         self._supervisor = asyncio.create_task(
