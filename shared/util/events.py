@@ -63,6 +63,35 @@ class CloudEvent(BaseModel):
     data: EventData
 
 
+def cloud_event(
+    event_id: str,
+    service: str,
+    host: str | None,
+    object_kind: str,
+    name: str,
+    event: str,
+    detail: str | None = None,
+    extra: dict[str, Any] | None = None,
+    time: datetime | None = None,
+) -> CloudEvent:
+    """The envelope of one event of ``service`` (``host`` None: cluster-wide)."""
+    return CloudEvent(
+        id=event_id,
+        source=f"/virtbus/{service}/{host or 'cluster'}",
+        type=f"org.virtbus.{service}.{object_kind}.{event}",
+        subject=name,
+        time=time or datetime.now(UTC),
+        data=EventData(
+            object=object_kind,
+            name=name,
+            event=event,
+            detail=detail,
+            host=host,
+            extra=extra or {},
+        ),
+    )
+
+
 async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
     """Create the event stream when it does not exist; leave it alone when it does."""
     try:
@@ -119,20 +148,15 @@ class EventPublisher:
         id) so that a retried operation does not publish twice.
         """
         host = host if host is not None else self._host
-        cloud = CloudEvent(
-            id=event_id or uuid.uuid4().hex,
-            source=f"/virtbus/{self._service}/{host or 'cluster'}",
-            type=f"org.virtbus.{self._service}.{object_kind}.{event}",
-            subject=name,
-            time=datetime.now(UTC),
-            data=EventData(
-                object=object_kind,
-                name=name,
-                event=event,
-                detail=detail,
-                host=host,
-                extra=extra or {},
-            ),
+        cloud = cloud_event(
+            event_id or uuid.uuid4().hex,
+            self._service,
+            host,
+            object_kind,
+            name,
+            event,
+            detail,
+            extra,
         )
         subject = event_subject(self._service, host, object_kind, name)
         payload = cloud.model_dump_json().encode()

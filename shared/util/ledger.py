@@ -54,7 +54,6 @@ import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.events import CONTENT_TYPE, MAX_AGE_SECONDS, STREAM, CloudEvent, EventData
+from shared.util.events import CONTENT_TYPE, MAX_AGE_SECONDS, STREAM, cloud_event
 from shared.util.state import Conflict as Conflict  # re-exported: the ledger's lost race
 from shared.util.subjects import CLUSTER, EVENT_PREFIX, event_subject, token
 
@@ -627,20 +626,16 @@ class Ledger:
         self, msg: Msg, seq: int, index: int, count: int, event: Event, last: int
     ) -> int:
         host = event.host if event.host is not None else self.host
-        cloud = CloudEvent(
-            id=self.event_id(seq, index, count),
-            source=f"/virtbus/{self.service}/{host or 'cluster'}",
-            type=f"org.virtbus.{self.service}.{event.object}.{event.event}",
-            subject=event.name,
-            time=msg.metadata.timestamp or datetime.now(UTC),
-            data=EventData(
-                object=event.object,
-                name=event.name,
-                event=event.event,
-                detail=event.detail,
-                host=host,
-                extra=event.extra,
-            ),
+        cloud = cloud_event(
+            self.event_id(seq, index, count),
+            self.service,
+            host,
+            event.object,
+            event.name,
+            event.event,
+            event.detail,
+            event.extra,
+            msg.metadata.timestamp,
         )
         headers = {
             "Content-Type": CONTENT_TYPE,

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from shared.util.events import CloudEvent, EventData
+from shared.util.events import CloudEvent, cloud_event
 from shared.util.ledger import Event, Ledger
 from shared.util.state import Conflict, Entry, backoff
 
@@ -100,19 +99,13 @@ class LedgerPublisher:
         announced = Event(object_kind, name, event, detail, host, extra or {})
         seq = await self._ledger.announce([announced], what=f"{object_kind} event")
         where = host if host is not None else self._ledger.host
-        service = self._ledger.service
-        return CloudEvent(
-            id=self._ledger.event_id(seq, 0, 1),
-            source=f"/virtbus/{service}/{where or 'cluster'}",
-            type=f"org.virtbus.{service}.{object_kind}.{event}",
-            subject=name,
-            time=datetime.now(UTC),
-            data=EventData(
-                object=object_kind,
-                name=name,
-                event=event,
-                detail=detail,
-                host=where,
-                extra=extra or {},
-            ),
+        return cloud_event(
+            self._ledger.event_id(seq, 0, 1),
+            self._ledger.service,
+            where,
+            object_kind,
+            name,
+            event,
+            detail,
+            extra,
         )
