@@ -18,6 +18,7 @@ import sys
 from client.cli.commands import find
 from client.cli.output import end_failed, error, use_json
 from client.cli.table import (
+    GLOBAL_OPTIONS,
     Args,
     Command,
     HelpRequested,
@@ -54,8 +55,9 @@ def parse_line(words: Sequence[str]) -> tuple[Command | None, Args]:
     if command is None:
         raise UsageError(f"unknown command: '{words[i]}'")
     fresh = new_args(command)
-    for name in ("connect", "host", "json", "connect_timeout", "creds"):
-        setattr(fresh, name, getattr(args, name))
+    for name, _, _ in GLOBAL_OPTIONS:
+        key = name.replace("-", "_")
+        setattr(fresh, key, getattr(args, key))
     return command, parse(command, words[i + 1 :], fresh)
 
 
