@@ -85,6 +85,14 @@ def subject_of(service: str, endpoint: str, host: str | None) -> str:
     return f"virtbus.v1.{service}.{host}.{endpoint}"
 
 
+def _rpc_error(code: str, message: str, *, raw: bool = False) -> Exception:
+    """A ``VirtError`` of the RPC domain; the errors module (and ``enum``) is
+    imported only once something fails."""
+    from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+
+    return VirtError(ErrorCode[code], message, ErrorDomain.RPC, raw=raw)
+
+
 class Calls:
     """The requests of the quick commands; each raises ``VirtError`` as the
     typed clients (``client.secret``, ``client.storage``) do."""
@@ -99,34 +107,22 @@ class Calls:
         try:
             reply = await self._send(subject, jsonlite.dumps(body).encode(), REPLY_TIMEOUT)
         except TimeoutError:
-            from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-
-            raise VirtError(
-                ErrorCode.OPERATION_TIMEOUT,
-                f"no reply from the {service} service to {endpoint}",
-                ErrorDomain.RPC,
+            raise _rpc_error(
+                "OPERATION_TIMEOUT", f"no reply from the {service} service to {endpoint}"
             ) from None
         if reply.status == "503":
-            from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-
             where = f" on host '{self.host}'" if scoped else ""
-            raise VirtError(
-                ErrorCode.NO_SERVER,
-                f"no {service} service is running{where} (subject {subject})",
-                ErrorDomain.RPC,
+            raise _rpc_error(
+                "NO_SERVER", f"no {service} service is running{where} (subject {subject})"
             )
         if "Nats-Service-Error-Code" in reply.headers:
-            from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+            from shared.util.errors import VirtError
 
             try:
                 raise VirtError.from_dict(jsonlite.loads(reply.data))
             except (ValueError, TypeError):
-                raise VirtError(
-                    ErrorCode.INTERNAL_ERROR,
-                    reply.headers.get("Nats-Service-Error", "unknown error"),
-                    ErrorDomain.RPC,
-                    raw=True,
-                ) from None
+                message = reply.headers.get("Nats-Service-Error", "unknown error")
+                raise _rpc_error("INTERNAL_ERROR", message, raw=True) from None
         return jsonlite.loads(reply.data)
 
     # -- secret ----------------------------------------------------------------------
