@@ -117,12 +117,8 @@ class DiskStore:
             if old is None:
                 result[0] = None
                 return None
-            record = JobRecord.model_validate_json(old)
-            if await change(record):
-                result[0] = record
-                return record.model_dump_json().encode()
-            result[0] = record
-            return old
+            record = result[0] = JobRecord.model_validate_json(old)
+            return record.model_dump_json().encode() if await change(record) else old
 
         await self._store.mutate(self._job_key(job_id), apply)
         return result[0]
