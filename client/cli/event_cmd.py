@@ -74,7 +74,7 @@ def _since(text: str | None) -> datetime | None:
 
     if text is None:
         return None
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    when = datetime.fromisoformat(text)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
