@@ -143,9 +143,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         await self._filters.install_standard()
         self._ledger = await self.open_ledger()
         for record in self._ledger.items(b.PREFIX):
-            self._records[b.BindingRecord.model_validate_json(record.value).definition.portdev] = (
-                b.BindingRecord.model_validate_json(record.value)
-            )
+            self._on_binding_change(record.key, record)
         self._ledger.on_change(self._on_binding_change)
         self._filters.on_change(self._on_filter_change)
         self._count()
@@ -160,7 +158,6 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
             event_filter("network", self.settings.host, LEASE_KIND), cb=self._on_lease
         )
         stack.push_async_callback(subscription.unsubscribe)
-        self._count()
 
     def _run_guarded(self, work: Awaitable[None], name: str) -> None:
         """Run ``work`` as a task of the process; its failure is logged, never
