@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from services.network import leasehelper
-from services.network.dnsmasq_conf import DnsmasqFiles
+from services.network.dnsmasq_conf import DnsmasqFiles, file_paths
 from services.network.host import run
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
@@ -52,8 +52,7 @@ class Dnsmasq:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
         _write(self.conf, files.conf, 0o644)
-        _write(Path(files.hostsfile_path), files.hostsfile or "", 0o644)
-        _write(Path(files.addnhosts_path), files.addnhosts, 0o644)
+        self.write_hosts(files)
         # dnsmasq waits for "init" when it starts: with no lease recorded there is
         # nothing to tell it, and no interpreter needs to start
         script = (
@@ -128,14 +127,16 @@ class Dnsmasq:
         with contextlib.suppress(FileNotFoundError):
             self.pidfile.unlink()
 
-    def remove_files(self) -> None:
-        """Remove every file of this network's dnsmasq (after a stop)."""
-        for path in (self.conf, self.pidfile, self.helper):
+    def remove_files(self, *, leases: bool = False) -> None:
+        """Remove every file of this network's dnsmasq (after a stop); with
+        ``leases``, the lease status file and its lock too."""
+        paths = [self.conf, self.pidfile, self.helper]
+        paths += [Path(p) for p in file_paths(str(self.run_dir), self.name)]
+        if leases:
+            paths += [self.status, leasehelper.lock_path(self.status)]
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        for suffix in (".hostsfile", ".addnhosts"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.run_dir / f"{self.name}{suffix}").unlink()
 
 
 def _write(path: Path, text: str, mode: int) -> None:

@@ -32,6 +32,11 @@ def read_leases(path: Path) -> list[Lease]:
     return [lease for lease in data if isinstance(lease, dict) and "ip-address" in lease]
 
 
+def lock_path(path: Path) -> Path:
+    """The file whose lock serialises the helpers writing status file ``path``."""
+    return path.with_name(path.name + ".lock")
+
+
 def _write(path: Path, leases: list[Lease]) -> None:
     tmp = path.with_name(path.name + ".new")
     tmp.write_text(json.dumps(leases, indent=2) + "\n")
@@ -95,7 +100,7 @@ def main(argv: list[str]) -> int:
         return 2
     path, action = Path(argv[0]), argv[1]
     now = int(time.time())
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    with open(lock_path(path), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         leases = [x for x in read_leases(path) if _valid(x, now)]
         if action == "init":

@@ -147,13 +147,7 @@ class RunningNetwork:
             return_exceptions=True,
         )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
-        self.dnsmasq.remove_files()
-        for path in (
-            self.dnsmasq.status,
-            self.dnsmasq.status.with_name(self.bridge + ".status.lock"),
-        ):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        self.dnsmasq.remove_files(leases=True)
         if errors:
             raise errors[0]
 
