@@ -12,7 +12,7 @@ import sys
 from client.cli.output import end_failed, error, print_json, table
 from client.cli.secret_cmds import read_xml_file
 from client.cli.session import run, virt_error
-from client.cli.table import Args, Command, Group, data, flag, string
+from client.cli.table import Args, Command, Group, data, flag, string, tristate
 
 # typing is not imported at run time (docs/cli.md, "Start-up time").
 TYPE_CHECKING = False
@@ -419,10 +419,6 @@ def info(args: Args) -> int:
     return run_storage(args, body)
 
 
-def _tristate(yes: bool, no: bool) -> bool | None:
-    return None if yes == no else yes
-
-
 def list_(args: Args) -> int:
     from client.cli.quick import print_raw, run_quick
 
@@ -441,8 +437,8 @@ def list_(args: Args) -> int:
     async def body(s: Calls) -> int:
         pools = await s.pool_list(
             active=active,
-            persistent=_tristate(args.persistent, args.transient),
-            autostart=_tristate(args.autostart, args.no_autostart),
+            persistent=tristate(args.persistent, args.transient),
+            autostart=tristate(args.autostart, args.no_autostart),
             types=types,
         )
         if args.json:

@@ -6,7 +6,7 @@ import sys
 
 from client.cli.output import end_failed, error, print_json, table
 from client.cli.session import run
-from client.cli.table import STRING, Args, Command, Group, Opt, data, flag, string
+from client.cli.table import STRING, Args, Command, Group, Opt, data, flag, string, tristate
 
 # typing is not imported at run time (docs/cli.md, "Start-up time").
 TYPE_CHECKING = False
@@ -94,21 +94,13 @@ def dumpxml(args: Args) -> int:
     return _with_lookup(args, body)
 
 
-def _flag(yes: bool, no: bool) -> bool | None:
-    if yes and not no:
-        return True
-    if no and not yes:
-        return False
-    return None
-
-
 def list_(args: Args) -> int:
     from client.cli.quick import Calls, print_raw, run_quick
 
     async def body(c: Calls) -> int:
         secrets = await c.secret_list(
-            ephemeral=_flag(args.ephemeral, args.no_ephemeral),
-            private=_flag(args.private, args.no_private),
+            ephemeral=tristate(args.ephemeral, args.no_ephemeral),
+            private=tristate(args.private, args.no_private),
         )
         if args.json:
             print_raw(secrets)

@@ -93,6 +93,11 @@ def flag(name: str, help: str) -> Opt:
     return Opt(name, BOOL, help)
 
 
+def tristate(yes: bool, no: bool) -> bool | None:
+    """A ``--X``/``--no-X`` pair of flags: True, False, or None for neither (or both)."""
+    return None if yes == no else yes
+
+
 def data(name: str, help: str, completer: str | None = None) -> Opt:
     """A required option virsh shows as ``<name>``, usually given by position."""
     return Opt(name, STRING, help, required=True, completer=completer)
