@@ -8,10 +8,11 @@ pool and name, as libvirt's virStoragePoolPtr and virStorageVolPtr are.
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
-from shared.util.api import Empty, Endpoint
+from shared.util.api import DEFAULT_TIMEOUT, Empty, Endpoint
 
 SERVICE = "storage"
 #: Volume requests a storage service answers at once, per endpoint: a qemu-img
@@ -254,127 +255,58 @@ class VolListReply(BaseModel):
     volumes: list[VolumeInfo] = Field(default_factory=list)
 
 
-POOL_DEFINE = Endpoint(SERVICE, "pool.define", PoolXmlRequest, PoolInfo, host_scoped=True)
-POOL_CREATE = Endpoint(
-    SERVICE, "pool.create", PoolXmlRequest, PoolInfo, host_scoped=True, timeout=LONG_TIMEOUT
-)
-POOL_BUILD = Endpoint(
-    SERVICE, "pool.build", PoolBuildRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
-)
-POOL_START = Endpoint(
-    SERVICE, "pool.start", PoolBuildRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
-)
-POOL_DESTROY = Endpoint(SERVICE, "pool.destroy", PoolRequest, Empty, host_scoped=True)
-POOL_DELETE = Endpoint(
-    SERVICE, "pool.delete", PoolRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
-)
-POOL_UNDEFINE = Endpoint(SERVICE, "pool.undefine", PoolRequest, Empty, host_scoped=True)
-POOL_AUTOSTART = Endpoint(SERVICE, "pool.autostart", PoolAutostartRequest, Empty, host_scoped=True)
-POOL_REFRESH = Endpoint(
-    SERVICE, "pool.refresh", PoolRequest, Empty, host_scoped=True, timeout=LONG_TIMEOUT
-)
-POOL_INFO = Endpoint(SERVICE, "pool.info", PoolRequest, PoolInfo, host_scoped=True)
-POOL_LOOKUP_UUID = Endpoint(
-    SERVICE, "pool.lookup.uuid", PoolUuidRequest, PoolInfo, host_scoped=True
-)
-POOL_LOOKUP_VOLUME = Endpoint(SERVICE, "pool.lookup.volume", VolRequest, PoolInfo, host_scoped=True)
-POOL_LIST = Endpoint(SERVICE, "pool.list", PoolListRequest, PoolListReply, host_scoped=True)
-POOL_DUMPXML = Endpoint(SERVICE, "pool.dumpxml", PoolDumpXmlRequest, XmlReply, host_scoped=True)
-POOL_CAPABILITIES = Endpoint(SERVICE, "pool.capabilities", Empty, XmlReply, host_scoped=True)
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep", bound=BaseModel)
 
-VOL_CREATE = Endpoint(
-    SERVICE,
-    "vol.create",
-    VolCreateRequest,
-    VolumeInfo,
-    host_scoped=True,
-    timeout=LONG_TIMEOUT,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_CREATE_FROM = Endpoint(
-    SERVICE,
-    "vol.create.from",
-    VolCreateFromRequest,
-    VolumeInfo,
-    host_scoped=True,
-    timeout=LONG_TIMEOUT,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_DELETE = Endpoint(
-    SERVICE, "vol.delete", VolDeleteRequest, Empty, host_scoped=True, concurrency=VOLUME_CONCURRENCY
-)
-VOL_WIPE = Endpoint(
-    SERVICE,
-    "vol.wipe",
-    VolWipeRequest,
-    Empty,
-    host_scoped=True,
-    timeout=LONG_TIMEOUT,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_RESIZE = Endpoint(
-    SERVICE,
-    "vol.resize",
-    VolResizeRequest,
-    VolumeInfo,
-    host_scoped=True,
-    timeout=LONG_TIMEOUT,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_INFO = Endpoint(
-    SERVICE, "vol.info", VolRequest, VolumeInfo, host_scoped=True, concurrency=VOLUME_CONCURRENCY
-)
-VOL_DUMPXML = Endpoint(
-    SERVICE, "vol.dumpxml", VolRequest, XmlReply, host_scoped=True, concurrency=VOLUME_CONCURRENCY
-)
-VOL_LOOKUP_NAME = Endpoint(
-    SERVICE,
-    "vol.lookup.name",
-    VolNameRequest,
-    VolumeInfo,
-    host_scoped=True,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_LOOKUP_KEY = Endpoint(
-    SERVICE,
-    "vol.lookup.key",
-    VolKeyRequest,
-    VolumeInfo,
-    host_scoped=True,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_LOOKUP_PATH = Endpoint(
-    SERVICE,
-    "vol.lookup.path",
-    VolPathRequest,
-    VolumeInfo,
-    host_scoped=True,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_LIST = Endpoint(
-    SERVICE,
-    "vol.list",
-    VolListRequest,
-    VolListReply,
-    host_scoped=True,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_UPLOAD = Endpoint(
-    SERVICE,
-    "vol.upload",
-    VolTransferRequest,
-    TransferReply,
-    host_scoped=True,
-    concurrency=VOLUME_CONCURRENCY,
-)
-VOL_DOWNLOAD = Endpoint(
-    SERVICE,
-    "vol.download",
-    VolTransferRequest,
-    TransferReply,
-    host_scoped=True,
-    concurrency=VOLUME_CONCURRENCY,
-)
+
+def _pool(
+    name: str, request: type[Req], reply: type[Rep], timeout: float = DEFAULT_TIMEOUT
+) -> Endpoint[Req, Rep]:
+    return Endpoint(SERVICE, name, request, reply, host_scoped=True, timeout=timeout)
+
+
+def _vol(
+    name: str, request: type[Req], reply: type[Rep], timeout: float = DEFAULT_TIMEOUT
+) -> Endpoint[Req, Rep]:
+    return Endpoint(
+        SERVICE,
+        name,
+        request,
+        reply,
+        host_scoped=True,
+        timeout=timeout,
+        concurrency=VOLUME_CONCURRENCY,
+    )
+
+
+POOL_DEFINE = _pool("pool.define", PoolXmlRequest, PoolInfo)
+POOL_CREATE = _pool("pool.create", PoolXmlRequest, PoolInfo, LONG_TIMEOUT)
+POOL_BUILD = _pool("pool.build", PoolBuildRequest, Empty, LONG_TIMEOUT)
+POOL_START = _pool("pool.start", PoolBuildRequest, Empty, LONG_TIMEOUT)
+POOL_DESTROY = _pool("pool.destroy", PoolRequest, Empty)
+POOL_DELETE = _pool("pool.delete", PoolRequest, Empty, LONG_TIMEOUT)
+POOL_UNDEFINE = _pool("pool.undefine", PoolRequest, Empty)
+POOL_AUTOSTART = _pool("pool.autostart", PoolAutostartRequest, Empty)
+POOL_REFRESH = _pool("pool.refresh", PoolRequest, Empty, LONG_TIMEOUT)
+POOL_INFO = _pool("pool.info", PoolRequest, PoolInfo)
+POOL_LOOKUP_UUID = _pool("pool.lookup.uuid", PoolUuidRequest, PoolInfo)
+POOL_LOOKUP_VOLUME = _pool("pool.lookup.volume", VolRequest, PoolInfo)
+POOL_LIST = _pool("pool.list", PoolListRequest, PoolListReply)
+POOL_DUMPXML = _pool("pool.dumpxml", PoolDumpXmlRequest, XmlReply)
+POOL_CAPABILITIES = _pool("pool.capabilities", Empty, XmlReply)
+VOL_CREATE = _vol("vol.create", VolCreateRequest, VolumeInfo, LONG_TIMEOUT)
+VOL_CREATE_FROM = _vol("vol.create.from", VolCreateFromRequest, VolumeInfo, LONG_TIMEOUT)
+VOL_DELETE = _vol("vol.delete", VolDeleteRequest, Empty)
+VOL_WIPE = _vol("vol.wipe", VolWipeRequest, Empty, LONG_TIMEOUT)
+VOL_RESIZE = _vol("vol.resize", VolResizeRequest, VolumeInfo, LONG_TIMEOUT)
+VOL_INFO = _vol("vol.info", VolRequest, VolumeInfo)
+VOL_DUMPXML = _vol("vol.dumpxml", VolRequest, XmlReply)
+VOL_LOOKUP_NAME = _vol("vol.lookup.name", VolNameRequest, VolumeInfo)
+VOL_LOOKUP_KEY = _vol("vol.lookup.key", VolKeyRequest, VolumeInfo)
+VOL_LOOKUP_PATH = _vol("vol.lookup.path", VolPathRequest, VolumeInfo)
+VOL_LIST = _vol("vol.list", VolListRequest, VolListReply)
+VOL_UPLOAD = _vol("vol.upload", VolTransferRequest, TransferReply)
+VOL_DOWNLOAD = _vol("vol.download", VolTransferRequest, TransferReply)
 
 #: Every pool and volume endpoint of the storage service.
 ENDPOINTS = (
