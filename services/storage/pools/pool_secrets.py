@@ -42,9 +42,6 @@ class PoolSecrets:
     fetch: FetchSecret
     folder: Path
 
-    async def value(self, lookup: SecretLookup, usage: SecretUsageType) -> bytes:
-        return await self.fetch(lookup, usage)
-
     @contextlib.asynccontextmanager
     async def key_file(self, prefix: str, data: bytes) -> AsyncIterator[str]:
         """``data`` in a file only the service can read (0600), removed afterwards."""
@@ -92,7 +89,7 @@ def volume_secret_file(secrets: PoolSecrets) -> SecretFiles:
                 "description",
                 _D,
             )
-        value = await secrets.value(enc.secrets[0].lookup, SecretUsageType.VOLUME)
+        value = await secrets.fetch(enc.secrets[0].lookup, SecretUsageType.VOLUME)
         async with secrets.key_file(f"{pool}.{vol.name}.secret", value) as path:
             yield path
 

@@ -258,7 +258,7 @@ class IscsiBackend(Backend):
             return
         if auth.type is not AuthType.CHAP:
             raise _error(ErrorCode.XML_ERROR, "iscsi pool only supports 'chap' auth type")
-        value = await self._pool_secrets().value(auth.secret, SecretUsageType.ISCSI)
+        value = await self._pool_secrets().fetch(auth.secret, SecretUsageType.ISCSI)
         password = value.decode("utf-8", "replace")
         for name, setting in (
             ("node.session.auth.authmethod", "CHAP"),

@@ -91,7 +91,7 @@ class RbdBackend(Backend):
             yield connection_args(pool, None)
             return
         secrets = self._pool_secrets()
-        value = await secrets.value(auth.secret, SecretUsageType.CEPH)
+        value = await secrets.fetch(auth.secret, SecretUsageType.CEPH)
         key = base64.b64encode(value)
         async with secrets.key_file(f"{pool.name}.cephx", key) as path:
             yield connection_args(pool, path)
