@@ -170,10 +170,9 @@ class FilterRegistry:
 
         return await self._retry(attempt, d.name)
 
-    async def install_standard(self) -> int:
-        """Define the standard filters that do not exist yet; how many were added.
-        A filter a user already defined under a standard name is left alone."""
-        added = 0
+    async def install_standard(self) -> None:
+        """Define the standard filters that do not exist yet.  A filter a user
+        already defined under a standard name is left alone."""
         for d in standard_filters():
             if d.name in self._filters:
                 continue
@@ -185,7 +184,5 @@ class FilterRegistry:
                     expect=0,
                     what=f"nwfilter '{d.name}'",
                 )
-                added += 1
             except Conflict:
                 continue  # another replica installed it first
-        return added
