@@ -45,6 +45,7 @@ from deploy.images.source_hash import source_hash
 from shared.util import bus
 from shared.util.natsserver import free_port, nats_server_binary
 from tests.deploy.chart import ROOT
+from tests.integration.procs import terminate
 
 NATS_VALUES = ROOT / "deploy" / "nats" / "values.yaml"
 HOSTS = ("h1", "h2")
@@ -230,13 +231,8 @@ class NatsCluster:
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.terminate()
-                try:
-                    node.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    node.proc.kill()
-                    node.proc.wait()
+            if node.proc is not None:
+                terminate(node.proc)
 
 
 @dataclass

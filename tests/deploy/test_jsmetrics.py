@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from shared.util.jsmetrics import JetStreamCollector, read_snapshot
 from shared.util.natsserver import free_port, nats_server_binary
+from tests.integration.procs import terminate
 
 
 @pytest.fixture
@@ -31,8 +32,7 @@ async def plain_nc(tmp_path: Path) -> AsyncIterator[NATS]:
         yield nc
         await nc.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        terminate(proc)
 
 
 async def test_consumer_lag_and_stream_figures(plain_nc: NATS) -> None:

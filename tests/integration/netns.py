@@ -33,7 +33,7 @@ from nats.aio.client import Client as NATS
 from client.network import NetworkClient
 from shared.util import bus
 from shared.util.natsserver import EmbeddedNats
-from tests.integration.procs import ROOT, wait_for_service
+from tests.integration.procs import ROOT, kill9, terminate, wait_for_service
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -146,8 +146,7 @@ class NetLab:
 
     def kill9_service(self) -> None:
         assert self.service is not None
-        self.service.send_signal(signal.SIGKILL)
-        self.service.wait()
+        kill9(self.service)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -215,13 +214,8 @@ class NetLab:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(bus.close(self.nc), 5)
-        if self.service is not None and self.service.poll() is None:
-            self.service.terminate()
-            try:
-                self.service.wait(10)
-            except subprocess.TimeoutExpired:
-                self.service.kill()
-                self.service.wait()
+        if self.service is not None:
+            terminate(self.service)
         for ns in reversed(self.namespaces):
             # everything in the lab's namespaces was started by this test
             for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
