@@ -66,26 +66,26 @@ def _xml_or_fail(path: str) -> str:
     return xml
 
 
-def define_(args: Args) -> int:
-    xml = _xml_or_fail(args.file)
+def _from_file(
+    verb: str, act: Callable[[NetworkClient, str], Awaitable[NetworkInfo]]
+) -> Callable[[Args], int]:
+    """net-define and net-create: ``act`` on the XML of ``--file``."""
 
-    async def body(n: NetworkClient) -> int:
-        info = await with_context(n.define(xml), f"Failed to define network from {args.file}")
-        _say(args, f"Network {info.name} defined from {args.file}", info.model_dump())
-        return 0
+    def command(args: Args) -> int:
+        xml = _xml_or_fail(args.file)
 
-    return _run(args, body)
+        async def body(n: NetworkClient) -> int:
+            info = await with_context(act(n, xml), f"Failed to {verb} network from {args.file}")
+            _say(args, f"Network {info.name} {verb}d from {args.file}", info.model_dump())
+            return 0
+
+        return _run(args, body)
+
+    return command
 
 
-def create(args: Args) -> int:
-    xml = _xml_or_fail(args.file)
-
-    async def body(n: NetworkClient) -> int:
-        info = await with_context(n.create(xml), f"Failed to create network from {args.file}")
-        _say(args, f"Network {info.name} created from {args.file}", info.model_dump())
-        return 0
-
-    return _run(args, body)
+define_ = _from_file("define", lambda n, xml: n.define(xml))
+create = _from_file("create", lambda n, xml: n.create(xml))
 
 
 def _say(args: Args, text: str, data: object) -> None:
