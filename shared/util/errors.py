@@ -209,3 +209,13 @@ def xml_detail(detail: str, domain: ErrorDomain = ErrorDomain.XML) -> VirtError:
 def config_unsupported(detail: str, domain: ErrorDomain = ErrorDomain.XML) -> VirtError:
     """A valid construct that this configuration does not support."""
     return VirtError(ErrorCode.CONFIG_UNSUPPORTED, detail, domain)
+
+
+def no_space(what: str, detail: str) -> VirtError:
+    """A change refused for lack of room (disk, stream or account limits)."""
+    return VirtError(
+        ErrorCode.SYSTEM_ERROR,
+        f"cannot store {what}: No space left on device ({detail})",
+        ErrorDomain.NONE,
+        raw=True,
+    )

@@ -25,7 +25,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel, Field
 
-from shared.util.errors import ErrorCode, VirtError
+from shared.util.errors import no_space
 from shared.util.subjects import EVENT_WILDCARD, event_subject
 
 log = logging.getLogger(__name__)
@@ -176,11 +176,7 @@ class EventPublisher:
                 self._failed(object_kind, cloud, err)
                 description = err.description or str(err)
                 if "resources" in description or "maximum" in description:
-                    raise VirtError(
-                        ErrorCode.SYSTEM_ERROR,
-                        f"cannot store event {cloud.type}: No space left on device ({description})",
-                        raw=True,
-                    ) from err
+                    raise no_space(f"event {cloud.type}", description) from err
                 raise
             except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as err:
                 if loop.time() + wait >= deadline:

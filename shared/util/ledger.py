@@ -72,7 +72,7 @@ from nats.js.api import (
 )
 from nats.js.client import JetStreamContext
 
-from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, no_space
 from shared.util.events import CONTENT_TYPE, MAX_AGE_SECONDS, STREAM, cloud_event
 from shared.util.state import Conflict as Conflict  # re-exported: the ledger's lost race
 from shared.util.subjects import CLUSTER, EVENT_PREFIX, event_subject, token
@@ -182,16 +182,6 @@ def _parent(key: str) -> str:
     """``a.b.`` of ``a.b.c`` (empty for a one-token key)."""
     head, dot, _ = key.rpartition(".")
     return head + dot
-
-
-def no_space(what: str, detail: str) -> VirtError:
-    """A change refused for lack of room (disk, stream or account limits)."""
-    return VirtError(
-        ErrorCode.SYSTEM_ERROR,
-        f"cannot store {what}: No space left on device ({detail})",
-        ErrorDomain.NONE,
-        raw=True,
-    )
 
 
 def _ack_error(reply: dict[str, Any]) -> tuple[int, str] | None:
