@@ -20,7 +20,7 @@ import sys
 from client.cli.output import error, print_json
 from client.cli.pool_cmds import CommandFailed, pretty_capacity
 from client.cli.secret_cmds import read_xml_file
-from client.cli.table import Args, Command, Opt, data, flag, number, string
+from client.cli.table import Args, Command, Opt, attr_name, data, flag, number, string
 
 # typing is not imported at run time (docs/cli.md, "Start-up time").
 TYPE_CHECKING = False
@@ -38,14 +38,9 @@ class UsageError(Exception):
     """A command line virsh refuses before doing anything."""
 
 
-def _opt(args: Args, name: str) -> object:
-    """The value of option ``--name`` (``--async`` is stored as ``async_``)."""
-    return getattr(args, "async_" if name == "async" else name.replace("-", "_"))
-
-
 def _exclusive(args: Args, *pairs: tuple[str, str]) -> None:
     for a, b in pairs:
-        if _opt(args, a) and _opt(args, b):
+        if getattr(args, attr_name(a)) and getattr(args, attr_name(b)):
             raise UsageError(f"Options --{a} and --{b} are mutually exclusive")
 
 
@@ -164,7 +159,7 @@ def _blocking_checks(args: Args, blocking: bool, options: str) -> None:
     if blocking:
         return
     for name in ("verbose", "async"):
-        if _opt(args, name):
+        if getattr(args, attr_name(name)):
             raise UsageError(f"--{name} requires at least one of {options}")
 
 
@@ -327,7 +322,7 @@ def blockpull(args: Args) -> int:
 
     try:
         for option in ("verbose", "async"):
-            if _opt(args, option) and not args.wait:
+            if getattr(args, attr_name(option)) and not args.wait:
                 raise UsageError(f"Option --wait is required by option --{option}")
         timeout = _timeout(args.timeout)
         request = api.BlockPullRequest(

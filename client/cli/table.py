@@ -36,6 +36,11 @@ STRING = "string"
 NUMBER = "number"
 
 
+def attr_name(option: str) -> str:
+    """The ``Args`` attribute option ``--option`` is stored in (``--async`` as ``async_``)."""
+    return "async_" if option == "async" else option.replace("-", "_")
+
+
 class Opt:
     """One option of a command (virsh's vshCmdOptDef).
 
@@ -81,7 +86,7 @@ class Opt:
         self.real = real
         self.text = text
         self.completer = completer
-        self.dest = dest or ("async_" if name == "async" else name.replace("-", "_"))
+        self.dest = dest or attr_name(name)
 
     @property
     def positional(self) -> bool:
