@@ -103,6 +103,16 @@ async def test_only_the_owner_purges_deletes_or_updates_a_stream(
 
 
 @pytest.mark.parametrize("role", EVERY)
+async def test_only_the_owner_reads_a_services_state(wire: Open, role: str) -> None:
+    conn = await wire(role)
+    for stream in STREAMS[1:]:  # the services' buckets and ledgers, not the events
+        owner = role in roles.SERVICES and stream in roles.state_streams(role, HOSTS)
+        for read in ("DIRECT.GET", "STREAM.MSG.GET", "CONSUMER.CREATE"):
+            refused = await refused_pub(conn, f"$JS.API.{read}.{stream}")
+            assert refused is not owner, (role, read, stream)
+
+
+@pytest.mark.parametrize("role", EVERY)
 async def test_nobody_creates_a_stream_or_bucket_of_its_own(wire: Open, role: str) -> None:
     conn = await wire(role)
     capture = json.dumps({"name": "CAPTURE", "subjects": ["virtbus.v1.secret.value.set"]})
