@@ -25,9 +25,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client as NATS
 
 from client.network import NetworkClient
@@ -285,3 +286,14 @@ def seen_from_outside(lab: NetLab, outside: str, guest: str) -> str:
 def guest_addr(lab: NetLab, ns: str, iface: str) -> str:
     data = json.loads(lab.run(ns, "ip", "-j", "-4", "addr", "show", "dev", iface))
     return str(data[0]["addr_info"][0]["local"])
+
+
+@pytest.fixture(name="lab")
+async def lab_fixture(tmp_path: Path) -> AsyncIterator[NetLab]:
+    """A started lab for one test, closed afterwards."""
+    lab = NetLab(tmp_path)
+    try:
+        await lab.start()
+        yield lab
+    finally:
+        await lab.close()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +22,7 @@ from tests.integration.netns import (
     cli,
     guest_addr,
     lab_client,
+    lab_fixture,  # noqa: F401  (the ``lab`` fixture)
     network_xml,
     seen_from_outside,
     skip_reason,
@@ -34,16 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 _SKIP = skip_reason()
 if _SKIP:
     pytestmark.append(pytest.mark.skip(reason=_SKIP))
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[NetLab]:
-    lab = NetLab(tmp_path)
-    try:
-        await lab.start()
-        yield lab
-    finally:
-        await lab.close()
 
 
 def assert_gone(lab: NetLab, bridge: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from tests.integration.netns import (
     guest_addr,
     inside,
     lab_client,
+    lab_fixture,  # noqa: F401  (the ``lab`` fixture)
     network_xml,
     seen_from_outside,
     skip_reason,
@@ -41,16 +41,6 @@ PORT = """<networkport>
   <mac address='52:54:00:12:34:56'/>
   <bandwidth><inbound average='1000' peak='2000' burst='256'/></bandwidth>
 </networkport>"""
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[NetLab]:
-    lab = NetLab(tmp_path)
-    try:
-        await lab.start()
-        yield lab
-    finally:
-        await lab.close()
 
 
 async def _events(lab: NetLab, kind: str, count: int) -> list[tuple[str, str | None]]:
