@@ -63,14 +63,6 @@ def is_bridge(name: str) -> bool:
     return (_SYS_NET / name / "bridge").is_dir()
 
 
-def bridge_ports(name: str) -> list[str]:
-    """The devices plugged into bridge ``name``."""
-    try:
-        return sorted(p.name for p in (_SYS_NET / name / "brif").iterdir())
-    except FileNotFoundError:
-        return []
-
-
 def link_stats(name: str) -> tuple[int, int]:
     """(rx_bytes, tx_bytes) of a device; zeros when it is gone."""
     base = _SYS_NET / name / "statistics"

@@ -11,7 +11,6 @@ in reverse.  Pure: the runner in ``firewall.py`` executes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -268,9 +267,3 @@ def network_commands(net: NetworkDef) -> list[list[str]]:
 def removal_commands(net: NetworkDef) -> list[list[str]]:
     """The commands that delete ``net``'s rules, last added first."""
     return [rule.command("--delete") for rule in reversed(network_rules(net))]
-
-
-def check_commands(net: NetworkDef) -> Iterator[list[str]]:
-    """One ``--check`` command per rule: each exits 0 when its rule is in place."""
-    for rule in network_rules(net):
-        yield rule.command("--check")
