@@ -113,6 +113,17 @@ async def test_only_the_owner_reads_a_services_state(wire: Open, role: str) -> N
 
 
 @pytest.mark.parametrize("role", EVERY)
+async def test_only_a_listener_subscribes_to_live_events(wire: Open, role: str) -> None:
+    """roles.LISTENS (the nwfilter service's lease events) and nothing more."""
+    conn = await wire(role)
+    for listener, sources in roles.LISTENS.items():
+        for source, kind in sources:
+            subject = event_filter(source, HOST, kind)
+            assert await refused_sub(conn, subject) is (role != listener), (role, subject)
+            assert await refused_sub(conn, event_filter(source, HOST, "x")), (role, source)
+
+
+@pytest.mark.parametrize("role", EVERY)
 async def test_nobody_creates_a_stream_or_bucket_of_its_own(wire: Open, role: str) -> None:
     conn = await wire(role)
     capture = json.dumps({"name": "CAPTURE", "subjects": ["virtbus.v1.secret.value.set"]})
