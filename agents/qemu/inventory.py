@@ -62,10 +62,6 @@ def domain_disks(xml: str | bytes) -> list[tuple[etree._Element, DiskDef]]:
     return [(node, parse_qemu_disk(node, active=True)) for node in domain_disk_elements(root)]
 
 
-def disk_alias(disk: DiskDef) -> str | None:
-    return disk.info.alias
-
-
 def rewrite_disk(xml: str, alias: str, disk: DiskDef) -> str:
     """The domain document with the ``<disk>`` of ``alias`` replaced by ``disk`` (its
     live form, without the mirror).  The rest of the text is kept as it was (quotes,

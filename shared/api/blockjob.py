@@ -16,14 +16,13 @@ Three flows, all in the ``VIRTBUS_EVENTS`` stream:
   ``BlockJobStatus`` and ``detail`` as ``virsh event`` prints it (``Block Copy
   for vda ready``); ``block-job-progress`` carries cur/end while a job runs.
 
-Event ids are derived from the job id and phase (or the inventory generation),
-so a publish repeated after a crash is stored once.
+Each event is stored by the ledger change that carries it (``shared.util.ledger``):
+its id is that change's, and a publish repeated after a crash is stored once.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -40,7 +39,6 @@ BLOCK_JOB_PROGRESS = "block-job-progress"
 #: A job id: usable as a QEMU job id after a prefix (a letter first, then
 #: letters, digits, '-', '.', '_').
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 class JobType(enum.StrEnum):
@@ -140,10 +138,6 @@ class DomainUndefined(BaseModel):
     host: str
     domain: str
     generation: int
-
-
-def inventory_event_id(host: str, domain: str, generation: int) -> str:
-    return f"agent-{host}-{domain}-inventory-{generation}"
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -348,7 +342,3 @@ def status_event_id(status: BlockJobStatus) -> str:
     if status.phase is Phase.PROGRESS:
         return f"blockjob-{status.job_id}-progress-{status.cur}-{status.end}"
     return f"blockjob-{status.job_id}-{status.phase.value}"
-
-
-def valid_job_id(job_id: str) -> bool:
-    return _JOB_ID.match(job_id) is not None

@@ -37,7 +37,6 @@ from shared.api.blockjob import (
     PivotCommand,
     PullCommand,
     SetSpeedCommand,
-    command_event_id,
 )
 from shared.api.storage import users_text
 from shared.conf.disk_model import DiskDef
@@ -298,7 +297,6 @@ class BlockJobs:
             BLOCKJOB_KIND,
             command.domain,
             command.kind.value,
-            event_id=command_event_id(command),
             extra=command.model_dump(mode="json"),
         )
 
