@@ -251,17 +251,17 @@ class Ledger:
     async def _find_or_add(self, config: StreamConfig) -> Any:
         """The stream's info, creating it when absent.  Replicas starting together
         race to create it; in a cluster the loser may then briefly find it neither
-        creatable nor visible while the meta leader assigns it, so both sides of
-        the race are tried again for a while."""
+        creatable nor visible while the meta leader assigns it, and a stream whose
+        replicas have not elected a leader yet leaves STREAM.INFO unanswered (a
+        timeout), so both sides of the race are tried again for a while."""
         attempt = 0
         while True:
             try:
-                return await self._js.stream_info(self.stream)
-            except jserr.NotFoundError:
-                pass
-            try:
-                return await self._add_stream(config)
-            except jserr.BadRequestError:
+                try:
+                    return await self._js.stream_info(self.stream)
+                except jserr.NotFoundError:
+                    return await self._add_stream(config)
+            except (jserr.BadRequestError, jserr.ServiceUnavailableError, NatsTimeoutError):
                 attempt += 1
                 if attempt >= _OPEN_TRIES:
                     raise

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared.util.events import CONTENT_TYPE, STREAM, ensure_stream
 from shared.util.ledger import Conflict, Event, Ledger
@@ -203,3 +204,25 @@ async def test_events_refused_by_the_stream_are_stored_once_room_returns(
     await js.update_stream(config)
     await ledger.wait_forwarded(second, timeout=30)
     assert len(await stored_events(nc)) == 2
+
+
+async def test_opening_waits_out_a_stream_that_does_not_answer_yet(nc: NATS) -> None:
+    """In a cluster, a ledger stream whose replicas have no leader yet leaves
+    STREAM.INFO unanswered; opening tries again instead of failing the start."""
+    js = nc.jetstream()
+    real_info = js.stream_info
+    unanswered = 2
+
+    async def stream_info(name: str, *args: object, **kwargs: object) -> object:
+        nonlocal unanswered
+        if unanswered:
+            unanswered -= 1
+            raise NatsTimeoutError
+        return await real_info(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    js.stream_info = stream_info  # type: ignore[method-assign, assignment]
+    ledger = Ledger(nc, js, "test", None)
+    await ledger.open()
+    assert unanswered == 0
+    assert ledger.stream == "VIRTBUS_LEDGER_test"
+    assert (await real_info(ledger.stream)).config.name == ledger.stream
