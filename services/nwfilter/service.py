@@ -46,10 +46,10 @@ from shared.conf.nwfilter_binding import (
 )
 from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.ledger import LEDGER_PREFIX, Ledger, ledger_name
+from shared.util.ledger import Ledger
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
-from shared.util.subjects import event_filter, untoken
+from shared.util.subjects import LEDGER_PREFIX, event_filter, ledger_name, untoken
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.NWFILTER

@@ -26,11 +26,11 @@ from nats.js.client import JetStreamContext
 from pydantic import BaseModel, Field
 
 from shared.util.errors import no_space
-from shared.util.subjects import EVENT_WILDCARD, event_subject
+from shared.util.subjects import EVENT_STREAM, EVENT_WILDCARD, event_subject
 
 log = logging.getLogger(__name__)
 
-STREAM = "VIRTBUS_EVENTS"
+STREAM = EVENT_STREAM
 CONTENT_TYPE = "application/cloudevents+json"
 #: Events are kept a week; a consumer down for longer reconciles from state.
 MAX_AGE_SECONDS = 7 * 24 * 3600

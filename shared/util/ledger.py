@@ -75,11 +75,18 @@ from nats.js.client import JetStreamContext
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, no_space
 from shared.util.events import CONTENT_TYPE, MAX_AGE_SECONDS, STREAM, cloud_event
 from shared.util.state import Conflict as Conflict  # re-exported: the ledger's lost race
-from shared.util.subjects import CLUSTER, EVENT_PREFIX, event_subject, token
+from shared.util.subjects import (
+    CLUSTER,
+    EVENT_PREFIX,
+    LEDGER_PREFIX,
+    event_subject,
+    js_api,
+    ledger_name,
+    token,
+)
 
 log = logging.getLogger(__name__)
 
-LEDGER_PREFIX = "virtbus.ledger"
 OP_HEADER = "Virtbus-Op"
 EVENTS_HEADER = "Virtbus-Events"
 SOURCE_HEADER = "Virtbus-Source"
@@ -164,14 +171,6 @@ class Record:
     key: str
     value: bytes
     seq: int
-
-
-def ledger_name(service: str, host: str | None) -> str:
-    """The stream name of a service's ledger (per host for host-scoped services)."""
-    if host is None:
-        return f"VIRTBUS_LEDGER_{service}"
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in token(host))
-    return f"VIRTBUS_LEDGER_{service}_{safe}"
 
 
 def _encode_events(events: Sequence[Event]) -> bytes:
@@ -273,7 +272,7 @@ class Ledger:
         body = config.as_dict()
         body["allow_msg_ttl"] = True
         reply = await self._nc.request(
-            f"$JS.API.STREAM.CREATE.{self.stream}", json.dumps(body).encode(), timeout=5
+            js_api(f"STREAM.CREATE.{self.stream}"), json.dumps(body).encode(), timeout=5
         )
         doc = json.loads(reply.data)
         if "error" in doc:
@@ -493,7 +492,7 @@ class Ledger:
         """(subject, sequence, headers, data) of the last message of ``stream`` on
         ``subject`` (wildcards allowed), or None when there is none."""
         reply = await self._nc.request(
-            f"$JS.API.STREAM.MSG.GET.{stream}",
+            js_api(f"STREAM.MSG.GET.{stream}"),
             json.dumps({"last_by_subj": subject}).encode(),
             timeout=5,
         )

@@ -31,7 +31,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from shared.util.subjects import API_PREFIX, EVENT_PREFIX, token
+from shared.util.subjects import (
+    API_PREFIX,
+    EVENT_PREFIX,
+    EVENT_STREAM,
+    LEDGER_PREFIX,
+    js_api,
+    ledger_name,
+    token,
+)
 
 #: The services that get a role of their own.
 SERVICES: tuple[str, ...] = ("secret", "storage", "network", "nwfilter")
@@ -39,11 +47,6 @@ SERVICES: tuple[str, ...] = ("secret", "storage", "network", "nwfilter")
 AGENT_SERVICES: tuple[str, ...] = ("agent-qemu",)
 #: Token of agents in event subjects (``virtbus.event.agent.<host>...``).
 AGENT_EVENT_TOKEN = "agent"
-#: The event stream (shared.util.events.STREAM: this module stays free of the
-#: JetStream client, which the CLI's quick path never imports).
-EVENT_STREAM = "VIRTBUS_EVENTS"
-#: Subjects of the services' ledgers (shared.util.ledger.LEDGER_PREFIX).
-LEDGER_PREFIX = "virtbus.ledger"
 ADMIN = "admin"
 READONLY = "readonly"
 OPERATOR = "operator"
@@ -153,7 +156,7 @@ class Role:
 
 
 def _js(*operations: str) -> list[str]:
-    return [f"$JS.API.{op}" for op in operations]
+    return [js_api(op) for op in operations]
 
 
 def _own_stream(stream: str, *, admin: bool) -> list[str]:
@@ -225,8 +228,6 @@ _INTERNAL = (f"{API_PREFIX}.*.internal.>", f"{API_PREFIX}.*.*.internal.>")
 def state_streams(service: str, hosts: Sequence[str]) -> list[str]:
     """The streams that hold ``service``'s state: its KV bucket's, its cluster
     ledger and its ledger on each of ``hosts``."""
-    from shared.util.ledger import ledger_name
-
     ledgers = [ledger_name(service, None), *(ledger_name(service, h) for h in hosts)]
     return [f"KV_{bucket_name(service)}", *dict.fromkeys(ledgers)]
 
@@ -259,8 +260,6 @@ def service_role(service: str, hosts: Sequence[str] = ()) -> Role:
 def agent_role_of(host: str) -> Role:
     """The role of the agents of ``host``: they serve, publish and keep records
     (their ledger ``VIRTBUS_LEDGER_agent_<host>``) for that host only."""
-    from shared.util.ledger import ledger_name
-
     role = agent_role(host)
     host_token = token(host)
     publish = [

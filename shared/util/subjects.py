@@ -16,6 +16,12 @@ EVENT_PREFIX = "virtbus.event"
 EVENT_WILDCARD = f"{EVENT_PREFIX}.>"
 #: Host token of cluster-wide services in event subjects.
 CLUSTER = "cluster"
+#: The stream that stores every event (on ``EVENT_WILDCARD``).
+EVENT_STREAM = "VIRTBUS_EVENTS"
+#: Subjects of the services' ledgers: ``virtbus.ledger.<service>.<host>.<key>``.
+LEDGER_PREFIX = "virtbus.ledger"
+#: nats-server's JetStream API.
+JS_API = "$JS.API"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -98,3 +104,16 @@ def blockjob_command_subject(host: str, domain: str) -> str:
 def blockjob_command_filter(host: str) -> str:
     """Every block-job command for the domains of ``host``."""
     return event_filter("storage", host, BLOCKJOB_KIND)
+
+
+def ledger_name(service: str, host: str | None) -> str:
+    """The stream name of a service's ledger (per host for host-scoped services)."""
+    if host is None:
+        return f"VIRTBUS_LEDGER_{service}"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in token(host))
+    return f"VIRTBUS_LEDGER_{service}_{safe}"
+
+
+def js_api(operation: str) -> str:
+    """The JetStream API subject of ``operation`` (``STREAM.INFO.<stream>``)."""
+    return f"{JS_API}.{operation}"

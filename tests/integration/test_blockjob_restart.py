@@ -25,9 +25,14 @@ from client.events import subscribe
 from services.storage.disks.store import JobRecord
 from shared.api.blockjob import BLOCK_JOB_2, Phase
 from shared.util.events import CloudEvent
-from shared.util.ledger import LEDGER_PREFIX, ledger_name
 from shared.util.natsserver import EmbeddedNats
-from shared.util.subjects import BLOCKJOB_KIND, agent_domain_subject, event_filter
+from shared.util.subjects import (
+    BLOCKJOB_KIND,
+    LEDGER_PREFIX,
+    agent_domain_subject,
+    event_filter,
+    ledger_name,
+)
 from shared.util.tasks import cancel_until_done
 from tests.conftest import ConnectAs
 from tests.integration.blockjob_stack import DOMAIN, Cli, eventually, qemu_domain

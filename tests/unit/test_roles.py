@@ -156,13 +156,6 @@ def test_secret_values_travel_only_over_tls_or_loopback(url: str, tls: bool, pri
             bus.require_private_channel(conn, "secret values")
 
 
-def test_the_names_repeated_here_match_their_sources() -> None:
-    from shared.util import events, ledger
-
-    assert roles.EVENT_STREAM == events.STREAM
-    assert roles.LEDGER_PREFIX == ledger.LEDGER_PREFIX
-
-
 def test_the_operator_maintains_jetstream_and_nothing_of_virtbus() -> None:
     operator = roles.operator_role().permissions
     assert any(_covers(p, "$JS.API.STREAM.UPDATE.VIRTBUS_EVENTS") for p in operator.publish)
