@@ -32,20 +32,29 @@ def expected_disks(text: str) -> list[str]:
     return blocks
 
 
-def run_case(suite: Suite, case: Case) -> Outcome:
-    text = suite.read(case["input"])
-    active = case.get("form") == "active"
+def _features(case: Case) -> QemuFeatures:
     # a case without a capability set runs on libvirt's minimal test QEMU
     caps = case.get("caps")
-    features = (
-        QemuFeatures.from_flags(case.get("qemu_caps") or [])
-        if caps is None
-        else QemuFeatures.for_caps(caps)
-    )
+    if caps is None:
+        return QemuFeatures.from_flags(case.get("qemu_caps") or [])
+    return QemuFeatures.for_caps(caps)
+
+
+def produce_disks(suite: Suite, case: Case) -> list[str]:
+    """virtbus's formatting of each <disk> of the case's input domain, in order."""
+    active = case.get("form") == "active"
+    text = suite.read(case["input"])
+    disks = parse_domain_disks(text, active=active, features=_features(case))
+    return [format_disk(d, active=active) for d in disks]
+
+
+def run_case(suite: Suite, case: Case) -> Outcome:
     if case.get("expect_error"):
+        text = suite.read(case["input"])
+        active = case.get("form") == "active"
+        features = _features(case)
         return expect_error(lambda: parse_domain_disks(text, active=active, features=features))
-    disks = parse_domain_disks(text, active=active, features=features)
-    produced = [format_disk(d, active=active) for d in disks]
+    produced = produce_disks(suite, case)
     expected = expected_disks(suite.read(case["expected"]))
     if len(produced) != len(expected):
         return Outcome(False, f"{len(produced)} disks formatted, {len(expected)} expected")

@@ -7,7 +7,8 @@ from shared.conf.network import NetworkXMLFlags, format_network, parse_network
 from tests.conformance.runner import Case, Outcome, Suite, compare_text, expect_error
 
 
-def _produce(suite: Suite, case: Case) -> str:
+def produce(suite: Suite, case: Case) -> str:
+    """virtbus's formatting of the case's network after its update."""
     flags = NetworkXMLFlags(0)
     for name in case.get("format_flags") or []:
         flags |= NetworkXMLFlags[name.removeprefix("VIR_NETWORK_XML_")]
@@ -23,5 +24,5 @@ def _produce(suite: Suite, case: Case) -> str:
 
 def run_case(suite: Suite, case: Case) -> Outcome:
     if case.get("expect_error"):
-        return expect_error(lambda: _produce(suite, case))
-    return compare_text(_produce(suite, case), suite.read(case["expected"]))
+        return expect_error(lambda: produce(suite, case))
+    return compare_text(produce(suite, case), suite.read(case["expected"]))

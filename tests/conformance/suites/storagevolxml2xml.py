@@ -13,13 +13,23 @@ _FLAGS = {
 }
 
 
-def run_case(suite: Suite, case: Case) -> Outcome:
-    pool = parse_storage_pool(suite.read(case["pool"]))
+def _flags(case: Case) -> VolParseFlags:
     flags = VolParseFlags.NONE
     for name in case.get("parse_flags") or []:
         flags |= _FLAGS[name]
-    text = suite.read(case["input"])
+    return flags
+
+
+def produce(suite: Suite, case: Case) -> str:
+    """virtbus's formatting of the case's input (a volume of the case's pool)."""
+    pool = parse_storage_pool(suite.read(case["pool"]))
+    vol = parse_storage_volume(suite.read(case["input"]), pool, _flags(case))
+    return format_storage_volume(pool, vol)
+
+
+def run_case(suite: Suite, case: Case) -> Outcome:
     if case.get("expect_error"):
-        return expect_error(lambda: parse_storage_volume(text, pool, flags))
-    vol = parse_storage_volume(text, pool, flags)
-    return compare_text(format_storage_volume(pool, vol), suite.read(case["expected"]))
+        pool = parse_storage_pool(suite.read(case["pool"]))
+        text = suite.read(case["input"])
+        return expect_error(lambda: parse_storage_volume(text, pool, _flags(case)))
+    return compare_text(produce(suite, case), suite.read(case["expected"]))
