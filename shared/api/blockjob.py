@@ -258,12 +258,6 @@ def parse_command(extra: dict[str, Any]) -> Command:
     return _CommandBox.model_validate({"command": extra}).command
 
 
-def command_event_id(command: Command) -> str:
-    """One id per command of a job (a repeated set-speed to one rate is one event)."""
-    suffix = f"-{command.bandwidth}" if isinstance(command, SetSpeedCommand) else ""
-    return f"blockjob-{command.job_id}-{command.kind.value}{suffix}"
-
-
 def destination_source(xml: str) -> StorageSource:
     """The storage source a copy command's ``destination`` describes; raises ``VirtError``."""
     disk = parse_disk(xml, active=True)

@@ -3,13 +3,12 @@
 The roles:
 
 * one per service (``secret``, ``storage``, ``network``, ``nwfilter``): it serves
-  ``virtbus.v1.<service>.>``, owns its state (the KV bucket
-  ``virtbus_<service>``, its ledgers ``VIRTBUS_LEDGER_<service>`` and
+  ``virtbus.v1.<service>.>``, owns its state (its ledgers ``VIRTBUS_LEDGER_<service>`` and
   ``VIRTBUS_LEDGER_<service>_<host>`` on ``virtbus.ledger.<service>.>``) and
   nothing else of JetStream but consumers on the event stream, publishes its
   events on ``virtbus.event.<service>.>`` and calls only what ``CALLS`` lists;
 * ``agent@<host>``: the host agents of one host; they serve and publish for
-  that host only, and write only that host's keys of their bucket;
+  that host only, and keep their records in that host's ledger only;
 * ``admin``: every public endpoint, service discovery and event consumers of
   its own;
 * ``readonly``: the read endpoints (by name: see ``READ_VERBS``), discovery and
@@ -84,11 +83,6 @@ CALLS: dict[str, tuple[tuple[str, str, bool], ...]] = {
 LISTENS: dict[str, tuple[tuple[str, str], ...]] = {
     "nwfilter": (("network", "lease"),),  # DHCP snooping learns addresses from leases
 }
-
-
-def bucket_name(service: str) -> str:
-    """The KV bucket a service or agent kind owns: ``virtbus_<name>``."""
-    return "virtbus_" + service.replace("-", "_")
 
 
 def inbox_prefix(role: str) -> str:
@@ -226,18 +220,16 @@ _INTERNAL = (f"{API_PREFIX}.*.internal.>", f"{API_PREFIX}.*.*.internal.>")
 
 
 def state_streams(service: str, hosts: Sequence[str]) -> list[str]:
-    """The streams that hold ``service``'s state: its KV bucket's, its cluster
-    ledger and its ledger on each of ``hosts``."""
+    """The streams that hold ``service``'s state: its cluster ledger and its
+    ledger on each of ``hosts``."""
     ledgers = [ledger_name(service, None), *(ledger_name(service, h) for h in hosts)]
-    return [f"KV_{bucket_name(service)}", *dict.fromkeys(ledgers)]
+    return list(dict.fromkeys(ledgers))
 
 
 def service_role(service: str, hosts: Sequence[str] = ()) -> Role:
     """The role of the ``service`` process (any replica, on any of ``hosts``)."""
-    bucket = bucket_name(service)
     publish = [
         f"{EVENT_PREFIX}.{service}.>",
-        f"$KV.{bucket}.>",
         f"{LEDGER_PREFIX}.{service}.>",
     ]
     for stream in state_streams(service, hosts):

@@ -42,7 +42,7 @@ class ProcessSettings(BaseModel):
         30.0, gt=0, description="seconds to wait for NATS when starting"
     )
     stream_replicas: int = Field(
-        1, ge=1, le=5, description="replicas of the streams and buckets this process creates"
+        1, ge=1, le=5, description="replicas of the streams this process creates"
     )
     creds: Path | None = Field(
         None, description="NATS credentials file (default: <role>.creds of the credentials folder)"

@@ -57,16 +57,6 @@ def service_subject(verb: str, name: str | None = None) -> str:
     return f"$SRV.{verb}" if name is None else f"$SRV.{verb}.{name}"
 
 
-def kv_prefix(bucket: str) -> str:
-    """What precedes a key in the subjects of JetStream KV bucket ``bucket``."""
-    return f"$KV.{bucket}."
-
-
-def kv_filter(bucket: str, key_prefix: str = "") -> str:
-    """The subjects of the keys of ``bucket`` that start with ``key_prefix``."""
-    return f"{kv_prefix(bucket)}{key_prefix}>"
-
-
 def event_subject(service: str, host: str | None, kind: str, name: str) -> str:
     """The subject an event about object ``name`` of ``kind`` is published on."""
     return f"{EVENT_PREFIX}.{service}.{token(host or CLUSTER)}.{kind}.{token(name)}"

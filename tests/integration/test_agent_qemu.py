@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -34,12 +35,17 @@ from shared.api.blockjob import (
     PivotCommand,
     PullCommand,
     SetSpeedCommand,
-    command_event_id,
 )
 from shared.util.api import Empty, call
-from shared.util.events import CloudEvent, EventPublisher
+from shared.util.events import CONTENT_TYPE, CloudEvent, cloud_event
 from shared.util.natsserver import EmbeddedNats
-from shared.util.subjects import AGENT, BLOCKJOB_KIND, DOMAIN_KIND, agent_domain_subject
+from shared.util.subjects import (
+    AGENT,
+    BLOCKJOB_KIND,
+    DOMAIN_KIND,
+    agent_domain_subject,
+    event_subject,
+)
 from shared.util.tasks import cancel_until_done
 from tests.conftest import ConnectAs
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
@@ -83,8 +89,7 @@ class Events:
         """Until everything published on the subject before now has arrived: a
         marker is published after it, and the stream delivers in order."""
         marker = f"barrier-{uuid.uuid4().hex}"
-        publisher = EventPublisher(nc.jetstream(), AGENT, HOST)
-        await publisher.publish(DOMAIN_KIND, DOMAIN, "test-barrier", event_id=marker)
+        await publish_event(nc, marker, AGENT, DOMAIN_KIND, DOMAIN, "test-barrier")
         await self.wait(lambda e: e.id == marker)
 
     def inventories(self) -> list[DiskInventory]:
@@ -200,15 +205,34 @@ async def events(nc: NATS, agent: Agent) -> AsyncIterator[Events]:
         await cancel_until_done({task})
 
 
+async def publish_event(
+    nc: NATS,
+    event_id: str,
+    service: str,
+    kind: str,
+    name: str,
+    event: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Store one event in the event stream, as a service's ledger forwarder does."""
+    cloud = cloud_event(event_id, service, HOST, kind, name, event, None, extra)
+    await nc.jetstream().publish(
+        event_subject(service, HOST, kind, name),
+        cloud.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": cloud.id, "Content-Type": CONTENT_TYPE},
+    )
+
+
 async def send(nc: NATS, command: Command) -> None:
     """Publish ``command`` as the storage service does."""
-    publisher = EventPublisher(nc.jetstream(), "storage", HOST)
-    await publisher.publish(
+    await publish_event(
+        nc,
+        uuid.uuid4().hex,
+        "storage",
         BLOCKJOB_KIND,
         command.domain,
         command.kind.value,
-        event_id=command_event_id(command),
-        extra=command.model_dump(mode="json"),
+        command.model_dump(mode="json"),
     )
 
 

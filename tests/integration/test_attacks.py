@@ -24,6 +24,7 @@ from shared.util.api import call
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.natsserver import EmbeddedNats
 from shared.util.roles import ADMIN, READONLY
+from shared.util.subjects import ledger_name
 from tests.conftest import ConnectAs
 from tests.integration.nats_wire import Refused, Wire
 
@@ -94,14 +95,15 @@ async def test_no_client_captures_values_in_a_stream_of_its_own(
         await conn.close()
 
 
-async def test_no_client_deletes_or_purges_the_secret_bucket(
+async def test_no_client_deletes_or_purges_the_secret_state(
     nats_server: EmbeddedNats, private_secret: str, nc: NATS
 ) -> None:
+    """The secret service's state is its ledger stream (it was a KV bucket)."""
     for role in (ADMIN, READONLY):
         conn = await Wire.open(nats_server.role_url(role))
         for operation in ("DELETE", "PURGE"):
             with pytest.raises(Refused, match="Permissions Violation for Publish"):
-                await conn.publish(f"$JS.API.STREAM.{operation}.KV_virtbus_secret")
+                await conn.publish(f"$JS.API.STREAM.{operation}.{ledger_name('secret', None)}")
         await conn.close()
     assert [s.uuid for s in await Client(nc).secret.list()] == [private_secret]
 

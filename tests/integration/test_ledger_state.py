@@ -1,4 +1,5 @@
-"""StateStore's and EventPublisher's calls on a ledger, against a real nats-server."""
+"""The compare-and-set calls and event-only changes of ``ledger_state``, against a
+real nats-server."""
 
 from __future__ import annotations
 
@@ -58,6 +59,26 @@ async def test_compare_and_set_calls_and_events(nc: NATS) -> None:
         sub = await nc.jetstream().pull_subscribe("virtbus.event.test.>", stream=STREAM)
         [msg] = await sub.fetch(1, timeout=5)
         assert json.loads(msg.data)["id"] == cloud.id
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def test_concurrent_mutations_are_never_lost(nc: NATS) -> None:
+    await ensure_stream(nc.jetstream())
+    ledger = Ledger(nc, nc.jetstream(), "test", "h1")
+    await ledger.open()
+    follower = asyncio.create_task(ledger.follow())
+    try:
+        state = LedgerState(ledger)
+
+        async def increment(old: bytes | None) -> bytes:
+            return str(int(old or b"0") + 1).encode()
+
+        await asyncio.gather(*(state.mutate("n", increment) for _ in range(25)))
+        entry = await state.get("n")
+        assert entry is not None and entry.value == b"25"
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):

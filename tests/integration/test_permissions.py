@@ -129,12 +129,13 @@ async def test_nobody_creates_a_stream_or_bucket_of_its_own(wire: Open, role: st
     capture = json.dumps({"name": "CAPTURE", "subjects": ["virtbus.v1.secret.value.set"]})
     assert await refused_pub(conn, "$JS.API.STREAM.CREATE.CAPTURE", capture.encode())
     assert await refused_pub(conn, "$JS.API.STREAM.CREATE.KV_evil")
-    # Nor another service's bucket.
+    # State lives in ledgers only: no role, the service itself included, makes
+    # or writes a KV bucket; nor another service's ledger.
     for service in roles.SERVICES:
+        bucket = f"virtbus_{service}"
+        assert await refused_pub(conn, f"$JS.API.STREAM.CREATE.KV_{bucket}"), role
+        assert await refused_pub(conn, f"$KV.{bucket}.x"), role
         if service != role:
-            bucket = roles.bucket_name(service)
-            assert await refused_pub(conn, f"$JS.API.STREAM.CREATE.KV_{bucket}"), role
-            assert await refused_pub(conn, f"$KV.{bucket}.x"), role
             assert await refused_pub(conn, f"virtbus.ledger.{service}.h1.x"), role
 
 

@@ -1,11 +1,10 @@
-"""The runtime every process uses, against a real nats-server: state CAS, event
-de-duplication, and a process's run states through start, failure and stop."""
+"""The runtime every process uses, against a real nats-server: a process's run
+states through start, failure and stop, and how it serves its endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +18,9 @@ from shared.util import api as api_module
 from shared.util import process as process_module
 from shared.util.api import Bound, Empty, Endpoint, call
 from shared.util.errors import ErrorCode, VirtError
-from shared.util.events import STREAM, EventPublisher, ensure_stream
 from shared.util.natsserver import free_port
 from shared.util.process import RunState, ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings, load_settings
-from shared.util.state import Conflict, StateStore
-from tests.conftest import ConnectAs
 
 pytestmark = pytest.mark.integration
 
@@ -35,60 +31,6 @@ def echo_settings(nats_url: str) -> ProcessSettings:
     return ProcessSettings(
         nats_url=nats_url, creds=Path(os.environ["VIRTBUS_CREDS_DIR"]) / "echo.creds"
     )
-
-
-@pytest.fixture
-async def as_echo(connect_as: ConnectAs) -> NATS:
-    """A connection as the ``echo`` service, which owns the bucket ``virtbus_echo``."""
-    return await connect_as("echo")
-
-
-async def test_state_compare_and_set(as_echo: NATS) -> None:
-    nc = as_echo
-    store = await StateStore.open(nc.jetstream(), "virtbus_echo")
-    rev = await store.create("a", b"1")
-    with pytest.raises(Conflict):
-        await store.create("a", b"2")
-    rev2 = await store.update("a", b"2", rev)
-    with pytest.raises(Conflict):
-        await store.update("a", b"3", rev)  # stale revision loses
-    with pytest.raises(Conflict):
-        await store.delete("a", rev)
-    entry = await store.get("a")
-    assert entry is not None and (entry.value, entry.revision) == (b"2", rev2)
-    await store.create("b.x", b"x")
-    assert sorted(e.key for e in await store.items("b.")) == ["b.x"]
-    await store.delete("a", rev2)
-    assert await store.get("a") is None
-    assert await StateStore.open(nc.jetstream(), "virtbus_echo")  # opening again is harmless
-
-
-async def test_concurrent_mutations_are_never_lost(as_echo: NATS) -> None:
-    store = await StateStore.open(as_echo.jetstream(), "virtbus_echo")
-
-    async def increment(old: bytes | None) -> bytes:
-        return str(int(old or b"0") + 1).encode()
-
-    await asyncio.gather(*(store.mutate("n", increment) for _ in range(25)))
-    entry = await store.get("n")
-    assert entry is not None and entry.value == b"25"
-
-
-async def test_events_with_one_id_are_stored_once(nc: NATS, as_echo: NATS) -> None:
-    await ensure_stream(as_echo.jetstream())
-    await ensure_stream(as_echo.jetstream())  # idempotent
-    publisher = EventPublisher(as_echo.jetstream(), "echo", "h1")
-    js = nc.jetstream()
-    for _ in range(3):
-        await publisher.publish("thing", "t1", "lifecycle", "Defined", event_id="same-id")
-    await publisher.publish("thing", "t1", "lifecycle", "Undefined", event_id="other-id")
-    info = await js.stream_info(STREAM)
-    assert info.state.messages == 2
-    msg = await js.get_last_msg(STREAM, "virtbus.event.echo.h1.thing.t1")
-    assert msg.headers is not None
-    assert msg.headers["Content-Type"] == "application/cloudevents+json"
-    body = json.loads(msg.data or b"")
-    assert body["specversion"] == "1.0" and body["data"]["detail"] == "Undefined"
 
 
 class EchoRequest(BaseModel):

@@ -47,7 +47,7 @@ def test_nobody_may_read_everything_or_another_inbox(role: roles.Role) -> None:
 @pytest.mark.parametrize(
     "role", [r for r in EVERY if r.name != roles.OPERATOR], ids=lambda r: r.name
 )
-def test_no_role_deletes_a_stream_but_its_own_bucket(role: roles.Role) -> None:
+def test_no_role_deletes_a_stream_but_its_own_ledgers(role: roles.Role) -> None:
     own = roles.state_streams(role.name, ["node1"]) if role.name in roles.SERVICES else []
     streams = ("VIRTBUS_EVENTS", "KV_virtbus_secret", "VIRTBUS_LEDGER_network_node1", "X")
     for stream in streams:
