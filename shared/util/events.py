@@ -13,18 +13,18 @@ pool, volume, network, domain...), ``name``, ``event`` (virsh's event name:
 
 from __future__ import annotations
 
-import logging
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import nats.js.errors as jserr
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel, Field
 
 from shared.util.subjects import EVENT_STREAM, EVENT_WILDCARD
-
-log = logging.getLogger(__name__)
 
 STREAM = EVENT_STREAM
 CONTENT_TYPE = "application/cloudevents+json"
@@ -86,13 +86,37 @@ def cloud_event(
     )
 
 
+#: Rounds of find-or-create before a stream that cannot be made is an error.
+_OPEN_TRIES = 10
+
+
+async def find_or_add_stream(
+    js: JetStreamContext, name: str, add: Callable[[], Awaitable[StreamInfo]]
+) -> StreamInfo:
+    """Stream ``name``'s info, made with ``add`` when it does not exist.
+
+    Processes starting together race to create it; in a cluster the loser may
+    then briefly find it neither creatable nor visible while the meta leader
+    assigns it, and a stream whose replicas have not elected a leader yet
+    leaves STREAM.INFO unanswered (a timeout), so both sides of the race are
+    tried again for a while.
+    """
+    attempt = 0
+    while True:
+        try:
+            try:
+                return await js.stream_info(name)
+            except jserr.NotFoundError:
+                return await add()
+        except (jserr.BadRequestError, jserr.ServiceUnavailableError, NatsTimeoutError):
+            attempt += 1
+            if attempt >= _OPEN_TRIES:
+                raise
+        await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+
+
 async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
     """Create the event stream when it does not exist; leave it alone when it does."""
-    try:
-        await js.stream_info(STREAM)
-        return
-    except jserr.NotFoundError:
-        pass
     config = StreamConfig(
         name=STREAM,
         subjects=[EVENT_WILDCARD],
@@ -102,8 +126,4 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         num_replicas=replicas,
     )
-    try:
-        await js.add_stream(config)
-    except jserr.BadRequestError:
-        # Created concurrently by another process: fine as long as it exists now.
-        await js.stream_info(STREAM)
+    await find_or_add_stream(js, STREAM, lambda: js.add_stream(config))

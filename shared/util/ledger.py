@@ -69,11 +69,18 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
 )
 from nats.js.client import JetStreamContext
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, no_space
-from shared.util.events import CONTENT_TYPE, MAX_AGE_SECONDS, STREAM, cloud_event
+from shared.util.events import (
+    CONTENT_TYPE,
+    MAX_AGE_SECONDS,
+    STREAM,
+    cloud_event,
+    find_or_add_stream,
+)
 from shared.util.state import Conflict as Conflict  # re-exported: the ledger's lost race
 from shared.util.subjects import (
     CLUSTER,
@@ -94,8 +101,6 @@ SOURCE_HEADER = "Virtbus-Source"
 #: an ephemeral secret's); they expire with the event retention.
 EVENT_ONLY_PREFIX = "_ev."
 _WRONG_LAST_SEQUENCE = 10071
-#: Rounds of find-or-create before a ledger stream that cannot be made is an error.
-_OPEN_TRIES = 10
 #: Server errors that mean "no room": disk, account or stream limits.
 _NO_SPACE_CODES = {10023, 10028, 10047, 10054, 10077}
 _TTL = f"{MAX_AGE_SECONDS}s"
@@ -240,33 +245,14 @@ class Ledger:
             allow_direct=True,
             duplicate_window=120,
         )
-        info = await self._find_or_add(config)
+        info = await find_or_add_stream(self._js, self.stream, lambda: self._add_stream(config))
         # The stream's creation time tells a ledger from an older one of the
         # same name (deleted and made again), whose sequences start over.
         created = str(getattr(info, "created", None) or "")
         self._epoch = format(zlib.crc32(created.encode()), "08x")
         await self._load()
 
-    async def _find_or_add(self, config: StreamConfig) -> Any:
-        """The stream's info, creating it when absent.  Replicas starting together
-        race to create it; in a cluster the loser may then briefly find it neither
-        creatable nor visible while the meta leader assigns it, and a stream whose
-        replicas have not elected a leader yet leaves STREAM.INFO unanswered (a
-        timeout), so both sides of the race are tried again for a while."""
-        attempt = 0
-        while True:
-            try:
-                try:
-                    return await self._js.stream_info(self.stream)
-                except jserr.NotFoundError:
-                    return await self._add_stream(config)
-            except (jserr.BadRequestError, jserr.ServiceUnavailableError, NatsTimeoutError):
-                attempt += 1
-                if attempt >= _OPEN_TRIES:
-                    raise
-            await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
-
-    async def _add_stream(self, config: StreamConfig) -> Any:
+    async def _add_stream(self, config: StreamConfig) -> StreamInfo:
         # nats-py's StreamConfig has no field for per-message TTLs (2.11+):
         # send the request ourselves with it set.
         body = config.as_dict()
