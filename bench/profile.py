@@ -1,9 +1,22 @@
-"""``python -m bench.profile [secret] [--count N]``: where a request's time goes, on both sides.
+"""``python -m bench.profile [secret|storage] [--cpu] [--count N] [--phase P]``: where a
+request's time goes, on both sides.
 
-Starts an embedded nats-server and the secret service under ``cProfile`` (its
-stats are written when SIGTERM stops it), runs define+set+get sequences with
-16 in flight through the Python client under ``cProfile`` in this process,
-and prints the top entries of each side by own time.
+Starts an embedded nats-server and the service (secret, or storage with a
+``dir`` pool of qcow2 volumes) as a process of its own, and drives it through
+the Python client in this process, phase by phase (secret: define+set+get with
+16 in flight, then get-value; storage: create, info, list of every volume,
+delete, 8 in flight).
+
+``--cpu`` prints, for every phase, the CPU time per request of the client
+(this process), of the service and of nats-server (their ``/proc`` figures),
+with the wall-clock rate beside them.  CPU time is what one request costs
+whatever else the machine runs; wall-clock figures on a busy machine are not.
+
+Without ``--cpu`` the service runs under ``cProfile`` (CPU time, enabled by
+SIGUSR1 and disabled by SIGUSR2 around the phase ``--phase``, by default the
+first measured one; its stats are written when SIGTERM stops it), the client
+is profiled in this process over the same phase, and the top entries of each
+side by own time are printed.
 """
 
 from __future__ import annotations
@@ -18,17 +31,219 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.secret import VALUE_SIZE, _sequence
-from bench.stack import ROOT
+from nats.aio.client import Client as NATS
+
+from bench.secret import VALUE_SIZE, _sequence, secret_xml
+from bench.stack import service_stack
+from bench.table import Table, median, ms, rate
 from client.connection import Client
-from shared.util import bus
-from shared.util.errors import VirtError
+from client.storage import StorageClient
+from shared.api.storage import BuildMode, VolRef
 from shared.util.natsserver import EmbeddedNats
 
 _TOP = 18
+#: A process is idle when it used less than this share of a CPU over ``_SETTLE`` seconds.
+_IDLE = 0.02
+_SETTLE = 0.2
+_HOST = "bench-host"
+_POOL = "bench"
+_VOLUME_XML = (
+    "<volume><name>{name}</name><capacity unit='G'>1</capacity>"
+    "<target><format type='qcow2'/></target></volume>"
+)
+#: Which class serves each service (``--serve`` runs it under the profiler).
+_SERVICES = {
+    "secret": ("services.secret.service", "SecretService", "SecretSettings"),
+    "storage": ("services.storage.service", "StorageService", "StorageSettings"),
+}
+
+
+@dataclass
+class Phase:
+    """``count`` calls of ``work(i)``, ``concurrency`` at a time; each call is
+    ``requests`` requests."""
+
+    name: str
+    count: int
+    concurrency: int
+    work: Callable[[int], Awaitable[object]]
+    requests: int = 1
+
+
+@dataclass
+class Figures:
+    calls: int
+    requests: int
+    wall: float
+    cpu: tuple[float, float, float]  # client, service, nats-server seconds
+    latencies: list[float] = field(default_factory=list)
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds of process ``pid``, every thread: the scheduler's figures
+    (nanoseconds; ``/proc/PID/stat`` counts in 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+class Meter:
+    """CPU seconds of this process, the service and nats-server."""
+
+    def __init__(self) -> None:
+        self.service = 0
+        self.server = 0
+
+    def started(self, server: EmbeddedNats, proc: asyncio.subprocess.Process) -> None:
+        assert server.proc is not None
+        self.service, self.server = proc.pid, server.proc.pid
+
+    def read(self) -> tuple[float, float, float]:
+        return _cpu_of(os.getpid()), _cpu_of(self.service), _cpu_of(self.server)
+
+    async def settle(self) -> tuple[float, float, float]:
+        """The figures once the service and the server are idle again: work a
+        phase leaves behind (the ledger's event forwarder catching up) is the
+        phase's, and must not be charged to the next one."""
+        last = self.read()
+        while True:
+            await asyncio.sleep(_SETTLE)
+            now = self.read()
+            if now[1] - last[1] < _IDLE * _SETTLE and now[2] - last[2] < _IDLE * _SETTLE:
+                return now
+            last = now
+
+
+async def _run_phase(phase: Phase, meter: Meter) -> Figures:
+    in_flight = asyncio.Semaphore(phase.concurrency)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        async with in_flight:
+            start = time.perf_counter()
+            await phase.work(i)
+            latencies.append(time.perf_counter() - start)
+
+    before = meter.read()
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(phase.count)))
+    wall = time.perf_counter() - start
+    after = await meter.settle()
+    cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    return Figures(phase.count, phase.count * phase.requests, wall, cpu, latencies)
+
+
+def _secret_phases(nc: NATS, count: int) -> tuple[list[Phase], list[Phase]]:
+    """(warm-up, measured) phases of the secret service."""
+    client = Client(nc)
+    value = os.urandom(VALUE_SIZE)
+    one: list[str] = []
+
+    async def sequence(_: int) -> None:
+        await _sequence(client, value, None)
+
+    async def prepare(_: int) -> None:
+        one.append(await client.secret.define(secret_xml()))
+        await client.secret.set_value(one[0], value)
+
+    async def get(_: int) -> None:
+        if await client.secret.get_value(one[0]) != value:
+            raise RuntimeError("a different secret value came back")
+
+    warm = [Phase("warm-up", 20, 1, sequence, 3), Phase("prepare", 1, 1, prepare, 2)]
+    measured = [
+        Phase("define+set+get", count, 16, sequence, 3),
+        Phase("get-value, 16 in flight", count, 16, get),
+        Phase("get-value, one at a time", count, 1, get),
+    ]
+    return warm, measured
+
+
+def _storage_phases(nc: NATS, count: int, folder: Path) -> tuple[list[Phase], list[Phase]]:
+    storage = StorageClient(nc, _HOST)
+    names = [f"vol{i:04d}.qcow2" for i in range(count)]
+
+    async def pool(_: int) -> None:
+        target = folder / "pool"
+        await storage.pool_create(
+            f"<pool type='dir'><name>{_POOL}</name><target><path>{target}</path></target></pool>",
+            BuildMode.BUILD,
+        )
+
+    async def create(i: int) -> None:
+        await storage.vol_create(_POOL, _VOLUME_XML.format(name=names[i]))
+
+    async def info(i: int) -> None:
+        await storage.vol_info(VolRef(pool=_POOL, name=names[i]))
+
+    async def listed(_: int) -> None:
+        if len(await storage.vol_list(_POOL)) != count:
+            raise RuntimeError("a different number of volumes was listed")
+
+    async def delete(i: int) -> None:
+        await storage.vol_delete(VolRef(pool=_POOL, name=names[i]))
+
+    return [Phase("pool", 1, 1, pool)], [
+        Phase("volume create", count, 8, create),
+        Phase("volume info", count, 8, info),
+        Phase(f"list of {count} volumes", max(10, count // 10), 8, listed),
+        Phase("volume delete", count, 8, delete),
+    ]
+
+
+async def _probe_secret(nc: NATS) -> object:
+    return await Client(nc).secret.list()
+
+
+async def _probe_storage(nc: NATS) -> object:
+    return await StorageClient(nc, _HOST).pool_list()
+
+
+def _stack(
+    which: str, folder: Path, meter: Meter, stats: Path | None
+) -> AbstractAsyncContextManager[tuple[str, NATS]]:
+    command = ["-m", "bench.profile", "--serve", str(stats), which] if stats else None
+    if which == "secret":
+        return service_stack(
+            folder, "secret", _probe_secret, command=command, started=meter.started
+        )
+    return service_stack(
+        folder, "storage", _probe_storage, host=_HOST, command=command, started=meter.started
+    )
+
+
+def _us(seconds: float, requests: int) -> str:
+    return f"{seconds / requests * 1e6:,.0f} us"
+
+
+def cpu_table(which: str, results: list[tuple[Phase, Figures]]) -> Table:
+    table = Table(
+        f"{which}: CPU time per request, by process",
+        ["phase", "requests", "client", "service", "nats-server", "wall rate", "median call"],
+    )
+    for phase, fig in results:
+        table.add(
+            phase.name,
+            str(fig.requests),
+            *(_us(seconds, fig.requests) for seconds in fig.cpu),
+            rate(fig.calls / fig.wall),
+            ms(median(fig.latencies)),
+        )
+    table.notes.append(
+        "CPU: each process's CPU time over the phase (/proc/PID/task/*/schedstat) / requests"
+    )
+    if which == "secret":
+        table.notes.append("define+set+get is 3 requests per call")
+    return table
 
 
 def _top(stats: pstats.Stats, title: str) -> str:
@@ -40,61 +255,52 @@ def _top(stats: pstats.Stats, title: str) -> str:
     return f"{title}\n" + "\n".join(lines[start:])
 
 
-async def _run(folder: Path, count: int, concurrency: int) -> str:
-    server = EmbeddedNats(folder / "nats")
-    await server.start()
-    service_stats = folder / "service.prof"
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "bench.profile", "--serve", str(service_stats)],
-        *["--nats-url", server.url, "--state-dir", str(folder / "secret")],
-        *["--http-port", "0", "--log-level", "WARNING"],
-        cwd=ROOT,
-    )
-    try:
-        nc = await bus.connect(server.url, "virtbus-profile")
-        client = Client(nc)
-        for _ in range(100):
-            try:
-                await client.secret.list()
-                break
-            except VirtError:
-                await asyncio.sleep(0.1)
-        value = os.urandom(VALUE_SIZE)
-        for _ in range(20):
-            await _sequence(client, value, None)
-        slots = asyncio.Semaphore(concurrency)
-
-        async def one() -> None:
-            async with slots:
-                await _sequence(client, value, None)
-
-        proc.send_signal(signal.SIGUSR1)  # the service starts profiling
-        await asyncio.sleep(0.2)
-        profiler = cProfile.Profile(time.process_time)
-        profiler.enable()
-        await asyncio.gather(*(one() for _ in range(count)))
-        profiler.disable()
-        await bus.close(nc)
-    finally:
-        proc.terminate()
-        # The profiled service drains slowly on a busy machine; its stats are
-        # written once it has stopped.
-        await asyncio.wait_for(proc.wait(), 120)
-        await server.stop()
-    client_side = _top(pstats.Stats(profiler), "client side (this process), CPU time, by own time")
-    service_side = _top(pstats.Stats(str(service_stats)), "secret service, CPU time, by own time")
-    return f"{client_side}\n\n{service_side}"
+async def _run(
+    which: str, folder: Path, count: int, cpu: bool, chosen: str | None
+) -> tuple[list[tuple[Phase, Figures]], cProfile.Profile | None, Path | None]:
+    meter = Meter()
+    stats = None if cpu else folder / "service.prof"
+    profiler: cProfile.Profile | None = None
+    results: list[tuple[Phase, Figures]] = []
+    async with _stack(which, folder, meter, stats) as (_, nc):
+        if which == "secret":
+            warm, measured = _secret_phases(nc, count)
+        else:
+            warm, measured = _storage_phases(nc, count, folder)
+        for phase in warm:
+            await _run_phase(phase, meter)
+        target = chosen or measured[0].name
+        if not cpu and target not in [p.name for p in measured]:
+            raise SystemExit(f"no phase {target!r}: {', '.join(p.name for p in measured)}")
+        for phase in measured:
+            profiled = not cpu and phase.name == target
+            if profiled:
+                os.kill(meter.service, signal.SIGUSR1)
+                await asyncio.sleep(0.2)
+                profiler = cProfile.Profile(time.process_time)
+                profiler.enable()
+            results.append((phase, await _run_phase(phase, meter)))
+            if profiled:
+                assert profiler is not None
+                profiler.disable()
+                os.kill(meter.service, signal.SIGUSR2)
+    return results, profiler, stats
 
 
-def _serve(stats_path: str, argv: Sequence[str]) -> int:
-    """The secret service, profiled (CPU time) from SIGUSR1 until it stops."""
-    from services.secret.service import SecretService, SecretSettings
+def _serve(stats_path: str, which: str, argv: Sequence[str]) -> int:
+    """The service, profiled (CPU time) between SIGUSR1 and SIGUSR2; the stats
+    are written when it stops."""
+    import importlib
+
     from shared.util.process import run_main
 
+    module, process, settings = _SERVICES[which]
+    loaded = importlib.import_module(module)
     profiler = cProfile.Profile(time.process_time)
     signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+    signal.signal(signal.SIGUSR2, lambda *_: profiler.disable())
     try:
-        return run_main(SecretService, SecretSettings, argv)
+        return run_main(getattr(loaded, process), getattr(loaded, settings), argv)
     finally:
         profiler.disable()
         profiler.dump_stats(stats_path)
@@ -103,18 +309,27 @@ def _serve(stats_path: str, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["--serve"]:
-        return _serve(args_in[1], args_in[2:])
+        return _serve(args_in[1], args_in[2], args_in[3:])
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("which", nargs="?", choices=["secret"], default="secret")
-    parser.add_argument("--count", type=int, default=600, help="define+set+get sequences")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("which", nargs="?", choices=sorted(_SERVICES), default="secret")
+    parser.add_argument("--count", type=int, default=600, help="calls per phase")
+    parser.add_argument("--cpu", action="store_true", help="CPU time per request, no profiler")
+    parser.add_argument("--phase", help="the phase to profile (default: the first)")
     args = parser.parse_args(args_in)
-    with tempfile.TemporaryDirectory(prefix="virtbus-profile-") as folder:
-        print(asyncio.run(_run(Path(folder), args.count, args.concurrency)))
-        if os.environ.get("VIRTBUS_PROFILE_KEEP"):
-            import shutil
+    with tempfile.TemporaryDirectory(prefix="virtbus-profile-") as tmp:
+        folder = Path(tmp)
+        results, profiler, stats = asyncio.run(
+            _run(args.which, folder, args.count, args.cpu, args.phase)
+        )
+        print(cpu_table(args.which, results).render())
+        if profiler is not None and stats is not None:
+            print(_top(pstats.Stats(profiler), "client side (this process), CPU time, by own time"))
+            print()
+            print(_top(pstats.Stats(str(stats)), f"{args.which} service, CPU time, by own time"))
+            if os.environ.get("VIRTBUS_PROFILE_KEEP"):
+                import shutil
 
-            shutil.copy(Path(folder) / "service.prof", os.environ["VIRTBUS_PROFILE_KEEP"])
+                shutil.copy(stats, os.environ["VIRTBUS_PROFILE_KEEP"])
     return 0
 
 

@@ -25,26 +25,41 @@ Probe = Callable[[NATS], Awaitable[object]]
 
 @asynccontextmanager
 async def service_stack(
-    folder: Path, service: str, probe: Probe, extra: Sequence[str] = ()
+    folder: Path,
+    service: str,
+    probe: Probe,
+    extra: Sequence[str] = (),
+    *,
+    host: str | None = None,
+    command: Sequence[str] | None = None,
+    started: Callable[[EmbeddedNats, asyncio.subprocess.Process], None] | None = None,
 ) -> AsyncIterator[tuple[str, NATS]]:
-    """Start nats-server and ``python -m services.<service>`` under ``folder``;
-    yields the URL (carrying the admin's credentials, as a command line would be
-    given them) and a connection as admin once ``probe`` succeeds against the service."""
-    server = EmbeddedNats(folder / "nats")
+    """Start nats-server and ``python -m services.<service>`` (or ``python
+    <command>``) under ``folder``; yields the URL (carrying the admin's
+    credentials, as a command line would be given them) and a connection as
+    admin once ``probe`` succeeds against the service.  A host-scoped service
+    serves ``host`` (the server's users are made for it).  ``started`` is told
+    the server and the service's process (``bench.profile`` reads their CPU time)."""
+    server = EmbeddedNats(folder / "nats", hosts=[host] if host else ())
     await server.start()
     log_path = folder / f"{service}.log"
     try:
         log = await asyncio.to_thread(log_path.open, "wb")
         with log:  # the child keeps its own descriptor
             proc = await asyncio.create_subprocess_exec(
-                *[sys.executable, "-m", f"services.{service}", "--nats-url", server.url],
+                sys.executable,
+                *(command or ["-m", f"services.{service}"]),
+                *["--nats-url", server.url],
                 *["--state-dir", str(folder / service), "--http-port", "0"],
                 *["--log-level", "WARNING", *extra],
+                *(["--host", host] if host else []),
                 *["--creds", str(server.credentials.path(service))],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        if started is not None:
+            started(server, proc)
         admin = server.role_url("admin")
         nc = await bus.connect(admin, "virtbus-bench")
         try:

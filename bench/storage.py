@@ -98,7 +98,7 @@ async def storage_stack(folder: Path) -> AsyncIterator[StorageClient]:
     async def probe(nc: NATS) -> object:
         return await StorageClient(nc, HOST).pool_list()
 
-    async with service_stack(folder, "storage", probe, ["--host", HOST]) as (_, nc):
+    async with service_stack(folder, "storage", probe, host=HOST) as (_, nc):
         yield StorageClient(nc, HOST)
 
 
