@@ -14,19 +14,11 @@ from nats.aio.client import Client as NATS
 from shared.util import bus, credentials, roles
 from shared.util.credentials import Credentials, CredentialStore, split_url
 from shared.util.errors import VirtError
+from tests.memory_bus import matches
 
 EVERY = roles.all_roles(["node1", "odd host.name"])
 
-
-def _covers(pattern: str, subject: str) -> bool:
-    """NATS wildcard matching of one subject by one pattern."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, token in enumerate(p):
-        if token == ">":
-            return len(s) > i
-        if i >= len(s) or (token != "*" and token != s[i]):
-            return False
-    return len(p) == len(s)
+_covers = matches  # NATS wildcard matching of one subject by one pattern
 
 
 def test_every_role_has_its_own_user_and_inbox() -> None:

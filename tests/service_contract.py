@@ -1,0 +1,550 @@
+"""One contract per service endpoint table, run twice: on the in-memory bus
+(tests/unit/test_service_contracts.py, ``tests.memory_bus``) and on a real
+nats-server (tests/integration/test_service_contracts.py).
+
+Each ``TableCase`` names a table of ``shared/api`` and the process that serves
+it.  For every case the contract checks, through ``shared.util.api.call`` and
+the micro service the process registers:
+
+* the process serves exactly its endpoint table (``$SRV.INFO``), the case's
+  table included;
+* every endpoint answers a malformed request (not a JSON object, not JSON at
+  all, a required field missing) with ``VIR_ERR_INVALID_ARG`` naming what is
+  wrong, never ``VIR_ERR_INTERNAL_ERROR``;
+* every endpoint that names an object answers a name that does not exist
+  with libvirt's not-found error for it (``missing``); the others say why
+  they have none (``names_nothing``), and the two cover the table;
+* a define / list / look-up / undefine cycle of the service's objects
+  (``cycle``), as far as the service can go without bridges, firewalls or
+  QEMU (the network service's networks are defined, never started; the
+  nwfilter service runs without a firewall backend, so it lists no binding
+  and refuses to make one).
+
+A transport gives ``started(case)``: the case's process running and a
+``Caller`` that reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.micro.request import ERROR_CODE_HEADER
+from pydantic import BaseModel
+
+from agents.qemu.service import AgentSettings, QemuAgent
+from services.network.service import NetworkService, NetworkSettings
+from services.nwfilter.service import NWFilterService, NWFilterSettings
+from services.secret.service import SecretService, SecretSettings
+from services.storage.service import StorageService, StorageSettings
+from shared.api import agent as agent_api
+from shared.api import network as net_api
+from shared.api import nwfilter as nwf_api
+from shared.api import secret as secret_api
+from shared.api import storage as storage_api
+from shared.api import storage_jobs as jobs_api
+from shared.conf.secret import SecretUsageType
+from shared.util import bus, roles
+from shared.util.api import Empty, Endpoint, call
+from shared.util.errors import ErrorCode, VirtError
+from shared.util.process import ServiceProcess
+from shared.util.subjects import service_subject
+from tests.memory_bus import matches
+
+#: The host the contract's host-scoped processes run as (one of tests.conftest.HOSTS).
+HOST = "testhost"
+#: A UUID no object of the contract has.
+NO_UUID = "00000000-0000-4000-8000-00000000c0de"
+
+Make = Callable[[str, Path, NATS | None], ServiceProcess[Any]]
+
+
+def caller_role(endpoint: Endpoint[Any, Any]) -> str:
+    """The role a test sends ``endpoint``'s requests as: ``admin``, except for an
+    internal endpoint, which only the services ``roles.CALLS`` names may call."""
+    if not endpoint.name.startswith("internal."):
+        return roles.ADMIN
+    for service, calls in roles.CALLS.items():
+        for callee, pattern, _ in calls:
+            if callee == endpoint.service and matches(pattern, endpoint.name):
+                return service
+    raise AssertionError(f"no role may call {endpoint.service}.{endpoint.name}")
+
+
+@dataclass
+class Caller:
+    """Sends requests to the process under test, as a client (or for an
+    internal endpoint, the service allowed to call it) would."""
+
+    connect: Callable[[str], Awaitable[NATS]]
+    process: ServiceProcess[Any]
+
+    def _host(self, endpoint: Endpoint[Any, Any]) -> str | None:
+        return HOST if endpoint.host_scoped else None
+
+    async def call(self, endpoint: Endpoint[Any, Any], request: BaseModel) -> Any:
+        nc = await self.connect(caller_role(endpoint))
+        return await call(nc, endpoint, request, host=self._host(endpoint))
+
+    async def raw(self, endpoint: Endpoint[Any, Any], body: bytes) -> VirtError | None:
+        """Send ``body`` as a request of ``endpoint``; the error it answered, if any."""
+        nc = await self.connect(caller_role(endpoint))
+        msg = await bus.request(nc, endpoint.subject(self._host(endpoint)), body, 30)
+        if ERROR_CODE_HEADER not in (msg.headers or {}):
+            return None
+        return VirtError.from_dict(json.loads(msg.data))
+
+    async def info(self) -> dict[str, Any]:
+        """The process's ``$SRV.INFO``."""
+        nc = await self.connect(roles.ADMIN)
+        msg = await nc.request(service_subject("INFO", self.process.name), b"", timeout=10)
+        doc: dict[str, Any] = json.loads(msg.data)
+        return doc
+
+
+async def _refused(code: ErrorCode, action: Awaitable[Any]) -> VirtError:
+    with pytest.raises(VirtError) as caught:
+        await action
+    assert caught.value.code is code, caught.value
+    return caught.value
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A request naming an object that does not exist, and libvirt's error for it."""
+
+    request: dict[str, Any]
+    code: ErrorCode
+
+
+@dataclass(frozen=True)
+class TableCase:
+    """One endpoint table of ``shared/api`` and the process that serves it."""
+
+    id: str
+    table: Sequence[Endpoint[Any, Any]]
+    make: Make
+    missing: Mapping[Endpoint[Any, Any], Missing]
+    #: Endpoints without a not-found case, and why.
+    names_nothing: Mapping[Endpoint[Any, Any], str]
+    cycle: Callable[[Caller], Awaitable[None]]
+
+
+# -- secret -------------------------------------------------------------------------------
+
+SECRET_XML = (
+    "<secret ephemeral='no' private='no'><description>contract</description>"
+    "<usage type='volume'><volume>/contract/disk.img</volume></usage></secret>"
+)
+
+
+def _secret(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
+    return SecretService(SecretSettings(nats_url=url, state_dir=state, host=HOST), nc)
+
+
+async def _secret_cycle(c: Caller) -> None:
+    api = secret_api
+    uuid = (await c.call(api.DEFINE, api.DefineRequest(xml=SECRET_XML))).uuid
+    listed = await c.call(api.LIST, api.ListRequest())
+    assert [s.uuid for s in listed.secrets] == [uuid]
+    by_usage = await c.call(
+        api.LOOKUP_BY_USAGE,
+        api.UsageRequest(usage_type=SecretUsageType.VOLUME, usage_id="/contract/disk.img"),
+    )
+    assert by_usage.uuid == uuid
+    assert uuid in (await c.call(api.DUMPXML, api.UuidRequest(uuid=uuid))).xml
+    await c.call(api.SET_VALUE, api.SetValueRequest(uuid=uuid, value="a2V5"))
+    assert (await c.call(api.GET_VALUE, api.UuidRequest(uuid=uuid))).value == "a2V5"
+    await c.call(api.UNDEFINE, api.UuidRequest(uuid=uuid))
+    assert (await c.call(api.LIST, api.ListRequest())).secrets == []
+    await _refused(ErrorCode.NO_SECRET, c.call(api.LOOKUP_BY_UUID, api.UuidRequest(uuid=uuid)))
+
+
+_NO_SECRET = Missing({"uuid": NO_UUID}, ErrorCode.NO_SECRET)
+SECRET = TableCase(
+    "secret",
+    secret_api.ENDPOINTS,
+    _secret,
+    missing={
+        secret_api.UNDEFINE: _NO_SECRET,
+        secret_api.DUMPXML: _NO_SECRET,
+        secret_api.LOOKUP_BY_UUID: _NO_SECRET,
+        secret_api.LOOKUP_BY_USAGE: Missing(
+            {"usage_type": "volume", "usage_id": "/no/such.img"}, ErrorCode.NO_SECRET
+        ),
+        secret_api.SET_VALUE: Missing({"uuid": NO_UUID, "value": "a2V5"}, ErrorCode.NO_SECRET),
+        secret_api.GET_VALUE: _NO_SECRET,
+        secret_api.GET_VALUE_INTERNAL: _NO_SECRET,
+    },
+    names_nothing={
+        secret_api.DEFINE: "makes the secret it names",
+        secret_api.LIST: "lists what exists",
+    },
+    cycle=_secret_cycle,
+)
+
+# -- nwfilter -----------------------------------------------------------------------------
+
+FILTER_XML = (
+    "<filter name='contract-filter' chain='root'>"
+    "<rule action='accept' direction='in' priority='500'><all/></rule></filter>"
+)
+
+BINDING_XML = (
+    "<filterbinding><owner><name>vm1</name><uuid>" + NO_UUID + "</uuid></owner>"
+    "<portdev name='vnet-contract'/><mac address='52:54:00:00:00:01'/>"
+    "<filterref filter='contract-filter'/></filterbinding>"
+)
+
+
+def _nwfilter(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
+    settings = NWFilterSettings(nats_url=url, state_dir=state, host=HOST, firewall_backend="none")
+    return NWFilterService(settings, nc)
+
+
+async def _nwfilter_cycle(c: Caller) -> None:
+    api = nwf_api
+    standard = {f.name for f in (await c.call(api.LIST, Empty())).filters}
+    info = await c.call(api.DEFINE, api.DefineRequest(xml=FILTER_XML))
+    assert info.name == "contract-filter"
+    names = {f.name for f in (await c.call(api.LIST, Empty())).filters}
+    assert names == standard | {"contract-filter"}
+    assert (await c.call(api.LOOKUP, api.FilterRequest(uuid=info.uuid))).name == info.name
+    xml = (await c.call(api.DUMPXML, api.FilterRequest(name=info.name))).xml
+    assert f"<uuid>{info.uuid}</uuid>" in xml
+    await c.call(api.UNDEFINE, api.FilterRequest(name=info.name))
+    await _refused(ErrorCode.NO_NWFILTER, c.call(api.LOOKUP, api.FilterRequest(name=info.name)))
+    # Without a firewall backend the host's replica has no bindings and makes none.
+    assert (await c.call(api.BINDING_LIST, Empty())).bindings == []
+    binding = api.BindingCreateRequest(xml=BINDING_XML)
+    await _refused(ErrorCode.OPERATION_UNSUPPORTED, c.call(api.BINDING_CREATE, binding))
+
+
+_NO_FILTER = Missing({"name": "no-such-filter"}, ErrorCode.NO_NWFILTER)
+_NO_BINDING = Missing({"portdev": "vnet-none"}, ErrorCode.NO_NWFILTER_BINDING)
+NWFILTER = TableCase(
+    "nwfilter",
+    nwf_api.ENDPOINTS,
+    _nwfilter,
+    missing={
+        nwf_api.UNDEFINE: _NO_FILTER,
+        nwf_api.LOOKUP: _NO_FILTER,
+        nwf_api.DUMPXML: Missing({"uuid": NO_UUID}, ErrorCode.NO_NWFILTER),
+        nwf_api.BINDING_DELETE: _NO_BINDING,
+        nwf_api.BINDING_LOOKUP: _NO_BINDING,
+        nwf_api.BINDING_DUMPXML: _NO_BINDING,
+    },
+    names_nothing={
+        nwf_api.DEFINE: "makes the filter it names",
+        nwf_api.LIST: "lists what exists",
+        nwf_api.BINDING_CREATE: "makes the binding it names (and needs a firewall backend)",
+        nwf_api.BINDING_LIST: "lists what exists",
+    },
+    cycle=_nwfilter_cycle,
+)
+
+# -- network ------------------------------------------------------------------------------
+
+NETWORK_XML = (
+    "<network><name>contract-net</name><bridge name='vbcontract0'/>"
+    "<ip address='192.168.251.1' netmask='255.255.255.0'/></network>"
+)
+
+
+def _network(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
+    settings = NetworkSettings(
+        nats_url=url, state_dir=state, host=HOST, run_dir=state / "run", firewall_backend="nftables"
+    )
+    return NetworkService(settings, nc)
+
+
+async def _network_cycle(c: Caller) -> None:
+    api = net_api
+    info = await c.call(api.DEFINE, api.XmlRequest(xml=NETWORK_XML))
+    assert (info.name, info.active, info.persistent) == ("contract-net", False, True)
+    listed = (await c.call(api.LIST, Empty())).networks
+    assert [(n.name, n.active) for n in listed] == [("contract-net", False)]
+    assert (await c.call(api.LOOKUP, api.LookupRequest(uuid=info.uuid))).name == info.name
+    await c.call(api.AUTOSTART, api.AutostartRequest(name=info.name, autostart=True))
+    assert (await c.call(api.LOOKUP, api.LookupRequest(name=info.name))).autostart
+    xml = (await c.call(api.DUMPXML, api.DumpXmlRequest(name=info.name))).xml
+    assert f"<uuid>{info.uuid}</uuid>" in xml and "vbcontract0" in xml
+    assert (await c.call(api.PORT_LIST, api.PortListRequest(network=info.name))).ports == []
+    await c.call(api.UNDEFINE, api.NameRequest(name=info.name))
+    assert (await c.call(api.LIST, Empty())).networks == []
+    await _refused(ErrorCode.NO_NETWORK, c.call(api.LOOKUP, api.LookupRequest(name=info.name)))
+
+
+def _no_net(**fields: Any) -> Missing:
+    return Missing({"name": "no-such-net", **fields}, ErrorCode.NO_NETWORK)
+
+
+def _no_net_port(**fields: Any) -> Missing:
+    return Missing({"network": "no-such-net", **fields}, ErrorCode.NO_NETWORK)
+
+
+NETWORK = TableCase(
+    "network",
+    net_api.ENDPOINTS,
+    _network,
+    missing={
+        net_api.START: _no_net(),
+        net_api.DESTROY: _no_net(),
+        net_api.UNDEFINE: _no_net(),
+        net_api.AUTOSTART: _no_net(),
+        net_api.LOOKUP: _no_net(),
+        net_api.DUMPXML: _no_net(),
+        net_api.UPDATE: _no_net(command=1, section=4, xml="<host mac='52:54:00:00:00:01'/>"),
+        net_api.DHCP_LEASES: _no_net(),
+        net_api.PORT_CREATE: _no_net_port(xml="<networkport/>"),
+        net_api.PORT_LIST: _no_net_port(),
+        net_api.PORT_DUMPXML: _no_net_port(uuid=NO_UUID),
+        net_api.PORT_DELETE: _no_net_port(uuid=NO_UUID),
+    },
+    names_nothing={
+        net_api.DEFINE: "makes the network it names",
+        net_api.CREATE: "makes the network it names (and needs a bridge)",
+        net_api.LIST: "lists what exists",
+    },
+    cycle=_network_cycle,
+)
+
+# -- storage: pools and volumes ----------------------------------------------------------
+
+
+def _storage(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
+    return StorageService(StorageSettings(nats_url=url, state_dir=state, host=HOST), nc)
+
+
+def _pool_xml(path: Path) -> str:
+    return f"<pool type='dir'><name>contract-pool</name><target><path>{path}</path></target></pool>"
+
+
+async def _pools_cycle(c: Caller) -> None:
+    api = storage_api
+    folder = c.process.settings.state_dir / "contract-pool"
+    folder.mkdir()
+    info = await c.call(api.POOL_DEFINE, api.PoolXmlRequest(xml=_pool_xml(folder)))
+    assert (info.name, info.state, info.persistent) == ("contract-pool", "inactive", True)
+    listed = (await c.call(api.POOL_LIST, api.PoolListRequest())).pools
+    assert [p.name for p in listed] == ["contract-pool"]
+    pool = api.PoolRequest(pool=info.name)
+    await c.call(api.POOL_START, api.PoolBuildRequest(pool=info.name, build="none"))
+    assert (await c.call(api.POOL_INFO, pool)).state == "running"
+    assert (await c.call(api.POOL_LOOKUP_UUID, api.PoolUuidRequest(uuid=info.uuid))).name == (
+        info.name
+    )
+    vol_xml = "<volume><name>v1.img</name><capacity>1048576</capacity></volume>"
+    vol = await c.call(api.VOL_CREATE, api.VolCreateRequest(pool=info.name, xml=vol_xml))
+    assert (vol.name, vol.capacity) == ("v1.img", 1048576)
+    ref = api.VolRef(pool=info.name, name="v1.img")
+    names = [
+        v.name for v in (await c.call(api.VOL_LIST, api.VolListRequest(pool=info.name))).volumes
+    ]
+    assert names == ["v1.img"]
+    assert (await c.call(api.VOL_LOOKUP_PATH, api.VolPathRequest(path=vol.path))).key == vol.key
+    assert "<name>v1.img</name>" in (await c.call(api.VOL_DUMPXML, api.VolRequest(vol=ref))).xml
+    await c.call(api.VOL_DELETE, api.VolDeleteRequest(vol=ref))
+    await _refused(ErrorCode.NO_STORAGE_VOL, c.call(api.VOL_INFO, api.VolRequest(vol=ref)))
+    await c.call(api.POOL_DESTROY, pool)
+    await c.call(api.POOL_UNDEFINE, pool)
+    assert (await c.call(api.POOL_LIST, api.PoolListRequest())).pools == []
+    await _refused(ErrorCode.NO_STORAGE_POOL, c.call(api.POOL_INFO, pool))
+
+
+_NO_POOL = Missing({"pool": "no-such-pool"}, ErrorCode.NO_STORAGE_POOL)
+_NO_POOL_VOL = Missing({"vol": {"pool": "no-such-pool", "name": "v"}}, ErrorCode.NO_STORAGE_POOL)
+_NO_VOL_XML = "<volume><name>v</name><capacity>1</capacity></volume>"
+POOLS = TableCase(
+    "storage-pools",
+    storage_api.ENDPOINTS,
+    _storage,
+    missing={
+        storage_api.POOL_BUILD: _NO_POOL,
+        storage_api.POOL_START: _NO_POOL,
+        storage_api.POOL_DESTROY: _NO_POOL,
+        storage_api.POOL_DELETE: _NO_POOL,
+        storage_api.POOL_UNDEFINE: _NO_POOL,
+        storage_api.POOL_AUTOSTART: Missing(
+            {"pool": "no-such-pool", "autostart": True}, ErrorCode.NO_STORAGE_POOL
+        ),
+        storage_api.POOL_REFRESH: _NO_POOL,
+        storage_api.POOL_INFO: _NO_POOL,
+        storage_api.POOL_LOOKUP_UUID: Missing({"uuid": NO_UUID}, ErrorCode.NO_STORAGE_POOL),
+        storage_api.POOL_LOOKUP_VOLUME: _NO_POOL_VOL,
+        storage_api.POOL_DUMPXML: _NO_POOL,
+        storage_api.VOL_CREATE: Missing(
+            {"pool": "no-such-pool", "xml": _NO_VOL_XML}, ErrorCode.NO_STORAGE_POOL
+        ),
+        storage_api.VOL_CREATE_FROM: Missing(
+            {"pool": "no-such-pool", "xml": _NO_VOL_XML, "source": {"pool": "p", "name": "v"}},
+            ErrorCode.NO_STORAGE_POOL,
+        ),
+        storage_api.VOL_DELETE: _NO_POOL_VOL,
+        storage_api.VOL_WIPE: _NO_POOL_VOL,
+        storage_api.VOL_RESIZE: Missing(
+            {"vol": {"pool": "no-such-pool", "name": "v"}, "capacity": 1},
+            ErrorCode.NO_STORAGE_POOL,
+        ),
+        storage_api.VOL_INFO: _NO_POOL_VOL,
+        storage_api.VOL_DUMPXML: _NO_POOL_VOL,
+        storage_api.VOL_LOOKUP_NAME: Missing(
+            {"pool": "no-such-pool", "name": "v"}, ErrorCode.NO_STORAGE_POOL
+        ),
+        storage_api.VOL_LOOKUP_KEY: Missing({"key": "/no/such/key"}, ErrorCode.NO_STORAGE_VOL),
+        storage_api.VOL_LOOKUP_PATH: Missing({"path": "/no/such/path"}, ErrorCode.NO_STORAGE_VOL),
+        storage_api.VOL_LIST: _NO_POOL,
+        storage_api.VOL_UPLOAD: _NO_POOL_VOL,
+        storage_api.VOL_DOWNLOAD: _NO_POOL_VOL,
+    },
+    names_nothing={
+        storage_api.POOL_DEFINE: "makes the pool it names",
+        storage_api.POOL_CREATE: "makes the pool it names",
+        storage_api.POOL_LIST: "lists what exists",
+        storage_api.POOL_CAPABILITIES: "names nothing",
+    },
+    cycle=_pools_cycle,
+)
+
+# -- storage: disks and block jobs -------------------------------------------------------
+
+
+async def _disks_cycle(c: Caller) -> None:
+    # No agent publishes on this host: the inventory and the job list are empty.
+    api = jobs_api
+    assert (await c.call(api.DOMAIN_LIST, Empty())).domains == []
+    assert (await c.call(api.BLOCK_JOB_LIST, api.BlockJobListRequest(all=True))).jobs == []
+
+
+_NO_DISK = Missing({"domain": "no-such-domain", "disk": "vda"}, ErrorCode.NO_DOMAIN)
+DISKS = TableCase(
+    "storage-disks",
+    jobs_api.ENDPOINTS,
+    _storage,
+    missing={
+        jobs_api.DOMAIN_DISKS: Missing({"domain": "no-such-domain"}, ErrorCode.NO_DOMAIN),
+        jobs_api.DISK_DUMPXML: _NO_DISK,
+        jobs_api.BLOCK_COPY: Missing(
+            {"domain": "no-such-domain", "disk": "vda", "dest": "/tmp/x"}, ErrorCode.NO_DOMAIN
+        ),
+        jobs_api.BLOCK_COMMIT: _NO_DISK,
+        jobs_api.BLOCK_PULL: _NO_DISK,
+        jobs_api.BLOCK_JOB_ABORT: _NO_DISK,
+        jobs_api.BLOCK_JOB_SPEED: Missing(
+            {"domain": "no-such-domain", "disk": "vda", "bandwidth": 1}, ErrorCode.NO_DOMAIN
+        ),
+        jobs_api.BLOCK_JOB_INFO: _NO_DISK,
+    },
+    names_nothing={
+        jobs_api.DOMAIN_LIST: "lists what exists",
+        jobs_api.BLOCK_JOB_LIST: "lists what exists (a domain filter only narrows it)",
+    },
+    cycle=_disks_cycle,
+)
+
+# -- the QEMU host agent ------------------------------------------------------------------
+
+
+def _agent(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
+    settings = AgentSettings(nats_url=url, state_dir=state, host=HOST, domains_dir=state / "d")
+    return QemuAgent(settings, nc)
+
+
+async def _agent_cycle(c: Caller) -> None:
+    # An empty domains folder: nothing to list.
+    api = agent_api
+    assert (await c.call(api.DOMAIN_LIST, Empty())).domains == []
+    assert (await c.call(api.JOB_LIST, api.JobListRequest())).jobs == []
+
+
+AGENT = TableCase(
+    "agent-qemu",
+    agent_api.ENDPOINTS,
+    _agent,
+    missing={
+        agent_api.DOMAIN_DISKS: Missing({"domain": "no-such-domain"}, ErrorCode.NO_DOMAIN),
+    },
+    names_nothing={
+        agent_api.DOMAIN_LIST: "lists what exists",
+        agent_api.JOB_LIST: "lists what exists (a domain filter only narrows it)",
+    },
+    cycle=_agent_cycle,
+)
+
+CASES = (SECRET, NWFILTER, NETWORK, POOLS, DISKS, AGENT)
+
+
+def _required(model: type[BaseModel]) -> list[str]:
+    return [name for name, f in model.model_fields.items() if f.is_required()]
+
+
+class ServiceContract(ABC):
+    """What every service's endpoint table must show, on any transport."""
+
+    @abstractmethod
+    def started(self, case: TableCase) -> AbstractAsyncContextManager[Caller]:
+        """The case's process running, and a caller that reaches it."""
+
+    @pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+    def case(self, request: pytest.FixtureRequest) -> TableCase:
+        case: TableCase = request.param
+        return case
+
+    @pytest.fixture
+    async def caller(self, case: TableCase) -> AsyncIterator[Caller]:
+        async with self.started(case) as caller:
+            yield caller
+
+    def test_every_endpoint_is_classified(self, case: TableCase) -> None:
+        """Each endpoint has a not-found case or a reason why it has none."""
+        both = set(case.missing) & set(case.names_nothing)
+        assert not both, f"listed twice: {sorted(e.name for e in both)}"
+        covered = set(case.missing) | set(case.names_nothing)
+        left = [e.name for e in case.table if e not in covered]
+        assert not left, f"endpoints of {case.id} with no not-found case: {left}"
+        assert covered <= set(case.table)
+
+    async def test_the_table_is_served(self, case: TableCase, caller: Caller) -> None:
+        info = await caller.info()
+        served = {e["name"]: e["subject"] for e in info["endpoints"]}
+        declared = {
+            e.micro_name: e.subject(HOST if e.host_scoped else None)
+            for e in caller.process.endpoint_table
+        }
+        assert served == declared
+        assert {e.micro_name for e in case.table} <= set(served)
+
+    async def test_a_malformed_request_is_an_invalid_argument(
+        self, case: TableCase, caller: Caller
+    ) -> None:
+        wrong: list[str] = []
+        for endpoint in case.table:
+            bodies = [(b"[]", "Input should be"), (b"{not json", "Invalid JSON")]
+            required = _required(endpoint.request)
+            if required:
+                bodies.append((b"{}", f"{required[0]}: Field required"))
+            for body, says in bodies:
+                err = await caller.raw(endpoint, body)
+                if err is None or err.code is not ErrorCode.INVALID_ARG or says not in err.message:
+                    got = "a reply" if err is None else f"{err.name}: {err.message}"
+                    wrong.append(f"{endpoint.name} {body!r}: {got}")
+        assert not wrong, "\n".join(wrong)
+
+    async def test_an_unknown_name_is_not_found(self, case: TableCase, caller: Caller) -> None:
+        wrong: list[str] = []
+        for endpoint, missing in case.missing.items():
+            err = await caller.raw(endpoint, json.dumps(missing.request).encode())
+            if err is None or err.code is not missing.code:
+                got = "a reply" if err is None else f"{err.name}: {err.message}"
+                wrong.append(f"{endpoint.name}: {got}, not {missing.code.name}")
+        assert not wrong, "\n".join(wrong)
+
+    async def test_define_list_get_undefine(self, case: TableCase, caller: Caller) -> None:
+        await case.cycle(caller)
