@@ -50,11 +50,23 @@ async def settle(nc: NATS) -> None:
 
 
 _PUBLISH_REFUSED = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+
+
+class _Waiter:
+    """A request waiting for its reply: the task that sent it, cancelled (and
+    the request answered with ``VIR_ERR_ACCESS_DENIED``) when the server
+    refuses its publish."""
+
+    __slots__ = ("refused", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.refused = False
+
+
 #: Requests waiting on each connection, by subject (lower case, as nats-py
-#: reports a refused one): resolved when the server refuses their publish.
-_waiting: weakref.WeakKeyDictionary[NATS, dict[str, set[asyncio.Future[None]]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: reports a refused one).
+_waiting: weakref.WeakKeyDictionary[NATS, dict[str, set[_Waiter]]] = weakref.WeakKeyDictionary()
 
 
 def _refused_publish(nc: NATS, err: Exception) -> bool:
@@ -63,35 +75,41 @@ def _refused_publish(nc: NATS, err: Exception) -> bool:
     found = _PUBLISH_REFUSED.search(str(err))
     waiters = _waiting.get(nc, {}).get(found.group(1).lower(), set()) if found else set()
     for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
+        if not waiter.refused:
+            waiter.refused = True
+            waiter.task.cancel()
     return bool(waiters)
 
 
 async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg:
     """``nc.request``, except that a request the server's permissions refuse
     raises ``VirtError`` (``VIR_ERR_ACCESS_DENIED``) as soon as the server
-    says so, instead of a timeout.  nats-py's errors pass through."""
-    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    waiters = _waiting.setdefault(nc, {}).setdefault(subject.lower(), set())
-    waiters.add(refused)
-    sent = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout))
+    says so, instead of a timeout.  nats-py's errors pass through.
+
+    The request runs in the caller's task (no task or wait of its own: each
+    costs the event loop a turn per request); a refusal cancels that task,
+    and the cancellation becomes the error unless someone else cancelled too.
+    """
+    task = asyncio.current_task()
+    assert task is not None, "request() runs in a task"
+    waiter = _Waiter(task)
+    key = subject.lower()
+    waiters = _waiting.setdefault(nc, {}).setdefault(key, set())
+    waiters.add(waiter)
     try:
-        either: set[asyncio.Future[Any]] = {sent, refused}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if not sent.done():
+        return await nc.request(subject, payload, timeout=timeout)
+    except asyncio.CancelledError:
+        if waiter.refused and task.uncancel() == 0:
             raise VirtError(
                 ErrorCode.ACCESS_DENIED,
                 f"this user may not send to {subject}",
                 ErrorDomain.RPC,
-            )
-        return sent.result()
+            ) from None
+        raise
     finally:
-        waiters.discard(refused)
+        waiters.discard(waiter)
         if not waiters:
-            _waiting.get(nc, {}).pop(subject.lower(), None)
-        if not sent.done():
-            sent.cancel()
+            _waiting.get(nc, {}).pop(key, None)
 
 
 class _Refused(Exception):
