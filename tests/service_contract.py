@@ -15,13 +15,14 @@ the micro service the process registers:
   with libvirt's not-found error for it (``missing``); the others say why
   they have none (``names_nothing``), and the two cover the table;
 * a define / list / look-up / undefine cycle of the service's objects
-  (``cycle``), as far as the service can go without bridges, firewalls or
+  (``cycle``), then the events it announced, read back from the event stream
+  (``events``: in order, each id once), as far as the service can go without bridges, firewalls or
   QEMU (the network service's networks are defined, never started; the
   nwfilter service runs without a firewall backend, so it lists no binding
   and refuses to make one).
 
-A transport gives ``started(case)``: the case's process running and a
-``Caller`` that reaches it.
+A transport gives ``started(case)``, the case's process running and a
+``Caller`` that reaches it, and ``stored_events``, what the event stream holds.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from shared.conf.secret import SecretUsageType
 from shared.util import bus, roles
 from shared.util.api import Empty, Endpoint, call
 from shared.util.errors import ErrorCode, VirtError
+from shared.util.events import CloudEvent
 from shared.util.process import ServiceProcess
 from shared.util.subjects import service_subject
 from tests.memory_bus import matches
@@ -134,7 +136,10 @@ class TableCase:
     missing: Mapping[Endpoint[Any, Any], Missing]
     #: Endpoints without a not-found case, and why.
     names_nothing: Mapping[Endpoint[Any, Any], str]
-    cycle: Callable[[Caller], Awaitable[None]]
+    #: Runs the cycle; the name its events carry (None: it changes nothing).
+    cycle: Callable[[Caller], Awaitable[str | None]]
+    #: The events the cycle announces, in order: (object kind, event, detail).
+    events: tuple[tuple[str, str, str | None], ...] = ()
 
 
 # -- secret -------------------------------------------------------------------------------
@@ -149,7 +154,7 @@ def _secret(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
     return SecretService(SecretSettings(nats_url=url, state_dir=state, host=HOST), nc)
 
 
-async def _secret_cycle(c: Caller) -> None:
+async def _secret_cycle(c: Caller) -> str | None:
     api = secret_api
     uuid = (await c.call(api.DEFINE, api.DefineRequest(xml=SECRET_XML))).uuid
     listed = await c.call(api.LIST, api.ListRequest())
@@ -165,6 +170,7 @@ async def _secret_cycle(c: Caller) -> None:
     await c.call(api.UNDEFINE, api.UuidRequest(uuid=uuid))
     assert (await c.call(api.LIST, api.ListRequest())).secrets == []
     await _refused(ErrorCode.NO_SECRET, c.call(api.LOOKUP_BY_UUID, api.UuidRequest(uuid=uuid)))
+    return str(uuid)
 
 
 _NO_SECRET = Missing({"uuid": NO_UUID}, ErrorCode.NO_SECRET)
@@ -188,6 +194,11 @@ SECRET = TableCase(
         secret_api.LIST: "lists what exists",
     },
     cycle=_secret_cycle,
+    events=(
+        ("secret", "lifecycle", "Defined"),
+        ("secret", "value-changed", None),
+        ("secret", "lifecycle", "Undefined"),
+    ),
 )
 
 # -- nwfilter -----------------------------------------------------------------------------
@@ -209,7 +220,7 @@ def _nwfilter(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
     return NWFilterService(settings, nc)
 
 
-async def _nwfilter_cycle(c: Caller) -> None:
+async def _nwfilter_cycle(c: Caller) -> str | None:
     api = nwf_api
     standard = {f.name for f in (await c.call(api.LIST, Empty())).filters}
     info = await c.call(api.DEFINE, api.DefineRequest(xml=FILTER_XML))
@@ -225,6 +236,7 @@ async def _nwfilter_cycle(c: Caller) -> None:
     assert (await c.call(api.BINDING_LIST, Empty())).bindings == []
     binding = api.BindingCreateRequest(xml=BINDING_XML)
     await _refused(ErrorCode.OPERATION_UNSUPPORTED, c.call(api.BINDING_CREATE, binding))
+    return str(info.name)
 
 
 _NO_FILTER = Missing({"name": "no-such-filter"}, ErrorCode.NO_NWFILTER)
@@ -248,6 +260,7 @@ NWFILTER = TableCase(
         nwf_api.BINDING_LIST: "lists what exists",
     },
     cycle=_nwfilter_cycle,
+    events=(("nwfilter", "lifecycle", "Defined"), ("nwfilter", "lifecycle", "Undefined")),
 )
 
 # -- network ------------------------------------------------------------------------------
@@ -265,7 +278,7 @@ def _network(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
     return NetworkService(settings, nc)
 
 
-async def _network_cycle(c: Caller) -> None:
+async def _network_cycle(c: Caller) -> str | None:
     api = net_api
     info = await c.call(api.DEFINE, api.XmlRequest(xml=NETWORK_XML))
     assert (info.name, info.active, info.persistent) == ("contract-net", False, True)
@@ -280,6 +293,7 @@ async def _network_cycle(c: Caller) -> None:
     await c.call(api.UNDEFINE, api.NameRequest(name=info.name))
     assert (await c.call(api.LIST, Empty())).networks == []
     await _refused(ErrorCode.NO_NETWORK, c.call(api.LOOKUP, api.LookupRequest(name=info.name)))
+    return str(info.name)
 
 
 def _no_net(**fields: Any) -> Missing:
@@ -314,6 +328,7 @@ NETWORK = TableCase(
         net_api.LIST: "lists what exists",
     },
     cycle=_network_cycle,
+    events=(("network", "lifecycle", "Defined"), ("network", "lifecycle", "Undefined")),
 )
 
 # -- storage: pools and volumes ----------------------------------------------------------
@@ -327,7 +342,7 @@ def _pool_xml(path: Path) -> str:
     return f"<pool type='dir'><name>contract-pool</name><target><path>{path}</path></target></pool>"
 
 
-async def _pools_cycle(c: Caller) -> None:
+async def _pools_cycle(c: Caller) -> str | None:
     api = storage_api
     folder = c.process.settings.state_dir / "contract-pool"
     folder.mkdir()
@@ -357,6 +372,7 @@ async def _pools_cycle(c: Caller) -> None:
     await c.call(api.POOL_UNDEFINE, pool)
     assert (await c.call(api.POOL_LIST, api.PoolListRequest())).pools == []
     await _refused(ErrorCode.NO_STORAGE_POOL, c.call(api.POOL_INFO, pool))
+    return str(info.name)
 
 
 _NO_POOL = Missing({"pool": "no-such-pool"}, ErrorCode.NO_STORAGE_POOL)
@@ -411,16 +427,25 @@ POOLS = TableCase(
         storage_api.POOL_CAPABILITIES: "names nothing",
     },
     cycle=_pools_cycle,
+    events=(
+        ("pool", "lifecycle", "Defined"),
+        ("pool", "lifecycle", "Started"),
+        ("volume", "lifecycle", "Created"),
+        ("volume", "lifecycle", "Deleted"),
+        ("pool", "lifecycle", "Stopped"),
+        ("pool", "lifecycle", "Undefined"),
+    ),
 )
 
 # -- storage: disks and block jobs -------------------------------------------------------
 
 
-async def _disks_cycle(c: Caller) -> None:
+async def _disks_cycle(c: Caller) -> str | None:
     # No agent publishes on this host: the inventory and the job list are empty.
     api = jobs_api
     assert (await c.call(api.DOMAIN_LIST, Empty())).domains == []
     assert (await c.call(api.BLOCK_JOB_LIST, api.BlockJobListRequest(all=True))).jobs == []
+    return None
 
 
 _NO_DISK = Missing({"domain": "no-such-domain", "disk": "vda"}, ErrorCode.NO_DOMAIN)
@@ -457,11 +482,12 @@ def _agent(url: str, state: Path, nc: NATS | None) -> ServiceProcess[Any]:
     return QemuAgent(settings, nc)
 
 
-async def _agent_cycle(c: Caller) -> None:
+async def _agent_cycle(c: Caller) -> str | None:
     # An empty domains folder: nothing to list.
     api = agent_api
     assert (await c.call(api.DOMAIN_LIST, Empty())).domains == []
     assert (await c.call(api.JOB_LIST, api.JobListRequest())).jobs == []
+    return None
 
 
 AGENT = TableCase(
@@ -491,6 +517,13 @@ class ServiceContract(ABC):
     @abstractmethod
     def started(self, case: TableCase) -> AbstractAsyncContextManager[Caller]:
         """The case's process running, and a caller that reaches it."""
+
+    @abstractmethod
+    async def stored_events(
+        self, caller: Caller, service: str, enough: Callable[[list[CloudEvent]], bool]
+    ) -> list[CloudEvent]:
+        """The events of ``service`` in the event stream, in order, once
+        ``enough`` says they are all there (``TimeoutError`` after 10 s)."""
 
     @pytest.fixture(params=CASES, ids=[c.id for c in CASES])
     def case(self, request: pytest.FixtureRequest) -> TableCase:
@@ -547,4 +580,22 @@ class ServiceContract(ABC):
         assert not wrong, "\n".join(wrong)
 
     async def test_define_list_get_undefine(self, case: TableCase, caller: Caller) -> None:
-        await case.cycle(caller)
+        """The cycle, then the events it announced, each stored once, in order."""
+        name = await case.cycle(caller)
+        if name is None:
+            assert not case.events
+            return
+        service = caller.process.name
+
+        def mine(events: list[CloudEvent]) -> list[tuple[str, str, str | None]]:
+            # A volume's events name it "<pool>/<volume>".
+            about = [e for e in events if e.subject == name or e.subject.startswith(f"{name}/")]
+            return [(e.data.object, e.data.event, e.data.detail) for e in about]
+
+        stored = await self.stored_events(
+            caller, service, lambda events: len(mine(events)) >= len(case.events)
+        )
+        got = mine(stored)
+        assert got == list(case.events), f"{case.id} announced {got}, not {list(case.events)}"
+        ids = [e.id for e in stored]
+        assert len(ids) == len(set(ids))

@@ -4,13 +4,18 @@ nats-server: the process connects as its own role, the requests come from an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
 
+from client.events import subscribe
+from shared.util import roles
+from shared.util.events import CloudEvent
+from shared.util.subjects import event_filter
 from tests.conftest import ConnectAs
 from tests.service_contract import Caller, ServiceContract, TableCase
 
@@ -35,3 +40,15 @@ class TestOnNatsServer(ServiceContract):
         process = case.make(self.nats_url, self.tmp_path / case.id, None)
         async with process:
             yield Caller(self.connect, process)
+
+    async def stored_events(
+        self, caller: Caller, service: str, enough: Callable[[list[CloudEvent]], bool]
+    ) -> list[CloudEvent]:
+        nc = await self.connect(roles.ADMIN)
+        events: list[CloudEvent] = []
+        async with asyncio.timeout(10), subscribe(nc, event_filter(service), replay=True) as feed:
+            async for event in feed:
+                events.append(event)
+                if enough(events):
+                    return events
+        raise AssertionError("the event feed ended")

@@ -4,7 +4,8 @@ the whole process runs, its state in ``MemoryLedger``, its micro service on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
@@ -12,8 +13,10 @@ from typing import cast
 import pytest
 from nats.aio.client import Client as NATS
 
+from shared.util.events import STREAM, CloudEvent
+from shared.util.subjects import event_filter
 from tests import memory_bus
-from tests.memory_bus import MemoryBus
+from tests.memory_bus import MemoryBus, matches
 from tests.service_contract import Caller, ServiceContract, TableCase
 
 
@@ -30,7 +33,7 @@ class TestOnMemoryBus(ServiceContract):
 
     @asynccontextmanager
     async def started(self, case: TableCase) -> AsyncIterator[Caller]:
-        bus = MemoryBus()
+        bus = self.bus = MemoryBus()
         try:
             process = case.make("nats://memory.invalid", self.tmp_path / case.id, cast(NATS, bus))
             async with process:
@@ -38,3 +41,19 @@ class TestOnMemoryBus(ServiceContract):
             assert not bus.callback_errors, bus.callback_errors
         finally:
             await bus.close()
+
+    async def stored_events(
+        self, caller: Caller, service: str, enough: Callable[[list[CloudEvent]], bool]
+    ) -> list[CloudEvent]:
+        stream = self.bus.streams[STREAM]
+        async with asyncio.timeout(10):
+            while True:
+                seen = stream.last_seq
+                events = [
+                    CloudEvent.model_validate_json(m.data)
+                    for m in stream.messages
+                    if matches(event_filter(service), m.subject)
+                ]
+                if enough(events):
+                    return events
+                await stream.wait_past(seen)
