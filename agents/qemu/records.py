@@ -154,14 +154,21 @@ class AgentStore:
         return f"inventory.{token(domain)}"
 
     def jobs(self) -> list[JobRecord]:
-        return [JobRecord.model_validate_json(r.value) for r in self._ledger.items("job.")]
+        """Every job recorded; a malformed record is skipped (``Ledger.decode``)."""
+        return [job for _, job in self._ledger.decoded("job.", JobRecord.model_validate_json)]
 
     async def save_job(self, record: JobRecord, events: list[Event] | None = None) -> None:
         await self._put(self._job_key(record.job_id), record, events or [])
 
     def mark(self, domain: str) -> InventoryMark:
+        """The domain's last inventory mark; none (publish again) when there is
+        none or it is malformed (``Ledger.decode``)."""
         found = self._ledger.get(self._mark_key(domain))
-        return InventoryMark.model_validate_json(found.value) if found else InventoryMark()
+        if found is not None:
+            mark = self._ledger.decode(found, InventoryMark.model_validate_json)
+            if mark is not None:
+                return mark
+        return InventoryMark()
 
     async def save_mark(
         self, domain: str, mark: InventoryMark, events: list[Event] | None = None

@@ -11,17 +11,14 @@ the one the running network was started with (bridge and MAC filled in).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
+from functools import partial
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from shared.conf.network import parse_network
-from shared.util.errors import VirtError
 from shared.util.ledger import Event, Ledger
 from shared.util.subjects import token, untoken
-
-log = logging.getLogger(__name__)
 
 _NET = "net."
 _PORT = "port."
@@ -44,39 +41,34 @@ class PortRecord(BaseModel):
     dev: str | None = None
 
 
+def _network(key: str, data: bytes) -> tuple[str, NetworkRecord]:
+    """(name, record) of a stored network; raises when either does not parse."""
+    record = NetworkRecord.model_validate_json(data)
+    parse_network(record.xml)
+    return untoken(key[len(_NET) :]), record
+
+
+def _port(key: str, data: bytes) -> tuple[tuple[str, str], PortRecord]:
+    """((network, uuid), record) of a stored port."""
+    network, _, uuid = key[len(_PORT) :].rpartition(".")
+    return (untoken(network), uuid), PortRecord.model_validate_json(data)
+
+
 class Registry:
     """Reads (from memory) and writes (one ledger message each) of one host's records."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        #: records skipped because they do not parse
-        self.bad_records = 0
 
     def networks(self) -> dict[str, NetworkRecord]:
-        """Every stored network; a malformed record is logged and skipped."""
-        out: dict[str, NetworkRecord] = {}
-        for r in self.ledger.items(_NET):
-            try:
-                record = NetworkRecord.model_validate_json(r.value)
-                parse_network(record.xml)
-            except (ValidationError, VirtError) as err:
-                self.bad_records += 1
-                log.error("skipping malformed network record %s: %s", r.key, err)
-                continue
-            out[untoken(r.key[len(_NET) :])] = record
-        return out
+        """Every stored network; a malformed record is skipped (``Ledger.decode``)."""
+        found = (self.ledger.decode(r, partial(_network, r.key)) for r in self.ledger.items(_NET))
+        return dict(item for item in found if item is not None)
 
     def ports(self) -> dict[tuple[str, str], PortRecord]:
-        """Every stored port; a malformed record is logged and skipped."""
-        out: dict[tuple[str, str], PortRecord] = {}
-        for r in self.ledger.items(_PORT):
-            network, _, uuid = r.key[len(_PORT) :].rpartition(".")
-            try:
-                out[(untoken(network), uuid)] = PortRecord.model_validate_json(r.value)
-            except (ValidationError, ValueError) as err:
-                self.bad_records += 1
-                log.error("skipping malformed port record %s: %s", r.key, err)
-        return out
+        """Every stored port; a malformed record is skipped (``Ledger.decode``)."""
+        found = (self.ledger.decode(r, partial(_port, r.key)) for r in self.ledger.items(_PORT))
+        return dict(item for item in found if item is not None)
 
     async def save_network(
         self, name: str, record: NetworkRecord | None, events: Sequence[Event] = ()

@@ -154,9 +154,6 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         self._registry = Registry(await self.open_ledger())
         self._records = self.registry.networks()
         self._ports = self.registry.ports()
-        self.metrics.gauge("bad_records", "Stored records skipped as malformed").set(
-            self.registry.bad_records
-        )
         for name, record in sorted(self._records.items()):
             if record.active:
                 await self._adopt(name, record)

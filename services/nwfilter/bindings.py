@@ -2,13 +2,16 @@
 
 Key ``binding.<port token>`` of the host's ledger holds a ``BindingRecord``:
 the binding's XML as libvirt writes it, the learned IP address, and how its
-rules stand (applied, learning, failed).  ``plan`` decides a binding's rules
+rules stand (applied, learning, failed).  A record that does not ``decode`` is
+skipped (``Ledger.decode``): the service serves the others and leaves the
+rules of its port as they are.  ``plan`` decides a binding's rules
 from the current filter definitions: the filter with its variables, or,
 while the guest's address is being learned, the waiting rules.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +37,20 @@ from shared.util.subjects import token
 
 PREFIX = "binding."
 APPLIED, LEARNING, FAILED = "applied", "learning", "failed"
+#: A port's name as a binding may use it: a Linux interface name (at most 15
+#: bytes), narrowed to what firewall chain names and nft scripts take bare
+#: (``I-<port>``), so no name can reach into another port's chains or the script.
+_PORTDEV = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}")
+
+
+def check_portdev(portdev: str) -> None:
+    """Raise ``VIR_ERR_INVALID_ARG`` for a port name no guest interface can have."""
+    if not _PORTDEV.fullmatch(portdev):
+        raise VirtError(
+            ErrorCode.INVALID_ARG,
+            f"port dev name '{portdev}' is not a valid interface name",
+            ErrorDomain.NWFILTER,
+        )
 
 
 def key(portdev: str) -> str:
@@ -63,6 +80,15 @@ class BindingRecord(BaseModel):
             ip=self.ip,
             error=self.error,
         )
+
+
+def decode(key_: str, data: bytes) -> BindingRecord:
+    """The binding stored under ``key_``; raises when the record or its XML does
+    not parse, or when it is another port's (``Ledger.decode`` skips it then)."""
+    record = BindingRecord.model_validate_json(data)
+    if key(record.definition.portdev) != key_:
+        raise ValueError("the binding's port is not its key's")
+    return record
 
 
 @dataclass

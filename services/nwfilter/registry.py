@@ -1,6 +1,7 @@
 """The filters that exist, cluster-wide, in the service's ledger.
 
-Key ``filter.<name token>`` holds the filter's XML as libvirt writes it.
+Key ``filter.<name token>`` holds the filter's XML as libvirt writes it; a
+record that does not parse is skipped (``Ledger.decode``), as if absent.
 Every replica keeps all filters in memory from the ledger's watch; a define
 or undefine is one ledger message carrying its event.  libvirt's rules hold:
 a filter keeps its UUID when redefined, one UUID belongs to one name,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from services.nwfilter.resolve import would_loop
 from services.nwfilter.stdfilters import standard_filters
@@ -30,6 +32,14 @@ _RETRIES = 60
 
 def _key(name: str) -> str:
     return _PREFIX + token(name)
+
+
+def _decode(key: str, data: bytes) -> NWFilterDef:
+    """A stored filter; one stored under another name's key is malformed too."""
+    d = parse_nwfilter(data)
+    if _key(d.name) != key:
+        raise ValueError("the filter's name is not its key's")
+    return d
 
 
 def lifecycle(d: NWFilterDef, detail: str) -> Event:
@@ -64,7 +74,7 @@ class FilterRegistry:
     def _on_change(self, key: str, record: Record | None) -> None:
         if not key.startswith(_PREFIX):
             return
-        new = parse_nwfilter(record.value) if record is not None else None
+        new = None if record is None else self._ledger.decode(record, partial(_decode, key))
         name = new.name if new is not None else self._name_of_key(key)
         if name is None:
             return

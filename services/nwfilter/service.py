@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -46,7 +47,7 @@ from shared.conf.nwfilter_binding import (
 )
 from shared.util.api import Bound, Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.ledger import Ledger
+from shared.util.ledger import Ledger, Record
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
 from shared.util.subjects import LEDGER_PREFIX, event_filter, ledger_name, untoken
@@ -136,10 +137,7 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         return self._ledger
 
     async def setup(self, stack: Teardown) -> None:
-        cluster = Ledger(self.nc, self.js, self.name, None)
-        await cluster.open(self.settings.stream_replicas)
-        self.spawn(cluster.follow(), "filters-ledger")
-        self._filters = FilterRegistry(cluster)
+        self._filters = FilterRegistry(await self.open_ledger(cluster=True))
         await self._filters.install_standard()
         self._ledger = await self.open_ledger()
         for record in self._ledger.items(b.PREFIX):
@@ -225,10 +223,10 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
                 continue
             other = Ledger(self.nc, self.js, self.name, host)
             await other.open()
-            found += [
-                b.BindingRecord.model_validate_json(r.value).definition
-                for r in other.items(b.PREFIX)
-            ]
+            for stored in other.items(b.PREFIX):
+                record = other.decode(stored, partial(b.decode, stored.key))
+                if record is not None:  # a malformed one is its own host's to count
+                    found.append(record.definition)
         return found
 
     async def _binding_hosts(self) -> Any:
@@ -260,20 +258,23 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
             raise no_binding(portdev)
         return record
 
-    def _on_binding_change(self, key: str, record: Any) -> None:
+    def _on_binding_change(self, key: str, record: Record | None) -> None:
         if not key.startswith(b.PREFIX):
             return
-        if record is None:
-            port = untoken(key[len(b.PREFIX) :])
-            self._records.pop(port, None)
+        parsed = None if record is None else self.ledger.decode(record, partial(b.decode, key))
+        if parsed is None:
+            # Deleted, or malformed: skipped as absent (reconciliation leaves its rules).
+            port = next((p for p in self._records if b.key(p) == key), None)
+            if port is not None:
+                self._records.pop(port)
         else:
-            parsed = b.BindingRecord.model_validate_json(record.value)
             self._records[parsed.definition.portdev] = parsed
         self._count()
 
     async def binding_create(self, req: api.BindingCreateRequest) -> api.BindingInfo:
         d = parse_nwfilter_binding(req.xml)
         self.backend  # noqa: B018 - refuses at once on a filters-only replica
+        b.check_portdev(d.portdev)
         async with self._lock:
             if d.portdev in self._records:
                 raise VirtError(
@@ -423,6 +424,9 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
         async with self._lock:
             installed = await self.backend.ports()
             for port in sorted(installed - set(self._records)):
+                if b.key(port) in self.ledger.bad_keys:
+                    # Its binding is unknown, not absent: its rules stay.
+                    continue
                 log.info("removing rules of a port without binding", extra={"port": port})
                 await self.backend.remove(port)
             ports = sorted(self._records)

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from services.secret.cipher import ValueCipher
 from shared.conf.secret import SecretDef, SecretUsageType
@@ -114,8 +114,6 @@ class SecretRegistry:
         # and insertion atomic within this process.
         self._ephemeral_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
-        #: Stored records skipped because they do not parse.
-        self.bad_records = 0
         for record in ledger.items(_PREFIX):
             self._on_change(record.key, record)
         ledger.on_change(self._on_change)
@@ -138,7 +136,11 @@ class SecretRegistry:
             d = current[1].definition
             if d.usage_id is not None and self._usages.get((d.usage_type, d.usage_id)) == uuid:
                 del self._usages[(d.usage_type, d.usage_id)]
-        stored = self._parse(key, record) if record is not None else None
+        stored = (
+            self._ledger.decode(record, SecretRecord.model_validate_json)
+            if record is not None
+            else None
+        )
         if stored is not None:
             self._persistent[uuid] = (key, stored)
             d = stored.definition
@@ -146,16 +148,6 @@ class SecretRegistry:
                 self._usages[(d.usage_type, d.usage_id)] = uuid
         for listener in self._listeners:
             listener()
-
-    def _parse(self, key: str, record: Record) -> SecretRecord | None:
-        """The stored secret, or None for a record that does not parse: it is
-        logged with its key (never its content) and counted, and the rest served."""
-        try:
-            return SecretRecord.model_validate_json(record.value)
-        except (ValidationError, ValueError, VirtError) as err:
-            self.bad_records += 1
-            log.error("skipping malformed secret record %s: %s", key, type(err).__name__)
-            return None
 
     def counts(self) -> tuple[int, int]:
         """(persistent, ephemeral) secrets known here."""

@@ -72,7 +72,6 @@ class SecretService(ServiceProcess[SecretSettings]):
         super().__init__(settings, nc)
         self._registry: SecretRegistry | None = None
         self._count = self.metrics.gauge("secrets", "Secrets defined", ["kind"])
-        self._bad = self.metrics.gauge("bad_records", "Stored records skipped as malformed")
 
     @property
     def registry(self) -> SecretRegistry:
@@ -91,7 +90,6 @@ class SecretService(ServiceProcess[SecretSettings]):
         persistent, ephemeral = self.registry.counts()
         self._count.labels(kind="persistent").set(persistent)
         self._count.labels(kind="ephemeral").set(ephemeral)
-        self._bad.set(self.registry.bad_records)
 
     def endpoints(self) -> Sequence[Bound[Any, Any]]:
         return (

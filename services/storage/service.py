@@ -97,8 +97,6 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._available = m.gauge("pool_available_bytes", "Pool free space", ["pool"])
         self._volume_count = m.gauge("pool_volumes", "Volumes in the pool", ["pool"])
         self._active = m.gauge("pool_active", "1 when the pool is running", ["pool"])
-        self._bad_records = m.gauge("bad_records", "Stored records skipped as malformed")
-        self._registry: StorageRegistry | None = None
         self._commands = m.histogram(
             "command_duration_seconds",
             "Run time of external tools (qemu-img, mount, mkfs...)",
@@ -156,7 +154,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         secrets = PoolSecrets(secret_service(self.nc), self.settings.state_dir / "secrets")
         users = DiskUsers(host, DiskIndex(host))
         runner = CommandRunner(self._observe_command)
-        registry = self._registry = StorageRegistry(ledger, host)
+        registry = StorageRegistry(ledger, host)
         pools = PoolManager(
             registry,
             runner,
@@ -242,8 +240,6 @@ class StorageService(ServiceProcess[StorageSettings]):
     # -- events and metrics ----------------------------------------------------------
 
     def _update_metrics(self) -> None:
-        if self._registry is not None:
-            self._bad_records.set(self._registry.bad_records)
         names = set()
         for obj in self.pools.all():
             names.add(obj.name)

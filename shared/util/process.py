@@ -186,6 +186,11 @@ class ServiceProcess(Generic[S]):
         #: Every run state the process went through, in order.
         self.history: list[RunState] = [RunState.NEW]
         self.metrics = ProcessMetrics(self.name)
+        #: The ledgers ``open_ledger`` opened; their malformed records are counted here.
+        self._ledgers: list[Ledger] = []
+        self.metrics.gauge(
+            "bad_records", "Stored records skipped as malformed (shared.util.ledger.decode)"
+        ).set_function(lambda: sum(len(ledger.bad_keys) for ledger in self._ledgers))
         self._jetstream = JetStreamCollector().register(self.metrics.registry)
         self.http = HealthServer(self.metrics, self._not_ready_reason)
         self._given_nc = nc
@@ -234,16 +239,19 @@ class ServiceProcess(Generic[S]):
     def service_id(self) -> str | None:
         return str(self._micro.id) if self._micro else None
 
-    async def open_ledger(self, service: str | None = None) -> Ledger:
+    async def open_ledger(self, service: str | None = None, *, cluster: bool = False) -> Ledger:
         """Open this service's ledger (``shared.util.ledger``: its state and
         events, one write per change) and follow it (watch and event forwarder)
-        until ``stop``; for ``setup``."""
-        host = self.settings.host if self.host_scoped else None
+        until ``stop``; for ``setup``.  A host-scoped service opens its host's
+        ledger, or with ``cluster`` the cluster-wide one.  The ledger's malformed
+        records count in ``virtbus_<service>_bad_records``."""
+        host = self.settings.host if self.host_scoped and not cluster else None
         # The embedded nats-server keeps JetStream under the same state folder.
         space = free_space_guard(self.settings.state_dir)
         ledger = Ledger(self.nc, self.js, service or self.name, host, space=space)
         await ledger.open(self.settings.stream_replicas)
-        self.spawn(ledger.follow(), "ledger")
+        self._ledgers.append(ledger)
+        self.spawn(ledger.follow(), f"ledger-{ledger.stream}")
         return ledger
 
     def _set(self, state: RunState) -> None:

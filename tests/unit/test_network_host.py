@@ -101,34 +101,3 @@ def test_lease_helper_ignores_other_actions(tmp_path: Path, action: str) -> None
     status = tmp_path / "s.status"
     _helper(status, action, "x", "y", env={})
     assert not status.exists()
-
-
-class _FakeLedger:
-    """Holds records as the ledger's memory would (reads only)."""
-
-    def __init__(self, records: dict[str, bytes]) -> None:
-        from shared.util.ledger import Record
-
-        self._records = [Record(k, v, i + 1) for i, (k, v) in enumerate(records.items())]
-
-    def items(self, prefix: str = "") -> list[object]:
-        return [r for r in self._records if r.key.startswith(prefix)]
-
-
-def test_a_malformed_record_is_skipped_not_fatal() -> None:
-    from services.network.registry import NetworkRecord, Registry
-
-    good = NetworkRecord(xml="<network><name>ok</name><bridge name='b0'/></network>")
-    registry = Registry(
-        _FakeLedger(  # type: ignore[arg-type]
-            {
-                "net.ok": good.model_dump_json().encode(),
-                "net.bad": b"{not json",
-                "net.badxml": NetworkRecord(xml="<network/>").model_dump_json().encode(),
-                "port.ok.x": b"[]",
-            }
-        )
-    )
-    assert list(registry.networks()) == ["ok"]
-    assert registry.ports() == {}
-    assert registry.bad_records == 3

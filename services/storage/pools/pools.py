@@ -437,21 +437,14 @@ class PoolManager:
     async def load(self) -> None:
         """Read this host's pools from KV and make their state match their storage
         (libvirt's storagePoolUpdateAllState), then autostart (storageDriverAutostart)."""
-        for record, revision in await self._registry.pools():
-            try:
-                definition = parse_storage_pool(record.xml)
-                new = parse_storage_pool(record.new_xml) if record.new_xml else None
-            except VirtError as err:
-                self._registry.bad_records += 1
-                log.error("stored pool definition no longer parses: %s", err)
-                continue
-            self.pools[definition.uuid] = PoolObj(
-                definition=definition,
-                persistent=record.persistent,
-                active=record.active,
-                autostart=record.autostart,
-                new_definition=new,
-                revision=revision,
+        for stored in await self._registry.pools():
+            self.pools[stored.definition.uuid] = PoolObj(
+                definition=stored.definition,
+                persistent=stored.record.persistent,
+                active=stored.record.active,
+                autostart=stored.record.autostart,
+                new_definition=stored.new_definition,
+                revision=stored.revision,
             )
         for obj in list(self.pools.values()):
             await self._reconcile(obj)

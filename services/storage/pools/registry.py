@@ -14,16 +14,15 @@ Every write is a compare-and-set on the revision the service last saw.
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from shared.conf.storage_pool import StoragePoolDef, parse_storage_pool
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Event, Ledger
 from shared.util.state import Conflict
 from shared.util.subjects import token
-
-log = logging.getLogger(__name__)
 
 _D = ErrorDomain.STORAGE
 
@@ -36,6 +35,22 @@ class PoolRecord(BaseModel):
     persistent: bool = True
     active: bool = False
     autostart: bool = False
+
+
+@dataclass(frozen=True)
+class StoredPool:
+    """A pool record with its definitions parsed, and the revision it was read at."""
+
+    record: PoolRecord
+    definition: StoragePoolDef
+    new_definition: StoragePoolDef | None
+    revision: int
+
+
+def _decode(data: bytes) -> tuple[PoolRecord, StoragePoolDef, StoragePoolDef | None]:
+    record = PoolRecord.model_validate_json(data)
+    new = parse_storage_pool(record.new_xml) if record.new_xml else None
+    return record, parse_storage_pool(record.xml), new
 
 
 def _changed(what: str) -> VirtError:
@@ -52,28 +67,19 @@ class StorageRegistry:
     def __init__(self, ledger: Ledger, host: str) -> None:
         self._ledger = ledger
         self._host = token(host)
-        #: Stored records skipped because they do not parse.
-        self.bad_records = 0
 
     def _pool_key(self, uuid: str) -> str:
         return f"pool.{self._host}.{uuid}"
 
-    async def pools(self) -> list[tuple[PoolRecord, int]]:
-        """Every pool record of this host with its revision; a malformed one is
-        logged with its key, counted in ``bad_records`` and skipped."""
-        found = []
-        for record in self._ledger.items(f"pool.{self._host}."):
-            try:
-                found.append((PoolRecord.model_validate_json(record.value), record.seq))
-            except ValidationError as err:
-                self.bad_records += 1
-                log.error(
-                    "skipping malformed pool record %s: %d errors, first at %s",
-                    record.key,
-                    err.error_count(),
-                    ".".join(map(str, err.errors()[0]["loc"])) or "the top",
-                )
-        return found
+    async def pools(self) -> list[StoredPool]:
+        """Every pool of this host with its revision; a malformed one (its record
+        or either definition does not parse) is skipped (``Ledger.decode``)."""
+        return [
+            StoredPool(record, definition, new, stored.seq)
+            for stored, (record, definition, new) in self._ledger.decoded(
+                f"pool.{self._host}.", _decode
+            )
+        ]
 
     async def save_pool(
         self, uuid: str, record: PoolRecord, revision: int | None, events: list[Event]
