@@ -174,6 +174,12 @@ async def _watched_request(
         await sub.unsubscribe()
 
 
+def to_json(model: BaseModel) -> bytes:
+    """``model.model_dump_json().encode()``, the same bytes, without the string
+    in between and the keyword handling around it (a quarter of the cost)."""
+    return type(model).__pydantic_serializer__.to_json(model)
+
+
 def error_reply(err: VirtError) -> tuple[bytes, dict[str, str]]:
     """The body and headers of an error reply carrying ``err``."""
     body = json.dumps(err.to_dict()).encode()
@@ -204,7 +210,7 @@ async def call(
     """
     subject = endpoint.subject(host)
     wait = timeout or endpoint.timeout
-    data = request.model_dump_json().encode()
+    data = to_json(request)
     try:
         if wait > HEARTBEAT_AFTER:
             msg = await _watched_request(nc, endpoint, subject, data, wait)
@@ -291,7 +297,7 @@ async def answer(
                 ErrorCode.INVALID_ARG, f"{where}: {first['msg']}", ErrorDomain.RPC
             ) from err
         reply = await bound.handler(payload)
-        await _respond(request, reply.model_dump_json().encode())
+        await _respond(request, to_json(reply))
     except VirtError as err:
         outcome = "error"
         counters.errors += 1

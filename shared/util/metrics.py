@@ -30,6 +30,9 @@ class ProcessMetrics:
         self._event_failures = self.counter(
             "event_publish_failures", "Events not stored after every retry", ["object"]
         )
+        #: (endpoint, outcome) -> its request counter and latency histogram:
+        #: ``labels()`` looks them up anew on every call, under a lock.
+        self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def _name(self, what: str) -> str:
         return f"virtbus_{self.service}_{what}"
@@ -52,8 +55,15 @@ class ProcessMetrics:
         )
 
     def observe_request(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self._requests.labels(endpoint=endpoint, outcome=outcome).inc()
-        self._latency.labels(endpoint=endpoint).observe(seconds)
+        children = self._request_children.get((endpoint, outcome))
+        if children is None:
+            children = (
+                self._requests.labels(endpoint=endpoint, outcome=outcome),
+                self._latency.labels(endpoint=endpoint),
+            )
+            self._request_children[(endpoint, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def event_failed(self, object_kind: str) -> None:
         self._event_failures.labels(object=object_kind).inc()
