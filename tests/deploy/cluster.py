@@ -3,14 +3,21 @@
 * ``NatsCluster``: three nats-servers on loopback with the settings of
   deploy/nats/values.yaml (cluster routes over TLS, JetStream on files,
   ``sync_interval``, ``max_payload``), R3 streams through the chart's
-  ``nats.streamReplicas``.
+  ``nats.streamReplicas``.  Given the NATS chart's Secret that
+  ``python -m deploy.credentials`` writes, it also loads that Secret's
+  ``authorization`` block (included as the values include it) and speaks
+  client TLS as the values ask: then every client needs a role's user and
+  password and the test CA.
 * ``ChartProcesses``: every workload the chart renders, run with the
   container's environment as rendered: a Deployment as containers with
   ``podman kube play`` when podman and `make images`'s image are here, else
   (and every DaemonSet, which podman cannot play) as processes (a Deployment's replicas, a
   DaemonSet's pod on each of the simulated hosts h1 and h2), only the
   addresses changed for one machine: loopback NATS, a free metrics port, a
-  state folder per pod.
+  state folder per pod, and each Secret volume (the role's credentials, the
+  NATS CA) written to a folder of the pod, as the kubelet mounts it, with
+  the environment's paths into it (``VIRTBUS_CREDS``, ``VIRTBUS_TLS_CA``)
+  pointed there.
 
 Each simulated host prefers a different NATS server (h1: n1 first, h2: n2
 first), as pods on different nodes would.
@@ -40,9 +47,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from nats.aio.client import Client as NATS
 
 from deploy.images.source_hash import source_hash
 from shared.util import bus
+from shared.util.credentials import Credentials, write_private
 from shared.util.natsserver import free_port, nats_server_binary
 from tests.deploy.chart import ROOT
 from tests.integration.procs import terminate
@@ -128,21 +137,44 @@ class NatsNode:
 
 @dataclass
 class NatsCluster:
-    """Three nats-servers configured as deploy/nats/values.yaml configures the chart's."""
+    """Three nats-servers configured as deploy/nats/values.yaml configures the chart's.
+
+    With ``auth_secret`` (the ``nats-virtbus-auth`` Secret that
+    ``python -m deploy.credentials`` writes) the servers admit only its users
+    and speak TLS to clients when the values enable it; ``creds`` is then the
+    user the cluster's own checks connect as (the operator's).  Without, they
+    admit anyone in the clear (``virtbus up --nats-url`` joining, which brings
+    no users of its own).
+    """
 
     folder: Path
+    auth_secret: Path | None = None
+    creds: Credentials | None = None
     nodes: list[NatsNode] = field(default_factory=list)
     settings: list[str] = field(default_factory=list)
+    #: The test CA and the servers' certificate (``ca``, ``cert``, ``key``).
+    tls: dict[str, Path] | None = None
+    client_tls: bool = False
+
+    @property
+    def ca(self) -> Path | None:
+        """The CA clients verify the servers with, when they speak TLS to clients."""
+        return self.tls["ca"] if self.tls and self.client_tls else None
 
     def url_for(self, first: int) -> str:
         """Every server's URL, starting with node ``first`` (a host's nearest)."""
         order = self.nodes[first:] + self.nodes[:first]
         return ",".join(n.url for n in order)
 
-    def _config(self, node: NatsNode, values: dict[str, Any], tls: dict[str, Path] | None) -> str:
+    async def connect(self, url: str, name: str, deadline: float = 30) -> NATS:
+        """A connection as ``creds``, verifying the servers when they speak TLS."""
+        return await bus.connect(url, name, creds=self.creds, tls_ca=self.ca, deadline=deadline)
+
+    def _config(self, node: NatsNode, values: dict[str, Any]) -> str:
         config = values["config"]
         merge = config.get("merge", {})
         js = merge.get("jetstream", {})
+        tls = self.tls
         routes = ", ".join(
             f"nats-route://127.0.0.1:{n.route_port}" for n in self.nodes if n is not node
         )
@@ -161,7 +193,7 @@ class NatsCluster:
             f"  listen: 127.0.0.1:{node.route_port}",
             f"  routes: [{routes}]",
         ]
-        if tls is not None:
+        if tls is not None and config["cluster"]["tls"]["enabled"]:
             lines += [
                 "  tls {",
                 f'    cert_file: "{tls["cert"]}"',
@@ -171,28 +203,62 @@ class NatsCluster:
                 "    timeout: 5",
                 "  }",
             ]
-        lines += ["}", ""]
+        lines.append("}")
+        if tls is not None and self.client_tls:
+            # Clients verify the servers; they authenticate with a password.
+            lines += [
+                "tls {",
+                f'  cert_file: "{tls["cert"]}"',
+                f'  key_file: "{tls["key"]}"',
+                "  timeout: 5",
+                "}",
+            ]
+        if self.auth_secret is not None:
+            # The values' own include line, relative to this file as to the
+            # chart's nats.conf: the Secret is mounted beside the config folder.
+            lines.append(f'include "{merge["$include"]}"')
+        lines.append("")
         return "\n".join(lines)
+
+    def _mount_auth(self, values: dict[str, Any]) -> int:
+        """Write the auth Secret's ``auth.conf`` where the values' include finds it
+        from each node's config; returns how many users it holds."""
+        assert self.auth_secret is not None
+        secret = yaml.safe_load(self.auth_secret.read_text())
+        assert secret["kind"] == "Secret"
+        [(key, text)] = secret["stringData"].items()
+        include = values["config"]["merge"]["$include"]
+        assert Path(include).name == key, f"the values include {include}, the Secret holds {key}"
+        for node in self.nodes:
+            write_private((node.folder / include).resolve(), text)
+        block = json.loads(text.partition(":")[2])  # "authorization: {JSON}"
+        return len(block["users"])
 
     async def start(self) -> None:
         values = yaml.safe_load(NATS_VALUES.read_text())
         config = values["config"]
         count = int(config["cluster"]["replicas"])
         assert config["jetstream"]["fileStore"]["enabled"], "the values keep JetStream on files"
-        tls = _write_tls(self.folder / "tls") if config["cluster"]["tls"]["enabled"] else None
+        secured = self.auth_secret is not None
+        self.client_tls = secured and bool(config["nats"]["tls"]["enabled"])
+        if config["cluster"]["tls"]["enabled"] or self.client_tls:
+            self.tls = _write_tls(self.folder / "tls")
         self.nodes = [
             NatsNode(f"n{i + 1}", free_port(), free_port(), self.folder / f"n{i + 1}")
             for i in range(count)
         ]
+        users = self._mount_auth(values) if secured else 0
         self.settings = [
             f"{count} servers",
             f"sync_interval: {config['merge']['jetstream']['sync_interval']}",
             f"max_payload: {config['merge']['max_payload']}",
-            "route TLS: " + ("on" if tls else "off"),
+            "route TLS: " + ("on" if config["cluster"]["tls"]["enabled"] else "off"),
+            "client TLS: " + ("on" if self.client_tls else "off"),
+            f"users: {users} (deploy/credentials.py)" if secured else "users: none",
         ]
         for node in self.nodes:
             node.folder.mkdir(parents=True, exist_ok=True)
-            (node.folder / "nats.conf").write_text(self._config(node, values, tls))
+            write_private(node.folder / "nats.conf", self._config(node, values))
             self.launch(node)
         await self.wait_jetstream()
 
@@ -212,7 +278,7 @@ class NatsCluster:
             for node in self.nodes:
                 if node.proc is None or node.proc.poll() is not None:
                     continue
-                nc = await bus.connect(node.url, "cluster-test-wait", deadline=timeout)
+                nc = await self.connect(node.url, "cluster-test-wait", deadline=timeout)
                 try:
                     while True:
                         try:
@@ -249,6 +315,10 @@ class Pod:
     #: Run as a container with `podman kube play` of this rendered workload.
     manifest: dict[str, Any] | None = None
     image: str = ""
+    #: Each Secret volume's name -> the folder holding its files, as mounted.
+    mounts: dict[str, Path] = field(default_factory=dict)
+    #: The environment variables whose rendered path was into such a volume.
+    mounted_env: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -267,11 +337,54 @@ def _secret_values(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     }
 
 
+def role_credentials(objects: list[dict[str, Any]], folder: Path) -> dict[str, Path]:
+    """Each role's credentials file (the ``creds`` key of its rendered Secret, the
+    file a pod of that role reads as ``VIRTBUS_CREDS``), written under ``folder``."""
+    files: dict[str, Path] = {}
+    for obj in objects:
+        role = obj["metadata"].get("annotations", {}).get("virtbus.io/role")
+        if obj["kind"] == "Secret" and role:
+            files[role] = folder / f"{role}.creds"
+            write_private(files[role], obj["stringData"]["creds"])
+    return files
+
+
+def _mount_secrets(
+    spec: dict[str, Any],
+    container: dict[str, Any],
+    secrets: dict[str, dict[str, str]],
+    folder: Path,
+) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Write the files of each Secret volume the container mounts under
+    ``folder/<volume>``, as the kubelet would.  Returns volume name -> folder
+    and mount path -> folder."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    by_volume: dict[str, Path] = {}
+    by_path: dict[str, Path] = {}
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        data = secrets[source["secretName"]]
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        local = folder / mount["name"]
+        for item in items:
+            write_private(local / item["path"], data[item["key"]])
+        by_volume[mount["name"]] = by_path[mount["mountPath"]] = local
+    return by_volume, by_path
+
+
 def pods_of(
-    objects: list[dict[str, Any]], cluster: NatsCluster, folder: Path
+    objects: list[dict[str, Any]],
+    cluster: NatsCluster,
+    folder: Path,
+    external: dict[str, dict[str, str]] | None = None,
 ) -> tuple[list[Pod], list[str]]:
-    """The processes the rendered workloads stand for, and the workloads not run (why)."""
-    secrets = _secret_values(objects)
+    """The processes the rendered workloads stand for, and the workloads not run (why).
+
+    ``external``: the Secrets the pods mount that the chart does not make
+    (name -> key -> text), such as the NATS CA's."""
+    secrets = {**(external or {}), **_secret_values(objects)}
     pods: list[Pod] = []
     skipped: list[str] = []
     for obj in objects:
@@ -303,19 +416,24 @@ def pods_of(
                     ref = item["valueFrom"]["secretKeyRef"]
                     env[item["name"]] = secrets[ref["name"]][ref["key"]]
             port = free_port()
+            pod_dir = folder / host / f"{component}-{index}"
+            by_volume, by_path = _mount_secrets(spec, container, secrets, pod_dir / "mounts")
+            mounted_env = set()
+            for name, value in env.items():
+                for path, local in by_path.items():
+                    if value.startswith(path.rstrip("/") + "/"):
+                        env[name] = str(local / value[len(path.rstrip("/")) + 1 :])
+                        mounted_env.add(name)
             env.update(
                 VIRTBUS_NATS_URL=cluster.url_for(HOSTS.index(host)),
                 VIRTBUS_HTTP_HOST="127.0.0.1",
                 VIRTBUS_HTTP_PORT=str(port),
-                VIRTBUS_STATE_DIR=str(folder / host / f"{component}-{index}"),
+                VIRTBUS_STATE_DIR=str(pod_dir / "state"),
                 VIRTBUS_LOG_FORMAT="text",
             )
-            # The test's servers have neither users nor client TLS, so the
-            # processes connect without them (the chart mounts both).
-            env.pop("VIRTBUS_CREDS", None)
-            env.pop("VIRTBUS_TLS_CA", None)
             pod = Pod(obj["metadata"]["name"], component, host, module, env, port)
             pod.image = container["image"]
+            pod.mounts, pod.mounted_env = by_volume, mounted_env
             if obj["kind"] == "Deployment" and podman_image(container["image"], module):
                 # podman kube plays Deployments (not DaemonSets): one per host.
                 pod.manifest = obj
@@ -354,8 +472,11 @@ class KubePlay:
     What changes for one machine: the host's network (several hosts share
     this one, so no pod network and no port mappings; numeric probe ports),
     one replica per played file (a second would take the same port), the
-    NATS URL, metrics port and state as for processes, and a podman secret
-    standing for the Kubernetes Secret (podman cannot play a Secret's YAML).
+    NATS URL, metrics port and state as for processes, and, since podman
+    cannot play a Secret's YAML, a podman secret standing for each
+    ``secretKeyRef`` and a read-only host folder of the pod's files (its
+    role's credentials, the NATS CA; the volume's mode, group ``fsGroup``)
+    for each Secret volume.
     """
 
     def __init__(self, pod: Pod, folder: Path) -> None:
@@ -376,9 +497,9 @@ class KubePlay:
         env = []
         for item in c["env"]:
             name = item["name"]
-            if name in ("VIRTBUS_CREDS", "VIRTBUS_TLS_CA"):
-                continue
-            if "valueFrom" in item and "secretKeyRef" in item["valueFrom"]:
+            if name in pod.mounted_env:
+                env.append(item)  # the path inside the container, as rendered
+            elif "valueFrom" in item and "secretKeyRef" in item["valueFrom"]:
                 ref = item["valueFrom"]["secretKeyRef"]
                 ref["name"] = self._secret(ref["key"], pod.env[name])
                 env.append(item)
@@ -387,9 +508,18 @@ class KubePlay:
             else:
                 env.append(item)
         c["env"] = env
-        gone = {"creds", "nats-ca"}
-        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] not in gone]
-        spec["volumes"] = [v for v in spec["volumes"] if v["name"] not in gone]
+        group = spec.get("securityContext", {}).get("fsGroup", -1)
+        for volume in spec["volumes"]:
+            local = pod.mounts.get(volume["name"])
+            if local is None:
+                continue
+            mode = volume["secret"].get("defaultMode", 0o644)
+            for path in local.iterdir():
+                os.chown(path, -1, group)
+                path.chmod(mode)
+            local.chmod(0o755)
+            volume.pop("secret")
+            volume["hostPath"] = {"path": str(local), "type": "Directory"}
         self.file = folder / f"{self.name}.yaml"
         self.file.write_text(yaml.safe_dump(obj))
         self.container = f"{self.name}-pod-0-{c['name']}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from shared.util.credentials import split_url
@@ -22,14 +24,19 @@ class Wire:
     sid: int = 0
 
     @classmethod
-    async def open(cls, url: str) -> Wire:
+    async def open(cls, url: str, tls_ca: Path | None = None) -> Wire:
         """Connect and authenticate with the URL's user and password (none if it has
-        none); raises ``Refused`` when the server does not admit them."""
+        none); raises ``Refused`` when the server does not admit them.  With
+        ``tls_ca``, a server that requires TLS is spoken to over TLS, verified
+        against that CA; without, in the clear (which such a server refuses)."""
         server, creds = split_url(url)
         parts = urlsplit(server)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         wire = cls(reader, writer)
-        await wire._line()  # INFO
+        info = json.loads((await wire._line()).partition(" ")[2])
+        if tls_ca is not None and info.get("tls_required"):
+            context = ssl.create_default_context(cafile=str(tls_ca))
+            await writer.start_tls(context, server_hostname=parts.hostname)
         connect: dict[str, object] = {"verbose": False, "pedantic": False, "headers": True}
         if creds is not None:
             connect.update(user=creds.user, **{"pass": creds.password})
