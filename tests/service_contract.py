@@ -11,6 +11,9 @@ the micro service the process registers:
 * every endpoint answers a malformed request (not a JSON object, not JSON at
   all, a required field missing) with ``VIR_ERR_INVALID_ARG`` naming what is
   wrong, never ``VIR_ERR_INTERNAL_ERROR``;
+* every endpoint that makes an object from a document (an ``xml`` field, in
+  ``names_nothing``) refuses a broken, empty or foreign one with
+  ``VIR_ERR_XML_ERROR``;
 * every endpoint that names an object answers a name that does not exist
   with libvirt's not-found error for it (``missing``); the others say why
   they have none (``names_nothing``), and the two cover the table;
@@ -568,6 +571,21 @@ class ServiceContract(ABC):
                 if err is None or err.code is not ErrorCode.INVALID_ARG or says not in err.message:
                     got = "a reply" if err is None else f"{err.name}: {err.message}"
                     wrong.append(f"{endpoint.name} {body!r}: {got}")
+        assert not wrong, "\n".join(wrong)
+
+    async def test_a_broken_document_is_an_xml_error(self, case: TableCase, caller: Caller) -> None:
+        """Each endpoint that makes an object from a document refuses a broken,
+        empty or foreign one with ``VIR_ERR_XML_ERROR``."""
+        makers = [e for e in case.names_nothing if "xml" in _required(e.request)]
+        if not makers:
+            pytest.skip(f"no endpoint of {case.id} makes an object from a document")
+        wrong: list[str] = []
+        for endpoint in makers:
+            for document in ("<broken", "", "<foreign/>"):
+                err = await caller.raw(endpoint, json.dumps({"xml": document}).encode())
+                if err is None or err.code is not ErrorCode.XML_ERROR:
+                    got = "a reply" if err is None else f"{err.name}: {err.message}"
+                    wrong.append(f"{endpoint.name} {document!r}: {got}")
         assert not wrong, "\n".join(wrong)
 
     async def test_an_unknown_name_is_not_found(self, case: TableCase, caller: Caller) -> None:
