@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from services.secret.cipher import ValueCipher
 from shared.conf.secret import SecretDef, SecretUsageType
 from shared.conf.uuid import generate_uuid, parse_uuid
+from shared.util.api import to_json
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Conflict, Event, Ledger, Record
 from shared.util.state import backoff
@@ -114,6 +115,10 @@ class SecretRegistry:
         # and insertion atomic within this process.
         self._ephemeral_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
+        #: key -> (value, record) of this process's writes under way: the
+        #: ledger hands each write back to ``_on_change`` as bytes, and the
+        #: record need not be parsed again from them.
+        self._writing: dict[str, tuple[bytes, SecretRecord]] = {}
         for record in ledger.items(_PREFIX):
             self._on_change(record.key, record)
         ledger.on_change(self._on_change)
@@ -136,11 +141,13 @@ class SecretRegistry:
             d = current[1].definition
             if d.usage_id is not None and self._usages.get((d.usage_type, d.usage_id)) == uuid:
                 del self._usages[(d.usage_type, d.usage_id)]
-        stored = (
-            self._ledger.decode(record, SecretRecord.model_validate_json)
-            if record is not None
-            else None
-        )
+        stored = None
+        if record is not None:
+            mine = self._writing.get(key)
+            if mine is not None and mine[0] == record.value:
+                stored = mine[1]
+            else:
+                stored = self._ledger.decode(record, SecretRecord.model_validate_json)
         if stored is not None:
             self._persistent[uuid] = (key, stored)
             d = stored.definition
@@ -241,11 +248,30 @@ class SecretRegistry:
     async def _write(
         self, d: SecretDef, record: SecretRecord | None, events: Sequence[Event]
     ) -> None:
-        key = _secret_key(d)
-        value = None if record is None else record.model_dump_json().encode()
         # Secrets without a usage need not exclude each other: compare the key only.
         siblings = d.usage_type is not SecretUsageType.NONE and d.usage_id is not None
-        await self._ledger.write(key, value, events, siblings=siblings, what=f"secret '{d.uuid}'")
+        await self._store(_secret_key(d), record, events, siblings=siblings)
+
+    async def _store(
+        self,
+        key: str,
+        record: SecretRecord | None,
+        events: Sequence[Event],
+        *,
+        siblings: bool = False,
+    ) -> None:
+        """One ledger write of ``record`` (None: delete) under ``key``."""
+        what = f"secret '{key.rsplit('.', 1)[1]}'"
+        if record is None:
+            await self._ledger.write(key, None, events, siblings=siblings, what=what)
+            return
+        value = to_json(record)
+        self._writing[key] = (value, record)
+        try:
+            await self._ledger.write(key, value, events, siblings=siblings, what=what)
+        finally:
+            if self._writing.get(key, (None,))[0] is value:
+                del self._writing[key]
 
     async def _define_persistent(self, new: SecretDef) -> Change:
         assert new.uuid is not None
@@ -304,9 +330,7 @@ class SecretRegistry:
             if stored is None:
                 raise no_secret_uuid(uuid_text)
             d = stored[1].definition
-            await self._ledger.write(
-                stored[0], None, [lifecycle(d, "Undefined")], what=f"secret '{uuid}'"
-            )
+            await self._store(stored[0], None, [lifecycle(d, "Undefined")])
             return d
 
         return await self._retry(attempt, uuid)
@@ -330,12 +354,7 @@ class SecretRegistry:
             if stored is None:
                 raise no_secret_uuid(uuid_text)
             updated = stored[1].model_copy(update={"sealed_value": sealed})
-            await self._ledger.write(
-                stored[0],
-                updated.model_dump_json().encode(),
-                [value_changed(updated.definition)],
-                what=f"secret '{uuid}'",
-            )
+            await self._store(stored[0], updated, [value_changed(updated.definition)])
 
         await self._retry(attempt, uuid)
 

@@ -71,7 +71,10 @@ class SecretService(ServiceProcess[SecretSettings]):
     def __init__(self, settings: SecretSettings, nc: NATS | None = None) -> None:
         super().__init__(settings, nc)
         self._registry: SecretRegistry | None = None
-        self._count = self.metrics.gauge("secrets", "Secrets defined", ["kind"])
+        count = self.metrics.gauge("secrets", "Secrets defined", ["kind"])
+        # Set on every change: the children are looked up once, not per change.
+        self._persistent = count.labels(kind="persistent")
+        self._ephemeral = count.labels(kind="ephemeral")
 
     @property
     def registry(self) -> SecretRegistry:
@@ -88,8 +91,8 @@ class SecretService(ServiceProcess[SecretSettings]):
 
     def _recount(self) -> None:
         persistent, ephemeral = self.registry.counts()
-        self._count.labels(kind="persistent").set(persistent)
-        self._count.labels(kind="ephemeral").set(ephemeral)
+        self._persistent.set(persistent)
+        self._ephemeral.set(ephemeral)
 
     def endpoints(self) -> Sequence[Bound[Any, Any]]:
         return (
