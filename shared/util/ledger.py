@@ -122,6 +122,11 @@ _TTL = f"{MAX_AGE_SECONDS}s"
 #: How long one write may try before the request answers with an error: well
 #: inside a client's 30 s timeout.
 WRITE_DEADLINE = 10.0
+#: Longest subject (bytes) a change or one of its events may be published on.
+#: A longer name is refused: nats-server closes a connection whose protocol
+#: line (subject and reply inbox) passes 4 KiB, which would cut the process
+#: off the bus, and the forwarder would retry the event's subject for ever.
+MAX_SUBJECT = 2048
 
 
 #: Free space a write leaves untouched on the state filesystem: JetStream
@@ -411,6 +416,7 @@ class Ledger:
         ``WRITE_DEADLINE`` -- a change whose outcome is unknown is fenced first,
         so a request answered with an error did not happen.
         """
+        self._check_subjects(self._prefix + key, events, what or key)
         if expect is None:
             expect = self.siblings_seq(key) if siblings else self.seq(key)
         headers = {
@@ -446,6 +452,7 @@ class Ledger:
 
     async def announce(self, events: Sequence[Event], *, what: str = "event") -> int:
         """Store events that no state change carries (an ephemeral secret's)."""
+        self._check_subjects(None, events, what)
         announced = _encode_events(events)
         headers = {
             "Nats-Msg-Id": uuid.uuid4().hex,
@@ -454,6 +461,22 @@ class Ledger:
         }
         subject = f"{self._prefix}{EVENT_ONLY_PREFIX}{uuid.uuid4().hex}"
         return await self._publish(subject, announced, headers, what)
+
+    def _check_subjects(self, subject: str | None, events: Sequence[Event], what: str) -> None:
+        """Refuse (``VIR_ERR_INVALID_ARG``) a change whose subject or an event's
+        would pass ``MAX_SUBJECT``: a name too long to be a key."""
+        subjects = [] if subject is None else [subject]
+        subjects += [event_subject(self.service, self.host, e.object, e.name) for e in events]
+        for name in subjects:
+            size = len(name.encode())
+            if size > MAX_SUBJECT:
+                shown = what if len(what) <= 80 else what[:77] + "..."
+                raise VirtError(
+                    ErrorCode.INVALID_ARG,
+                    f"{shown}: the name is too long to store"
+                    f" ({size} bytes as a key, at most {MAX_SUBJECT})",
+                    ErrorDomain.NONE,
+                )
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str], what: str) -> int:
         """One message, retried under its message id until a definite answer."""

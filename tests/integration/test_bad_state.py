@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 HOST = "h1"
 SECRET = "<secret ephemeral='no' private='no'><usage type='ceph'><name>c</name></usage></secret>"
 #: Names that are not valid KV keys or subject tokens, or that try to be wildcards.
-ODD = ["", " ", "a b", "a.b", "*", ">", "a.>", "x\u00e9", "..", "$KV", "a\tb"]
+ODD = ["", " ", "a b", "a.b", "*", ">", "a.>", "x\u00e9", "..", "$KV", "a\tb", "x" * 6000]
 
 
 #: Content of the malformed records, which no log line may show.
@@ -118,6 +118,22 @@ async def test_secret_names_that_are_not_keys_are_refused_cleanly(
             assert refused.value.code in (ErrorCode.NO_SECRET, ErrorCode.INVALID_ARG), uuid
 
 
+async def test_a_secret_usage_too_long_to_be_a_key_is_refused_and_the_service_stays(
+    nats_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    settings = SecretSettings(nats_url=nats_url, state_dir=tmp_path / "s")
+    client = Client(nc)
+    async with SecretService(settings):
+        usage = "x" * 6000
+        with pytest.raises(VirtError) as refused:
+            await client.secret.define(SECRET.replace("<name>c</name>", f"<name>{usage}</name>"))
+        assert refused.value.code is ErrorCode.INVALID_ARG, refused.value
+        assert "too long" in refused.value.message
+        # Still on the bus, and still storing.
+        assert await client.secret.list() == []
+        await client.secret.define(SECRET)
+
+
 @pytest.fixture
 async def storage_settings(nats_url: str, tmp_path: Path) -> StorageSettings:
     return StorageSettings(nats_url=nats_url, state_dir=tmp_path / "storage", host=HOST)
@@ -163,6 +179,13 @@ async def test_pool_and_volume_names_that_are_not_keys_are_refused_cleanly(
         ErrorCode.INVALID_ARG,
         ErrorCode.OPERATION_INVALID,
     )
+    # A pool's events carry its name in their subject: one too long is refused.
+    with pytest.raises(VirtError) as refused:
+        await storage.pool_define(
+            f"<pool type='dir'><name>{'x' * 6000}</name>"
+            f"<target><path>{tmp_path / 'q'}</path></target></pool>"
+        )
+    assert refused.value.code is ErrorCode.INVALID_ARG, refused.value
     for name in ODD:
         for attempt in (
             storage.pool_info(name),
@@ -173,6 +196,7 @@ async def test_pool_and_volume_names_that_are_not_keys_are_refused_cleanly(
             with pytest.raises(VirtError) as refused:
                 await attempt
             assert refused.value.code in fine, (name, refused.value)
+    assert [p.name for p in await storage.pool_list()] == ["p"]
 
 
 # -- nwfilter: the cluster's filter ledger and the host's binding ledger ----------------

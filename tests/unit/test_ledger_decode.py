@@ -16,7 +16,8 @@ from agents.qemu.records import AgentStore, InventoryMark
 from services.network.registry import NetworkRecord, Registry
 from services.nwfilter import bindings
 from services.nwfilter.registry import FilterRegistry
-from shared.util.ledger import OP_HEADER, Ledger
+from shared.util.errors import ErrorCode, VirtError
+from shared.util.ledger import MAX_SUBJECT, OP_HEADER, Event, Ledger
 from shared.util.subjects import LEDGER_PREFIX
 
 HOST = "h1"
@@ -119,3 +120,20 @@ def test_agent_store_skips_bad_job_records_and_republishes_after_a_bad_mark() ->
     assert store.mark("web1") == InventoryMark()
     assert store.mark("web2") == InventoryMark(generation=4)
     assert ledger.bad_keys == {"job.j1", "inventory.web1"}
+
+
+async def test_a_name_too_long_for_a_subject_is_refused_before_anything_is_sent() -> None:
+    # nats-server would close the connection of a publish with such a subject;
+    # the ledger of this test has none, so any attempt to send would fail otherwise.
+    ledger = memory_ledger("nwfilter", {}, host=None)
+    long = "x" * MAX_SUBJECT
+    with pytest.raises(VirtError) as refused:
+        await ledger.write(f"filter.{long}", b"<filter/>", what=f"nwfilter '{long}'")
+    assert refused.value.code is ErrorCode.INVALID_ARG
+    assert len(refused.value.message) < 200
+    with pytest.raises(VirtError) as refused:
+        await ledger.write("filter.short", b"<filter/>", [Event("nwfilter", long, "lifecycle")])
+    assert refused.value.code is ErrorCode.INVALID_ARG
+    with pytest.raises(VirtError) as refused:
+        await ledger.announce([Event("lease", long, "dhcp-lease")])
+    assert refused.value.code is ErrorCode.INVALID_ARG
