@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from prometheus_client import Gauge
 from pydantic import Field
 
 from services.storage.disks.index import DiskIndex
@@ -110,6 +111,9 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._disks: DiskService | None = None
         self._publisher: LedgerPublisher | None = None
         self._known_pools: set[str] = set()
+        #: pool -> its children of the five pool gauges, set on every volume
+        #: event (labels() looks each up anew, under a lock).
+        self._pool_gauges: dict[str, tuple[Gauge, ...]] = {}
 
     @property
     def pools(self) -> PoolManager:
@@ -243,13 +247,27 @@ class StorageService(ServiceProcess[StorageSettings]):
         names = set()
         for obj in self.pools.all():
             names.add(obj.name)
+            gauges = self._pool_gauges.get(obj.name)
+            if gauges is None:
+                gauges = self._pool_gauges[obj.name] = tuple(
+                    g.labels(pool=obj.name)
+                    for g in (
+                        self._capacity,
+                        self._allocation,
+                        self._available,
+                        self._volume_count,
+                        self._active,
+                    )
+                )
+            capacity, allocation, available, volumes, active = gauges
             d = obj.definition
-            self._capacity.labels(pool=obj.name).set(d.capacity if obj.active else 0)
-            self._allocation.labels(pool=obj.name).set(d.allocation if obj.active else 0)
-            self._available.labels(pool=obj.name).set(d.available if obj.active else 0)
-            self._volume_count.labels(pool=obj.name).set(len(obj.volumes))
-            self._active.labels(pool=obj.name).set(1 if obj.active else 0)
+            capacity.set(d.capacity if obj.active else 0)
+            allocation.set(d.allocation if obj.active else 0)
+            available.set(d.available if obj.active else 0)
+            volumes.set(len(obj.volumes))
+            active.set(1 if obj.active else 0)
         for gone in self._known_pools - names:
+            self._pool_gauges.pop(gone, None)
             for gauge in (
                 self._capacity,
                 self._allocation,

@@ -179,9 +179,9 @@ class DiskIndex:
     ) -> list[VolumeUser]:
         """The disks that use the image at ``path`` (or pool volume ``pool/name``)."""
         found: list[VolumeUser] = []
-        if path:
+        if path and self._by_path:
             found += self._by_path.get(sanitize_path(path), [])
-        if pool is not None and name is not None:
+        if pool is not None and name is not None and self._by_volume:
             found += self._by_volume.get((pool, name), [])
         return found
 

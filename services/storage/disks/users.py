@@ -26,7 +26,7 @@ class DiskUsers:
 
     def users(self, pool: str, name: str, path: str | None) -> list[VolumeUser]:
         found = self.index.users(path, pool, name)
-        if path:
+        if path and self.jobs:
             seen = {(u.domain, u.disk) for u in found}
             found += [u for u in self._destinations(path) if (u.domain, u.disk) not in seen]
         return found
