@@ -181,17 +181,19 @@ class FilterRegistry:
         return await self._retry(attempt, d.name)
 
     async def install_standard(self) -> None:
-        """Define the standard filters that do not exist yet.  A filter a user
-        already defined under a standard name is left alone."""
+        """Define the standard filters that do not exist yet, or whose record is
+        malformed (``Ledger.decode``).  A filter a user already defined under a
+        standard name is left alone."""
         for d in standard_filters():
             if d.name in self._filters:
                 continue
+            key = _key(d.name)
             try:
                 await self._ledger.write(
-                    _key(d.name),
+                    key,
                     format_nwfilter(d).encode(),
                     [lifecycle(d, "Defined")],
-                    expect=0,
+                    expect=self._ledger.seq(key) if key in self._ledger.bad_keys else 0,
                     what=f"nwfilter '{d.name}'",
                 )
             except Conflict:

@@ -139,8 +139,12 @@ async def storage_settings(nats_url: str, tmp_path: Path) -> StorageSettings:
     return StorageSettings(nats_url=nats_url, state_dir=tmp_path / "storage", host=HOST)
 
 
-async def test_a_malformed_pool_record_is_skipped_and_counted(
-    storage_settings: StorageSettings, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+async def test_malformed_pool_disk_and_job_records_are_skipped_and_counted(
+    storage_settings: StorageSettings,
+    nc: NATS,
+    connect_as: ConnectAs,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     pool = (
         f"<pool type='dir'><name>good</name><target><path>{tmp_path / 'p'}</path></target></pool>"
@@ -152,12 +156,18 @@ async def test_a_malformed_pool_record_is_skipped_and_counted(
     key = f"virtbus.ledger.storage.{HOST}.pool.{HOST}"
     await js.publish(f"{key}.11111111-2222-4333-8444-555555555555", b"[1, 2")
     await js.publish(f"{key}.11111111-2222-4333-8444-666666666666", b'{"xml": "<pool/>"}')
-    async with StorageService(storage_settings) as svc:
-        names = [p.name for p in await StorageClient(nc, HOST).pool_list()]
-        assert names == ["good"]
-        assert await _metric(svc.http.port, "virtbus_storage_bad_records") == (
-            "virtbus_storage_bad_records 2.0"
-        )
+    # The disk inventory and block-job records of the same ledger.
+    ledger = f"virtbus.ledger.storage.{HOST}"
+    await js.publish(f"{ledger}.disks.{HOST}.web1", LEAK.encode())
+    await js.publish(f"{ledger}.blockjob.{HOST}.j1", f'{{"job_id": "{LEAK}"}}'.encode())
+    with caplog.at_level(logging.ERROR):
+        async with StorageService(storage_settings) as svc:
+            names = [p.name for p in await StorageClient(nc, HOST).pool_list()]
+            assert names == ["good"]
+            assert await _metric(svc.http.port, "virtbus_storage_bad_records") == (
+                "virtbus_storage_bad_records 4.0"
+            )
+    _assert_logged_by_key(caplog, [f"disks.{HOST}.web1", f"blockjob.{HOST}.j1"])
 
 
 @pytest.fixture
@@ -232,10 +242,12 @@ async def test_malformed_filter_and_binding_records_are_skipped_and_counted(
     await js.publish(f"{host_ledger}.binding.vnet8", elsewhere.model_dump_json().encode())
     cluster_ledger = "virtbus.ledger.nwfilter.cluster"
     await js.publish(f"{cluster_ledger}.filter.broken", f"<filter name='{LEAK}'".encode())
+    # A standard filter's record gone bad is put back at start (then no longer bad).
+    await js.publish(f"{cluster_ledger}.filter.no-ip-spoofing", LEAK.encode())
     with caplog.at_level(logging.ERROR):
         async with NWFilterService(filters_only) as svc:
             names = {f.name for f in await client.list()}
-            assert {"mine", "clean-traffic"} <= names
+            assert {"mine", "clean-traffic", "no-ip-spoofing"} <= names
             assert "broken" not in names and LEAK not in names
             with pytest.raises(VirtError) as missing:
                 await client.dumpxml(name="broken")
@@ -248,7 +260,9 @@ async def test_malformed_filter_and_binding_records_are_skipped_and_counted(
             assert await _metric(svc.http.port, "virtbus_nwfilter_bad_records") == (
                 "virtbus_nwfilter_bad_records 3.0"
             )
-    _assert_logged_by_key(caplog, ["filter.broken", "binding.vnet9", "binding.vnet8"])
+    _assert_logged_by_key(
+        caplog, ["filter.broken", "filter.no-ip-spoofing", "binding.vnet9", "binding.vnet8"]
+    )
 
 
 async def _refused(attempt: Awaitable[Any], fine: tuple[ErrorCode, ...], name: str) -> None:
