@@ -19,13 +19,15 @@ the micro service the process registers:
   they have none (``names_nothing``), and the two cover the table;
 * a define / list / look-up / undefine cycle of the service's objects
   (``cycle``), then the events it announced, read back from the event stream
-  (``events``: in order, each id once), as far as the service can go without bridges, firewalls or
-  QEMU (the network service's networks are defined, never started; the
-  nwfilter service runs without a firewall backend, so it lists no binding
-  and refuses to make one).
+  (``events``: in order, each id once), as far as the service can go without
+  bridges, firewalls or QEMU (the network service's networks are defined,
+  never started; the nwfilter service runs without a firewall backend, so it
+  lists no binding and refuses to make one).
 
 A transport gives ``started(case)``, the case's process running and a
 ``Caller`` that reaches it, and ``stored_events``, what the event stream holds.
+(The module is long because it holds every table's case: its not-found
+requests and its cycle, each a few lines.)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -69,6 +71,8 @@ HOST = "testhost"
 NO_UUID = "00000000-0000-4000-8000-00000000c0de"
 
 Make = Callable[[str, Path, NATS | None], ServiceProcess[Any]]
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep", bound=BaseModel)
 
 
 def caller_role(endpoint: Endpoint[Any, Any]) -> str:
@@ -94,7 +98,7 @@ class Caller:
     def _host(self, endpoint: Endpoint[Any, Any]) -> str | None:
         return HOST if endpoint.host_scoped else None
 
-    async def call(self, endpoint: Endpoint[Any, Any], request: BaseModel) -> Any:
+    async def call(self, endpoint: Endpoint[Req, Rep], request: Req) -> Rep:
         nc = await self.connect(caller_role(endpoint))
         return await call(nc, endpoint, request, host=self._host(endpoint))
 
@@ -350,12 +354,16 @@ async def _pools_cycle(c: Caller) -> str | None:
     folder = c.process.settings.state_dir / "contract-pool"
     folder.mkdir()
     info = await c.call(api.POOL_DEFINE, api.PoolXmlRequest(xml=_pool_xml(folder)))
-    assert (info.name, info.state, info.persistent) == ("contract-pool", "inactive", True)
+    assert (info.name, info.state, info.persistent) == (
+        "contract-pool",
+        api.PoolState.INACTIVE,
+        True,
+    )
     listed = (await c.call(api.POOL_LIST, api.PoolListRequest())).pools
     assert [p.name for p in listed] == ["contract-pool"]
     pool = api.PoolRequest(pool=info.name)
-    await c.call(api.POOL_START, api.PoolBuildRequest(pool=info.name, build="none"))
-    assert (await c.call(api.POOL_INFO, pool)).state == "running"
+    await c.call(api.POOL_START, api.PoolBuildRequest(pool=info.name, build=api.BuildMode.NONE))
+    assert (await c.call(api.POOL_INFO, pool)).state is api.PoolState.RUNNING
     assert (await c.call(api.POOL_LOOKUP_UUID, api.PoolUuidRequest(uuid=info.uuid))).name == (
         info.name
     )
