@@ -22,7 +22,9 @@ the micro service the process registers:
   (``events``: in order, each id once), as far as the service can go without
   bridges, firewalls or QEMU (the network service's networks are defined,
   never started; the nwfilter service runs without a firewall backend, so it
-  lists no binding and refuses to make one).
+  lists no binding and refuses to make one);
+* of rival defines of one object under different UUIDs sent at once
+  (``race``), exactly one is kept and the others are refused.
 
 A transport gives ``started(case)``, the case's process running and a
 ``Caller`` that reaches it, and ``stored_events``, what the event stream holds.
@@ -32,6 +34,7 @@ requests and its cycle, each a few lines.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -67,6 +70,8 @@ from tests.memory_bus import matches
 
 #: The host the contract's host-scoped processes run as (one of tests.conftest.HOSTS).
 HOST = "testhost"
+#: Rival defines sent at once (``Race``).
+RIVALS = 8
 #: A UUID no object of the contract has.
 NO_UUID = "00000000-0000-4000-8000-00000000c0de"
 
@@ -147,6 +152,24 @@ class TableCase:
     cycle: Callable[[Caller], Awaitable[str | None]]
     #: The events the cycle announces, in order: (object kind, event, detail).
     events: tuple[tuple[str, str, str | None], ...] = ()
+    #: Rival defines of one object (None: the table defines nothing).
+    race: Race | None = None
+
+
+def rival_uuid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+@dataclass(frozen=True)
+class Race:
+    """Defines of one object (one name, or one secret usage) under different
+    UUIDs, sent at once: libvirt keeps one of them and refuses the others."""
+
+    define: Endpoint[Any, Any]
+    #: The n-th rival's request.
+    rival: Callable[[int], BaseModel]
+    #: How many objects of that name (or usage) exist.
+    count: Callable[[Caller], Awaitable[int]]
 
 
 # -- secret -------------------------------------------------------------------------------
@@ -181,6 +204,18 @@ async def _secret_cycle(c: Caller) -> str | None:
 
 
 _NO_SECRET = Missing({"uuid": NO_UUID}, ErrorCode.NO_SECRET)
+
+
+async def _secrets(c: Caller) -> int:
+    return len((await c.call(secret_api.LIST, secret_api.ListRequest())).secrets)
+
+
+def _rival_secret(n: int) -> BaseModel:
+    return secret_api.DefineRequest(
+        xml=SECRET_XML.replace("<description>", f"<uuid>{rival_uuid(n)}</uuid><description>")
+    )
+
+
 SECRET = TableCase(
     "secret",
     secret_api.ENDPOINTS,
@@ -206,6 +241,7 @@ SECRET = TableCase(
         ("secret", "value-changed", None),
         ("secret", "lifecycle", "Undefined"),
     ),
+    race=Race(secret_api.DEFINE, _rival_secret, _secrets),
 )
 
 # -- nwfilter -----------------------------------------------------------------------------
@@ -248,6 +284,18 @@ async def _nwfilter_cycle(c: Caller) -> str | None:
 
 _NO_FILTER = Missing({"name": "no-such-filter"}, ErrorCode.NO_NWFILTER)
 _NO_BINDING = Missing({"portdev": "vnet-none"}, ErrorCode.NO_NWFILTER_BINDING)
+
+
+async def _race_filters(c: Caller) -> int:
+    filters = (await c.call(nwf_api.LIST, Empty())).filters
+    return sum(1 for f in filters if f.name == "contract-filter")
+
+
+def _rival_filter(n: int) -> BaseModel:
+    xml = FILTER_XML.replace("chain='root'>", f"chain='root'><uuid>{rival_uuid(n)}</uuid>")
+    return nwf_api.DefineRequest(xml=xml)
+
+
 NWFILTER = TableCase(
     "nwfilter",
     nwf_api.ENDPOINTS,
@@ -268,6 +316,7 @@ NWFILTER = TableCase(
     },
     cycle=_nwfilter_cycle,
     events=(("nwfilter", "lifecycle", "Defined"), ("nwfilter", "lifecycle", "Undefined")),
+    race=Race(nwf_api.DEFINE, _rival_filter, _race_filters),
 )
 
 # -- network ------------------------------------------------------------------------------
@@ -311,6 +360,15 @@ def _no_net_port(**fields: Any) -> Missing:
     return Missing({"network": "no-such-net", **fields}, ErrorCode.NO_NETWORK)
 
 
+async def _networks(c: Caller) -> int:
+    return len((await c.call(net_api.LIST, Empty())).networks)
+
+
+def _rival_network(n: int) -> BaseModel:
+    xml = NETWORK_XML.replace("</name>", f"</name><uuid>{rival_uuid(n)}</uuid>")
+    return net_api.XmlRequest(xml=xml)
+
+
 NETWORK = TableCase(
     "network",
     net_api.ENDPOINTS,
@@ -336,6 +394,7 @@ NETWORK = TableCase(
     },
     cycle=_network_cycle,
     events=(("network", "lifecycle", "Defined"), ("network", "lifecycle", "Undefined")),
+    race=Race(net_api.DEFINE, _rival_network, _networks),
 )
 
 # -- storage: pools and volumes ----------------------------------------------------------
@@ -389,6 +448,19 @@ async def _pools_cycle(c: Caller) -> str | None:
 _NO_POOL = Missing({"pool": "no-such-pool"}, ErrorCode.NO_STORAGE_POOL)
 _NO_POOL_VOL = Missing({"vol": {"pool": "no-such-pool", "name": "v"}}, ErrorCode.NO_STORAGE_POOL)
 _NO_VOL_XML = "<volume><name>v</name><capacity>1</capacity></volume>"
+
+
+async def _pools(c: Caller) -> int:
+    return len((await c.call(storage_api.POOL_LIST, storage_api.PoolListRequest())).pools)
+
+
+def _rival_pool(n: int) -> BaseModel:
+    xml = _pool_xml(Path("/var/lib/virtbus-contract-pool"))
+    return storage_api.PoolXmlRequest(
+        xml=xml.replace("</name>", f"</name><uuid>{rival_uuid(n)}</uuid>")
+    )
+
+
 POOLS = TableCase(
     "storage-pools",
     storage_api.ENDPOINTS,
@@ -446,6 +518,7 @@ POOLS = TableCase(
         ("pool", "lifecycle", "Stopped"),
         ("pool", "lifecycle", "Undefined"),
     ),
+    race=Race(storage_api.POOL_DEFINE, _rival_pool, _pools),
 )
 
 # -- storage: disks and block jobs -------------------------------------------------------
@@ -604,6 +677,24 @@ class ServiceContract(ABC):
                 got = "a reply" if err is None else f"{err.name}: {err.message}"
                 wrong.append(f"{endpoint.name}: {got}, not {missing.code.name}")
         assert not wrong, "\n".join(wrong)
+
+    async def test_rival_defines_keep_one(self, case: TableCase, caller: Caller) -> None:
+        """Of defines of one object under different UUIDs sent at once, exactly
+        one is kept; each other is refused with a ``VirtError``."""
+        if case.race is None:
+            pytest.skip(f"{case.id} defines nothing")
+        race = case.race
+        outcomes = await asyncio.gather(
+            *(caller.call(race.define, race.rival(n)) for n in range(1, RIVALS + 1)),
+            return_exceptions=True,
+        )
+        kept = [o for o in outcomes if not isinstance(o, BaseException)]
+        other = [
+            o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, VirtError)
+        ]
+        assert not other, other
+        assert len(kept) == 1, f"{len(kept)} of {RIVALS} rival defines kept: {kept}"
+        assert await race.count(caller) == 1
 
     async def test_define_list_get_undefine(self, case: TableCase, caller: Caller) -> None:
         """The cycle, then the events it announced, each stored once, in order."""
