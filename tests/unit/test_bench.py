@@ -5,9 +5,12 @@ No timing is ever asserted: the figures depend on the machine and its load.
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
-from bench import conf, oneshot
+from bench import conf, oneshot, profile
 from bench.table import Table, percentile
 
 
@@ -112,3 +115,29 @@ def test_import_table_splits_startup_from_the_cli() -> None:
         ["  aiohttp", "2.00 ms"],
     ]
     assert table.rows[2][2] == "client.connection"
+
+
+def test_cpu_table_divides_each_process_cpu_by_the_phase_requests() -> None:
+    async def work(_: int) -> None:
+        return None
+
+    phase = profile.Phase("define+set+get", 10, 16, work, requests=3)
+    figures = profile.Figures(
+        calls=10, requests=30, wall=0.5, cpu=(0.003, 0.009, 0.0003), latencies=[0.01, 0.02]
+    )
+
+    table = profile.cpu_table("secret", [(phase, figures)])
+
+    assert table.rows == [
+        ["define+set+get", "30", "100 us", "300 us", "10 us", "20.0/s", "15.0 ms"]
+    ]
+    assert any("3 requests per call" in note for note in table.notes)
+
+
+def test_cpu_time_of_a_process_grows_with_its_work() -> None:
+    before = profile._cpu_of(os.getpid())
+    spent = time.process_time() + 0.02
+    while time.process_time() < spent:
+        pass
+
+    assert profile._cpu_of(os.getpid()) > before
