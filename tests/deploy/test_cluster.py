@@ -78,8 +78,10 @@ class Cluster:
 
     async def cli(self, host: str, role: str, *args: str) -> Result:
         """`virtbus --creds <role's file> ARGS` against ``host``'s nearest server
-        (VIRTBUS_TLS_CA names the CA: see the fixture)."""
-        return await virtbus(self.url(host), "--creds", str(self.creds[role]), *args)
+        (VIRTBUS_TLS_CA names the CA: see the fixture).  Its connection may take
+        up to 10 s instead of 1 on a loaded machine (a TLS handshake per call)."""
+        where = ("--creds", str(self.creds[role]), "--connect-timeout", "10")
+        return await virtbus(self.url(host), *where, *args)
 
     async def client(self, host: str, role: str = roles.ADMIN) -> Client:
         return await Client.connect(
