@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid as _uuid
+
+#: A UUID already in canonical form (what define returns and clients send back).
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def parse_uuid(text: str) -> str | None:
@@ -11,6 +15,8 @@ def parse_uuid(text: str) -> str | None:
     libvirt accepts 32 hex digits with leading/trailing blanks and hyphens
     anywhere between pairs of digits; the canonical form is 8-4-4-4-12.
     """
+    if _CANONICAL.fullmatch(text):
+        return text  # 0.3 us; uuid.UUID takes 8 us to give the same string back
     digits = text.strip().replace("-", "")
     if len(digits) != 32:
         return None

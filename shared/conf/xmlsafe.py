@@ -10,6 +10,7 @@ document and the depth of its nesting.  Every refusal is a ``VirtError`` with
 from __future__ import annotations
 
 import re
+import threading
 
 from lxml import etree
 
@@ -27,7 +28,19 @@ _TOO_DEEP = etree.XPath("boolean(/*" + "/*" * MAX_XML_DEPTH + ")")
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
+#: One parser per thread (an lxml parser must not parse in two threads at
+#: once), made on first use: making one costs as much as a third of a parse.
+_PARSERS = threading.local()
+
+
 def _parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = _new_parser()
+    return parser
+
+
+def _new_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
