@@ -97,7 +97,7 @@ async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg
     waiters = _waiting.setdefault(nc, {}).setdefault(key, set())
     waiters.add(waiter)
     try:
-        return await nc.request(subject, payload, timeout=timeout)
+        reply = await nc.request(subject, payload, timeout=timeout)
     except asyncio.CancelledError:
         if waiter.refused and task.uncancel() == 0:
             raise VirtError(
@@ -110,6 +110,12 @@ async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg
         waiters.discard(waiter)
         if not waiters:
             _waiting.get(nc, {}).pop(key, None)
+    if waiter.refused:
+        # The refusal came as the reply was already on its way in, and
+        # nc.request (asyncio.wait_for) returned the reply instead of the
+        # cancellation: withdraw the cancellation request it left on the task.
+        task.uncancel()
+    return reply
 
 
 class _Refused(Exception):
