@@ -19,8 +19,10 @@
   the environment's paths into it (``VIRTBUS_CREDS``, ``VIRTBUS_TLS_CA``)
   pointed there.
 
-Each simulated host prefers a different NATS server (h1: n1 first, h2: n2
-first), as pods on different nodes would.
+Each simulated host lists a different NATS server first (h1: n1, h2: n2), as
+pods on different nodes would name their nearest; nats-py (which
+``shared.util.bus`` does not tell otherwise) picks among the listed servers
+at random, so a host's connections spread over all three.
 """
 
 from __future__ import annotations

@@ -374,7 +374,8 @@ async def _kill_a_node_under_load(cluster: Cluster) -> None:
             done += 1
             await chaos()
 
-    # h1's clients prefer n1, the server that gets killed.
+    # The clients and processes on n1, the server that gets killed, move to
+    # another (nats-py spreads connections over the listed servers at random).
     clients = [await cluster.client("h1") for _ in range(WORKERS)]
     try:
         async with asyncio.timeout(600):
