@@ -122,9 +122,25 @@ class _Refused(Exception):
     """The server refused the credentials: retrying cannot help."""
 
 
+class _TlsCloseNoise(logging.Filter):
+    """nats-py reads through asyncio streams, whose protocol asks to keep a
+    connection half open when the server closes it; over TLS asyncio cannot,
+    and logs a warning about it at every close.  Nothing is wrong and nothing
+    is lost, so the warning is dropped (it reached the CLI's stderr)."""
+
+    NOISE = "returning true from eof_received() has no effect when using ssl"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.NOISE
+
+
+_TLS_CLOSE_NOISE = _TlsCloseNoise()
+
+
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """A client TLS context that verifies the server against ``ca_file`` (else the
     system's certificate authorities)."""
+    logging.getLogger("asyncio").addFilter(_TLS_CLOSE_NOISE)
     return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 

@@ -4,8 +4,11 @@ refused."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,3 +90,26 @@ async def test_a_client_that_cannot_verify_the_server_is_refused(tls_server: Emb
     plain = tls_server.role_url(ADMIN).replace("tls://", "nats://")
     with pytest.raises(VirtError):
         await bus.connect(plain, "plain", deadline=3)
+
+
+async def test_the_cli_over_tls_prints_only_its_answer(
+    tls_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """The CLI's commands, quick path and full client, over TLS: the answer on
+    stdout and nothing on stderr (no warning from the TLS transport at close)."""
+    assert tls_server.tls is not None and tls_server.tls.ca is not None
+    ca = tls_server.tls.ca
+    settings = SecretSettings(nats_url=tls_server.url, state_dir=tmp_path / "s", tls_ca=ca)
+    env = {**os.environ, "VIRTBUS_TLS_CA": str(ca)}
+    url = tls_server.role_url(ADMIN)
+    async with SecretService(settings):
+        for argv in (["secret-list"], ["status"], ["secret-list", "--no-ephemeral"]) * 3:
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "client.cli.main", "-c", url, *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert (done.returncode, done.stderr) == (0, ""), argv
+            assert done.stdout.strip(), argv
