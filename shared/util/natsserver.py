@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +48,44 @@ def nats_server_binary() -> str:
     return found
 
 
+#: Ports ``free_port`` handed out lately in this process.
+_HANDED_OUT: deque[int] = deque(maxlen=4096)
+#: The lowest port ``free_port`` picks.
+_LOWEST = 10000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        low, high = (int(n) for n in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A loopback TCP port nothing listens on now, for a server started next.
+
+    The port is picked outside the kernel's ephemeral range, so no outgoing
+    connection made before the server binds it can take it as its own, and
+    never twice in a row of calls in this process (``virtbus up`` picks a port
+    for each child at once; the kernel may offer a just-released one again).
+    """
+    low, high = ephemeral_range()
+    first, last = (_LOWEST, low - 1) if low - _LOWEST > 1000 else (high + 1, 65535)
+    for _ in range(1000):
+        port = random.randint(first, last)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.append(port)
         return port
+    raise VirtError(ErrorCode.INTERNAL_ERROR, f"no free port in {first}-{last}", ErrorDomain.NONE)
 
 
 @dataclass(frozen=True)
