@@ -93,14 +93,15 @@ async def virtbus_run(folder: Path, count: int, backend: str) -> dict[str, objec
     nc = None
     try:
         with inside(ns):
-            server = EmbeddedNats(folder / "nats")
+            server = EmbeddedNats(folder / "nats", hosts=[HOST])
             await server.start()
-            nc = await bus.connect(server.url, "virtbus-bench", deadline=10)
+            nc = await bus.connect(server.role_url("admin"), "virtbus-bench", deadline=10)
         log = open(folder / "nwfilter.log", "ab")  # noqa: SIM115, ASYNC230 - set-up, not timed
         service = subprocess.Popen(  # noqa: ASYNC220 - the service runs beside the loop
             [
                 "ip", "netns", "exec", ns, sys.executable, "-m", "services.nwfilter",
                 "--nats-url", server.url, "--state-dir", str(folder / "state"),
+                "--creds", str(server.credentials.path("nwfilter")),
                 "--host", HOST, "--firewall-backend", backend,
                 "--reconcile-interval", "3600", "--log-format", "text",
             ],
