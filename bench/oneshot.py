@@ -176,6 +176,7 @@ def _quiet(argv: Sequence[str], env: dict[str, str] | None = None) -> None:
 
 
 def _start_stack(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    from shared.util.credentials import read_file
     from shared.util.natsserver import free_port
 
     port = free_port()
@@ -188,14 +189,19 @@ def _start_stack(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen[by
     assert proc.stdout is not None
     for raw in proc.stdout:
         if b"virtbus is up" in raw:
-            return proc, f"nats://127.0.0.1:{port}"
+            # The admin's user and password, which root's CLI finds by itself
+            # only in the default state folder.
+            admin = read_file(folder / "state" / "creds" / "admin.creds")
+            return proc, admin.url(f"nats://127.0.0.1:{port}")
     raise CommandFailed("virtbus up ended before it was up")
 
 
 def _floor_script(url: str) -> str:
+    from shared.util.roles import ADMIN, inbox_prefix
+
     return (
         "from client.cli.wire import Wire\n"
-        f"w = Wire({url!r}, timeout=1)\n"
+        f"w = Wire({url!r}, timeout=1, inbox_prefix={inbox_prefix(ADMIN)!r})\n"
         "w.request('virtbus.v1.secret.list', b'{}')\n"
     )
 
