@@ -57,7 +57,7 @@ class Retry(Exception):
 
 
 class JobController:
-    """The agent's jobs, by job id, mirrored in the KV store."""
+    """The agent's jobs, by job id, mirrored in its ledger."""
 
     def __init__(
         self,

@@ -403,7 +403,7 @@ class QemuAgent(ServiceProcess[AgentSettings]):
             self._commands.labels(kind=kind, outcome="refused").inc()
             log.warning("command refused", extra={"job": command.job_id, "reason": str(err)})
         except Exception:
-            # NATS or KV away mid-step: every step is idempotent, so deliver again.
+            # NATS or the ledger away mid-step: every step is idempotent, so deliver again.
             self._commands.labels(kind=kind, outcome="retry").inc()
             log.exception("command failed", extra={"job": command.job_id})
             try:

@@ -1,7 +1,7 @@
 """The network service process: libvirt's network driver for one host, on the bus.
 
 One instance per host serves ``virtbus.v1.network.<host>.<endpoint>``.
-Definitions live in KV (``registry.py``); what runs lives on the host
+Definitions live in the ledger (``registry.py``); what runs lives on the host
 (``runtime.py``), which stays the truth: at start the service adopts the
 networks a previous process left running (never starting them twice),
 marks inactive those whose bridge is gone, then starts the autostart ones.
@@ -116,7 +116,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         self._running: dict[str, RunningNetwork] = {}
         self._ports: dict[tuple[str, str], PortRecord] = {}
         self._seen_leases: dict[str, dict[str, api.Lease]] = {}
-        # one change at a time: each touches the host and the KV record together
+        # one change at a time: each touches the host and the ledger record together
         self._lock = asyncio.Lock()
         self._gauge_networks = self.metrics.gauge("networks", "Networks by state", ["state"])
         self._gauge_ports = self.metrics.gauge("ports", "Ports per network", ["network"])

@@ -29,7 +29,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
 def token(value: str) -> str:
     """A subject token for ``value``: itself when it is a plain name, else a
     base64url form prefixed with ``=`` (names may hold dots, spaces, ``>``); valid
-    both as a subject token and as a JetStream KV key."""
+    both as a subject token and as a key of a ledger."""
     if _TOKEN.match(value):
         return value
     encoded = base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")

@@ -2,8 +2,8 @@
 disk inventory, prepare the destination, record the job, and send its command
 to the disk's host agent; then follow the agent's status events to the end.
 
-A job holds its disk from the request to its outcome (a KV claim, see
-disk_store.py), so a second job on a busy disk is refused with libvirt's
+A job holds its disk from the request to its outcome (a ledger claim, see
+store.py), so a second job on a busy disk is refused with libvirt's
 error.  Every status is applied once (the record keeps the phases seen), and
 what follows an outcome (the claim released, committed images deleted) is
 idempotent, so an event delivered twice, or again after a restart, changes

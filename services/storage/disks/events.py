@@ -215,7 +215,7 @@ class DiskEvents:
             await _settle(msg.term())
             return
         except Exception:
-            # KV or NATS away mid-step: every step is idempotent, so deliver again
+            # the ledger or NATS away mid-step: every step is idempotent, so deliver again
             log.exception("agent event not applied", extra={"id": event.id})
             await _settle(msg.nak(delay=2.0))
             return

@@ -1,5 +1,5 @@
 """The disks half of the storage service, wired together: the inventory (index.py),
-its KV copy (store.py), the jobs (blockjobs.py) and the agent's events
+its ledger copy (store.py), the jobs (blockjobs.py) and the agent's events
 (events.py), with the endpoints of shared.api.storage_jobs.
 
 ``StorageService`` makes one ``DiskService`` with the volumes half's side of

@@ -1,4 +1,4 @@
-"""The disk inventory and the block jobs in the storage service's KV bucket.
+"""The disk inventory and the block jobs in the storage service's ledger.
 
 Keys of the host's ledger (beside the pool records of registry.py):
 
@@ -8,7 +8,7 @@ Keys of the host's ledger (beside the pool records of registry.py):
 * ``blockjob.<host>.<job_id>`` -> ``JobRecord``: a job from its request to
   its outcome.
 * ``blockdisk.<host>.<domain>.<target>`` -> the job id holding the disk.
-  Taking it is a KV create, so of two requests for one disk exactly one
+  Taking it is a compare-and-set create, so of two requests for one disk exactly one
   starts a job; it is deleted when the job ends.
 
 Records are read through ``Ledger.decode``: a malformed one is skipped (and
@@ -50,7 +50,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class DiskStore:
-    """This host's inventory, jobs and disk claims in the bucket."""
+    """This host's inventory, jobs and disk claims in its ledger."""
 
     def __init__(self, store: LedgerState, host: str) -> None:
         self._store = store

@@ -3,9 +3,9 @@ virstorageobj.c): define, create, build, start, destroy, delete, undefine,
 autostart, refresh, look-ups and the reconciliation on start.
 
 ``PoolManager`` owns the ``PoolObj`` table of this host and is the only
-code that changes it; each change is written to KV before its event goes
-out.  A pool's ``lock`` serialises its state changes; volume jobs run
-outside it and are counted in ``asyncjobs``, as libvirt does.
+code that changes it; each change is one ledger write, its event with it.
+A pool's ``lock`` serialises its state changes; volume jobs run outside it
+and are counted in ``asyncjobs``, as libvirt does.
 """
 
 from __future__ import annotations
@@ -435,7 +435,7 @@ class PoolManager:
     # -- reconciliation ------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read this host's pools from KV and make their state match their storage
+        """Read this host's pools from the ledger and make their state match their storage
         (libvirt's storagePoolUpdateAllState), then autostart (storageDriverAutostart)."""
         for stored in await self._registry.pools():
             self.pools[stored.definition.uuid] = PoolObj(

@@ -1,4 +1,4 @@
-"""What the storage service keeps in its KV bucket, per host.
+"""What the storage service keeps in its ledger, per host.
 
 Keys of the host's ledger (``shared.util.ledger``, service ``storage``):
 
@@ -62,7 +62,7 @@ def _changed(what: str) -> VirtError:
 
 
 class StorageRegistry:
-    """The bucket, seen from one host's service."""
+    """The ledger, seen from one host's service."""
 
     def __init__(self, ledger: Ledger, host: str) -> None:
         self._ledger = ledger
