@@ -199,6 +199,11 @@ async def test_storage_service_follows_the_agent_after_a_nats_restart(
         nats_server.kill()
         await asyncio.sleep(3.0)
         await nats_server.start()
+        # Until both are back on the bus (each reconnects on its own): a command
+        # sent before then finds no service, as it should.
+        assert running.agent is not None and running.storage is not None
+        await wait_for_service(nc, "agent-qemu", running.agent)
+        await wait_for_service(nc, "storage", running.storage)
         done = await cli.ok("--host", HOST, "blockpull", DOMAIN, TARGET, "--wait")
         assert done.out == "\nPull complete\n"
         disk = (await cli.ok("--host", HOST, "disk-dumpxml", DOMAIN, TARGET)).out
