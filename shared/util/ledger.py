@@ -116,6 +116,8 @@ SOURCE_HEADER = "Virtbus-Source"
 #: an ephemeral secret's); they expire with the event retention.
 EVENT_ONLY_PREFIX = "_ev."
 _WRONG_LAST_SEQUENCE = 10071
+#: Seconds between the server's heartbeats to a following replica when idle.
+_FOLLOW_HEARTBEAT = 1.0
 #: Server errors that mean "no room": disk, account or stream limits.
 _NO_SPACE_CODES = {10023, 10028, 10047, 10054, 10077}
 _TTL = f"{MAX_AGE_SECONDS}s"
@@ -619,7 +621,10 @@ class Ledger:
             self._prefix + ">",
             stream=self.stream,
             ordered_consumer=True,
-            idle_heartbeat=5.0,
+            # Two missed heartbeats make nats-py re-create the consumer: after
+            # the loss of its server, a replica's view is stale for about two
+            # heartbeats (it was 5 s each: 10 s of stale reads in a cluster).
+            idle_heartbeat=_FOLLOW_HEARTBEAT,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
             ),
