@@ -228,8 +228,12 @@ class Ledger:
         host: str | None = None,
         *,
         space: Callable[[], str | None] | None = None,
+        on_event_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._nc = nc
+        #: Told the object kind of each event the forwarder failed to store (it
+        #: tries again until stored: the process's failure counter).
+        self._on_event_failure = on_event_failure
         #: Says why there is no room for a write (``free_space_guard``), or None.
         self._space = space
         self._js = js
@@ -699,11 +703,20 @@ class Ledger:
             SOURCE_HEADER: f"{self.stream} {self._epoch} {seq} {index + 1}",
         }
         subject = event_subject(self.service, self.host, event.object, event.name)
-        reply = await self._nc.request(subject, model_json(cloud), headers=headers, timeout=5)
+        try:
+            reply = await self._nc.request(subject, model_json(cloud), headers=headers, timeout=5)
+        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError):
+            self._event_failed(event.object)
+            raise
         doc = from_json(reply.data)
         failure = _ack_error(doc)
         if failure is not None:
             if failure[0] == _WRONG_LAST_SEQUENCE:
                 raise Conflict(subject)
+            self._event_failed(event.object)
             raise VirtError(ErrorCode.OPERATION_FAILED, f"event not stored: {failure[1]}")
         return int(doc["seq"])
+
+    def _event_failed(self, object_kind: str) -> None:
+        if self._on_event_failure is not None:
+            self._on_event_failure(object_kind)

@@ -28,7 +28,9 @@ class ProcessMetrics:
             buckets=_LATENCY_BUCKETS,
         )
         self._event_failures = self.counter(
-            "event_publish_failures", "Events not stored after every retry", ["object"]
+            "event_publish_failures",
+            "Attempts to store an event that failed (the ledger's forwarder tries again)",
+            ["object"],
         )
         #: (endpoint, outcome) -> its request counter and latency histogram:
         #: ``labels()`` looks them up anew on every call, under a lock.

@@ -248,7 +248,14 @@ class ServiceProcess(Generic[S]):
         host = self.settings.host if self.host_scoped and not cluster else None
         # The embedded nats-server keeps JetStream under the same state folder.
         space = free_space_guard(self.settings.state_dir)
-        ledger = Ledger(self.nc, self.js, service or self.name, host, space=space)
+        ledger = Ledger(
+            self.nc,
+            self.js,
+            service or self.name,
+            host,
+            space=space,
+            on_event_failure=self.metrics.event_failed,
+        )
         await ledger.open(self.settings.stream_replicas)
         self._ledgers.append(ledger)
         self.spawn(ledger.follow(), f"ledger-{ledger.stream}")

@@ -226,3 +226,41 @@ async def test_opening_waits_out_a_stream_that_does_not_answer_yet(nc: NATS) -> 
     assert unanswered == 0
     assert ledger.stream == "VIRTBUS_LEDGER_test"
     assert (await real_info(ledger.stream)).config.name == ledger.stream
+
+
+async def test_an_event_the_stream_refuses_is_counted_as_a_failure(
+    nc: NATS, connect_as: ConnectAs
+) -> None:
+    """The forwarder reports each refused attempt (the process's
+    ``event_publish_failures`` counter), and stores the event once it can."""
+    await ensure_stream(nc.jetstream())
+    js = (await connect_as("operator")).jetstream()
+    config = (await js.stream_info(STREAM)).config
+    config.max_msgs = 1
+    config.discard = "new"  # type: ignore[assignment]
+    await js.update_stream(config)
+    failed: list[str] = []
+    refused = asyncio.Event()
+
+    def on_failure(kind: str) -> None:
+        failed.append(kind)
+        refused.set()
+
+    ledger = Ledger(nc, nc.jetstream(), "test", None, on_event_failure=on_failure)
+    await ledger.open()
+    follower = asyncio.create_task(ledger.follow())
+    try:
+        first = await ledger.write("obj.a", b"1", [Event("thing", "a", "x")])
+        await ledger.wait_forwarded(first)
+        assert failed == []
+        second = await ledger.write("obj.b", b"2", [Event("gadget", "b", "x")])
+        await refused.wait()
+        assert set(failed) == {"gadget"}
+        config.max_msgs = -1
+        await js.update_stream(config)
+        await ledger.wait_forwarded(second, timeout=30)
+        assert len(await stored_events(nc)) == 2
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
