@@ -113,11 +113,8 @@ def find(role: str, explicit: Path | None = None) -> Credentials | None:
 
 def find_stored(role: str) -> Credentials | None:
     """The first readable ``<role>.creds`` of ``search_dirs()``, else None."""
-    for folder in search_dirs():
-        path = folder / (role + SUFFIX)
-        if os.access(path, os.R_OK):
-            return read_file(path)
-    return None
+    path = credfile.stored_path(role)
+    return read_file(Path(path)) if path else None
 
 
 def _group_id() -> int | None:

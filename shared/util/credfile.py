@@ -37,9 +37,11 @@ def search_dirs() -> list[str]:
 
 def find_path(role: str, explicit: str | None = None) -> str | None:
     """The credentials file of ``role`` (see the module), or None."""
-    given = explicit or os.environ.get(ENV_FILE)
-    if given:
-        return given
+    return explicit or os.environ.get(ENV_FILE) or stored_path(role)
+
+
+def stored_path(role: str) -> str | None:
+    """The first readable ``<role>.creds`` of ``search_dirs()``, or None."""
     for folder in search_dirs():
         path = os.path.join(folder, role + SUFFIX)
         if os.access(path, os.R_OK):
