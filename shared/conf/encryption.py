@@ -9,7 +9,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.uuid import parse_uuid
-from shared.conf.xmlprops import prop_enum, prop_uint
+from shared.conf.xmlprops import first, prop_enum, prop_uint
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, config_unsupported, xml_error
 
@@ -152,10 +152,10 @@ def parse_encryption(node: etree._Element) -> Encryption:
     cipher: Cipher | None = None
     ivgen: Ivgen | None = None
     if fmt is EncryptionFormat.LUKS:
-        cipher_node = node.find("cipher")
+        cipher_node = first(node, "cipher")
         if cipher_node is not None:
             cipher = _parse_cipher(cipher_node)
-        ivgen_node = node.find("ivgen")
+        ivgen_node = first(node, "ivgen")
         if ivgen_node is not None:
             if cipher is None:
                 raise xml_error("ivgen element found, but cipher is missing", _DOMAIN)

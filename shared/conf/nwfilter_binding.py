@@ -50,8 +50,8 @@ def parse_nwfilter_binding(xml: str | bytes) -> NWFilterBindingDef:
     linkdev_node = first(root, "linkdev")
     if linkdev_node is not None:
         linkdev = _required(xpath_attr(linkdev_node, "name"), "filter binding has no link dev name")
-    owner_name = _required(string_of(root.find("owner/name")), "filter binding has no owner name")
-    uuid_text = _required(string_of(root.find("owner/uuid")), "filter binding has no owner UUID")
+    owner_name = _required(string_of(first(root, "owner/name")), "filter binding has no owner name")
+    uuid_text = _required(string_of(first(root, "owner/uuid")), "filter binding has no owner UUID")
     owner_uuid = _required(parse_uuid(uuid_text), f"Unable to parse UUID '{uuid_text}'")
     mac_text = _required(
         xpath_attr(first(root, "mac"), "address"), "filter binding has no MAC address"

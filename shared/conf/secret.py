@@ -8,6 +8,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.uuid import parse_uuid
+from shared.conf.xmlprops import first
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -75,7 +76,7 @@ def _parse_usage(node: etree._Element) -> tuple[SecretUsageType, str]:
             ErrorCode.CONFIG_UNSUPPORTED, f"unknown secret usage type {type_text}", _DOMAIN
         )
     element, missing = USAGE_ID_ELEMENT[usage_type]
-    child = node.find(element)
+    child = first(node, element)
     if child is None or not child.text:
         raise VirtError(ErrorCode.INTERNAL_ERROR, missing, _DOMAIN)
     return usage_type, child.text
@@ -93,14 +94,14 @@ def parse_secret(xml: str | bytes) -> SecretDef:
     """Parse a ``<secret>`` document; raises ``VirtError`` as libvirt would refuse it."""
     root = parse_xml(xml, "secret", domain=_DOMAIN)
     uuid: str | None = None
-    uuid_node = root.find("uuid")
+    uuid_node = first(root, "uuid")
     if uuid_node is not None:
         uuid = parse_uuid(uuid_node.text or "")
         if uuid is None:
             raise VirtError(ErrorCode.INTERNAL_ERROR, "malformed uuid element", _DOMAIN)
-    description_node = root.find("description")
+    description_node = first(root, "description")
     usage_type, usage_id = SecretUsageType.NONE, None
-    usage_node = root.find("usage")
+    usage_node = first(root, "usage")
     if usage_node is not None:
         usage_type, usage_id = _parse_usage(usage_node)
     return SecretDef(

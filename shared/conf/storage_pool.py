@@ -29,7 +29,7 @@ from shared.conf.storage_pool_util import (
     sanitize_path,
 )
 from shared.conf.uuid import generate_uuid, parse_uuid
-from shared.conf.xmlprops import prop_tristate
+from shared.conf.xmlprops import first, prop_tristate
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
@@ -109,7 +109,7 @@ def _parse_type(root: etree._Element) -> PoolType:
 
 
 def _parse_cow(root: etree._Element, info: PoolTypeInfo) -> bool | None:
-    cow = prop_tristate(root.find("features/cow"), "state")
+    cow = prop_tristate(first(root, "features/cow"), "state")
     if cow is not None and not info.supports_cow:
         raise VirtError(
             ErrorCode.NO_SUPPORT, "cow feature may only be used for 'fs' and 'dir' pools", STORAGE
@@ -137,7 +137,7 @@ def _parse_target(root: etree._Element, info: PoolTypeInfo, source_name: str | N
             raise xml_error("missing storage pool target path", STORAGE)
         path = given
     return PoolTarget(
-        path=sanitize_path(path), permissions=parse_permissions(root.find("target/permissions"))
+        path=sanitize_path(path), permissions=parse_permissions(first(root, "target/permissions"))
     )
 
 
@@ -153,7 +153,7 @@ def _format_target(w: XmlWriter, target: PoolTarget | None) -> None:
 
 
 def _parse_refresh(root: etree._Element) -> RefreshAllocation | None:
-    node = root.find("refresh/volume")
+    node = first(root, "refresh/volume")
     text = node.get("allocation") if node is not None else None
     if not text:
         return None
@@ -216,7 +216,7 @@ def parse_storage_pool_element(root: etree._Element) -> StoragePoolDef:
     """Parse a ``<pool>`` element (virStoragePoolDefParseXML); raises ``VirtError``."""
     pool_type = _parse_type(root)
     info = POOL_TYPES[pool_type]
-    source_node = root.find("source")
+    source_node = first(root, "source")
     if source_node is not None:
         source = parse_pool_source(source_node, pool_type, info)
     else:

@@ -26,7 +26,7 @@ from shared.conf.storage_pool_util import (
     sanitize_path,
 )
 from shared.conf.units import parse_c_signed
-from shared.conf.xmlprops import prop_enum, prop_tristate
+from shared.conf.xmlprops import first, prop_enum, prop_tristate
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import config_unsupported, xml_detail, xml_error
 
@@ -172,7 +172,7 @@ def _parse_adapter(node: etree._Element) -> PoolAdapter | None:
                 "Use of 'wwnn', 'wwpn', and 'parent' attributes requires use of the adapter 'type'",
                 STORAGE,
             )
-        if node.find("parentaddr") is not None:
+        if first(node, "parentaddr") is not None:
             raise xml_error(
                 "Use of 'parentaddr' element requires use of the adapter 'type'", STORAGE
             )
@@ -192,9 +192,9 @@ def _parse_adapter(node: etree._Element) -> PoolAdapter | None:
         )
     parentaddr: PciAddress | None = None
     unique_id: int | None = None
-    parent_node = node.find("parentaddr")
+    parent_node = first(node, "parentaddr")
     if parent_node is not None:
-        addr_node = parent_node.find("address")
+        addr_node = first(parent_node, "address")
         if addr_node is None:
             raise xml_error("Missing scsi_host PCI address element", STORAGE)
         parentaddr = parse_pci_address(addr_node)
@@ -286,7 +286,7 @@ def _parse_auth(node: etree._Element) -> PoolAuth:
             auth_type = AuthType(type_text)
         except ValueError:
             raise config_unsupported(f"unknown auth type '{type_text}'", STORAGE) from None
-    secret_node = node.find("secret")
+    secret_node = first(node, "secret")
     if secret_node is None:
         raise xml_error("Missing <secret> element in auth", STORAGE)
     lookup = parse_secret_lookup(secret_node)
@@ -330,9 +330,9 @@ def parse_pool_source(node: etree._Element, pool_type: PoolType, info: PoolTypeI
     devices = tuple(_parse_device(d) for d in node.iterchildren("device"))
     dir_text = child_attr(node, "dir", "path")
     source_dir = sanitize_path(dir_text) if dir_text is not None else info.default_source_dir
-    adapter_node = node.find("adapter")
+    adapter_node = first(node, "adapter")
     adapter = _parse_adapter(adapter_node) if adapter_node is not None else None
-    auth_node = node.find("auth")
+    auth_node = first(node, "auth")
     auth = _parse_auth(auth_node) if auth_node is not None else None
     protocol_ver = child_attr(node, "protocol", "ver")
     if protocol_ver is not None:

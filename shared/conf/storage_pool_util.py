@@ -7,7 +7,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.units import LLONG_MAX, UINT_MAX, parse_c_signed
-from shared.conf.xmlprops import string_of
+from shared.conf.xmlprops import first, string_of
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, xml_error
 
@@ -19,7 +19,7 @@ def child_text(node: etree._Element | None, path: str) -> str | None:
     """``string(./path)`` of ``node`` (first match), None when absent or empty."""
     if node is None:
         return None
-    return string_of(node.find(path))
+    return string_of(first(node, path))
 
 
 def child_attr(node: etree._Element | None, path: str, name: str) -> str | None:
@@ -27,7 +27,7 @@ def child_attr(node: etree._Element | None, path: str, name: str) -> str | None:
     match that has it, None when there is none or it is empty."""
     if node is None:
         return None
-    for found in node.iterfind(path):
+    for found in node.iterchildren(path) if "/" not in path else node.iterfind(path):
         value = found.get(name)
         if value is not None:
             return value or None
@@ -98,9 +98,10 @@ class Permissions(BaseModel):
 
 
 def _parse_id(node: etree._Element, name: str) -> int | None:
-    if node.find(name) is None:
+    found = first(node, name)
+    if found is None:
         return None
-    text = child_text(node, name)
+    text = string_of(found)
     value = (
         None if text is None else parse_c_signed(text, minimum=-LLONG_MAX - 1, maximum=LLONG_MAX)
     )

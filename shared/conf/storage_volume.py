@@ -31,6 +31,7 @@ from shared.conf.units import (
     parse_c_unsigned,
     scale_integer,
 )
+from shared.conf.xmlprops import first
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import config_unsupported, xml_error
@@ -196,7 +197,7 @@ def _parse_compat(compat: str | None) -> str | None:
 
 
 def _parse_features(target: etree._Element | None) -> tuple[str, ...] | None:
-    node = target.find("features") if target is not None else None
+    node = first(target, "features")
     if node is None:
         return None
     found: set[str] = set()
@@ -212,7 +213,7 @@ def _parse_features(target: etree._Element | None) -> tuple[str, ...] | None:
 
 
 def _parse_target(node: etree._Element | None, formats: FormatSet | None) -> VolumeTarget:
-    encryption_node = node.find("encryption") if node is not None else None
+    encryption_node = first(node, "encryption")
     features = _parse_features(node)
     compat = _parse_compat(child_text(node, "compat"))
     if features is not None and compat is None:
@@ -220,10 +221,10 @@ def _parse_target(node: etree._Element | None, formats: FormatSet | None) -> Vol
     return VolumeTarget(
         path=child_text(node, "path"),
         format=_parse_format(node, formats),
-        permissions=parse_permissions(node.find("permissions") if node is not None else None),
+        permissions=parse_permissions(first(node, "permissions")),
         encryption=parse_encryption(encryption_node) if encryption_node is not None else None,
         compat=compat,
-        nocow=node is not None and node.find("nocow") is not None,
+        nocow=first(node, "nocow") is not None,
         cluster_size=_parse_cluster_size(node),
         features=features,
     )
@@ -269,7 +270,7 @@ def _parse_backing_store(node: etree._Element, formats: FormatSet | None) -> Bac
     return BackingStore(
         path=path,
         format=_parse_format(node, formats),
-        permissions=parse_permissions(node.find("permissions")),
+        permissions=parse_permissions(first(node, "permissions")),
     )
 
 
@@ -319,7 +320,7 @@ def parse_storage_volume_element(
             volume_type = VolumeType(type_text)
         except ValueError:
             raise config_unsupported(f"unknown volume type '{type_text}'", STORAGE) from None
-    backing_node = root.find("backingStore")
+    backing_node = first(root, "backingStore")
     backing = _parse_backing_store(backing_node, formats) if backing_node is not None else None
     capacity = 0
     capacity_text = child_text(root, "capacity")
@@ -341,7 +342,7 @@ def parse_storage_volume_element(
         capacity=capacity,
         allocation=allocation,
         has_allocation=allocation_text is not None,
-        target=_parse_target(root.find("target"), formats),
+        target=_parse_target(first(root, "target"), formats),
         backing_store=backing,
     )
 

@@ -66,6 +66,8 @@ def strtoul_scan(text: str, base: int) -> tuple[bool, int, int] | None:
 
 def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
     """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
+    if base == 10 and len(text) < 20 and text.isascii() and text.isdigit():
+        return False, int(text)  # the common case: fewer digits than 2**64 has
     scanned = strtoul_scan(text, base)
     if scanned is None or scanned[2] != len(text):
         return None

@@ -41,39 +41,45 @@ LONG_MAX = 2**63 - 1
 
 def local_name(node: Node) -> str:
     """The element's name without namespace, as libvirt's ``node->name``."""
-    return etree.QName(node).localname
+    return str(node.tag).rpartition("}")[2]
 
 
 def first(node: Node | None, name: str) -> Node | None:
-    """XPath ``./name[1]``: the first child element ``name`` without a namespace."""
+    """XPath ``(./name)[1]``: the first child element ``name`` without a namespace;
+    ``name`` may be a path (``target/path``): the first match in document order."""
     if node is None:
         return None
-    for sub in node:
-        if sub.tag == name:
-            return sub
+    # lxml's tag filter (a bare name matches no namespaced element) runs in C;
+    # ElementPath's find() does the same walk at twice the cost
+    if "/" not in name:
+        return next(node.iterchildren(name), None)
+    head, _, rest = name.partition("/")
+    for sub in node.iterchildren(head):
+        found = first(sub, rest)
+        if found is not None:
+            return found
     return None
 
 
 def every(node: Node, name: str) -> list[Node]:
     """XPath ``./name``: every child element ``name`` without a namespace."""
-    return [sub for sub in node if sub.tag == name]
+    return list(node.iterchildren(name))
 
 
 def sub_element(node: Node, name: str) -> Node | None:
     """virXMLNodeGetSubelement: the first child whose local name is ``name``."""
-    for sub in node:
-        if isinstance(sub.tag, str) and local_name(sub) == name:
-            return sub
-    return None
+    return next(node.iterchildren("{*}" + name), None)
 
 
 def sub_elements(node: Node, name: str) -> list[Node]:
     """virXMLNodeGetSubelementList: every child whose local name is ``name``."""
-    return [sub for sub in node if isinstance(sub.tag, str) and local_name(sub) == name]
+    return list(node.iterchildren("{*}" + name))
 
 
 def content(node: Node) -> str:
     """xmlNodeGetContent: the concatenated text of the element and its descendants."""
+    if not len(node):  # a leaf (the parser keeps no comments): its own text only
+        return node.text or ""
     return "".join(str(text) for text in node.itertext())
 
 

@@ -51,12 +51,15 @@ def escape_attr(value: str) -> str:
 
 def attrs_text(attrs: Attrs) -> str:
     """`` name='value'`` pairs in the given order; ``None`` values are left out."""
-    out = []
+    out = ""
     for name, value in attrs:
         if value is None:
             continue
-        out.append(f" {name}='{escape_attr(_text(value))}'")
-    return "".join(out)
+        text = value if type(value) is str else _text(value)
+        if _ATTR_NEEDS_ESCAPE.search(text) is not None:
+            text = text.translate(_ATTR_TABLE)
+        out += f" {name}='{text}'"
+    return out
 
 
 def _text(value: object) -> str:
@@ -88,23 +91,29 @@ class XmlWriter:
 
     def open(self, name: str, attrs: Attrs = ()) -> None:
         """Write ``<name ...>`` and indent what follows."""
-        self.line(f"<{name}{attrs_text(attrs)}>")
+        rendered = attrs_text(attrs) if attrs else ""
+        self._lines.append(f"{'  ' * self._indent}<{name}{rendered}>")
         self._indent += 1
 
     def close(self, name: str) -> None:
         """Unindent and write ``</name>``."""
         self._indent -= 1
-        self.line(f"</{name}>")
+        self._lines.append(f"{'  ' * self._indent}</{name}>")
 
     def leaf(self, name: str, attrs: Attrs = ()) -> None:
         """Write a self-closing ``<name .../>``."""
-        self.line(f"<{name}{attrs_text(attrs)}/>")
+        rendered = attrs_text(attrs) if attrs else ""
+        self._lines.append(f"{'  ' * self._indent}<{name}{rendered}/>")
 
     def text(self, name: str, value: object | None, attrs: Attrs = ()) -> None:
         """Write ``<name ...>value</name>`` on one line; nothing when value is None."""
         if value is None:
             return
-        self.line(f"<{name}{attrs_text(attrs)}>{escape(_text(value))}</{name}>")
+        text = value if type(value) is str else _text(value)
+        if _NEEDS_ESCAPE.search(text) is not None:
+            text = text.translate(_TABLE)
+        rendered = attrs_text(attrs) if attrs else ""
+        self._lines.append(f"{'  ' * self._indent}<{name}{rendered}>{text}</{name}>")
 
     def child(self) -> XmlWriter:
         """A writer for the content of an element about to be written at this level."""

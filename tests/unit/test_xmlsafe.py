@@ -83,3 +83,26 @@ def test_document_at_the_limit_is_accepted() -> None:
 def test_encoding_declaration_in_text_is_accepted() -> None:
     doc = "<?xml version='1.0' encoding='UTF-8'?>\n<secret><description>é</description></secret>"
     assert parse_secret(doc).description == "é"
+
+
+def _nested(levels: int) -> str:
+    """A document whose elements nest ``levels`` deep, the root included."""
+    inner = levels - 1
+    return "<secret>" + "<a>" * inner + "</a>" * inner + "</secret>"
+
+
+def test_nesting_limit_is_exact() -> None:
+    assert parse_xml(_nested(MAX_XML_DEPTH)).tag == "secret"
+    assert "nested" in str(_refused(_nested(MAX_XML_DEPTH + 1)))
+
+
+def test_deep_document_in_utf16_is_refused() -> None:
+    assert "nested" in str(_refused(_nested(MAX_XML_DEPTH + 1).encode("utf-16")))
+
+
+def test_deep_document_whose_tags_hide_in_utf7_is_refused() -> None:
+    # In UTF-7 a "<" can be written as "+ADw-": no "<" byte for the nested tags.
+    inner = MAX_XML_DEPTH
+    body = "+ADw-a+AD4-" * inner + "+ADw-/a+AD4-" * inner
+    doc = f"<?xml version='1.0' encoding='UTF-7'?><secret>{body}</secret>"
+    assert "nested" in str(_refused(doc.encode("ascii")))
