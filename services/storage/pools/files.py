@@ -2,8 +2,10 @@
 the way libvirt's local storage code does (storage_util.c).
 
 These functions block (they stat, read and write files); the backends call
-them through ``asyncio.to_thread``.  Every path they are given has already
-been confined to its pool.
+them through ``asyncio.to_thread``, except the short ones on a local file
+system (``describe`` of one volume, ``remove`` of a small one: see
+``LocalBackend``).  Every path they are given has already been confined to
+its pool.
 """
 
 from __future__ import annotations
@@ -250,6 +252,14 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def stored_bytes(path: str) -> int:
+    """The bytes ``path`` holds on disk (not following a link); 0 when it is gone."""
+    try:
+        return os.lstat(path).st_blocks * 512
+    except OSError:
+        return 0
 
 
 def remove(vol: StorageVolumeDef) -> None:

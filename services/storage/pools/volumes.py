@@ -88,7 +88,7 @@ class VolumeManager:
 
     def info_of(self, obj: PoolObj, vol: VolObj) -> api.VolumeInfo:
         """What is shown of a volume, with the disks using it."""
-        return obj.volume_info(vol.definition, self.users(obj, vol.definition))
+        return obj.volume_info(vol, self.users(obj, vol.definition))
 
     def _check_backing(self, obj: PoolObj, vol: StorageVolumeDef) -> None:
         """A backing store must be a volume of a pool of this host, or lie under
@@ -183,8 +183,10 @@ class VolumeManager:
         virsh's vol-list --details asks every volume's info)."""
         obj = self._pools.by_name(req.pool)
         obj.check_active()
+        volumes = obj.volumes
         infos = []
-        for vol in sorted(obj.volumes.values(), key=lambda v: v.name.lower()):
+        # The table is keyed by name: sorting its keys needs no Python key function.
+        for vol in [volumes[name] for name in sorted(volumes, key=str.lower)]:
             if req.details and not vol.building:
                 with contextlib.suppress(VirtError):
                     await self.refreshed(obj, vol)

@@ -35,11 +35,26 @@ def _needs_qemu_img(vol: StorageVolumeDef) -> bool:
     )
 
 
+#: A volume file holding at most this many bytes is unlinked on the event loop;
+#: a bigger one in a thread (freeing a large file's extents can take a while).
+INLINE_UNLINK_BYTES = 64 * 1024 * 1024
+
+
 class LocalBackend(Backend):
-    """Folder-backed volumes; subclasses decide how the folder comes to be."""
+    """Folder-backed volumes; subclasses decide how the folder comes to be.
+
+    Reading one volume's header (stat, open, two small reads: ~15 us from the
+    page cache, what libvirt's refreshVol does in its RPC worker) and
+    unlinking a small volume file run on the event loop, like the lstat
+    that confines every path: a thread's round trip costs ~80 us of CPU per
+    call, more than the work itself.  A network file system (``inline_io``
+    False) may stall for seconds, so there they go to a thread.
+    """
 
     builds_volumes = True
     delete_function = "virStorageBackendVolDeleteLocal"
+    #: Whether single-volume file reads and small unlinks run on the event loop.
+    inline_io: bool = True
 
     # -- pools ---------------------------------------------------------------------
 
@@ -172,7 +187,10 @@ class LocalBackend(Backend):
 
     async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
         path = confined(pool_root(pool), vol.target.path or "")
-        fresh = await asyncio.to_thread(files.describe, path, vol.name, vol)
+        if self.inline_io:
+            fresh = files.describe(path, vol.name, vol)
+        else:
+            fresh = await asyncio.to_thread(files.describe, path, vol.name, vol)
         if fresh is None:
             raise VirtError(
                 ErrorCode.SYSTEM_ERROR,
@@ -186,7 +204,10 @@ class LocalBackend(Backend):
     ) -> None:
         self.refuse_flags(with_snapshots=with_snapshots)
         check_volume_name(vol.name)
-        await asyncio.to_thread(files.remove, vol)
+        if self.inline_io and files.stored_bytes(vol.target.path or "") <= INLINE_UNLINK_BYTES:
+            files.remove(vol)
+        else:
+            await asyncio.to_thread(files.remove, vol)
 
     async def resize_volume(
         self, pool: StoragePoolDef, vol: StorageVolumeDef, capacity: int, allocate: bool

@@ -11,3 +11,5 @@ class NetfsBackend(FsBackend):
     """Like fs, with ``host:dir`` (or ``//host/dir``) as what is mounted."""
 
     pool_type = PoolType.NETFS
+    # A file server may stall: no file access on the event loop.
+    inline_io = False
