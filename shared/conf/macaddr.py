@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-_HEX = "0123456789abcdefABCDEF"
+import re
+
+#: Six groups of one or two hex digits; greedy, so that a third digit in a group
+#: fails the match (libvirt reads each group with strtoul and checks its end).
+_MAC = re.compile(":".join(["([0-9a-fA-F]{1,2})"] * 6))
 
 
 def parse_mac(text: str) -> bytes | None:
@@ -11,21 +15,12 @@ def parse_mac(text: str) -> bytes | None:
     Anything at or below a space may follow the last group (libvirt stops
     there); None when libvirt refuses the text.
     """
-    out = bytearray()
-    pos = 0
-    for index in range(6):
-        end = pos
-        while end < len(text) and text[end] in _HEX:
-            end += 1
-        if not 1 <= end - pos <= 2:
-            return None
-        out.append(int(text[pos:end], 16))
-        if index == 5:
-            return bytes(out) if end == len(text) or text[end] <= " " else None
-        if end >= len(text) or text[end] != ":":
-            return None
-        pos = end + 1
-    return None  # pragma: no cover - the loop always returns
+    found = _MAC.match(text)
+    if found is None:
+        return None
+    if text[found.end() : found.end() + 1] > " ":
+        return None
+    return bytes(int(group, 16) for group in found.groups())
 
 
 def format_mac(mac: bytes) -> str:

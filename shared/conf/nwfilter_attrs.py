@@ -102,9 +102,9 @@ class IllegalValue(Exception):
 # --- reading values -------------------------------------------------------
 
 
-def _parse_form(form: DataType, text: str, spec: AttrSpec) -> AttrValue | None:
+def _parse_form(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
     """``text`` read as one data type; None when it is not of that form."""
-    hex_base = 16 if form & HEX_TYPES else 10
+    hex_base = 16 if hex_form else 10
     if form in (DataType.UINT8, DataType.UINT8_HEX):
         number = parse_uint(text, hex_base)
         return number if number is not None and number <= 0xFF else None
@@ -240,12 +240,6 @@ def _check(spec: AttrSpec, form: DataType, value: AttrValue) -> tuple[AttrValue,
     return value, form
 
 
-@functools.cache
-def _forms(types: DataType) -> tuple[DataType, ...]:
-    """The forms ``types`` admits, in the order libvirt tries them (derived once per set)."""
-    return tuple(form for form in DataType if types & form)
-
-
 def parse_attr(spec: AttrSpec, text: str, negated: bool) -> RuleAttr:
     """One attribute value as virNWFilterRuleDetailsParse reads it; raises ``IllegalValue``."""
     if text.startswith("$"):
@@ -254,11 +248,13 @@ def parse_attr(spec: AttrSpec, text: str, negated: bool) -> RuleAttr:
         except VirtError as err:
             raise IllegalValue from err
         return RuleAttr(var=var, negated=negated)
-    for form in _forms(spec.types):
-        value = _parse_form(form, text, spec)
+    for form, hex_form in spec.forms:
+        value = _parse_form(form, hex_form, text, spec)
         if value is not None:
-            value, form = _check(spec, form, value)
-            return RuleAttr(value=value, negated=negated, hex=bool(form & HEX_TYPES))
+            value, written = _check(spec, form, value)
+            if written is not form:
+                hex_form = written in HEX_TYPES
+            return RuleAttr(value=value, negated=negated, hex=hex_form)
     raise IllegalValue
 
 

@@ -11,7 +11,7 @@ compiler all read this table; nothing else lists protocols or attributes.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class DataType(enum.IntFlag):
@@ -83,6 +83,13 @@ class AttrSpec:
     #: towards the guest, so rules with direction 'in' or 'inout' using it are
     #: refused when instantiated (STP's srcmacaddr); parsing accepts it anyway.
     reversible: bool = True
+    #: The forms of ``types`` in the order libvirt tries them, each with whether
+    #: it is a ``_HEX`` form (derived once: flag arithmetic costs per value).
+    forms: tuple[tuple[DataType, bool], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        forms = tuple((form, form in HEX_TYPES) for form in DataType if form in self.types)
+        object.__setattr__(self, "forms", forms)
 
 
 @dataclass(frozen=True)
@@ -104,13 +111,14 @@ class ProtocolSpec:
     negation_copies: tuple[tuple[str, str], ...] = ()
     ipset_fixup: bool = False
     port_check: str | None = None
+    _by_name: dict[str, AttrSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {spec.name: spec for spec in self.attrs})
 
     def attr(self, name: str) -> AttrSpec | None:
         """The attribute called ``name``, or None when this protocol has none."""
-        for spec in self.attrs:
-            if spec.name == name:
-                return spec
-        return None
+        return self._by_name.get(name)
 
 
 _U8 = DataType.UINT8 | DataType.UINT8_HEX

@@ -18,7 +18,7 @@ libvirt does, quirks included:
 from __future__ import annotations
 
 import enum
-from typing import Literal, Self, TypeVar
+from typing import Literal, Self, TypeVar, cast
 
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -129,10 +129,12 @@ def _internal(message: str) -> VirtError:
 
 def _parse_details(node: etree._Element, spec: ProtocolSpec, attrs: dict[str, RuleAttr]) -> None:
     """Read the attributes of one protocol element into ``attrs``; raises VirtError."""
-    negated = node.get("match") == "no"
+    # one call into lxml, not one per attribute of the table (lxml gives str)
+    given = cast("dict[str, str]", dict(node.items()))
+    negated = given.get("match") == "no"
     error: VirtError | None = None
     for attr_spec in spec.attrs:
-        text = node.get(attr_spec.name)
+        text = given.get(attr_spec.name)
         if text is None:
             continue
         try:
@@ -167,7 +169,8 @@ def _fixup(spec: ProtocolSpec, attrs: dict[str, RuleAttr]) -> None:
         if target in attrs:
             source_attr = attrs.get(source)
             negated = source_attr.negated if source_attr is not None else False
-            attrs[target] = attrs[target].model_copy(update={"negated": negated})
+            if attrs[target].negated != negated:
+                attrs[target] = attrs[target].model_copy(update={"negated": negated})
     if spec.ipset_fixup:
         # libvirt clears both when both are given, so that its own output (an ipset
         # it completed with ipsetflags='src') loses the match when read again;

@@ -12,6 +12,7 @@ libvirt's wording (``VIR_ERR_SYSTEM_ERROR`` for an unparsable address,
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address, IPv6Address
 
 from shared.conf.units import digits_value
@@ -22,10 +23,19 @@ IPAddress = IPv4Address | IPv6Address
 # gai_strerror(EAI_NONAME), what glibc answers for any non-numeric host.
 _NONAME = "Name or service not known"
 _HEX = "0123456789abcdefABCDEF"
+_OCTET = "(0|[1-9][0-9]{0,2})"
+#: Four decimal parts without leading zeros: how nearly every address is written.
+_DOTTED_QUAD = re.compile(r"\.".join([_OCTET] * 4))
 
 
 def _inet_aton(text: str) -> IPv4Address | None:
     """glibc's __inet_aton_exact: 1 to 4 parts, each decimal, 0-octal or 0x-hex."""
+    quad = _DOTTED_QUAD.fullmatch(text)
+    if quad is not None:
+        a, b, c, d = (int(part) for part in quad.groups())
+        if a <= 0xFF and b <= 0xFF and c <= 0xFF and d <= 0xFF:
+            return IPv4Address(a << 24 | b << 16 | c << 8 | d)
+        return None
     parts: list[int] = []
     saw_digit = False  # glibc keeps one flag for the whole string: "0x" alone is no number
     for chunk in text.split("."):
@@ -92,9 +102,10 @@ def parse_ip(text: str | None, *, ipv4_only: bool = False) -> IPAddress:
 
 def format_ip(addr: IPAddress) -> str:
     """virSocketAddrFormat: glibc inet_ntop's text for ``addr``."""
+    value = int(addr)
     if isinstance(addr, IPv4Address):
-        return str(addr)
-    words = [int.from_bytes(addr.packed[i : i + 2], "big") for i in range(0, 16, 2)]
+        return f"{value >> 24}.{value >> 16 & 0xFF}.{value >> 8 & 0xFF}.{value & 0xFF}"
+    words = [value >> shift & 0xFFFF for shift in range(112, -16, -16)]
     best_base, best_len = -1, 0
     i = 0
     while i < 8:
@@ -118,7 +129,7 @@ def format_ip(addr: IPAddress) -> str:
         if i != 0:
             out.append(":")
         if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
-            out.append(str(IPv4Address(addr.packed[12:])))
+            out.append(format_ip(IPv4Address(value & 0xFFFFFFFF)))
             break
         out.append(f"{word:x}")
     if best_base != -1 and best_base + best_len == 8:
@@ -199,36 +210,42 @@ def check_range(
     for IPv4, avoid its network and broadcast addresses.  Raises
     ``VirtError`` (``VIR_ERR_INTERNAL_ERROR``) with libvirt's wording.
     """
-    s, e = format_ip(start), format_ip(end)
+
+    # the texts are made only for a refusal: formatting costs more than the checks
+    def refuse(what: str) -> VirtError:
+        net = format_ip(network) if network is not None else ""
+        s, e = format_ip(start), format_ip(end)
+        return _internal(what.format(s=s, e=e, net=net, prefix=prefix))
+
     if not same_family(start, end):
-        raise _internal(f"mismatch of address family in range {s} - {e}")
+        raise refuse("mismatch of address family in range {s} - {e}")
+    first, last = int(start), int(end)
     if network is not None:
-        net = format_ip(network)
         if not same_family(start, network):
-            raise _internal(f"mismatch of address family in range {s} - {e} for network {net}")
+            raise refuse("mismatch of address family in range {s} - {e} for network {net}")
         mask = prefix_to_netmask(prefix, network) if prefix >= 0 else None
         if mask is None:
-            raise _internal(f"bad prefix {prefix} for network {net} when checking range {s} - {e}")
-        m = int(mask)
-        if int(start) & m != int(network) & m or int(end) & m != int(network) & m:
-            raise _internal(f"range {s} - {e} is not entirely within network {net}/{prefix}")
+            raise refuse("bad prefix {prefix} for network {net} when checking range {s} - {e}")
+        m, base = int(mask), int(network)
+        if first & m != base & m or last & m != base & m:
+            raise refuse("range {s} - {e} is not entirely within network {net}/{prefix}")
         if isinstance(start, IPv4Address):
-            if int(start) == int(network) & m:
-                raise _internal(
-                    f"start of range {s} - {e} in network {net}/{prefix} is the network address"
+            if first == base & m:
+                raise refuse(
+                    "start of range {s} - {e} in network {net}/{prefix} is the network address"
                 )
-            if int(end) == int(network) | (~m & 0xFFFFFFFF):
-                raise _internal(
-                    f"end of range {s} - {e} in network {net}/{prefix} is the broadcast address"
+            if last == base | (~m & 0xFFFFFFFF):
+                raise refuse(
+                    "end of range {s} - {e} in network {net}/{prefix} is the broadcast address"
                 )
     # libvirt's legacy rule: all but the last 16 bits must be equal
-    if int(start) >> 16 != int(end) >> 16:
-        raise _internal(f"range {s} - {e} is too large (> 65535)")
-    size = (int(end) & 0xFFFF) - (int(start) & 0xFFFF)
+    if first >> 16 != last >> 16:
+        raise refuse("range {s} - {e} is too large (> 65535)")
+    size = (last & 0xFFFF) - (first & 0xFFFF)
     if size < 0:
         if isinstance(start, IPv4Address):
-            raise _internal(f"range {s} - {e} is reversed ")
-        raise _internal(f"range {s} - {e} start larger than end")
+            raise refuse("range {s} - {e} is reversed ")
+        raise refuse("range {s} - {e} start larger than end")
     return size + 1
 
 
