@@ -10,6 +10,8 @@ limit is refused with ``VIR_ERR_OVERFLOW``; an unknown unit with
 
 from __future__ import annotations
 
+import re
+
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 ULLONG_MAX = 2**64 - 1
@@ -21,6 +23,15 @@ _POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
 _C_SPACE = " \t\n\v\f\r"
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
+
+#: Numbers as they are nearly always written, per base, read without the scan:
+#: no blanks, sign or lone prefix, fewer digits than 2**64 has (group 1: the digits).
+_PLAIN = {
+    8: re.compile("([0-7]{1,21})"),
+    10: re.compile("([0-9]{1,19})"),
+    16: re.compile("(?:0[xX])?([0-9a-fA-F]{1,15})"),
+    0: re.compile("0[xX]([0-9a-fA-F]{1,15})"),
+}
 
 #: More significant digits than any 64-bit value has in base 8, 10 or 16.
 _MAX_DIGITS = 22
@@ -66,8 +77,9 @@ def strtoul_scan(text: str, base: int) -> tuple[bool, int, int] | None:
 
 def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
     """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
-    if base == 10 and len(text) < 20 and text.isascii() and text.isdigit():
-        return False, int(text)  # the common case: fewer digits than 2**64 has
+    plain = _PLAIN[base].fullmatch(text)
+    if plain is not None:
+        return False, int(plain[1], base or 16)
     scanned = strtoul_scan(text, base)
     if scanned is None or scanned[2] != len(text):
         return None
