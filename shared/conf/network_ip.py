@@ -224,26 +224,25 @@ def parse_dhcp_host(
     return DhcpHost(mac=mac, id=host_id, name=name, ip=ip, lease=_parse_sub_lease(node))
 
 
-def _parse_dhcp(network: str, ip: IPDef, node: etree._Element) -> IPDef:
-    """``ip`` with the ranges, hosts and bootp of its ``<dhcp>`` element."""
-    prefix = ip.prefix_length()
-    ranges = tuple(
-        parse_dhcp_range(network, ip.address, prefix, sub) for sub in sub_elements(node, "range")
-    )
-    hosts = tuple(parse_dhcp_host(network, ip.address, sub) for sub in sub_elements(node, "host"))
-    ip = ip.model_copy(update={"ranges": ranges, "hosts": hosts})
+def _parse_dhcp(
+    network: str, address: IPAddress, prefix: int, node: etree._Element
+) -> dict[str, object]:
+    """The ``IPDef`` fields of a ``<dhcp>`` element: its ranges, hosts and bootp."""
+    fields: dict[str, object] = {
+        "ranges": tuple(
+            parse_dhcp_range(network, address, prefix, sub) for sub in sub_elements(node, "range")
+        ),
+        "hosts": tuple(
+            parse_dhcp_host(network, address, sub) for sub in sub_elements(node, "host")
+        ),
+    }
     bootp = sub_element(node, "bootp")
     # bootp options only exist for DHCPv4; libvirt ignores the element on IPv6
-    if bootp is not None and ip.is_ipv4:
-        file = prop_required(bootp, "file")
+    if bootp is not None and isinstance(address, IPv4Address):
+        fields["bootp_file"] = prop_required(bootp, "file")
         server = prop(bootp, "server")
-        ip = ip.model_copy(
-            update={
-                "bootp_file": file,
-                "bootp_server": parse_ip(server) if server is not None else None,
-            }
-        )
-    return ip
+        fields["bootp_server"] = parse_ip(server) if server is not None else None
+    return fields
 
 
 def parse_ip_element(network: str, node: etree._Element) -> IPDef:
@@ -262,18 +261,27 @@ def parse_ip_element(network: str, node: etree._Element) -> IPDef:
     prefix = prop_uint(node, "prefix") or 0
     local_ptr = prop_tristate(node, "localPtr")
     _check_family(network, family, address_text, address, netmask_text, netmask, prefix)
-    ip = IPDef(family=family, address=address, netmask=netmask, prefix=prefix, local_ptr=local_ptr)
+    fields: dict[str, object] = {}
     dhcp = first(node, "dhcp")
     if dhcp is not None:
-        ip = _parse_dhcp(network, ip, dhcp)
+        fields = _parse_dhcp(network, address, ip_prefix(address, netmask, prefix), dhcp)
     tftp = first(node, "tftp")
     if tftp is not None:
-        if not ip.is_ipv4:
+        if not isinstance(address, IPv4Address):
             raise _unsupported(
                 f"Unsupported <tftp> element in an IPv6 element in network '{network}'"
             )
-        ip = ip.model_copy(update={"tftp_root": xpath_attr(tftp, "root")})
-    return ip
+        fields["tftp_root"] = xpath_attr(tftp, "root")
+    return IPDef.model_validate(
+        {
+            "family": family,
+            "address": address,
+            "netmask": netmask,
+            "prefix": prefix,
+            "local_ptr": local_ptr,
+            **fields,
+        }
+    )
 
 
 def _unsupported(message: str) -> VirtError:
