@@ -1,12 +1,22 @@
-"""The volumes being created on this host, one small file each, so that a creation
-cut short by a crash can be cleaned up when the service starts again.
+"""The volumes being created on this host, so that a creation cut short by a
+crash can be cleaned up when the service starts again.
 
-An entry is written (``O_EXCL``: one per pool and name) before a volume's
-storage is made and removed once the volume is complete.  Entries live in the
-service's state folder, on the host whose storage they describe; a killed
-process leaves its entries behind (the page cache keeps them without a sync).
-Which of two concurrent requests gets a name is decided in memory, by the
-pool's volume table, before anything is written here.
+The journal is one file of fixed-size slots in the service's state folder.
+A creation takes a free slot and writes its record there (pool, name, path,
+start time) before the volume's storage is made; once the volume is
+complete, the slot's first byte is overwritten with a NUL, which frees it.
+A killed process leaves its records behind (the page cache keeps them
+without a sync).  That is two small writes per creation into a file that
+exists, where one file per creation cost a create and an unlink in the
+folder (~35 us of CPU, and two directory changes for every later fsync of
+the state filesystem to commit).  Freeing a slot rewrites a byte already on
+disk, so it needs no room: a full disk can refuse a new creation (which then
+makes nothing) but never keeps a finished one from being recorded as such.
+
+One process owns the folder.  Which of two concurrent requests gets a name
+is decided in memory, by the pool's volume table, before anything is
+written here.  Entries of the earlier layout (one file per creation in the
+same folder) are still read and removed.
 """
 
 from __future__ import annotations
@@ -14,11 +24,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
-from shared.util.subjects import token
+
+#: Bytes per slot: a record holds a pool UUID, a volume name (at most 255
+#: bytes) and its path (at most PATH_MAX, 4096 bytes), as JSON.
+SLOT = 16384
+FILE = "creations"
+_FREE = b"\0"
 
 
 def _journal_error(name: str, err: OSError) -> VirtError:
@@ -40,52 +55,125 @@ class Creation:
     started: float
 
 
+def _record(creation: Creation) -> bytes:
+    doc = {
+        "pool_uuid": creation.pool_uuid,
+        "name": creation.name,
+        "path": creation.path,
+        "started": creation.started,
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _parse(data: bytes) -> Creation | None:
+    """The creation a slot (or an entry file of the earlier layout) records;
+    None for a free slot or an unreadable record (one a full disk cut short)."""
+    if not data.startswith(b"{"):
+        return None
+    line = data.partition(b"\n")[0]
+    try:
+        return Creation(**json.loads(line))
+    except (ValueError, TypeError):
+        return None
+
+
 class CreationJournal:
-    """The folder of unfinished creations."""
+    """The unfinished creations: a slot file in ``folder``."""
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._path = str(folder / FILE)
+        #: (pool UUID, name) -> its slot, or the entry file of the earlier layout.
+        self._recorded: dict[tuple[str, str], int | Path] = {}
+        self._free: list[int] = []
+        self._slots = 0
+        self._load()
 
-    def _entry(self, pool_uuid: str, name: str) -> Path:
-        return self._folder / f"{pool_uuid}.{token(name)}"
+    def _load(self) -> list[Creation]:
+        """Read the journal into memory; the creations it records."""
+        self._recorded.clear()
+        found: list[Creation] = []
+        try:
+            with open(self._path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        self._slots = -(-len(data) // SLOT)
+        free = []
+        for slot in range(self._slots):
+            creation = _parse(data[slot * SLOT : (slot + 1) * SLOT])
+            if creation is None:
+                free.append(slot)
+            else:
+                self._recorded[(creation.pool_uuid, creation.name)] = slot
+                found.append(creation)
+        self._free = sorted(free, reverse=True)
+        for entry in sorted(self._folder.iterdir()):
+            if entry.name == FILE:
+                continue
+            try:
+                creation = _parse(entry.read_bytes())
+            except OSError:
+                creation = None
+            if creation is None:
+                entry.unlink(missing_ok=True)
+                continue
+            self._recorded[(creation.pool_uuid, creation.name)] = entry
+            found.append(creation)
+        return found
 
     def begin(self, pool_uuid: str, name: str, path: str | None) -> bool:
         """Record a creation; False when one of that name is already recorded.
 
         Raises ``VirtError`` (``VIR_ERR_SYSTEM_ERROR``, the OS's reason: "No
-        space left on device") when the entry cannot be written; nothing of it
-        is left, so the name stays free.
+        space left on device") when the record cannot be written; nothing of
+        it is left, so the name stays free.
         """
-        entry = Creation(pool_uuid, name, path, time.time())
-        where = self._entry(pool_uuid, name)
-        try:
-            fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if (pool_uuid, name) in self._recorded:
             return False
-        except OSError as err:
-            raise _journal_error(name, err) from err
+        record = _record(Creation(pool_uuid, name, path, time.time()))
+        if len(record) >= SLOT:
+            raise _journal_error(name, OSError(0, "the volume's path is too long to record"))
+        slot = self._free.pop() if self._free else self._slots
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(asdict(entry), f)
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                written = os.pwrite(fd, record, slot * SLOT)
+                if written != len(record):
+                    # A short write (the disk filled up): leave a free slot.
+                    os.pwrite(fd, _FREE, slot * SLOT)
+                    raise OSError(28, os.strerror(28))
+            finally:
+                os.close(fd)
         except OSError as err:
-            # A half-written entry would hold the name until the next start.
-            where.unlink(missing_ok=True)
+            self._release(slot)
             raise _journal_error(name, err) from err
+        self._slots = max(self._slots, slot + 1)
+        self._recorded[(pool_uuid, name)] = slot
         return True
 
+    def _release(self, slot: int) -> None:
+        if slot < self._slots:
+            self._free.append(slot)
+            self._free.sort(reverse=True)
+
     def end(self, pool_uuid: str, name: str) -> None:
+        """Forget a creation (finished, or undone)."""
+        where = self._recorded.pop((pool_uuid, name), None)
+        if where is None:
+            return
+        if isinstance(where, Path):
+            where.unlink(missing_ok=True)
+            return
+        fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.unlink(self._entry(pool_uuid, name))
-        except FileNotFoundError:
-            pass
+            os.pwrite(fd, _FREE, where * SLOT)
+        finally:
+            os.close(fd)
+        self._release(where)
 
     def unfinished(self) -> list[Creation]:
-        """Every creation recorded and not ended; unreadable entries are dropped."""
-        found = []
-        for entry in sorted(self._folder.iterdir()):
-            try:
-                found.append(Creation(**json.loads(entry.read_text())))
-            except (OSError, ValueError, TypeError):
-                entry.unlink(missing_ok=True)
-        return found
+        """Every creation recorded and not ended (read again from the folder);
+        unreadable records are dropped."""
+        return self._load()
