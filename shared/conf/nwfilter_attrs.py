@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import functools
 from ipaddress import IPv6Address
-from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.conf.macaddr import format_mac, parse_mac
 from shared.conf.nwfilter_params import VarAccess, format_var_access, parse_var_access
@@ -64,11 +63,10 @@ class RuleAttr(BaseModel):
     #: The value was given in hex, and numbers are written back as ``0x..``.
     hex: bool = False
 
-    @model_validator(mode="after")
-    def _one_of_value_or_var(self) -> Self:
+    def model_post_init(self, context: object, /) -> None:
+        # run once, when the attribute is made (see NWFilterRule.model_post_init)
         if (self.value is None) == (self.var is None):
             raise ValueError("a rule attribute holds exactly one of value and var")
-        return self
 
 
 _TEXT_TYPES = (

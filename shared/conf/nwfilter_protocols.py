@@ -11,6 +11,7 @@ compiler all read this table; nothing else lists protocols or attributes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -111,14 +112,22 @@ class ProtocolSpec:
     negation_copies: tuple[tuple[str, str], ...] = ()
     ipset_fixup: bool = False
     port_check: str | None = None
-    _by_name: dict[str, AttrSpec] = field(init=False, repr=False, compare=False)
+    _position: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {spec.name: spec for spec in self.attrs})
+        positions = {spec.name: index for index, spec in enumerate(self.attrs)}
+        object.__setattr__(self, "_position", positions)
 
     def attr(self, name: str) -> AttrSpec | None:
         """The attribute called ``name``, or None when this protocol has none."""
-        return self._by_name.get(name)
+        index = self._position.get(name)
+        return None if index is None else self.attrs[index]
+
+    def present(self, names: Iterable[str]) -> list[AttrSpec]:
+        """This protocol's attributes among ``names``, in table order (an element
+        has a few of the twenty-odd attributes a protocol may have)."""
+        order = self._position
+        return [self.attrs[i] for i in sorted(order[name] for name in names if name in order)]
 
 
 _U8 = DataType.UINT8 | DataType.UINT8_HEX

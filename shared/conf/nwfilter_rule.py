@@ -18,10 +18,10 @@ libvirt does, quirks included:
 from __future__ import annotations
 
 import enum
-from typing import Literal, Self, TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from lxml import etree
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.conf.nwfilter_attrs import (
     IllegalValue,
@@ -88,12 +88,15 @@ class NWFilterRule(BaseModel):
     protocol: str | None = None
     attrs: dict[str, RuleAttr] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _attrs_fit_protocol(self) -> Self:
+    def model_post_init(self, context: object, /) -> None:
+        # A check of the validated fields, as an "after" model validator would be;
+        # pydantic runs those again each time the rule is validated as a field of
+        # a filter, this only when a rule is made.  A ValueError raised here
+        # becomes a ValidationError all the same.
         if self.protocol is None:
             if self.attrs:
                 raise ValueError("a rule without a protocol has no attributes")
-            return self
+            return
         spec = PROTOCOLS.get(self.protocol)
         if spec is None:
             raise ValueError(f"unknown protocol {self.protocol!r}")
@@ -103,7 +106,6 @@ class NWFilterRule(BaseModel):
                 raise ValueError(f"protocol {self.protocol!r} has no attribute {name!r}")
             if attr.value is not None and not isinstance(attr.value, value_type(attr_spec)):
                 raise ValueError(f"attribute {name!r} cannot hold {attr.value!r}")
-        return self
 
     @property
     def spec(self) -> ProtocolSpec | None:
@@ -133,10 +135,8 @@ def _parse_details(node: etree._Element, spec: ProtocolSpec, attrs: dict[str, Ru
     given = cast("dict[str, str]", dict(node.items()))
     negated = given.get("match") == "no"
     error: VirtError | None = None
-    for attr_spec in spec.attrs:
-        text = given.get(attr_spec.name)
-        if text is None:
-            continue
+    for attr_spec in spec.present(given):
+        text = given[attr_spec.name]
         try:
             attrs[attr_spec.name] = parse_attr(attr_spec, text, negated)
         except IllegalValue:
@@ -185,7 +185,7 @@ def _format_details(w: XmlWriter, spec: ProtocolSpec, attrs: dict[str, RuleAttr]
     """virNWFilterRuleDefDetailsFormat: the protocol element(s) of a rule."""
     line: str | None = None
     shown_negated: bool | None = None  # negation of the open element, None if undecided
-    present = [(s, attrs[s.name]) for s in spec.attrs if s.name in attrs]
+    present = [(s, attrs[s.name]) for s in spec.present(attrs)]
     index = 0
     while index < len(present):
         attr_spec, attr = present[index]
