@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from ipaddress import IPv6Address
+from operator import itemgetter
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -264,14 +265,10 @@ def _named(names: dict[str, int], value: int) -> str | None:
 
 
 def _print_items(names: dict[str, int], flags: int) -> str:
-    """libvirt's printStringItems: the single-bit names of ``flags``, low bit first."""
-    return ",".join(
-        name
-        for bit in range(32)
-        if flags & (1 << bit)
-        for name, v in names.items()
-        if v == 1 << bit
-    )
+    """libvirt's printStringItems: the single-bit names of ``flags``, low bit first
+    (names of one bit in table order)."""
+    single = [(v, name) for name, v in names.items() if v & flags and not v & (v - 1)]
+    return ",".join(name for v, name in sorted(single, key=itemgetter(0)) if v < 1 << 32)
 
 
 def _print_tcp_flags(flags: int) -> str:

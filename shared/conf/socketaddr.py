@@ -45,7 +45,7 @@ def _inet_aton(text: str) -> IPv4Address | None:
     """glibc's __inet_aton_exact: 1 to 4 parts, each decimal, 0-octal or 0x-hex."""
     quad = _DOTTED_QUAD.fullmatch(text)
     if quad is not None:
-        a, b, c, d = (int(part) for part in quad.groups())
+        a, b, c, d = map(int, quad.groups())
         if a <= 0xFF and b <= 0xFF and c <= 0xFF and d <= 0xFF:
             return IPv4Address(a << 24 | b << 16 | c << 8 | d)
         return None
