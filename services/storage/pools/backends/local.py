@@ -11,17 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
+from typing import ParamSpec
 
-from services.storage.pools import files
+from services.storage.pools import files, qcow2
 from services.storage.pools.backends.base import Backend, CreateOptions, PoolScan, placed
 from services.storage.pools.confine import check_volume_name, confined, volume_path
+from services.storage.pools.pool_secrets import PoolSecrets
 from services.storage.pools.qemu_img import QemuImgJob, qemu_img_create_commands
+from services.storage.pools.runner import CommandRunner
 from shared.api.storage import BuildMode, WipeAlgorithm
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef, VolumeType
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 _D = ErrorDomain.STORAGE
+P = ParamSpec("P")
 
 
 def pool_root(pool: StoragePoolDef) -> str:
@@ -55,6 +60,11 @@ class LocalBackend(Backend):
     delete_function = "virStorageBackendVolDeleteLocal"
     #: Whether single-volume file reads and small unlinks run on the event loop.
     inline_io: bool = True
+
+    def __init__(self, runner: CommandRunner, secrets: PoolSecrets | None = None) -> None:
+        super().__init__(runner, secrets)
+        #: Whether qcow2 images without options are written here (``qcow2``).
+        self.qcow2 = qcow2.Qcow2Writer()
 
     # -- pools ---------------------------------------------------------------------
 
@@ -163,19 +173,36 @@ class LocalBackend(Backend):
     async def _qemu_img(self, vol: StorageVolumeDef, job: QemuImgJob) -> None:
         """Run the job's commands, then set the mode libvirt sets; remove the file on failure.
 
+        The image of a plain qcow2 command is written here once qemu-img has
+        been seen to write the same bytes (``qcow2``).
+
         qemu-img's LUKS key setup times PBKDF2 by the thread's CPU time and gives
         up when a short run measures as zero ("Unable to get accurate CPU
         usage"), which a busy host makes likely: such a run is tried again.
         """
         path = vol.target.path or ""
         commands = qemu_img_create_commands(job)
+        mode = vol.target.permissions.mode
+        mode = files.DEFAULT_VOL_MODE if mode is None else mode
+        capacity = qcow2.default_capacity(commands[0], job.tool) if len(commands) == 1 else None
+        if capacity is not None and self.qcow2.agrees:
+            try:
+                await _to_the_end(qcow2.write_image, path, capacity, mode)
+                return
+            except OSError:
+                pass  # nothing was left: qemu-img tries, and says why it cannot
+            except BaseException:
+                await _remove(path)
+                raise
         for attempt in range(_PBKDF_ATTEMPTS):
             try:
                 for argv in commands:
                     await self.runner.run(argv)
-                mode = vol.target.permissions.mode
                 # qemu-img creates with the umask's mode; libvirt then sets the volume's.
-                os.chmod(path, files.DEFAULT_VOL_MODE if mode is None else mode)
+                os.chmod(path, mode)
+                if capacity is not None and self.qcow2.agrees is None:
+                    same = await asyncio.to_thread(qcow2.same_as_written, path, capacity)
+                    self.qcow2.learn(same, job.tool)
                 return
             except VirtError as err:
                 await _remove(path)
@@ -249,6 +276,17 @@ _PBKDF_FLAKE = "Unable to get accurate CPU usage"
 # The flake is a run too short for the kernel's CPU-time ticks (a quarter of
 # runs on a tick-accounted VM has been seen); ten tries make a failure rare.
 _PBKDF_ATTEMPTS = 10
+
+
+async def _to_the_end(function: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
+    """``function`` in a thread; cancelled, the call still waits for the thread to
+    finish before the cancellation propagates (so what it made can be removed)."""
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait({work})
+        raise
 
 
 async def _remove(path: str) -> None:
