@@ -55,10 +55,7 @@ def attrs_text(attrs: Attrs) -> str:
     for name, value in attrs:
         if value is None:
             continue
-        text = value if type(value) is str else _text(value)
-        if _ATTR_NEEDS_ESCAPE.search(text) is not None:
-            text = text.translate(_ATTR_TABLE)
-        out += f" {name}='{text}'"
+        out += f" {name}='{escape_attr(value if type(value) is str else _text(value))}'"
     return out
 
 
@@ -92,28 +89,26 @@ class XmlWriter:
     def open(self, name: str, attrs: Attrs = ()) -> None:
         """Write ``<name ...>`` and indent what follows."""
         rendered = attrs_text(attrs) if attrs else ""
-        self._lines.append(f"{'  ' * self._indent}<{name}{rendered}>")
+        self.line(f"<{name}{rendered}>")
         self._indent += 1
 
     def close(self, name: str) -> None:
         """Unindent and write ``</name>``."""
         self._indent -= 1
-        self._lines.append(f"{'  ' * self._indent}</{name}>")
+        self.line(f"</{name}>")
 
     def leaf(self, name: str, attrs: Attrs = ()) -> None:
         """Write a self-closing ``<name .../>``."""
         rendered = attrs_text(attrs) if attrs else ""
-        self._lines.append(f"{'  ' * self._indent}<{name}{rendered}/>")
+        self.line(f"<{name}{rendered}/>")
 
     def text(self, name: str, value: object | None, attrs: Attrs = ()) -> None:
         """Write ``<name ...>value</name>`` on one line; nothing when value is None."""
         if value is None:
             return
-        text = value if type(value) is str else _text(value)
-        if _NEEDS_ESCAPE.search(text) is not None:
-            text = text.translate(_TABLE)
+        text = escape(value if type(value) is str else _text(value))
         rendered = attrs_text(attrs) if attrs else ""
-        self._lines.append(f"{'  ' * self._indent}<{name}{rendered}>{text}</{name}>")
+        self.line(f"<{name}{rendered}>{text}</{name}>")
 
     def child(self) -> XmlWriter:
         """A writer for the content of an element about to be written at this level."""
