@@ -62,3 +62,8 @@ class VolumeUsers(Protocol):
     def users(self, pool: str, name: str, path: str | None) -> list[VolumeUser]:
         """The disks using the volume ``pool/name`` whose image is at ``path``."""
         ...
+
+    def any_users(self) -> bool:
+        """False when no disk uses any volume (``users`` is then empty for all):
+        a pool listing asks once instead of once per volume."""
+        ...

@@ -243,29 +243,34 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     # -- events and metrics ----------------------------------------------------------
 
+    def _update_pool_metrics(self, obj: PoolObj) -> None:
+        """The five gauges of one pool."""
+        self._known_pools.add(obj.name)
+        gauges = self._pool_gauges.get(obj.name)
+        if gauges is None:
+            gauges = self._pool_gauges[obj.name] = tuple(
+                g.labels(pool=obj.name)
+                for g in (
+                    self._capacity,
+                    self._allocation,
+                    self._available,
+                    self._volume_count,
+                    self._active,
+                )
+            )
+        capacity, allocation, available, volumes, active = gauges
+        d = obj.definition
+        capacity.set(d.capacity if obj.active else 0)
+        allocation.set(d.allocation if obj.active else 0)
+        available.set(d.available if obj.active else 0)
+        volumes.set(len(obj.volumes))
+        active.set(1 if obj.active else 0)
+
     def _update_metrics(self) -> None:
         names = set()
         for obj in self.pools.all():
             names.add(obj.name)
-            gauges = self._pool_gauges.get(obj.name)
-            if gauges is None:
-                gauges = self._pool_gauges[obj.name] = tuple(
-                    g.labels(pool=obj.name)
-                    for g in (
-                        self._capacity,
-                        self._allocation,
-                        self._available,
-                        self._volume_count,
-                        self._active,
-                    )
-                )
-            capacity, allocation, available, volumes, active = gauges
-            d = obj.definition
-            capacity.set(d.capacity if obj.active else 0)
-            allocation.set(d.allocation if obj.active else 0)
-            available.set(d.available if obj.active else 0)
-            volumes.set(len(obj.volumes))
-            active.set(1 if obj.active else 0)
+            self._update_pool_metrics(obj)
         for gone in self._known_pools - names:
             self._pool_gauges.pop(gone, None)
             for gauge in (
@@ -298,7 +303,8 @@ class StorageService(ServiceProcess[StorageSettings]):
     async def _volume_event(
         self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]
     ) -> None:
-        self._update_metrics()
+        # A volume changes its own pool's figures only.
+        self._update_pool_metrics(obj)
         await self.publisher.publish(
             "volume",
             f"{obj.name}/{vol.name}",

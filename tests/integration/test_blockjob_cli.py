@@ -85,6 +85,8 @@ async def test_copy_to_a_new_volume_then_pivot(stack: Stack, tmp_path: Path) -> 
         {"host": users["users"][0]["host"], "domain": DOMAIN, "disk": TARGET, "role": "backing",
          "index": 1},
     ]  # fmt: skip
+    listed = json.loads((await cli.ok("vol-list", "--pool", "images", "--json")).out)
+    assert {v["name"]: v["users"] for v in listed}["base.raw"] == users["users"]
 
     copied = await cli.ok(
         "blockcopy", DOMAIN, TARGET, "--pool", "images", "--name", "copy.qcow2",

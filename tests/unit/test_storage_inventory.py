@@ -93,7 +93,9 @@ def test_a_disk_uses_its_chain_and_its_mirror() -> None:
 
 def test_volume_users_by_path_and_by_pool_volume() -> None:
     index = DiskIndex("h1")
+    assert not index.any_users()
     index.put(_inventory(COPYING, VOLUME))
+    assert index.any_users()
     index.put(_inventory(COPYING.replace("vda", "vdc"), domain="db1"))
     users = index.users("/img//base.raw")
     assert sorted((u.domain, u.disk, u.role) for u in users) == [
@@ -106,6 +108,8 @@ def test_volume_users_by_path_and_by_pool_volume() -> None:
     index.remove("db1")
     assert [u.domain for u in index.users("/img/base.raw")] == ["web1"]
     assert index.users("/img/other.raw") == []
+    index.remove("web1")
+    assert not index.any_users()
 
 
 def test_a_disk_is_found_by_target_or_source_path() -> None:

@@ -174,6 +174,10 @@ class DiskIndex:
                         by_volume.setdefault((image.pool, image.volume), []).append(user)
         self._by_path, self._by_volume = by_path, by_volume
 
+    def any_users(self) -> bool:
+        """Whether any disk of the inventory uses an image."""
+        return bool(self._by_path or self._by_volume)
+
     def users(
         self, path: str | None, pool: str | None = None, name: str | None = None
     ) -> list[VolumeUser]:

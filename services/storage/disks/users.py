@@ -31,6 +31,9 @@ class DiskUsers:
             found += [u for u in self._destinations(path) if (u.domain, u.disk) not in seen]
         return found
 
+    def any_users(self) -> bool:
+        return self.index.any_users() or any(r.active and r.destination for r in self.jobs.values())
+
     def users_of_path(self, path: str) -> list[VolumeUser]:
         """The disks using ``path``: the inventory's, and running jobs' destinations."""
         return self.index.users(path) + self._destinations(path)

@@ -184,13 +184,25 @@ class VolumeManager:
         obj = self._pools.by_name(req.pool)
         obj.check_active()
         volumes = obj.volumes
-        infos = []
         # The table is keyed by name: sorting its keys needs no Python key function.
-        for vol in [volumes[name] for name in sorted(volumes, key=str.lower)]:
-            if req.details and not vol.building:
-                with contextlib.suppress(VirtError):
-                    await self.refreshed(obj, vol)
-            infos.append(self.info_of(obj, vol))
+        listed = [volumes[name] for name in sorted(volumes, key=str.lower)]
+        if req.details:
+            for vol in listed:
+                if not vol.building:
+                    with contextlib.suppress(VirtError):
+                        await self.refreshed(obj, vol)
+        if self._users.any_users():
+            return api.VolListReply(volumes=[self.info_of(obj, vol) for vol in listed])
+        # No disk uses any volume: each one's kept model as it is (a pool of
+        # hundreds of volumes is listed without a call per volume).
+        pool = obj.name
+        infos = []
+        for vol in listed:
+            shown = vol.shown
+            if shown is None or shown[0] is not vol.definition or shown[1] != pool:
+                infos.append(obj.volume_info(vol))
+            else:
+                infos.append(shown[2])
         return api.VolListReply(volumes=infos)
 
     # -- the Volumes side of services.storage.interface -----------------------------
