@@ -48,7 +48,7 @@ from shared.conf.disk_source import (
     parse_auth,
     parse_backing_store,
     parse_index,
-    parse_storage_source,
+    source_fields,
 )
 from shared.conf.encryption import format_encryption, parse_encryption
 from shared.conf.units import parse_c_unsigned
@@ -80,34 +80,34 @@ def _as_element(xml: str | bytes | etree._Element) -> etree._Element:
 # --- <source> and the disk's storage source -----------------------------------------
 
 
-def _parse_disk_source(node: etree._Element, *, active: bool) -> StorageSource:
+def _parse_disk_source(node: etree._Element, *, active: bool) -> dict[str, object]:
     """virDomainDiskDefParseSourceXML: the disk's type=, <source>, disk-level
-    <auth>/<encryption> and backing chain."""
+    <auth>/<encryption> and backing chain, as the fields of its ``StorageSource``."""
     kind = prop_enum(node, "type", StorageType, nonzero=True) or StorageType.FILE
     source_node = first(node, "source")
+    fields: dict[str, object]
     if source_node is not None:
         index = parse_index(prop(source_node, "index"), "disk index") if active else None
-        src = parse_storage_source(source_node, kind, active=active, index=index)
+        fields = source_fields(source_node, kind, active=active, index=index)
     else:
         # libvirt resets the type when there is no <source> at all
-        src = StorageSource(type=StorageType.FILE)
-    update: dict[str, object] = {}
+        fields = {"type": StorageType.FILE}
     auth = first(node, "auth")
     if auth is not None:
-        if src.auth is not None:
+        if fields.get("auth") is not None:
             raise config_unsupported(
                 "an <auth> definition already found for disk source", ErrorDomain.DOMAIN
             )
-        update["auth"] = parse_auth(auth)
+        fields["auth"] = parse_auth(auth)
     encryption = first(node, "encryption")
     if encryption is not None:
-        if src.encryption is not None:
+        if fields.get("encryption") is not None:
             raise config_unsupported(
                 "an <encryption> definition already found for disk source", ErrorDomain.DOMAIN
             )
-        update["encryption"] = parse_encryption(encryption)
-    update["backing_store"] = parse_backing_store(node, active=active)
-    return src.model_copy(update=update)
+        fields["encryption"] = parse_encryption(encryption)
+    fields["backing_store"] = parse_backing_store(node, active=active)
+    return fields
 
 
 # --- <driver> ----------------------------------------------------------------------
@@ -321,8 +321,10 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
     if driver is not None:
         fields["driver"] = _parse_driver(driver)
         fmt = _parse_driver_format(driver)
-        cache = metadata_cache(driver, "./", ["metadata_cache", "max_size"])
-        source = source.model_copy(update={"format": fmt, "metadata_cache_max_size": cache})
+        source["format"] = fmt
+        source["metadata_cache_max_size"] = metadata_cache(
+            driver, "./", ["metadata_cache", "max_size"]
+        )
     mirror = first(node, "mirror")
     if mirror is not None and active:
         fields["mirror"] = parse_mirror(mirror)
@@ -331,7 +333,7 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
         fields["transient"] = True
         fields["transient_share_backing"] = prop_tristate(transient, "shareBacking")
     fields.update(
-        source=source,
+        source=StorageSource.model_validate(source),
         auth_on_disk=first(node, "auth") is not None,
         encryption_on_disk=first(node, "encryption") is not None,
         readonly=first(node, "readonly") is not None,

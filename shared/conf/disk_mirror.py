@@ -33,8 +33,8 @@ from shared.conf.disk_source import (
     parse_backing_store,
     parse_index,
     parse_storage_format,
-    parse_storage_source,
     parse_storage_type,
+    source_fields,
 )
 from shared.conf.xmlprops import first, prop
 from shared.conf.xmlwriter import XmlWriter
@@ -99,8 +99,9 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
         source_node = first(node, "source")
         if source_node is None:
             raise xml_error("mirror requires source element", ErrorDomain.DOMAIN)
-        source = parse_storage_source(source_node, kind, active=True, **base)
-        source = source.model_copy(update={"backing_store": parse_backing_store(node, active=True)})
+        fields = source_fields(source_node, kind, active=True, **base)
+        fields["backing_store"] = parse_backing_store(node, active=True)
+        source = StorageSource.model_validate(fields)
     else:
         path = prop(node, "file")
         if path is None:

@@ -525,7 +525,7 @@ def _no_children(w: XmlWriter, src: StorageSource) -> None:
 @dataclass(frozen=True)
 class _SourceKind:
     """What one source type reads from and writes into ``<source>``; read by
-    ``parse_storage_source``, ``format_source`` and ``StorageSource.is_local``."""
+    ``source_fields``, ``format_source`` and ``StorageSource.is_local``."""
 
     parse: Callable[[etree._Element], dict[str, object]]
     attrs: Callable[[StorageSource], list[tuple[str, object | None]]]
@@ -562,11 +562,13 @@ _SOURCE_KINDS: dict[StorageType, _SourceKind] = {
 }
 
 
-def parse_storage_source(
+def source_fields(
     node: etree._Element, kind: StorageType, *, active: bool, **base: object
-) -> StorageSource:
+) -> dict[str, object]:
     """Parse a ``<source>`` element of a source of type ``kind``
-    (virDomainStorageSourceParse); ``base`` presets other fields (format, index)."""
+    (virDomainStorageSourceParse) into ``StorageSource`` fields; ``base`` presets
+    others (format, index).  Callers add the fields only they know (a backing
+    store, a disk's driver format) and make the model once."""
     row = _SOURCE_KINDS.get(kind)
     if row is None:
         raise VirtError(
@@ -587,7 +589,7 @@ def parse_storage_source(
         fields["reservations"] = _parse_reservations(reservations)
     fields["slice_storage"] = _parse_slice(node)
     fields["seclabels"] = parse_seclabels(node, active=active)
-    return StorageSource.model_validate(fields)
+    return fields
 
 
 def format_source(
@@ -711,10 +713,11 @@ def parse_backing_store(node: etree._Element, *, active: bool) -> StorageSource 
     fmt = parse_storage_format(format_text)
     index = parse_index(index_text)
     cache = metadata_cache(store, "./format/", ["format", "metadata_cache", "max_size"])
-    parsed = parse_storage_source(
+    fields = source_fields(
         source, kind, active=active, format=fmt, index=index, metadata_cache_max_size=cache
     )
-    return parsed.model_copy(update={"backing_store": parse_backing_store(store, active=active)})
+    fields["backing_store"] = parse_backing_store(store, active=active)
+    return StorageSource.model_validate(fields)
 
 
 def format_format(w: XmlWriter, fmt: StorageFormat | None, cache: int | None) -> None:
