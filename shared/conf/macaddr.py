@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 #: Six groups of one or two hex digits; greedy, so that a third digit in a group
 #: fails the match (libvirt reads each group with strtoul and checks its end).
 _MAC = re.compile(":".join(["([0-9a-fA-F]{1,2})"] * 6))
+
+
+_hex_number = functools.partial(int, base=16)
 
 
 def parse_mac(text: str) -> bytes | None:
@@ -20,7 +24,7 @@ def parse_mac(text: str) -> bytes | None:
         return None
     if text[found.end() : found.end() + 1] > " ":
         return None
-    return bytes(int(group, 16) for group in found.groups())
+    return bytes(map(_hex_number, found.groups()))
 
 
 def format_mac(mac: bytes) -> str:
