@@ -52,9 +52,12 @@ def default_capacity(argv: Sequence[str], tool: str) -> int | None:
     return size if size <= MAX_CAPACITY else None
 
 
-def default_image(capacity: int) -> bytes:
-    """The bytes of the image ``qemu-img create -f qcow2 -o compat=0.10`` makes
-    for ``capacity`` bytes (a multiple of 512)."""
+_ZERO = memoryview(bytes(CLUSTER))
+
+
+def _pieces(capacity: int) -> list[bytes | memoryview]:
+    """The image for ``capacity`` bytes, in order, as pieces that are mostly
+    views of one cluster of zeros (nothing is copied to write them)."""
     entries = -(-capacity // _BYTES_PER_L1_ENTRY)
     l1_bytes = entries * 8
     l1_clusters = -(-l1_bytes // CLUSTER)
@@ -73,24 +76,38 @@ def default_image(capacity: int) -> bytes:
         0,  # snapshots
         0,  # snapshot table offset
     )
-    image = bytearray(3 * CLUSTER + l1_bytes)
-    image[: len(header)] = header
-    image[CLUSTER : CLUSTER + 8] = struct.pack(">Q", 2 * CLUSTER)
+    table = struct.pack(">Q", 2 * CLUSTER)
     refcounts = struct.pack(">H", 1) * (3 + l1_clusters)
-    image[2 * CLUSTER : 2 * CLUSTER + len(refcounts)] = refcounts
-    return bytes(image)
+    pieces: list[bytes | memoryview] = [
+        header,
+        _ZERO[len(header) :],
+        table,
+        _ZERO[len(table) :],
+        refcounts,
+        _ZERO[len(refcounts) :],
+    ]
+    pieces += [_ZERO] * (l1_bytes // CLUSTER)
+    if l1_bytes % CLUSTER:
+        pieces.append(_ZERO[: l1_bytes % CLUSTER])
+    return pieces
+
+
+def default_image(capacity: int) -> bytes:
+    """The bytes of the image ``qemu-img create -f qcow2 -o compat=0.10`` makes
+    for ``capacity`` bytes (a multiple of 512)."""
+    return b"".join(_pieces(capacity))
 
 
 def write_image(path: str, capacity: int, mode: int) -> None:
     """Create ``path`` (it must not exist) holding ``default_image(capacity)``
     with ``mode``, synced to disk; nothing is left when it fails.  Blocking."""
-    data = default_image(capacity)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in _pieces(capacity):
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
         os.fdatasync(fd)
     except BaseException:
         os.close(fd)
