@@ -54,6 +54,7 @@ from shared.conf.encryption import format_encryption, parse_encryption
 from shared.conf.units import parse_c_unsigned
 from shared.conf.xmlprops import (
     first,
+    member_of,
     prop,
     prop_enum,
     prop_switch,
@@ -145,10 +146,7 @@ def _parse_driver_format(node: etree._Element) -> StorageFormat | None:
         return None
     if text == "aio":  # Xen back-compat spelling of raw
         return StorageFormat.RAW
-    try:
-        fmt = StorageFormat(text)
-    except ValueError:
-        fmt = StorageFormat.NONE
+    fmt = member_of(StorageFormat, text) or StorageFormat.NONE
     if fmt is StorageFormat.NONE:
         raise config_unsupported(f"unknown driver format value '{text}'", ErrorDomain.DOMAIN)
     return fmt

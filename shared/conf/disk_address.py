@@ -9,7 +9,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.units import parse_c_unsigned
-from shared.conf.xmlprops import first, prop, prop_switch, prop_uint
+from shared.conf.xmlprops import first, member_of, prop, prop_switch, prop_uint
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
 
@@ -154,10 +154,7 @@ def parse_address(node: etree._Element) -> DeviceAddress:
         raise VirtError(
             ErrorCode.INTERNAL_ERROR, "No type specified for device address", ErrorDomain.DOMAIN
         )
-    try:
-        kind = AddressType(type_text)
-    except ValueError:
-        kind = AddressType.NONE
+    kind = member_of(AddressType, type_text) or AddressType.NONE
     if kind is AddressType.NONE:
         raise config_unsupported(f"unknown address type '{type_text}'", ErrorDomain.DOMAIN)
     if kind is AddressType.VIRTIO_S390:

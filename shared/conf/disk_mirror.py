@@ -36,7 +36,7 @@ from shared.conf.disk_source import (
     parse_storage_type,
     source_fields,
 )
-from shared.conf.xmlprops import first, prop
+from shared.conf.xmlprops import first, member_of, prop
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, config_unsupported, xml_error
 
@@ -72,12 +72,10 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
     job = MirrorJob.COPY
     job_text = prop(node, "job")
     if job_text is not None:
-        try:
-            job = MirrorJob(job_text)
-        except ValueError:
-            raise config_unsupported(
-                f"unknown mirror job type '{job_text}'", ErrorDomain.DOMAIN
-            ) from None
+        given_job = member_of(MirrorJob, job_text)
+        if given_job is None:
+            raise config_unsupported(f"unknown mirror job type '{job_text}'", ErrorDomain.DOMAIN)
+        job = given_job
     type_text = prop(node, "type")
     format_text: str | None
     index_text: str | None = None
@@ -110,12 +108,10 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
     ready = MirrorState.NONE
     ready_text = prop(node, "ready")
     if ready_text is not None:
-        try:
-            ready = MirrorState(ready_text)
-        except ValueError:
-            raise xml_error(
-                f"unknown mirror ready state {ready_text}", ErrorDomain.DOMAIN
-            ) from None
+        given_state = member_of(MirrorState, ready_text)
+        if given_state is None:
+            raise xml_error(f"unknown mirror ready state {ready_text}", ErrorDomain.DOMAIN)
+        ready = given_state
     return DiskMirror(source=source, job=job, ready=ready)
 
 

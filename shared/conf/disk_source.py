@@ -35,6 +35,7 @@ from shared.conf.units import parse_c_unsigned
 from shared.conf.xmlprops import (
     every,
     first,
+    member_of,
     prop,
     prop_tristate,
     prop_uint,
@@ -240,12 +241,10 @@ def parse_auth(node: etree._Element) -> StorageAuth:
     auth_type = AuthType.NONE
     type_text = prop(node, "type")
     if type_text:
-        try:
-            auth_type = AuthType(type_text)
-        except ValueError:
-            raise config_unsupported(
-                f"unknown auth type '{type_text}'", ErrorDomain.DOMAIN
-            ) from None
+        given = member_of(AuthType, type_text)
+        if given is None:
+            raise config_unsupported(f"unknown auth type '{type_text}'", ErrorDomain.DOMAIN)
+        auth_type = given
     secret = first(node, "secret")
     if secret is None:
         raise xml_error("Missing <secret> element in auth", ErrorDomain.DOMAIN)
@@ -356,10 +355,7 @@ def _parse_pool(node: etree._Element) -> PoolSource | None:
     mode: PoolMode | None = None
     mode_text = prop(node, "mode")
     if mode_text is not None:
-        try:
-            mode = PoolMode(mode_text)
-        except ValueError:
-            mode = None
+        mode = member_of(PoolMode, mode_text)
         if mode is None or mode is PoolMode.DEFAULT:
             raise config_unsupported(
                 f"unknown source mode '{mode_text}' for volume type disk", ErrorDomain.DOMAIN
@@ -657,10 +653,7 @@ def parse_storage_type(text: str | None) -> StorageType:
     """virStorageTypeFromString for a source's ``type=`` (absent means file)."""
     if text is None:
         return StorageType.FILE
-    try:
-        kind = StorageType(text)
-    except ValueError:
-        kind = StorageType.NONE
+    kind = member_of(StorageType, text) or StorageType.NONE
     if kind is StorageType.NONE:
         raise xml_error(f"unknown storage source type '{text}'", ErrorDomain.DOMAIN)
     return kind
@@ -668,10 +661,7 @@ def parse_storage_type(text: str | None) -> StorageType:
 
 def parse_storage_format(text: str) -> StorageFormat:
     """virStorageFileFormatTypeFromString for a ``<format type=...>``."""
-    try:
-        fmt = StorageFormat(text)
-    except ValueError:
-        fmt = StorageFormat.NONE
+    fmt = member_of(StorageFormat, text) or StorageFormat.NONE
     if fmt is StorageFormat.NONE:
         raise xml_error(f"unknown storage source format '{text}'", ErrorDomain.DOMAIN)
     return fmt

@@ -10,7 +10,16 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.units import parse_c_unsigned
-from shared.conf.xmlprops import every, first, prop, prop_enum, prop_tristate, string_of, xpath_attr
+from shared.conf.xmlprops import (
+    every,
+    first,
+    member_of,
+    prop,
+    prop_enum,
+    prop_tristate,
+    string_of,
+    xpath_attr,
+)
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
 
@@ -154,12 +163,12 @@ def _parse_host(node: etree._Element, default_port: int) -> NetHost:
     transport = HostTransport.TCP
     transport_text = prop(node, "transport")
     if transport_text is not None:
-        try:
-            transport = HostTransport(transport_text)
-        except ValueError:
+        given = member_of(HostTransport, transport_text)
+        if given is None:
             raise config_unsupported(
                 f"unknown protocol transport type '{transport_text}'", ErrorDomain.DOMAIN
-            ) from None
+            )
+        transport = given
     socket = prop(node, "socket")
     if transport is HostTransport.UNIX and socket is None:
         raise xml_error("missing socket for unix transport", ErrorDomain.DOMAIN)

@@ -9,7 +9,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.uuid import parse_uuid
-from shared.conf.xmlprops import first, prop_enum, prop_uint
+from shared.conf.xmlprops import first, member_of, prop_enum, prop_uint
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, config_unsupported, xml_error
 
@@ -141,12 +141,9 @@ def parse_encryption(node: etree._Element) -> Encryption:
     format_text = node.get("format")
     if not format_text:
         raise xml_error("unknown volume encryption format", _DOMAIN)
-    try:
-        fmt = EncryptionFormat(format_text)
-    except ValueError:
-        raise config_unsupported(
-            f"unknown volume encryption format type {format_text}", _DOMAIN
-        ) from None
+    fmt = member_of(EncryptionFormat, format_text)
+    if fmt is None:
+        raise config_unsupported(f"unknown volume encryption format type {format_text}", _DOMAIN)
     engine = prop_enum(node, "engine", EncryptionEngine)
     secrets = tuple(_parse_secret(child) for child in node.iterchildren("secret"))
     cipher: Cipher | None = None

@@ -12,7 +12,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.uuid import parse_uuid
-from shared.conf.xmlprops import UINT_MAX, c_unsigned, prop, sub_element
+from shared.conf.xmlprops import UINT_MAX, c_unsigned, member_of, prop, sub_element
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
 
@@ -97,10 +97,7 @@ def parse_virtualport(node: etree._Element, *, require_type: bool = False) -> Vi
     vtype = VPortType.NONE
     type_text = prop(node, "type")
     if type_text is not None:
-        try:
-            vtype = VPortType(type_text)
-        except ValueError:
-            vtype = VPortType.NONE
+        vtype = member_of(VPortType, type_text) or VPortType.NONE
         if vtype is VPortType.NONE:
             raise VirtError(
                 ErrorCode.CONFIG_UNSUPPORTED, f"unknown virtualport type {type_text}", _DOMAIN

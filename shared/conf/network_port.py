@@ -21,7 +21,15 @@ from shared.conf.network import MacTableManager
 from shared.conf.network_forward import ForwardDriver
 from shared.conf.pci_address import PciAddress, format_pci_address, parse_pci_address
 from shared.conf.uuid import parse_uuid
-from shared.conf.xmlprops import first, prop, prop_enum, prop_tristate, string_of, xpath_attr
+from shared.conf.xmlprops import (
+    first,
+    member_of,
+    prop,
+    prop_enum,
+    prop_tristate,
+    string_of,
+    xpath_attr,
+)
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -138,12 +146,10 @@ def _parse_plug(node: etree._Element | None) -> PortPlug:
         mode_text = prop(node, "mode")
         mode = MacvlanMode.VEPA
         if mode_text is not None:
-            try:
-                mode = MacvlanMode(mode_text)
-            except ValueError:
-                raise xml_error(
-                    f"Invalid mode setting '{mode_text}' in network port", _DOMAIN
-                ) from None
+            given = member_of(MacvlanMode, mode_text)
+            if given is None:
+                raise xml_error(f"Invalid mode setting '{mode_text}' in network port", _DOMAIN)
+            mode = given
         return PortPlug(type=plug_type, dev=dev, mode=mode)
     managed = prop_tristate(node, "managed")
     driver_text = xpath_attr(first(node, "driver"), "name")

@@ -40,6 +40,7 @@ from shared.conf.nwfilter_protocols import (
 from shared.conf.nwfilter_values import (
     parse_int,
 )
+from shared.conf.xmlprops import member_of
 from shared.conf.xmlwriter import XmlWriter, escape_attr
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
@@ -210,12 +211,12 @@ def _parse_choice(node: etree._Element, name: str, choices: type[_E]) -> _E:
     text = node.get(name)
     if text is None:
         raise _internal(f"rule node requires {name} attribute")
-    try:
-        return choices(text)
-    except ValueError:
+    choice = member_of(choices, text)
+    if choice is None:
         raise VirtError(
             ErrorCode.CONFIG_UNSUPPORTED, f"unknown rule {name} attribute value", _DOMAIN
-        ) from None
+        )
+    return choice
 
 
 def parse_rule(node: etree._Element) -> NWFilterRule:

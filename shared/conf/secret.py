@@ -8,7 +8,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.uuid import parse_uuid
-from shared.conf.xmlprops import first
+from shared.conf.xmlprops import first, member_of
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -67,10 +67,7 @@ def _parse_usage(node: etree._Element) -> tuple[SecretUsageType, str]:
     # type as an unsupported configuration, not as XML errors.
     if type_text is None:
         raise VirtError(ErrorCode.INTERNAL_ERROR, "unknown secret usage type", _DOMAIN)
-    try:
-        usage_type = SecretUsageType(type_text)
-    except ValueError:
-        usage_type = SecretUsageType.NONE
+    usage_type = member_of(SecretUsageType, type_text) or SecretUsageType.NONE
     if usage_type is SecretUsageType.NONE:
         raise VirtError(
             ErrorCode.CONFIG_UNSUPPORTED, f"unknown secret usage type {type_text}", _DOMAIN

@@ -29,7 +29,7 @@ from shared.conf.storage_pool_util import (
     sanitize_path,
 )
 from shared.conf.uuid import generate_uuid, parse_uuid
-from shared.conf.xmlprops import first, prop_tristate
+from shared.conf.xmlprops import first, member_of, prop_tristate
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, config_unsupported, xml_error
@@ -97,12 +97,12 @@ def _parse_type(root: etree._Element) -> PoolType:
     text = root.get("type")
     if text is None:
         raise xml_error("Missing required attribute 'type' in element 'pool'", ErrorDomain.XML)
-    try:
-        return PoolType(text)
-    except ValueError:
+    member = member_of(PoolType, text)
+    if member is None:
         raise xml_error(
             f"Invalid value for attribute 'type' in element 'pool': '{text}'.", ErrorDomain.XML
-        ) from None
+        )
+    return member
 
 
 # ---- features ---------------------------------------------------------------------
@@ -157,12 +157,12 @@ def _parse_refresh(root: etree._Element) -> RefreshAllocation | None:
     text = node.get("allocation") if node is not None else None
     if not text:
         return None
-    try:
-        return RefreshAllocation(text)
-    except ValueError:
+    member = member_of(RefreshAllocation, text)
+    if member is None:
         raise config_unsupported(
             f"unknown storage pool volume refresh allocation type {text}", STORAGE
-        ) from None
+        )
+    return member
 
 
 def _format_refresh(w: XmlWriter, refresh: RefreshAllocation | None) -> None:

@@ -26,7 +26,7 @@ from shared.conf.storage_pool_util import (
     sanitize_path,
 )
 from shared.conf.units import parse_c_signed
-from shared.conf.xmlprops import first, prop_enum, prop_tristate
+from shared.conf.xmlprops import first, member_of, prop_enum, prop_tristate
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import config_unsupported, xml_detail, xml_error
 
@@ -282,10 +282,9 @@ def _parse_auth(node: etree._Element) -> PoolAuth:
     type_text = node.get("type") or None
     auth_type: AuthType | None = None
     if type_text is not None and type_text != "none":
-        try:
-            auth_type = AuthType(type_text)
-        except ValueError:
-            raise config_unsupported(f"unknown auth type '{type_text}'", STORAGE) from None
+        auth_type = member_of(AuthType, type_text)
+        if auth_type is None:
+            raise config_unsupported(f"unknown auth type '{type_text}'", STORAGE)
     secret_node = first(node, "secret")
     if secret_node is None:
         raise xml_error("Missing <secret> element in auth", STORAGE)

@@ -31,7 +31,7 @@ from shared.conf.units import (
     parse_c_unsigned,
     scale_integer,
 )
-from shared.conf.xmlprops import first
+from shared.conf.xmlprops import first, member_of
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import config_unsupported, xml_error
@@ -316,10 +316,10 @@ def parse_storage_volume_element(
     type_text = root.get("type") or None
     volume_type = VolumeType.FILE
     if type_text is not None:
-        try:
-            volume_type = VolumeType(type_text)
-        except ValueError:
-            raise config_unsupported(f"unknown volume type '{type_text}'", STORAGE) from None
+        given = member_of(VolumeType, type_text)
+        if given is None:
+            raise config_unsupported(f"unknown volume type '{type_text}'", STORAGE)
+        volume_type = given
     backing_node = first(root, "backingStore")
     backing = _parse_backing_store(backing_node, formats) if backing_node is not None else None
     capacity = 0

@@ -159,18 +159,22 @@ def prop_enum(
     value = _present(node, name, required)
     if node is None or value is None:
         return None
-    members = _members(kind)
-    member = members.get(value)
-    if member is None or (nonzero and member is next(iter(members.values()))):
+    member = member_of(kind, value)
+    if member is None or (nonzero and member is _members(kind)[0]):
         raise _invalid(node, name, value)
-    return cast(E, member)
+    return member
+
+
+def member_of(kind: type[E], value: str) -> E | None:
+    """The member of ``kind`` whose value is ``value``, None when there is none:
+    ``kind(value)`` without the exception, at a tenth of its cost."""
+    return cast("E | None", _members(kind)[1].get(value))
 
 
 @functools.cache
-def _members(kind: type[enum.StrEnum]) -> dict[str, enum.StrEnum]:
-    """The members of ``kind`` by value, in definition order (a dict lookup is a
-    tenth of the cost of calling the enum class)."""
-    return {member.value: member for member in kind}
+def _members(kind: type[enum.StrEnum]) -> tuple[enum.StrEnum, dict[str, enum.StrEnum]]:
+    """The first member of ``kind`` (libvirt's zero value) and its members by value."""
+    return next(iter(kind)), {member.value: member for member in kind}
 
 
 def prop_tristate(node: Node | None, name: str, *, required: bool = False) -> bool | None:
