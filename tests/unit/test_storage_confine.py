@@ -10,6 +10,7 @@ import pytest
 from services.storage.pools.confine import (
     check_volume_name,
     confined,
+    confined_status,
     has_control_chars,
     is_inside,
     volume_path,
@@ -68,6 +69,14 @@ def test_links_out_of_the_pool(tmp_path: Path) -> None:
         assert err.value.code is ErrorCode.ACCESS_DENIED
     with pytest.raises(VirtError):
         confined(str(pool), str(pool) + "/x\0y")
+    # The status the check read is given back when it is the file's own.
+    status = confined_status(str(pool), str(pool / "inside.img"))
+    assert status is not None and status.st_ino == os.stat(pool / "inside.img").st_ino
+    assert confined_status(str(pool), str(pool / "alias")) is None  # a link: stat it anew
+    assert confined_status(str(pool), str(pool / "absent.img")) is None
+    with pytest.raises(VirtError) as out:
+        confined_status(str(pool), str(pool / "out"))
+    assert out.value.code is ErrorCode.ACCESS_DENIED
 
 
 def test_scan_lists_links_skips_control_names_fifos_and_dangling_links(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ resolves outside the pool, neither when listing nor when opening a volume.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -66,21 +67,36 @@ def volume_path(root: str, name: str) -> str:
 def confined(root: str, path: str) -> str:
     """``path`` itself when it stays in ``root`` once links are resolved.
 
-    Raises ``VirtError`` (``VIR_ERR_ACCESS_DENIED``) for a path that leaves the
-    pool, such as a volume that is a symbolic link to a file elsewhere.
+    Raises ``VirtError`` (``VIR_ERR_ACCESS_DENIED``) for a path that leads out
+    of the pool, such as a volume that is a symbolic link to a file elsewhere.
     """
+    confined_status(root, path)
+    return path
+
+
+def confined_status(root: str, path: str) -> os.stat_result | None:
+    """``confined``'s check, giving the status the check read of ``path`` when
+    that is what a stat of it says (it is no symbolic link), else None, so
+    that a caller about to stat the path need not do it again."""
     if "\0" in path:
         raise VirtError(ErrorCode.INVALID_ARG, "path contains a NUL character", _D)
     parent = os.path.dirname(path.rstrip("/"))
     # A volume path is built as root/name: its folder is the pool's, link or not.
     inside = parent == root.rstrip("/") or os.path.realpath(parent) == os.path.realpath(root)
-    if inside and os.path.islink(path):
-        inside = is_inside(root, path)
+    status = None
+    if inside:
+        try:
+            status = os.lstat(path)
+        except OSError:
+            status = None
+        if status is not None and stat.S_ISLNK(status.st_mode):
+            status = None
+            inside = is_inside(root, path)
     if not inside:
         raise VirtError(
             ErrorCode.ACCESS_DENIED, f"path '{path}' leads out of pool folder '{root}'", _D
         )
-    return path
+    return status
 
 
 def check_backing(path: str, volumes: Iterable[str], allowed: Iterable[str]) -> None:

@@ -101,13 +101,17 @@ def _backing(path: str, info: ImageInfo) -> BackingStore | None:
 
 
 def describe(
-    path: str, name: str, known: StorageVolumeDef | None = None
+    path: str,
+    name: str,
+    known: StorageVolumeDef | None = None,
+    status: os.stat_result | None = None,
 ) -> StorageVolumeDef | None:
     """The volume the file at ``path`` is, or None when it is not one (a socket,
     a FIFO, a dangling link).  ``known`` keeps what only the XML said
-    (the encryption's secret)."""
+    (the encryption's secret); ``status``, when given, is a stat of ``path``
+    just taken."""
     try:
-        st = os.stat(path)
+        st = os.stat(path) if status is None else status
     except OSError:
         return None
     perms, stamps = permissions_of(st), timestamps_of(st)

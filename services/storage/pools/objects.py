@@ -21,6 +21,23 @@ from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 _D = ErrorDomain.STORAGE
 
 
+#: What a ``VolumeInfo`` shows of a definition: name, key, path, type,
+#: capacity, allocation, physical.
+ShownFields = tuple[str, str, str, str, int, int, int]
+
+
+def _shown_fields(vol: StorageVolumeDef) -> ShownFields:
+    return (
+        vol.name,
+        vol.key or "",
+        vol.target.path or "",
+        vol.type.value,
+        vol.capacity,
+        vol.allocation,
+        vol.physical,
+    )
+
+
 @dataclass
 class VolObj:
     """A volume of an active pool; ``building`` while being created, ``in_use``
@@ -29,9 +46,10 @@ class VolObj:
     definition: StorageVolumeDef
     building: bool = False
     in_use: int = 0
-    #: (definition, pool name, what is shown of them): made once per change of
-    #: either, so that listing a pool builds no model (``PoolObj.volume_info``).
-    shown: tuple[StorageVolumeDef, str, VolumeInfo] | None = field(
+    #: (definition, pool name, the definition's shown fields, their model):
+    #: the model is made once per change of what it shows, so that listing a
+    #: pool builds none (``PoolObj.volume_info``).
+    shown: tuple[StorageVolumeDef, str, ShownFields, VolumeInfo] | None = field(
         default=None, repr=False, compare=False
     )
 
@@ -147,25 +165,32 @@ class PoolObj:
     def volume_info(self, vol: VolObj, users: list[VolumeUser] | None = None) -> VolumeInfo:
         """What is shown of ``vol``, with the domain disks using it (``users``).
 
-        The model is kept with the volume until its definition (or the pool's
-        name) changes: the same object is returned each time, so callers must
-        not change it.
+        The model is kept with the volume until what it shows (or the pool's
+        name) changes: vol-info re-reads the volume before each answer, which
+        makes a new definition, mostly with the same figures.  The same object
+        is returned each time, so callers must not change it.
         """
         definition, shown = vol.definition, vol.shown
         if shown is None or shown[0] is not definition or shown[1] != self.name:
-            shown = vol.shown = (definition, self.name, self._volume_info(definition))
-        return shown[2].model_copy(update={"users": users}) if users else shown[2]
+            fields = _shown_fields(definition)
+            if shown is None or shown[1] != self.name or shown[2] != fields:
+                info = self._volume_info(fields)
+            else:
+                info = shown[3]
+            shown = vol.shown = (definition, self.name, fields, info)
+        return shown[3].model_copy(update={"users": users}) if users else shown[3]
 
-    def _volume_info(self, vol: StorageVolumeDef) -> VolumeInfo:
+    def _volume_info(self, fields: ShownFields) -> VolumeInfo:
+        name, key, path, kind, capacity, allocation, physical = fields
         # The validating constructor (pydantic-core) costs 1.9 us here against
         # 3.0 us for model_construct, which is Python.
         return VolumeInfo(
-            name=vol.name,
+            name=name,
             pool=self.name,
-            key=vol.key or "",
-            path=vol.target.path or "",
-            type=vol.type.value,
-            capacity=vol.capacity,
-            allocation=vol.allocation,
-            physical=vol.physical,
+            key=key,
+            path=path,
+            type=kind,
+            capacity=capacity,
+            allocation=allocation,
+            physical=physical,
         )

@@ -202,7 +202,7 @@ class VolumeManager:
             if shown is None or shown[0] is not vol.definition or shown[1] != pool:
                 infos.append(obj.volume_info(vol))
             else:
-                infos.append(shown[2])
+                infos.append(shown[3])
         return api.VolListReply(volumes=infos)
 
     # -- the Volumes side of services.storage.interface -----------------------------

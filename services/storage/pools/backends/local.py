@@ -16,7 +16,12 @@ from typing import ParamSpec
 
 from services.storage.pools import files, qcow2
 from services.storage.pools.backends.base import Backend, CreateOptions, PoolScan, placed
-from services.storage.pools.confine import check_volume_name, confined, volume_path
+from services.storage.pools.confine import (
+    check_volume_name,
+    confined,
+    confined_status,
+    volume_path,
+)
 from services.storage.pools.pool_secrets import PoolSecrets
 from services.storage.pools.qemu_img import QemuImgJob, qemu_img_create_commands
 from services.storage.pools.runner import CommandRunner
@@ -213,10 +218,12 @@ class LocalBackend(Backend):
                 raise
 
     async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
-        path = confined(pool_root(pool), vol.target.path or "")
         if self.inline_io:
-            fresh = files.describe(path, vol.name, vol)
+            path = vol.target.path or ""
+            status = confined_status(pool_root(pool), path)
+            fresh = files.describe(path, vol.name, vol, status)
         else:
+            path = confined(pool_root(pool), vol.target.path or "")
             fresh = await asyncio.to_thread(files.describe, path, vol.name, vol)
         if fresh is None:
             raise VirtError(

@@ -1,0 +1,50 @@
+"""What is shown of a volume is made once per change of what it shows."""
+
+from __future__ import annotations
+
+from services.storage.pools.objects import PoolObj, VolObj
+from shared.api.storage import VolumeUser
+from shared.conf.storage_pool import parse_storage_pool
+from shared.conf.storage_volume import StorageVolumeDef, VolumeTarget, VolumeType
+
+POOL = "<pool type='dir'><name>p</name><target><path>/p</path></target></pool>"
+
+
+def volume(allocation: int) -> StorageVolumeDef:
+    return StorageVolumeDef(
+        name="v.qcow2",
+        key="/p/v.qcow2",
+        type=VolumeType.FILE,
+        capacity=1 << 30,
+        allocation=allocation,
+        has_allocation=True,
+        physical=196624,
+        target=VolumeTarget(path="/p/v.qcow2", format="qcow2"),
+    )
+
+
+def test_a_reread_with_the_same_figures_keeps_the_model() -> None:
+    pool = PoolObj(parse_storage_pool(POOL), persistent=True, active=True)
+    vol = VolObj(volume(200704))
+    first = pool.volume_info(vol)
+    assert (first.name, first.pool, first.path, first.allocation) == (
+        "v.qcow2",
+        "p",
+        "/p/v.qcow2",
+        200704,
+    )
+    vol.definition = volume(200704)  # re-read: a new definition, the same figures
+    assert pool.volume_info(vol) is first
+    vol.definition = volume(266240)  # the volume grew
+    grown = pool.volume_info(vol)
+    assert grown is not first and grown.allocation == 266240
+    assert pool.volume_info(vol) is grown
+
+
+def test_users_are_added_to_a_copy() -> None:
+    pool = PoolObj(parse_storage_pool(POOL), persistent=True, active=True)
+    vol = VolObj(volume(200704))
+    user = VolumeUser(host="h", domain="web1", disk="vda", role="source")
+    used = pool.volume_info(vol, [user])
+    assert used.users == [user]
+    assert pool.volume_info(vol).users == []
