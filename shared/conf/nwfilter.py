@@ -18,7 +18,7 @@ from shared.conf.nwfilter_params import FilterRef, format_filterref, parse_filte
 from shared.conf.nwfilter_rule import NWFilterRule, format_rule, parse_rule
 from shared.conf.nwfilter_values import parse_int
 from shared.conf.uuid import generate_uuid, parse_uuid
-from shared.conf.xmlprops import first, string_of
+from shared.conf.xmlprops import first, local_name, string_of
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -134,7 +134,7 @@ def _parse_entries(root: etree._Element) -> tuple[NWFilterRule | FilterRef, ...]
     for child in root:
         if not isinstance(child.tag, str):
             continue
-        name = etree.QName(child).localname
+        name = local_name(child)
         if name == "rule":
             entries.append(parse_rule(child))
         elif name == "filterref":
@@ -156,7 +156,7 @@ def parse_nwfilter(xml: str | bytes) -> NWFilterDef:
     A filter without a ``<uuid>`` gets a new random one, as in libvirt.
     """
     root = parse_xml(xml, domain=_DOMAIN)
-    if etree.QName(root).localname != "filter":
+    if local_name(root) != "filter":
         raise xml_error("unknown root element for nw filter", _DOMAIN)
     name = root.get("name")
     if not name:

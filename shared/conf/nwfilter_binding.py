@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.conf.macaddr import normalize_mac
 from shared.conf.nwfilter_params import format_parameters, parse_parameters
 from shared.conf.uuid import parse_uuid
-from shared.conf.xmlprops import first, string_of, xpath_attr
+from shared.conf.xmlprops import first, local_name, string_of, xpath_attr
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, xml_error
@@ -41,7 +40,7 @@ def _required(value: str | None, message: str) -> str:
 def parse_nwfilter_binding(xml: str | bytes) -> NWFilterBindingDef:
     """Parse a ``<filterbinding>`` document; raises ``VirtError`` as libvirt would."""
     root = parse_xml(xml, domain=_DOMAIN)
-    if etree.QName(root).localname != "filterbinding":
+    if local_name(root) != "filterbinding":
         raise xml_error("unknown root element for nwfilter binding", _DOMAIN)
     portdev = _required(
         xpath_attr(first(root, "portdev"), "name"), "filter binding has no port dev name"

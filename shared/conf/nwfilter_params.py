@@ -8,6 +8,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.conf.nwfilter_values import parse_uint_prefix
+from shared.conf.xmlprops import local_name
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
@@ -111,7 +112,7 @@ def parse_parameters(node: etree._Element) -> dict[str, tuple[str, ...]]:
     """
     table: dict[str, list[str]] = {}
     for child in node:
-        if not isinstance(child.tag, str) or etree.QName(child).localname != "parameter":
+        if not isinstance(child.tag, str) or local_name(child) != "parameter":
             continue
         name, value = child.get("name"), child.get("value")
         if name is None or value is None:

@@ -40,7 +40,7 @@ from shared.conf.nwfilter_protocols import (
 from shared.conf.nwfilter_values import (
     parse_int,
 )
-from shared.conf.xmlprops import member_of
+from shared.conf.xmlprops import local_name, member_of
 from shared.conf.xmlwriter import XmlWriter, escape_attr
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
@@ -239,7 +239,7 @@ def parse_rule(node: etree._Element) -> NWFilterRule:
     for child in node:
         if not isinstance(child.tag, str):
             continue
-        name = etree.QName(child).localname
+        name = local_name(child)
         if spec is None:
             spec = PROTOCOLS.get(name)
         if spec is None or name != spec.name:
