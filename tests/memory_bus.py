@@ -45,7 +45,6 @@ from nats.nuid import NUID
 
 import services.nwfilter.service
 import shared.util.process
-from shared.util.events import STREAM
 from shared.util.ledger import EVENTS_HEADER, Event, Ledger
 from shared.util.subjects import js_api
 
@@ -409,9 +408,7 @@ class MemoryLedger(Ledger):
         # What _store_event reads of a consumer's message: its time.
         msg = cast(Msg, SimpleNamespace(metadata=SimpleNamespace(timestamp=stored.time)))
         for index, event in enumerate(events):
-            found = self._bus.streams[STREAM].last(self._events_filter)
-            last = found.seq if found else 0
-            await self._store_event(msg, stored.seq, index, len(events), event, last)
+            await self._store_event(msg, stored.seq, index, len(events), event)
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,14 +15,23 @@ in every replica follows the ledger in order and stores each announced event
 as a CloudEvent in ``VIRTBUS_EVENTS`` (on ``virtbus.event.>``, with
 ``Content-Type: application/cloudevents+json``).  Its id is the ledger
 message's identity (``<ledger>-<created>-<sequence>[-<n>]``), so it is unique
-across restarts and replicas and the same however often it is forwarded.  The
-forwarder publishes with ``Nats-Expected-Last-Subject-Sequence`` on the
-ledger's event subjects (``...-Subject: virtbus.event.<service>.<host>.>``) and
-a ``Virtbus-Source`` header naming the ledger position, and starts from the
-position of the last event stored: of two forwarders exactly one stores each
-event, and after a crash anywhere it resumes where the stream says it was.
-So an event exists exactly when its change does, once the forwarder has
-caught up (it is behind by milliseconds while running).
+across restarts and replicas and the same however often it is forwarded.  Each
+event carries a ``Virtbus-Source`` header naming its ledger position, and is
+published with ``Nats-Expected-Last-Subject-Sequence`` on its own subject
+(``virtbus.event.<service>.<host>.<kind>.<name>``): the sequence of the
+object's previous event, which the forwarder remembers from its own
+acknowledgements.  When that compare-and-set loses, the subject's last event
+says why: it is this very event (another replica stored it: skip it), a later
+one of this ledger (this forwarder is behind: start again from the stream's
+position), or an older one (the remembered sequence was stale: try again with
+the one read).  Of two forwarders exactly one stores each event, events are
+stored in ledger order, and after a crash anywhere a forwarder resumes from
+the position of the last event stored.  So an event exists exactly when its
+change does, once the forwarder has caught up (it is behind by milliseconds
+while running).  The check is per subject because the server answers it from
+its per-subject index; a check over all of a ledger's event subjects costs
+the server a walk over every one of them on each publish (measured: 40% of
+its CPU per change with a few thousand objects, growing with their number).
 
 Old values of a key are dropped by the write itself (``Nats-Rollup: sub``)
 once the forwarder has passed the key's previous message, so compaction never
@@ -116,6 +125,9 @@ SOURCE_HEADER = "Virtbus-Source"
 #: an ephemeral secret's); they expire with the event retention.
 EVENT_ONLY_PREFIX = "_ev."
 _WRONG_LAST_SEQUENCE = 10071
+#: Event subjects whose last sequence a forwarder remembers (the oldest are
+#: forgotten first; a forgotten one costs one extra read when next used).
+_REMEMBERED_SUBJECTS = 65536
 #: Seconds between the server's heartbeats to a following replica when idle.
 _FOLLOW_HEARTBEAT = 1.0
 #: Server errors that mean "no room": disk, account or stream limits.
@@ -250,6 +262,9 @@ class Ledger:
         self._parent_seqs: dict[str, int] = {}
         #: Every ledger message up to here has its events in VIRTBUS_EVENTS.
         self.forwarded = 0
+        #: The sequence of the last event in VIRTBUS_EVENTS on each event subject
+        #: (as this forwarder last knew it): the compare-and-set of the next one.
+        self._event_seqs: dict[str, int] = {}
         #: The sequence of this process's last write (tests, shutdown).
         self.last_written = 0
         #: Every ledger message up to here is applied to memory.
@@ -602,23 +617,24 @@ class Ledger:
                 )
                 await asyncio.sleep(1.0)
 
-    async def _position(self) -> tuple[int, int, int]:
-        """(ledger sequence, events of it done, VIRTBUS_EVENTS sequence) of the
-        last event forwarded; zeros when none is stored."""
+    async def _position(self) -> tuple[int, int]:
+        """(ledger sequence, events of it done) of the last event forwarded;
+        zeros when none is stored.  The one look over all of this ledger's
+        event subjects: at the start of forwarding, not per event."""
         found = await self._last(STREAM, self._events_filter)
-        if found is None:
-            return 0, 0, 0
-        _, last, headers, _ = found
-        source = headers.get(SOURCE_HEADER, "")
-        parts = source.split()
+        return (0, 0) if found is None else self._source(found[2])
+
+    def _source(self, headers: dict[str, str]) -> tuple[int, int]:
+        """(ledger sequence, events of it done) an event's ``Virtbus-Source``
+        names; zeros for an event not forwarded from this ledger (or from an
+        older one of the same name)."""
+        parts = headers.get(SOURCE_HEADER, "").split()
         if len(parts) != 4 or parts[0] != self.stream or parts[1] != self._epoch:
-            # An event not forwarded from this ledger (or from an older one of
-            # the same name): nothing of ours is known to be stored.
-            return 0, 0, last
-        return int(parts[2]), int(parts[3]), last
+            return 0, 0
+        return int(parts[2]), int(parts[3])
 
     async def _follow(self) -> None:
-        position, done, last = await self._position()
+        position, done = await self._position()
         await self._set_forwarded(position - 1)
         start = max(1, min(position, self._applied + 1))
         sub = await self._js.subscribe(
@@ -645,9 +661,7 @@ class Ledger:
                 events = self._events_of(msg)
                 first = done if seq == position else 0
                 for index in range(first, len(events)):
-                    last = await self._store_event(
-                        msg, seq, index, len(events), events[index], last
-                    )
+                    await self._store_event(msg, seq, index, len(events), events[index])
                 await self._set_forwarded(seq)
         finally:
             with contextlib.suppress(Exception):
@@ -680,9 +694,9 @@ class Ledger:
         base = f"{self.stream}-{self._epoch}-{seq}"
         return base if count == 1 else f"{base}-{index}"
 
-    async def _store_event(
-        self, msg: Msg, seq: int, index: int, count: int, event: Event, last: int
-    ) -> int:
+    async def _store_event(self, msg: Msg, seq: int, index: int, count: int, event: Event) -> None:
+        """Store the ``index``-th event of ledger message ``seq`` unless another
+        forwarder did; raises ``Conflict`` when this one is behind."""
         host = event.host if event.host is not None else self.host
         cloud = cloud_event(
             self.event_id(seq, index, count),
@@ -695,27 +709,52 @@ class Ledger:
             event.extra,
             msg.metadata.timestamp,
         )
+        subject = event_subject(self.service, self.host, event.object, event.name)
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Nats-Msg-Id": cloud.id,
-            "Nats-Expected-Last-Subject-Sequence": str(last),
-            "Nats-Expected-Last-Subject-Sequence-Subject": self._events_filter,
+            "Nats-Expected-Last-Subject-Sequence": "",
             SOURCE_HEADER: f"{self.stream} {self._epoch} {seq} {index + 1}",
         }
-        subject = event_subject(self.service, self.host, event.object, event.name)
-        try:
-            reply = await self._nc.request(subject, model_json(cloud), headers=headers, timeout=5)
-        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError):
-            self._event_failed(event.object)
-            raise
-        doc = from_json(reply.data)
-        failure = _ack_error(doc)
-        if failure is not None:
-            if failure[0] == _WRONG_LAST_SEQUENCE:
-                raise Conflict(subject)
-            self._event_failed(event.object)
-            raise VirtError(ErrorCode.OPERATION_FAILED, f"event not stored: {failure[1]}")
-        return int(doc["seq"])
+        body = model_json(cloud)
+        # A subject never seen is most often new: try it as one (a wrong guess
+        # costs one read below).
+        expect = self._event_seqs.get(subject, 0)
+        while True:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
+            try:
+                reply = await self._nc.request(subject, body, headers=headers, timeout=5)
+            except (NatsTimeoutError, NoRespondersError, ConnectionClosedError):
+                self._event_failed(event.object)
+                raise
+            doc = from_json(reply.data)
+            failure = _ack_error(doc)
+            if failure is None:
+                self._remember(subject, int(doc["seq"]))
+                return
+            if failure[0] != _WRONG_LAST_SEQUENCE:
+                self._event_failed(event.object)
+                raise VirtError(ErrorCode.OPERATION_FAILED, f"event not stored: {failure[1]}")
+            found = await self._last(STREAM, subject)
+            if found is None:
+                expect = 0  # its events expired meanwhile
+                continue
+            _, last, stored_headers, _ = found
+            stored = self._source(stored_headers)
+            if stored == (seq, index + 1):
+                self._remember(subject, last)  # another replica stored this one
+                return
+            if stored > (seq, index + 1):
+                self._event_seqs.clear()
+                raise Conflict(subject)  # another replica is ahead: start from its position
+            expect = last
+
+    def _remember(self, subject: str, seq: int) -> None:
+        seqs = self._event_seqs
+        seqs.pop(subject, None)
+        seqs[subject] = seq
+        if len(seqs) > _REMEMBERED_SUBJECTS:
+            del seqs[next(iter(seqs))]
 
     def _event_failed(self, object_kind: str) -> None:
         if self._on_event_failure is not None:

@@ -140,6 +140,40 @@ async def test_events_are_stored_once_across_restarts_and_replicas(
     assert len(set(ids)) == 32
 
 
+async def test_events_of_one_object_are_stored_once_by_restarted_and_racing_forwarders(
+    nc: NATS, start_ledger: Start
+) -> None:
+    # Every event here is about the same two objects, so each compare-and-set
+    # is on a subject that already has events: forwarders started after the
+    # first one stopped remember nothing, guess wrong and must read the
+    # subject's last event, and the two of them race on every event.
+    writer = Ledger(nc, nc.jetstream(), "test", None)
+    await writer.open()
+
+    async def write(numbers: range) -> int:
+        last = 0
+        for i in numbers:
+            name = "a" if i % 3 else "b"
+            last = await writer.write(f"obj.{name}", b"%d" % i, [Event("thing", name, "x")])
+        return last
+
+    last = await write(range(20))
+    first = Ledger(nc, nc.jetstream(), "test", None)
+    await first.open()
+    forwarding = asyncio.create_task(first.follow())
+    await first.wait_forwarded(last)
+    forwarding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await forwarding
+    last = await write(range(20, 40))
+    two = await start_ledger()
+    three = await start_ledger()
+    await two.wait_forwarded(last)
+    await three.wait_forwarded(last)
+    ids = [str(body["id"]) for _, body in await stored_events(nc)]
+    assert ids == [writer.event_id(seq, 0, 1) for seq in range(1, last + 1)]
+
+
 async def test_an_event_only_change_gets_an_id_of_its_own(nc: NATS, start_ledger: Start) -> None:
     ledger = await start_ledger()
     first = await ledger.announce([Event("thing", "eph", "lifecycle", "Defined")])
