@@ -397,7 +397,7 @@ class MemoryLedger(Ledger):
                 if msg.seq > stream.forwarded:
                     stream.forwarded = msg.seq
                     await self._forward(msg)
-                await self._set_forwarded(msg.seq)
+                self._set_forwarded(msg.seq)
             await stream.wait_past(self._applied)
 
     async def _forward(self, stored: StoredMessage) -> None:

@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import heapq
 import json
 import logging
 import os
@@ -269,7 +270,8 @@ class Ledger:
         self.last_written = 0
         #: Every ledger message up to here is applied to memory.
         self._applied = 0
-        self._forwarded_changed = asyncio.Condition()
+        #: (sequence, tie-break, future) of each ``wait_forwarded``, soonest first.
+        self._forwarded_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._listeners: list[Callable[[str, Record | None], None]] = []
         #: Keys whose current value did not decode (``decode``); a key leaves when it changes.
         self.bad_keys: set[str] = set()
@@ -635,12 +637,28 @@ class Ledger:
 
     async def _follow(self) -> None:
         position, done = await self._position()
-        await self._set_forwarded(position - 1)
+        self._set_forwarded(position - 1)
         start = max(1, min(position, self._applied + 1))
+        # The subscription's callback (nats-py awaits it for one message after
+        # another) takes each message; its iterator would cost a task and a
+        # wait per message.  The first error it meets ends this round.
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def take(msg: Msg) -> None:
+            if ended.done():
+                return
+            try:
+                await self._take(msg, position, done)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as err:  # handed to follow(), which decides
+                ended.set_exception(err)
+
         sub = await self._js.subscribe(
             self._prefix + ">",
             stream=self.stream,
             ordered_consumer=True,
+            cb=take,
             # Two missed heartbeats make nats-py re-create the consumer: after
             # the loss of its server, a replica's view is stale for about two
             # heartbeats (it was 5 s each: 10 s of stale reads in a cluster).
@@ -650,33 +668,45 @@ class Ledger:
             ),
         )
         try:
-            async for msg in sub.messages:
-                seq = msg.metadata.sequence.stream
-                headers = msg.headers
-                self._apply(msg.subject, msg.data, headers, seq)
-                if seq > self._applied:
-                    self._applied = seq
-                if seq < position:
-                    continue
-                events = self._events_of(msg)
-                first = done if seq == position else 0
-                for index in range(first, len(events)):
-                    await self._store_event(msg, seq, index, len(events), events[index])
-                await self._set_forwarded(seq)
+            await ended
         finally:
+            ended.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _set_forwarded(self, seq: int) -> None:
-        if seq > self.forwarded:
-            self.forwarded = seq
-            async with self._forwarded_changed:
-                self._forwarded_changed.notify_all()
+    async def _take(self, msg: Msg, position: int, done: int) -> None:
+        """Apply one ledger message and store the events of it not yet stored
+        (``position``/``done``: where the stream said forwarding stood)."""
+        seq = msg.metadata.sequence.stream
+        self._apply(msg.subject, msg.data, msg.headers, seq)
+        if seq > self._applied:
+            self._applied = seq
+        if seq < position:
+            return
+        events = self._events_of(msg)
+        first = done if seq == position else 0
+        for index in range(first, len(events)):
+            await self._store_event(msg, seq, index, len(events), events[index])
+        self._set_forwarded(seq)
+
+    def _set_forwarded(self, seq: int) -> None:
+        if seq <= self.forwarded:
+            return
+        self.forwarded = seq
+        waiting = self._forwarded_waiters
+        while waiting and waiting[0][0] <= seq:
+            _, _, waiter = heapq.heappop(waiting)
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait_forwarded(self, seq: int, timeout: float = 10.0) -> None:
         """Wait until the events of ledger message ``seq`` are stored (tests, shutdown)."""
-        async with asyncio.timeout(timeout), self._forwarded_changed:
-            await self._forwarded_changed.wait_for(lambda: self.forwarded >= seq)
+        if self.forwarded >= seq:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._forwarded_waiters, (seq, id(waiter), waiter))
+        async with asyncio.timeout(timeout):
+            await waiter
 
     @staticmethod
     def _events_of(msg: Msg) -> list[Event]:
