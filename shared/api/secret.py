@@ -76,18 +76,23 @@ def _ep(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
     return Endpoint(SERVICE, name, request, reply, concurrency=CONCURRENCY)
 
 
+def _read(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
+    """A read answered from the registry's memory, inline."""
+    return Endpoint(SERVICE, name, request, reply, inline=True)
+
+
 DEFINE = _ep("define", DefineRequest, DefineReply)
 UNDEFINE = _ep("undefine", UuidRequest, Empty)
-LIST = _ep("list", ListRequest, ListReply)
-DUMPXML = _ep("dumpxml", UuidRequest, XmlReply)
-LOOKUP_BY_UUID = _ep("lookup.uuid", UuidRequest, SecretInfo)
-LOOKUP_BY_USAGE = _ep("lookup.usage", UsageRequest, SecretInfo)
+LIST = _read("list", ListRequest, ListReply)
+DUMPXML = _read("dumpxml", UuidRequest, XmlReply)
+LOOKUP_BY_UUID = _read("lookup.uuid", UuidRequest, SecretInfo)
+LOOKUP_BY_USAGE = _read("lookup.usage", UsageRequest, SecretInfo)
 SET_VALUE = _ep("value.set", SetValueRequest, Empty)
-GET_VALUE = _ep("value.get", UuidRequest, ValueReply)
+GET_VALUE = _read("value.get", UuidRequest, ValueReply)
 #: libvirt's VIR_SECRET_GET_VALUE_INTERNAL_CALL: other services (the storage
 #: service opening a LUKS volume) may read private values.  The deploy/ NATS
 #: permissions allow this subject to service users only, never to clients.
-GET_VALUE_INTERNAL = _ep("internal.value.get", UuidRequest, ValueReply)
+GET_VALUE_INTERNAL = _read("internal.value.get", UuidRequest, ValueReply)
 
 #: Every endpoint of the secret service.
 ENDPOINTS = (

@@ -392,6 +392,12 @@ class ServiceProcess(Generic[S]):
                 if beat is not None:
                     beat.cancel()
 
+        async def inline(request: Request) -> None:
+            if self._halt.is_set() or self._end.is_set() or self._group is None:
+                await _refuse(request, self.name)
+                return
+            await answer(bound, request, self.metrics, counters)
+
         async def dispatch(request: Request) -> None:
             inbox = (request.headers or {}).get(HEARTBEAT_HEADER)
             beat = self._request_task(self._heartbeat(inbox, endpoint)) if inbox else None
@@ -409,11 +415,11 @@ class ServiceProcess(Generic[S]):
         await micro.add_endpoint(
             name=endpoint.micro_name,
             subject=endpoint.subject(host),
-            handler=dispatch,
+            handler=inline if endpoint.inline else dispatch,
             metadata={
                 "request": endpoint.request.__name__,
                 "reply": endpoint.reply.__name__,
-                "concurrency": str(endpoint.concurrency),
+                "concurrency": "inline" if endpoint.inline else str(endpoint.concurrency),
             },
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,14 +40,21 @@ class EchoRequest(BaseModel):
 
 ECHO = Endpoint("echo", "say", EchoRequest, EchoRequest)
 BOOM = Endpoint("echo", "boom", Empty, Empty)
+#: A read from memory, answered in the subscription's callback.
+SHOUT = Endpoint("echo", "shout", EchoRequest, EchoRequest, inline=True)
 
 
 class EchoProcess(ServiceProcess[ProcessSettings]):
     name = "echo"
-    endpoint_table = (ECHO, BOOM)
+    endpoint_table = (ECHO, BOOM, SHOUT)
 
     def endpoints(self) -> Sequence[Bound[Any, Any]]:
-        return (ECHO.bind(self.say), BOOM.bind(self.boom))
+        return (ECHO.bind(self.say), BOOM.bind(self.boom), SHOUT.bind(self.shout))
+
+    async def shout(self, req: EchoRequest) -> EchoRequest:
+        if req.text == "boom":
+            raise RuntimeError("secret internals")
+        return EchoRequest(text=(await self.say(req)).text.upper())
 
     async def say(self, req: EchoRequest) -> EchoRequest:
         if not req.text:
@@ -79,6 +87,25 @@ async def test_process_states_and_error_replies(nats_url: str, nc: NATS) -> None
     with pytest.raises(VirtError) as gone:
         await call(nc, ECHO, EchoRequest(text="hi"))
     assert gone.value.code is ErrorCode.NO_SERVER
+
+
+async def test_an_inline_endpoint_answers_as_any_other(nats_url: str, nc: NATS) -> None:
+    async with EchoProcess(echo_settings(nats_url)):
+        replies = await asyncio.gather(
+            *(call(nc, SHOUT, EchoRequest(text=f"m{i}")) for i in range(20))
+        )
+        assert [r.text for r in replies] == [f"M{i}" for i in range(20)]
+        with pytest.raises(VirtError) as bad:
+            await call(nc, SHOUT, EchoRequest(text=""))
+        assert bad.value.code is ErrorCode.INVALID_ARG
+        with pytest.raises(VirtError) as boom:
+            await call(nc, SHOUT, EchoRequest(text="boom"))
+        assert boom.value.code is ErrorCode.INTERNAL_ERROR
+        assert "secret internals" not in str(boom.value)
+        info = json.loads((await nc.request("$SRV.INFO.echo", b"", timeout=5)).data)
+        shout = next(e for e in info["endpoints"] if e["name"] == SHOUT.micro_name)
+        assert shout["metadata"]["concurrency"] == "inline"
+        assert (await call(nc, SHOUT, EchoRequest(text="after"))).text == "AFTER"
 
 
 LIFECYCLE = [RunState.NEW, RunState.STARTING, RunState.RUNNING, RunState.STOPPING, RunState.STOPPED]
