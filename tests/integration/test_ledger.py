@@ -188,7 +188,7 @@ class _DiesAfterStoring(Ledger):
     """A forwarder that dies right after storing its first event, before it
     records how far it got (the process killed between those two steps)."""
 
-    async def _store_event(self, *args: object, **kwargs: object) -> int:
+    async def _store_event(self, *args: object, **kwargs: object) -> None:
         await super()._store_event(*args, **kwargs)  # type: ignore[arg-type]
         raise _Killed
 
