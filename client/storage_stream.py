@@ -24,6 +24,7 @@ from client.storage import StorageClient
 from shared.api import storage as api
 from shared.api.storage import TransferReply, VolRef
 from shared.util.api import call
+from shared.util.bus import roundtrip
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 #: Called with (bytes done, bytes in all) as chunks complete.
@@ -96,7 +97,9 @@ async def _pipeline(
 
 
 async def _request(nc: NATS, subject: str, data: bytes, headers: dict[str, str]) -> Msg:
-    return await nc.request(subject, data, timeout=CHUNK_TIMEOUT, headers=headers)
+    # The same reply inbox as the call that opened the stream: the service
+    # serves a stream's chunks to that connection only (by that prefix).
+    return await roundtrip(nc, subject, data, CHUNK_TIMEOUT, headers=headers)
 
 
 async def upload(

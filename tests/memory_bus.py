@@ -314,7 +314,16 @@ class MemoryBus:
         reply: str = "",
         headers: dict[str, str] | None = None,
     ) -> None:
-        await self._route(subject, payload, reply, headers)
+        if subject.startswith(_DIRECT_GET) and reply:
+            stream = self.streams.get(subject[len(_DIRECT_GET) :])
+            if stream is not None:
+                doc = stream.direct_get(json.loads(payload))
+                await self._route(reply, json.dumps(doc).encode(), "", None)
+                return
+        elif await self._route(subject, payload, reply, headers) or not reply:
+            return
+        # Nobody took it: the server's "no responders" answer to a request.
+        await self._route(reply, b"", "", {"Status": "503"})
 
     async def request(
         self,

@@ -57,8 +57,8 @@ _REPLY_TO: ContextVar[str | None] = ContextVar("virtbus_reply_to", default=None)
 
 def requester() -> str | None:
     """The connection that sent the request being handled, as the prefix its
-    replies share (nats-py answers every request of a connection on
-    ``<inbox_prefix>.<connection nuid>.<n>``); None outside a request."""
+    replies share (``bus.roundtrip`` receives every reply of a connection on
+    ``<inbox prefix>.<nuid>.<n>``); None outside a request."""
     reply = _REPLY_TO.get()
     return reply.rpartition(".")[0] or None if reply else None
 
@@ -156,7 +156,7 @@ async def _watched_request(
     sub = await nc.subscribe(inbox, cb=beat)
     try:
         reply = asyncio.ensure_future(
-            nc.request(subject, data, timeout=wait, headers={HEARTBEAT_HEADER: inbox})
+            bus.roundtrip(nc, subject, data, wait, headers={HEARTBEAT_HEADER: inbox})
         )
         try:
             while True:

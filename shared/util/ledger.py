@@ -96,6 +96,7 @@ from nats.js.client import JetStreamContext
 from pydantic_core import from_json, to_json
 
 from shared.util.api import to_json as model_json
+from shared.util.bus import roundtrip
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError, no_space
 from shared.util.events import (
     CONTENT_TYPE,
@@ -302,8 +303,8 @@ class Ledger:
         # send the request ourselves with it set.
         body = config.as_dict()
         body["allow_msg_ttl"] = True
-        reply = await self._nc.request(
-            js_api(f"STREAM.CREATE.{self.stream}"), json.dumps(body).encode(), timeout=5
+        reply = await roundtrip(
+            self._nc, js_api(f"STREAM.CREATE.{self.stream}"), json.dumps(body).encode(), timeout=5
         )
         doc = json.loads(reply.data)
         if "error" in doc:
@@ -512,7 +513,8 @@ class Ledger:
         wait = 0.05
         while True:
             try:
-                msg = await self._nc.request(
+                msg = await roundtrip(
+                    self._nc,
                     subject,
                     data,
                     headers=headers,
@@ -574,7 +576,8 @@ class Ledger:
     ) -> tuple[str, int, dict[str, str], bytes] | None:
         """(subject, sequence, headers, data) of the last message of ``stream`` on
         ``subject`` (wildcards allowed), or None when there is none."""
-        reply = await self._nc.request(
+        reply = await roundtrip(
+            self._nc,
             js_api(f"STREAM.MSG.GET.{stream}"),
             json.dumps({"last_by_subj": subject}).encode(),
             timeout=5,
@@ -753,7 +756,7 @@ class Ledger:
         while True:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
             try:
-                reply = await self._nc.request(subject, body, headers=headers, timeout=5)
+                reply = await roundtrip(self._nc, subject, body, headers=headers, timeout=5)
             except (NatsTimeoutError, NoRespondersError, ConnectionClosedError):
                 self._event_failed(event.object)
                 raise

@@ -146,11 +146,11 @@ async def test_another_connection_cannot_write_into_an_upload(
         assert f.read(4096) == bytes(4096)
     # The opener's own chunks still go in.
     data = os.urandom(4096)
-    reply = await storage.nc.request(
-        opened.subject, data, timeout=5, headers={"Virtbus-Offset": "0"}
+    reply = await bus.roundtrip(
+        storage.nc, opened.subject, data, 5, headers={"Virtbus-Offset": "0"}
     )
     assert not (reply.headers or {}).get("Virtbus-Error-Name")
-    end = await storage.nc.request(opened.subject, b"", timeout=5, headers={"Virtbus-Kind": "end"})
+    end = await bus.roundtrip(storage.nc, opened.subject, b"", 5, headers={"Virtbus-Kind": "end"})
     assert not (end.headers or {}).get("Virtbus-Error-Name")
     with open(tmp_path / "images" / "disk", "rb") as f:
         assert f.read(4096) == data
