@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -100,6 +100,19 @@ def _unmirrored(xml: str, target: str) -> bool:
     return found is not None and found.get("dev") == target and node.find("mirror") is None
 
 
+def _mirror_ready(xml: str, target: str) -> bool:
+    """Whether the ``<disk>`` is the one with ``target`` and its ``<mirror>`` is ready."""
+    node = parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN)
+    found = node.find("target")
+    mirror = node.find("mirror")
+    return (
+        found is not None
+        and found.get("dev") == target
+        and mirror is not None
+        and mirror.get("ready") == "yes"
+    )
+
+
 @dataclass
 class JobWatch:
     """The agent events of one domain, from before a job is started.
@@ -164,28 +177,44 @@ class JobWatch:
         found = [s for _, s in self._status_events(job_id) if s.status is not after]
         return found[-1] if found else None
 
+    def _inventory(self, since: int, accept: Callable[[str], bool]) -> int | None:
+        """The generation of the first inventory from event ``since`` on with a
+        disk that ``accept`` takes."""
+        for event in self.events[since:]:
+            if event.data.event != INVENTORY:
+                continue
+            inventory = DiskInventory.model_validate(event.data.extra)
+            if any(accept(xml) for xml in inventory.disks):
+                return inventory.generation
+        return None
+
     def inventory_after_end(self, job_id: str, target: str) -> int | None:
         """The generation of the first inventory published after the job's end in
         which the disk carries no ``<mirror>``."""
         ends = [p for p, s in self._status_events(job_id) if s.status is not JobStatus.READY]
         if not ends:
             return None
-        for event in self.events[ends[-1] + 1 :]:
-            if event.data.event != INVENTORY:
-                continue
-            inventory = DiskInventory.model_validate(event.data.extra)
-            for xml in inventory.disks:
-                if _unmirrored(xml, target):
-                    return inventory.generation
-        return None
+        return self._inventory(ends[-1] + 1, lambda xml: _unmirrored(xml, target))
 
-    async def settled(self, job_id: str, target: str, timeout: float = 15.0) -> None:
+    def inventory_when_ready(self, job_id: str, target: str) -> int | None:
+        """The generation of the first inventory in which the disk's ``<mirror>``
+        is ready (the watch starts before the job, so it is this job's)."""
+        if not any(s.status is JobStatus.READY for _, s in self._status_events(job_id)):
+            return None
+        return self._inventory(0, lambda xml: _mirror_ready(xml, target))
+
+    async def settled(
+        self, job_id: str, target: str, timeout: float = 15.0, *, ready: bool = False
+    ) -> None:
         """Until the storage service holds the inventory the agent published after
-        the job ended (best effort: returns at ``timeout`` regardless)."""
+        the job ended (with ``ready``: once its mirror was ready), so that what
+        the caller reads next shows it (best effort: returns at ``timeout``
+        regardless)."""
+        find = self.inventory_when_ready if ready else self.inventory_after_end
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            generation = self.inventory_after_end(job_id, target)
+            generation = find(job_id, target)
             if generation is not None:
                 held = await self.client.domain_disks(self.domain)
                 if held.generation >= generation:

@@ -152,6 +152,9 @@ async def _start_or_wait(
         if status is not None and status.error:
             error(status.error)
         return 1
+    if result is JobStatus.READY:
+        # As with libvirt, the disk's XML shows the mirror ready once we say so.
+        await watch.settled(job.job_id, job.disk, ready=True)
     return None
 
 
