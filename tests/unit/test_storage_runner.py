@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,16 @@ async def test_stdout_and_exit_code(runner: CommandRunner, no_fd_left: None) -> 
 
 async def test_stdin_is_empty(runner: CommandRunner) -> None:
     assert await runner.output(["cat"]) == ""
+
+
+async def test_the_tool_does_not_ignore_sigpipe(runner: CommandRunner) -> None:
+    # Python ignores SIGPIPE; a tool must start with the default (it dies when
+    # the reader of its pipe went away, as shell pipelines expect).
+    status = await runner.output(["cat", "/proc/self/status"])
+    ignored = int(
+        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+    )
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
 
 
 async def test_output_larger_than_a_pipe(runner: CommandRunner, no_fd_left: None) -> None:

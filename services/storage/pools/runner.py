@@ -198,6 +198,11 @@ async def _exited(pidfd: int) -> None:
         loop.remove_reader(pidfd)
 
 
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
+
+
 def _spawn(program: str, argv: Sequence[str], out_fd: int, err_fd: int) -> int:
     """Start ``program`` with ``argv[1:]``: stdin /dev/null, stdout and stderr
     into ``out_fd`` and ``err_fd``; its pid.  posix_spawn returns as soon as
@@ -206,6 +211,9 @@ def _spawn(program: str, argv: Sequence[str], out_fd: int, err_fd: int) -> int:
         program,
         [program, *argv[1:]],
         _ENV,
+        # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays so
+        # across exec: give the tool the defaults, as subprocess does.
+        setsigdef=_DEFAULT_SIGNALS,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out_fd, 1),
