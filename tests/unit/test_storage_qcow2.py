@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from services.storage.pools.backends.base import CreateOptions
+from services.storage.pools.backends.dir import DirBackend
 from services.storage.pools.files import describe
 from services.storage.pools.qcow2 import (
     MAX_CAPACITY,
@@ -18,6 +21,9 @@ from services.storage.pools.qcow2 import (
     same_as_written,
     write_image,
 )
+from services.storage.pools.runner import DEFAULT_TIMEOUT, CommandRunner
+from shared.conf.storage_pool import parse_storage_pool
+from shared.conf.storage_volume import parse_storage_volume
 
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="no qemu-img")
 #: Sizes in KiB: empty, under one L1 entry, one entry exactly and one more,
@@ -94,3 +100,51 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
 def test_image_size_follows_the_l1_table() -> None:
     assert len(default_image(0)) == 3 * 65536
     assert len(default_image(1 << 30)) == 3 * 65536 + 16
+
+
+class FakeQemuImg(CommandRunner):
+    """Runs no tool: writes ``image`` where qemu-img would have written its image."""
+
+    def __init__(self, image: bytes) -> None:
+        super().__init__()
+        self.image = image
+        self.runs = 0
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        ok_codes: Sequence[int] = (0,),
+    ) -> tuple[int, str]:
+        self.runs += 1
+        Path(argv[-2]).write_bytes(self.image)
+        return 0, ""
+
+
+async def create(backend: DirBackend, folder: Path, name: str) -> None:
+    pool = parse_storage_pool(
+        f"<pool type='dir'><name>p</name><target><path>{folder}</path></target></pool>"
+    )
+    xml = (
+        f"<volume><name>{name}</name><capacity unit='G'>1</capacity>"
+        "<target><format type='qcow2'/></target></volume>"
+    )
+    vol = backend.define_volume(pool, parse_storage_volume(xml, pool))
+    await backend.build_volume(pool, vol, CreateOptions())
+
+
+async def test_written_here_only_once_qemu_img_agreed(tmp_path: Path) -> None:
+    agreeing = DirBackend(FakeQemuImg(default_image(1 << 30)))
+    for name in ("a.qcow2", "b.qcow2", "c.qcow2"):
+        await create(agreeing, tmp_path, name)
+    assert isinstance(agreeing.runner, FakeQemuImg) and agreeing.runner.runs == 1
+    assert (tmp_path / "c.qcow2").read_bytes() == default_image(1 << 30)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    different = DirBackend(FakeQemuImg(b"QFI\xfb" + bytes(100)))
+    for name in ("a.qcow2", "b.qcow2"):
+        await create(different, other, name)
+    assert isinstance(different.runner, FakeQemuImg) and different.runner.runs == 2
+    assert different.qcow2.agrees is False
