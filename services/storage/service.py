@@ -175,6 +175,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             users,
             volume_secret_file(secrets),
             backing_paths=tuple(p for p in self.settings.backing_paths.split(":") if p),
+            announced=ledger.announced,
         )
         self._pools, self._volumes = pools, volumes
         cleaned = await volumes.clean_unfinished()
@@ -301,7 +302,12 @@ class StorageService(ServiceProcess[StorageSettings]):
         await self.publisher.publish(e.object, e.name, e.event, e.detail, extra=e.extra)
 
     async def _volume_event(
-        self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]
+        self,
+        obj: PoolObj,
+        vol: StorageVolumeDef,
+        detail: str,
+        extra: dict[str, Any],
+        key: str | None = None,
     ) -> None:
         # A volume changes its own pool's figures only.
         self._update_pool_metrics(obj)
@@ -317,4 +323,5 @@ class StorageService(ServiceProcess[StorageSettings]):
                 "path": vol.target.path,
                 **extra,
             },
+            key=key,
         )

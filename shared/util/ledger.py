@@ -474,8 +474,17 @@ class Ledger:
         self._apply(self._prefix + key, payload, headers, seq)
         return seq
 
-    async def announce(self, events: Sequence[Event], *, what: str = "event") -> int:
-        """Store events that no state change carries (an ephemeral secret's)."""
+    async def announce(
+        self, events: Sequence[Event], *, what: str = "event", key: str | None = None
+    ) -> int:
+        """Store events that no state change in the ledger carries (an ephemeral
+        secret's, a volume's whose change is its storage).
+
+        ``key`` names the announcement (letters, digits, ``-`` and ``_``): it
+        is stored once (``Conflict`` when it already was), and ``announced``
+        tells afterwards whether it was, for an owner that must learn after a
+        crash whether its change's events exist.
+        """
         self._check_subjects(None, events, what)
         announced = _encode_events(events)
         headers = {
@@ -483,8 +492,16 @@ class Ledger:
             EVENTS_HEADER: str(len(announced)),
             "Nats-TTL": _TTL,
         }
-        subject = f"{self._prefix}{EVENT_ONLY_PREFIX}{uuid.uuid4().hex}"
+        if key is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = "0"
+        subject = f"{self._prefix}{EVENT_ONLY_PREFIX}{key or uuid.uuid4().hex}"
         return await self._publish(subject, announced, headers, what)
+
+    async def announced(self, key: str) -> bool:
+        """Whether an announcement under ``key`` is stored (read from the server:
+        announcements are not kept in memory).  One older than the event
+        retention has expired and reads as not stored."""
+        return await self._last(self.stream, f"{self._prefix}{EVENT_ONLY_PREFIX}{key}") is not None
 
     def _check_subjects(self, subject: str | None, events: Sequence[Event], what: str) -> None:
         """Refuse (``VIR_ERR_INVALID_ARG``) a change whose subject or an event's

@@ -14,10 +14,14 @@ from services.storage.pools.journal import CreationJournal
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
 from shared.util.errors import ErrorCode, VirtError
+from shared.util.ledger import Conflict, Event, Ledger
+from shared.util.subjects import ledger_name
+from tests.conftest import ConnectAs
 from tests.integration.procs import kill9, start_service, terminate, wait_for_service
 
 pytestmark = pytest.mark.integration
 HOST = "restart-host"
+SMALL = "<volume><name>v</name><capacity>4096</capacity></volume>"
 
 
 def dir_pool(name: str, path: Path) -> str:
@@ -65,6 +69,62 @@ async def test_creation_left_by_a_crash_is_cleaned(nats_url: str, nc: NATS, tmp_
         assert not partial.exists()
         assert await storage.vol_list("p") == []
         assert journal.unfinished() == []
+
+
+async def test_a_creation_whose_event_was_stored_stands_after_a_crash(
+    nats_url: str, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    """Killed after the Created event was stored and before the journal heard of
+    it: the volume stays.  Killed before the event: the volume goes.  Either
+    way a volume exists exactly when its event does."""
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        info = await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+    made, half = tmp_path / "p" / "made.img", tmp_path / "p" / "half.img"
+    made.write_bytes(b"\0" * 4096)
+    half.write_bytes(b"\0" * 1024)
+    journal = CreationJournal(tmp_path / "state" / "creating")
+    assert journal.begin(info.uuid, "made.img", str(made), "key-made")
+    assert journal.begin(info.uuid, "half.img", str(half), "key-half")
+    as_storage = await connect_as("storage")
+    ledger = Ledger(as_storage, as_storage.jetstream(), "storage", HOST)
+    await ledger.open()
+    await ledger.announce([Event("volume", "p/made.img", "lifecycle", "Created")], key="key-made")
+    with pytest.raises(Conflict):  # an announcement's key is stored once
+        await ledger.announce([Event("volume", "p/made.img", "lifecycle", "x")], key="key-made")
+    assert await ledger.announced("key-made")
+    assert not await ledger.announced("key-half")
+    async with StorageService(settings(nats_url, tmp_path)):
+        assert [v.name for v in await storage.vol_list("p")] == ["made.img"]
+        assert made.exists() and not half.exists()
+        assert journal.unfinished() == []
+
+
+async def test_a_creation_whose_event_is_refused_leaves_no_volume(
+    nats_url: str, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    storage = StorageClient(nc, HOST)
+    js = (await connect_as("operator")).jetstream()
+    stream = ledger_name("storage", HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+        # The ledger takes nothing more (an administrator's limit): the
+        # volume's Created event cannot be stored, so the volume must go.
+        info = await js.stream_info(stream)
+        config = info.config
+        config.max_msgs = info.state.messages
+        config.discard = "new"  # type: ignore[assignment]
+        await js.update_stream(config)
+        with pytest.raises(VirtError) as refused:
+            await storage.vol_create("p", SMALL)
+        assert "No space left" in refused.value.message
+        assert not (tmp_path / "p" / "v").exists()
+        config.max_msgs = -1
+        await js.update_stream(config)
+        assert await storage.vol_list("p") == []
+        await storage.vol_create("p", SMALL)
+        assert [v.name for v in await storage.vol_list("p")] == ["v"]
+    assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
 
 
 async def test_killed_mid_clone_leaves_no_volume(nats_url: str, nc: NATS, tmp_path: Path) -> None:

@@ -47,12 +47,16 @@ def _journal_error(name: str, err: OSError) -> VirtError:
 
 @dataclass(frozen=True)
 class Creation:
-    """A volume creation in progress: enough to remove what it left."""
+    """A volume creation in progress: enough to remove what it left, and the key
+    its ``Created`` event is announced under (``Ledger.announce``), which tells
+    after a crash whether the creation had completed (None in records of
+    earlier versions)."""
 
     pool_uuid: str
     name: str
     path: str | None
     started: float
+    event_key: str | None = None
 
 
 def _record(creation: Creation) -> bytes:
@@ -61,6 +65,7 @@ def _record(creation: Creation) -> bytes:
         "name": creation.name,
         "path": creation.path,
         "started": creation.started,
+        "event_key": creation.event_key,
     }
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
@@ -123,7 +128,9 @@ class CreationJournal:
             found.append(creation)
         return found
 
-    def begin(self, pool_uuid: str, name: str, path: str | None) -> bool:
+    def begin(
+        self, pool_uuid: str, name: str, path: str | None, event_key: str | None = None
+    ) -> bool:
         """Record a creation; False when one of that name is already recorded.
 
         Raises ``VirtError`` (``VIR_ERR_SYSTEM_ERROR``, the OS's reason: "No
@@ -132,7 +139,7 @@ class CreationJournal:
         """
         if (pool_uuid, name) in self._recorded:
             return False
-        record = _record(Creation(pool_uuid, name, path, time.time()))
+        record = _record(Creation(pool_uuid, name, path, time.time(), event_key))
         if len(record) >= SLOT:
             raise _journal_error(name, OSError(0, "the volume's path is too long to record"))
         slot = self._free.pop() if self._free else self._slots

@@ -4,7 +4,9 @@
 A creation first reserves the name in the pool's table, synchronously, so
 that of concurrent requests exactly one gets it and the others get
 ``VIR_ERR_STORAGE_VOL_EXIST``; it is then recorded in the creation journal
-until the volume is complete, so that a crash leaves nothing half-made.
+until its ``Created`` event is stored, under a key the journal keeps: after
+a crash, a creation whose event is stored stands and any other is removed,
+so a volume exists exactly when its event does.
 While a volume is built, the pool counts an async job and the volume is
 ``building``; while one is read or rewritten, it is ``in_use``; libvirt
 refuses conflicting operations in both states.
@@ -17,8 +19,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from services.storage.interface import Volume, VolumeUsers
 from services.storage.pools.backends.base import CreateOptions
@@ -42,8 +45,31 @@ from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
 
-#: (pool, volume, detail, extra fields): published after each change.
-VolumeEvent = Callable[[PoolObj, StorageVolumeDef, str, dict[str, Any]], Awaitable[None]]
+
+class VolumeEvent(Protocol):
+    """Publishes a volume's event after its change (``key``: ``Ledger.announce``'s)."""
+
+    async def __call__(
+        self,
+        obj: PoolObj,
+        vol: StorageVolumeDef,
+        detail: str,
+        extra: dict[str, Any],
+        key: str | None = None,
+    ) -> None: ...
+
+
+class _Undecided(VirtError):
+    """A creation whose ``Created`` event may or may not be stored (the bus did
+    not say): its journal record stays, for the next start to decide."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            ErrorCode.OPERATION_TIMEOUT,
+            f"volume '{name}' was built, but the state store did not say whether its "
+            "creation was recorded: the storage service decides when it next starts",
+            _D,
+        )
 
 
 def in_use(name: str, users: list[VolumeUser]) -> VirtError:
@@ -74,8 +100,12 @@ class VolumeManager:
         users: VolumeUsers,
         secret_file: SecretFiles | None = None,
         backing_paths: tuple[str, ...] = (),
+        announced: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._pools = pools
+        #: Whether an event announced under a key is stored (``Ledger.announced``);
+        #: None: nothing is stored anywhere (tests), so nothing is.
+        self._announced = announced
         self._backing_paths = backing_paths
         self._journal = journal
         self._on_event = on_event
@@ -253,8 +283,11 @@ class VolumeManager:
             yield dataclasses.replace(options, secret_path=paths[0], input_secret_path=paths[1])
 
     @contextlib.asynccontextmanager
-    async def _reserve(self, obj: PoolObj, vol: StorageVolumeDef) -> AsyncIterator[VolObj]:
-        """Hold the name in the pool table and in the journal while the volume is built.
+    async def _reserve(
+        self, obj: PoolObj, vol: StorageVolumeDef, event_key: str
+    ) -> AsyncIterator[VolObj]:
+        """Hold the name in the pool table and in the journal while the volume is
+        built and its ``Created`` event (under ``event_key``) stored.
 
         The table entry is taken before the first await, so the check for an
         existing name and the reservation cannot interleave in this process.
@@ -266,12 +299,17 @@ class VolumeManager:
         obj.volumes[vol.name] = reserved
         obj.asyncjobs += 1
         try:
-            if not self._journal.begin(obj.uuid, vol.name, vol.target.path):
+            if not self._journal.begin(obj.uuid, vol.name, vol.target.path, event_key):
                 raise volume_exists(vol.name)
+            decided = True
             try:
                 yield reserved
+            except _Undecided:
+                decided = False
+                raise
             finally:
-                self._journal.end(obj.uuid, vol.name)
+                if decided:
+                    self._journal.end(obj.uuid, vol.name)
         except BaseException:
             if obj.volumes.get(vol.name) is reserved:
                 del obj.volumes[vol.name]
@@ -280,8 +318,13 @@ class VolumeManager:
             obj.asyncjobs -= 1
             reserved.building = False
 
-    async def _finish(self, obj: PoolObj, reserved: VolObj, vol: StorageVolumeDef) -> None:
-        """Read back what was built; a volume that cannot be read is removed again."""
+    async def _finish(
+        self, obj: PoolObj, reserved: VolObj, vol: StorageVolumeDef, key: str, extra: dict[str, Any]
+    ) -> None:
+        """Read back what was built and store its ``Created`` event; a volume that
+        cannot be read, or whose event is not stored, is removed again.  When
+        the bus cannot say whether the event is stored, the volume and its
+        journal record stay for the next start to decide (``_Undecided``)."""
         backend = self._pools.backend(obj.definition.type)
         try:
             reserved.definition = await backend.refresh_volume(obj.definition, vol)
@@ -289,6 +332,28 @@ class VolumeManager:
             with contextlib.suppress(VirtError):
                 await backend.delete_volume(obj.definition, vol)
             raise
+        self._pools.adjust_sizes(obj, reserved.definition.allocation)
+        try:
+            await self._on_event(obj, reserved.definition, "Created", extra, key=key)
+        except BaseException as err:
+            # The request fails (or was cancelled); the volume stays only when
+            # its event was stored after all (an answer lost on the way).
+            try:
+                stored = await self._stored(key)
+            except Exception as lookup:
+                self._pools.adjust_sizes(obj, -reserved.definition.allocation)
+                raise _Undecided(vol.name) from lookup
+            if stored:
+                if isinstance(err, Exception):
+                    return
+                raise
+            self._pools.adjust_sizes(obj, -reserved.definition.allocation)
+            with contextlib.suppress(VirtError):
+                await backend.delete_volume(obj.definition, reserved.definition)
+            raise
+
+    async def _stored(self, key: str) -> bool:
+        return False if self._announced is None else await self._announced(key)
 
     async def create(self, req: api.VolCreateRequest) -> api.VolumeInfo:
         """virStorageVolCreateXML."""
@@ -313,13 +378,12 @@ class VolumeManager:
         vol = backend.define_volume(obj.definition, vol.model_copy(update={"key": None}))
         if not disk_backing:
             self._check_backing(obj, vol)
-        async with self._reserve(obj, vol) as reserved:
+        key = uuid.uuid4().hex
+        async with self._reserve(obj, vol, key) as reserved:
             flags = CreateOptions(prealloc_metadata=prealloc_metadata)
             async with self._secrets(obj, vol, None, flags) as options:
                 await backend.build_volume(obj.definition, vol, options)
-            await self._finish(obj, reserved, vol)
-        self._pools.adjust_sizes(obj, reserved.definition.allocation)
-        await self._on_event(obj, reserved.definition, "Created", {})
+            await self._finish(obj, reserved, vol, key, {})
         return obj, reserved
 
     async def create_from(self, req: api.VolCreateFromRequest) -> api.VolumeInfo:
@@ -344,7 +408,8 @@ class VolumeManager:
         vol = vol.model_copy(update={"capacity": capacity, "allocation": allocation, "key": None})
         vol = backend.define_volume(obj.definition, vol)
         self._check_backing(obj, vol)
-        async with self._reserve(obj, vol) as reserved:
+        key = uuid.uuid4().hex
+        async with self._reserve(obj, vol, key) as reserved:
             src.in_use += 1
             if src_pool is not obj:
                 src_pool.asyncjobs += 1
@@ -356,10 +421,7 @@ class VolumeManager:
                 src.in_use -= 1
                 if src_pool is not obj:
                     src_pool.asyncjobs -= 1
-            await self._finish(obj, reserved, vol)
-        self._pools.adjust_sizes(obj, reserved.definition.allocation)
-        extra = {"source": f"{src_pool.name}/{src.name}"}
-        await self._on_event(obj, reserved.definition, "Created", extra)
+            await self._finish(obj, reserved, vol, key, {"source": f"{src_pool.name}/{src.name}"})
         return self.info_of(obj, reserved)
 
     # -- changes -------------------------------------------------------------------
@@ -471,14 +533,26 @@ class VolumeManager:
     # -- recovery ------------------------------------------------------------------
 
     async def clean_unfinished(self) -> int:
-        """Remove what creations interrupted by a crash left behind; how many there were."""
-        unfinished = self._journal.unfinished()
-        for creation in unfinished:
-            if creation.path:
-                await asyncio.to_thread(_remove_partial, creation.path)
-            log.warning("removed half-made volume %s of pool %s", creation.name, creation.pool_uuid)
+        """Settle the creations a crash interrupted: one whose ``Created`` event is
+        stored had completed and stands; what any other left is removed.  How
+        many were removed."""
+        removed = 0
+        for creation in self._journal.unfinished():
+            if creation.event_key is not None and await self._stored(creation.event_key):
+                log.warning(
+                    "volume %s of pool %s was created before an interruption",
+                    creation.name,
+                    creation.pool_uuid,
+                )
+            else:
+                if creation.path:
+                    await asyncio.to_thread(_remove_partial, creation.path)
+                log.warning(
+                    "removed half-made volume %s of pool %s", creation.name, creation.pool_uuid
+                )
+                removed += 1
             self._journal.end(creation.pool_uuid, creation.name)
-        return len(unfinished)
+        return removed
 
 
 def _remove_partial(path: str) -> None:
