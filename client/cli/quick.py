@@ -97,9 +97,11 @@ class Calls:
     """The requests of the quick commands; each raises ``VirtError`` as the
     typed clients (``client.secret``, ``client.storage``) do."""
 
-    def __init__(self, send: Send, host: str | None) -> None:
+    def __init__(self, send: Send, host: str | None, *, private: bool = False) -> None:
         self._send = send
         self.host = host
+        #: Whether the connection is TLS or loopback: secret values go only there.
+        self.private = private
 
     async def _call(self, service: str, endpoint: str, body: dict[str, Any]) -> Any:
         scoped = service != SECRET
@@ -130,6 +132,20 @@ class Calls:
     async def secret_list(self, *, ephemeral: bool | None, private: bool | None) -> list[Any]:
         reply = await self._call(SECRET, "list", {"ephemeral": ephemeral, "private": private})
         return [record(s) for s in reply["secrets"]]
+
+    async def secret_lookup_by_uuid(self, uuid: str) -> Any:
+        return record(await self._call(SECRET, "lookup.uuid", {"uuid": uuid}))
+
+    async def secret_get_value(self, uuid: str) -> bytes:
+        """The value (``client.secret.SecretClient.get_value``): over TLS or loopback only."""
+        if not self.private:
+            from shared.util.errors import not_private
+
+            raise not_private("secret values")
+        import binascii
+
+        reply = await self._call(SECRET, "value.get", {"uuid": uuid})
+        return binascii.a2b_base64(reply["value"])
 
     # -- storage ---------------------------------------------------------------------
 
@@ -275,7 +291,7 @@ def _run_on_wire(args: Args, url: str, wire: Any, body: Body, storage: bool) -> 
         return wire.request(subject, data, timeout)  # type: ignore[no-any-return]
 
     if not storage:
-        return run_sync(body(Calls(send, None)))
+        return run_sync(body(Calls(send, None, private=wire.private)))
     host = args.host or os.environ.get("VIRTBUS_HOST")
     cached = None if host else _cached_hosts().get(url)
     if host is None and cached is not None:
@@ -320,6 +336,7 @@ def _run_with_nats(args: Args, url: str, body: Body, storage: bool) -> int:
 
     from client.connection import Client
     from client.storage import default_host
+    from shared.util.bus import private_channel
 
     async def main() -> int:
         from pathlib import Path
@@ -332,7 +349,7 @@ def _run_with_nats(args: Args, url: str, body: Body, storage: bool) -> int:
         send = nats_send(nc)
         try:
             host = (args.host or await default_host(nc)) if storage else None
-            return await body(Calls(send, host))
+            return await body(Calls(send, host, private=private_channel(nc)))
         finally:
             await client.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import sys
 
 from client.cli.output import end_failed, error, print_json, table
@@ -202,19 +203,28 @@ def set_value(args: Args) -> int:
 
 
 def get_value(args: Args) -> int:
-    import base64
+    from client.cli.quick import Calls, run_quick
 
-    async def body(c: Client) -> int:
-        value = await c.secret.get_value(args.uuid)
+    async def body(c: Calls) -> int:
+        from shared.util.errors import VirtError
+
+        try:
+            uuid = (await c.secret_lookup_by_uuid(args.secret)).uuid
+        except VirtError as err:
+            error(f"failed to get secret '{args.secret}'", str(err))
+            end_failed()
+            return 1
+        value = await c.secret_get_value(uuid)
+        encoded = binascii.b2a_base64(value, newline=False).decode()
         if args.json:
-            print_json({"uuid": args.secret, "value": base64.b64encode(value).decode()})
+            print_json({"uuid": args.secret, "value": encoded})
         elif args.plain:
             sys.stdout.buffer.write(value + b"\n")
         else:
-            print(base64.b64encode(value).decode())
+            print(encoded)
         return 0
 
-    return _with_lookup(args, body)
+    return run_quick(args, body, storage=False)
 
 
 GROUP = Group(

@@ -97,6 +97,7 @@ class Connection(session.Shared):
     def run_calls(self, body: QuickBody, host: str | None) -> int:
         from client.cli.pool_cmds import CommandFailed, fail
         from client.cli.quick import Calls, nats_send
+        from shared.util.bus import private_channel
 
         nc = self._need().nc
         send = nats_send(nc)
@@ -107,7 +108,7 @@ class Connection(session.Shared):
             chosen = host or self._host
             if chosen is None:
                 chosen = self._host = await default_host(nc)
-            return await body(Calls(send, chosen))
+            return await body(Calls(send, chosen, private=private_channel(nc)))
 
         try:
             result: int = self._wait(go())

@@ -141,7 +141,11 @@ class Wire:
         info = jsonlite.loads(rest)
         if info.get("nonce") and not user:
             raise Unsupported("nkey or JWT authentication")
-        if info.get("tls_required") or scheme == "tls":
+        tls = bool(info.get("tls_required")) or scheme == "tls"
+        peer = self._sock.getpeername()[0]
+        #: What is sent cannot be read on the way (``shared.util.bus.private_channel``).
+        self.private = tls or peer == "::1" or peer.startswith("127.")
+        if tls:
             import socket
             import ssl
 

@@ -30,7 +30,7 @@ from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared.util.credentials import Credentials, split_url
-from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, not_private
 
 log = logging.getLogger(__name__)
 
@@ -348,11 +348,7 @@ def require_private_channel(nc: NATS, what: str) -> None:
 
     Raises ``VirtError`` (``VIR_ERR_OPERATION_DENIED``) unless ``private_channel``."""
     if not private_channel(nc):
-        raise VirtError(
-            ErrorCode.OPERATION_DENIED,
-            f"{what} travel only over TLS or loopback; connect with a tls:// URL",
-            ErrorDomain.RPC,
-        )
+        raise not_private(what)
 
 
 async def close(nc: NATS) -> None:

@@ -219,3 +219,14 @@ def no_space(what: str, detail: str) -> VirtError:
         ErrorDomain.NONE,
         raw=True,
     )
+
+
+def not_private(what: str) -> VirtError:
+    """The refusal to send ``what`` over a connection that is neither TLS nor
+    loopback (``shared.util.bus.require_private_channel``, and the CLI's quick
+    path, which must not import the bus)."""
+    return VirtError(
+        ErrorCode.OPERATION_DENIED,
+        f"{what} travel only over TLS or loopback; connect with a tls:// URL",
+        ErrorDomain.RPC,
+    )

@@ -46,6 +46,8 @@ class Recorder:
 CASES: list[tuple[str, dict[str, Any], Endpoint[Any, Any], BaseModel, BaseModel]] = [
     ("secret_list", {"ephemeral": True, "private": None}, secret_api.LIST,
      secret_api.ListRequest(ephemeral=True), secret_api.ListReply(secrets=[SECRET])),
+    ("secret_lookup_by_uuid", {"uuid": POOL.uuid}, secret_api.LOOKUP_BY_UUID,
+     secret_api.UuidRequest(uuid=POOL.uuid), SECRET),
     ("pool_info", {"pool": "p"}, storage_api.POOL_INFO, storage_api.PoolRequest(pool="p"), POOL),
     ("pool_lookup_by_uuid", {"uuid": POOL.uuid}, storage_api.POOL_LOOKUP_UUID,
      storage_api.PoolUuidRequest(uuid=POOL.uuid), POOL),
@@ -89,6 +91,20 @@ def test_calls_speak_the_endpoint_tables(
     for rec in items:
         for name, value in rec.raw.items():
             assert getattr(rec, name) == value
+
+
+def test_a_secret_value_is_read_over_a_private_channel_only() -> None:
+    send = Recorder(secret_api.ValueReply(value="c2VjcmV0"))
+    assert run_sync(Calls(send, None, private=True).secret_get_value(POOL.uuid)) == b"secret"
+    [(subject, data)] = send.sent
+    assert subject == secret_api.GET_VALUE.subject()
+    assert secret_api.UuidRequest.model_validate_json(data) == secret_api.UuidRequest(
+        uuid=POOL.uuid
+    )
+    with pytest.raises(VirtError) as refused:
+        run_sync(Calls(send, None).secret_get_value(POOL.uuid))
+    assert refused.value.code is ErrorCode.OPERATION_DENIED
+    assert len(send.sent) == 1  # nothing was asked over the open channel
 
 
 def test_error_replies_become_virt_errors() -> None:
