@@ -432,15 +432,18 @@ class ServiceProcess(Generic[S]):
 
     async def _heartbeat(self, inbox: str, endpoint: Endpoint[Any, Any]) -> None:
         """Tell the caller of a long request, until it is answered, that this
-        instance is alive and working on it (``shared.util.api.HEARTBEAT_HEADER``)."""
+        instance is alive and working on it (``shared.util.api.HEARTBEAT_HEADER``).
+        The first beat goes a second after the request came: the caller looks
+        only after ``HEARTBEAT_LOST_SECONDS``, and most long calls (a volume's
+        creation) are answered well before, so they cost no beat at all."""
         beat = json.dumps({"service": self.name, "id": self.service_id, "endpoint": endpoint.name})
         while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 await self.nc.publish(inbox, beat.encode())
             except NatsError as err:  # the connection is gone: so is the caller's answer
                 log.debug("heartbeat not sent", extra={"error": repr(err)})
                 return
-            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _endpoint_stats(self, stats: EndpointStats) -> dict[str, Any]:
         """The ``data`` of an endpoint in ``$SRV.STATS``: our own counters."""
