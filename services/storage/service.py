@@ -45,7 +45,7 @@ from shared.api import storage_jobs as jobs_api
 from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.api import Bound
 from shared.util.errors import ErrorDomain, VirtError
-from shared.util.ledger import Event
+from shared.util.ledger import Event, Ledger
 from shared.util.ledger_state import LedgerPublisher, LedgerState
 from shared.util.process import ServiceProcess, Teardown
 from shared.util.settings import ProcessSettings
@@ -171,11 +171,10 @@ class StorageService(ServiceProcess[StorageSettings]):
         volumes = VolumeManager(
             pools,
             journal,
-            self._volume_event,
+            _VolumeEvents(self, ledger),
             users,
             volume_secret_file(secrets),
             backing_paths=tuple(p for p in self.settings.backing_paths.split(":") if p),
-            announced=ledger.announced,
         )
         self._pools, self._volumes = pools, volumes
         cleaned = await volumes.clean_unfinished()
@@ -240,11 +239,12 @@ class StorageService(ServiceProcess[StorageSettings]):
                 await self.pools.check_running()
             except VirtError as err:
                 log.warning("pool check failed: %s", err)
+            await self.volumes.settle_deletions()
             self._update_metrics()
 
     # -- events and metrics ----------------------------------------------------------
 
-    def _update_pool_metrics(self, obj: PoolObj) -> None:
+    def update_pool_metrics(self, obj: PoolObj) -> None:
         """The five gauges of one pool."""
         self._known_pools.add(obj.name)
         gauges = self._pool_gauges.get(obj.name)
@@ -271,7 +271,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         names = set()
         for obj in self.pools.all():
             names.add(obj.name)
-            self._update_pool_metrics(obj)
+            self.update_pool_metrics(obj)
         for gone in self._known_pools - names:
             self._pool_gauges.pop(gone, None)
             for gauge in (
@@ -301,27 +301,25 @@ class StorageService(ServiceProcess[StorageSettings]):
         e = self._pool_event_of(obj, event, detail)
         await self.publisher.publish(e.object, e.name, e.event, e.detail, extra=e.extra)
 
-    async def _volume_event(
-        self,
-        obj: PoolObj,
-        vol: StorageVolumeDef,
-        detail: str,
-        extra: dict[str, Any],
-        key: str | None = None,
-    ) -> None:
-        # A volume changes its own pool's figures only.
-        self._update_pool_metrics(obj)
-        await self.publisher.publish(
-            "volume",
-            f"{obj.name}/{vol.name}",
-            "lifecycle",
-            detail,
-            extra={
-                "pool": obj.name,
-                "volume": vol.name,
-                "key": vol.key,
-                "path": vol.target.path,
-                **extra,
-            },
-            key=key,
-        )
+
+class _VolumeEvents:
+    """``VolumeEvents`` of the storage service: a volume's events go to its
+    ledger, and its pool's figures change with them."""
+
+    def __init__(self, service: StorageService, ledger: Ledger) -> None:
+        self._service = service
+        self._ledger = ledger
+
+    def of(self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]) -> Event:
+        fields = {"pool": obj.name, "volume": vol.name, "key": vol.key, "path": vol.target.path}
+        return Event("volume", f"{obj.name}/{vol.name}", "lifecycle", detail, None, fields | extra)
+
+    async def announce(self, obj: PoolObj | None, event: Event, key: str | None = None) -> None:
+        if obj is not None:
+            # A volume changes its own pool's figures only.
+            self._service.update_pool_metrics(obj)
+        what = f"{event.object} event"
+        await self._ledger.announce([event], what=what, key=key)
+
+    async def announced(self, key: str) -> bool:
+        return await self._ledger.announced(key)

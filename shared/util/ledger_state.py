@@ -93,13 +93,11 @@ class LedgerPublisher:
         event_id: str | None = None,
         host: str | None = None,
         extra: dict[str, Any] | None = None,
-        key: str | None = None,
     ) -> CloudEvent:
         """Store the event; its id comes from the ledger (``event_id`` is not used:
-        the ledger's id is already unique and derived from the change).
-        ``key``: ``Ledger.announce``'s."""
+        the ledger's id is already unique and derived from the change)."""
         announced = Event(object_kind, name, event, detail, host, extra or {})
-        seq = await self._ledger.announce([announced], what=f"{object_kind} event", key=key)
+        seq = await self._ledger.announce([announced], what=f"{object_kind} event")
         where = host if host is not None else self._ledger.host
         return cloud_event(
             self._ledger.event_id(seq, 0, 1),

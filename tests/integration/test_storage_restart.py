@@ -127,6 +127,63 @@ async def test_a_creation_whose_event_is_refused_leaves_no_volume(
     assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
 
 
+async def test_a_deletion_gets_its_event_even_when_the_ledger_refused_it(
+    nats_url: str, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    """The storage is gone once a deletion is answered: a Deleted event the
+    ledger refuses then waits in the journal and is stored once it can be."""
+    storage = StorageClient(nc, HOST)
+    js = (await connect_as("operator")).jetstream()
+    stream = ledger_name("storage", HOST)
+    async with StorageService(settings(nats_url, tmp_path)) as service:
+        await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+        await storage.vol_create("p", SMALL)
+        info = await js.stream_info(stream)
+        config = info.config
+        config.max_msgs = info.state.messages
+        config.discard = "new"  # type: ignore[assignment]
+        await js.update_stream(config)
+        await storage.vol_delete(VolRef(pool="p", name="v"))
+        assert not (tmp_path / "p" / "v").exists()
+        [pending] = CreationJournal(tmp_path / "state" / "creating").unfinished()
+        assert pending.deleted is not None and pending.event_key is not None
+        config.max_msgs = -1
+        await js.update_stream(config)
+        await service.volumes.settle_deletions()
+        assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
+        as_storage = await connect_as("storage")
+        ledger = Ledger(as_storage, as_storage.jetstream(), "storage", HOST)
+        await ledger.open()
+        assert await ledger.announced(pending.event_key)
+
+
+async def test_a_deletion_cut_short_is_settled_at_the_next_start(
+    nats_url: str, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    """Killed after the storage went and before its event: the next start stores
+    the event.  Killed before the storage went: no event, the volume stays."""
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        info = await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+    kept = tmp_path / "p" / "kept.img"
+    kept.write_bytes(b"\0" * 4096)
+    journal = CreationJournal(tmp_path / "state" / "creating")
+    gone = Event("volume", "p/gone.img", "lifecycle", "Deleted", None, {"pool": "p"})
+    left = Event("volume", "p/kept.img", "lifecycle", "Deleted", None, {"pool": "p"})
+    assert journal.begin(
+        info.uuid, "gone.img", str(tmp_path / "p" / "gone.img"), "k-gone", gone.to_json()
+    )
+    assert journal.begin(info.uuid, "kept.img", str(kept), "k-kept", left.to_json())
+    async with StorageService(settings(nats_url, tmp_path)):
+        assert [v.name for v in await storage.vol_list("p")] == ["kept.img"]
+        assert journal.unfinished() == []
+    as_storage = await connect_as("storage")
+    ledger = Ledger(as_storage, as_storage.jetstream(), "storage", HOST)
+    await ledger.open()
+    assert await ledger.announced("k-gone")
+    assert not await ledger.announced("k-kept")
+
+
 async def test_killed_mid_clone_leaves_no_volume(nats_url: str, nc: NATS, tmp_path: Path) -> None:
     storage = StorageClient(nc, HOST)
     args = ["--host", HOST]

@@ -1,5 +1,7 @@
-"""The volumes being created on this host, so that a creation cut short by a
-crash can be cleaned up when the service starts again.
+"""The volumes being created or deleted on this host, so that a change cut
+short by a crash is settled when the service starts again: a creation whose
+``Created`` event is not stored is removed, a deletion that happened gets
+its ``Deleted`` event (``services.storage.pools.volumes``).
 
 The journal is one file of fixed-size slots in the service's state folder.
 A creation takes a free slot and writes its record there (pool, name, path,
@@ -26,6 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
@@ -36,10 +39,10 @@ FILE = "creations"
 _FREE = b"\0"
 
 
-def _journal_error(name: str, err: OSError) -> VirtError:
+def _journal_error(name: str, err: OSError, what: str = "creation") -> VirtError:
     return VirtError(
         ErrorCode.SYSTEM_ERROR,
-        f"cannot record the creation of volume '{name}': {err.strerror or err}",
+        f"cannot record the {what} of volume '{name}': {err.strerror or err}",
         ErrorDomain.STORAGE,
         raw=True,
     )
@@ -47,26 +50,31 @@ def _journal_error(name: str, err: OSError) -> VirtError:
 
 @dataclass(frozen=True)
 class Creation:
-    """A volume creation in progress: enough to remove what it left, and the key
-    its ``Created`` event is announced under (``Ledger.announce``), which tells
-    after a crash whether the creation had completed (None in records of
-    earlier versions)."""
+    """A volume creation (or, with ``deleted``, deletion) in progress: enough to
+    remove what it left, and the key its event is announced under
+    (``Ledger.announce``), which tells after a crash whether its event is
+    stored (None in records of earlier versions).  ``deleted`` is the
+    deletion's ``Deleted`` event (``Ledger.Event.to_json``), announced when
+    the deletion is found done."""
 
     pool_uuid: str
     name: str
     path: str | None
     started: float
     event_key: str | None = None
+    deleted: dict[str, Any] | None = None
 
 
 def _record(creation: Creation) -> bytes:
-    doc = {
+    doc: dict[str, Any] = {
         "pool_uuid": creation.pool_uuid,
         "name": creation.name,
         "path": creation.path,
         "started": creation.started,
         "event_key": creation.event_key,
     }
+    if creation.deleted is not None:
+        doc["deleted"] = creation.deleted
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
@@ -129,7 +137,12 @@ class CreationJournal:
         return found
 
     def begin(
-        self, pool_uuid: str, name: str, path: str | None, event_key: str | None = None
+        self,
+        pool_uuid: str,
+        name: str,
+        path: str | None,
+        event_key: str | None = None,
+        deleted: dict[str, Any] | None = None,
     ) -> bool:
         """Record a creation; False when one of that name is already recorded.
 
@@ -139,9 +152,10 @@ class CreationJournal:
         """
         if (pool_uuid, name) in self._recorded:
             return False
-        record = _record(Creation(pool_uuid, name, path, time.time(), event_key))
+        what = "creation" if deleted is None else "deletion"
+        record = _record(Creation(pool_uuid, name, path, time.time(), event_key, deleted))
         if len(record) >= SLOT:
-            raise _journal_error(name, OSError(0, "the volume's path is too long to record"))
+            raise _journal_error(name, OSError(0, "the volume's path is too long to record"), what)
         slot = self._free.pop() if self._free else self._slots
         try:
             fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -155,7 +169,7 @@ class CreationJournal:
                 os.close(fd)
         except OSError as err:
             self._release(slot)
-            raise _journal_error(name, err) from err
+            raise _journal_error(name, err, what) from err
         self._slots = max(self._slots, slot + 1)
         self._recorded[(pool_uuid, name)] = slot
         return True

@@ -20,13 +20,13 @@ import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from services.storage.interface import Volume, VolumeUsers
 from services.storage.pools.backends.base import CreateOptions
 from services.storage.pools.confine import check_backing
-from services.storage.pools.journal import CreationJournal
+from services.storage.pools.journal import Creation, CreationJournal
 from services.storage.pools.objects import PoolObj, VolObj
 from services.storage.pools.pool_secrets import SecretFiles
 from services.storage.pools.pools import PoolManager
@@ -41,22 +41,24 @@ from shared.conf.storage_volume import (
 )
 from shared.util.api import Empty
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.ledger import Conflict, Event
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
 
 
-class VolumeEvent(Protocol):
-    """Publishes a volume's event after its change (``key``: ``Ledger.announce``'s)."""
+class VolumeEvents(Protocol):
+    """How volume changes become events (the service's ledger and metrics)."""
 
-    async def __call__(
-        self,
-        obj: PoolObj,
-        vol: StorageVolumeDef,
-        detail: str,
-        extra: dict[str, Any],
-        key: str | None = None,
-    ) -> None: ...
+    def of(self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]) -> Event:
+        """The ``lifecycle`` event of ``vol`` with ``detail``."""
+
+    async def announce(self, obj: PoolObj | None, event: Event, key: str | None = None) -> None:
+        """Store ``event`` (under ``key``: ``Ledger.announce``); ``obj``'s figures
+        changed with it."""
+
+    async def announced(self, key: str) -> bool:
+        """Whether an event announced under ``key`` is stored (``Ledger.announced``)."""
 
 
 class _Undecided(VirtError):
@@ -96,19 +98,15 @@ class VolumeManager:
         self,
         pools: PoolManager,
         journal: CreationJournal,
-        on_event: VolumeEvent,
+        events: VolumeEvents,
         users: VolumeUsers,
         secret_file: SecretFiles | None = None,
         backing_paths: tuple[str, ...] = (),
-        announced: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._pools = pools
-        #: Whether an event announced under a key is stored (``Ledger.announced``);
-        #: None: nothing is stored anywhere (tests), so nothing is.
-        self._announced = announced
+        self._events = events
         self._backing_paths = backing_paths
         self._journal = journal
-        self._on_event = on_event
         self._users = users
         self._secret_file = secret_file
 
@@ -334,7 +332,7 @@ class VolumeManager:
             raise
         self._pools.adjust_sizes(obj, reserved.definition.allocation)
         try:
-            await self._on_event(obj, reserved.definition, "Created", extra, key=key)
+            await self._event(obj, reserved.definition, "Created", extra, key)
         except BaseException as err:
             # The request fails (or was cancelled); the volume stays only when
             # its event was stored after all (an answer lost on the way).
@@ -353,7 +351,17 @@ class VolumeManager:
             raise
 
     async def _stored(self, key: str) -> bool:
-        return False if self._announced is None else await self._announced(key)
+        return await self._events.announced(key)
+
+    async def _event(
+        self,
+        obj: PoolObj,
+        vol: StorageVolumeDef,
+        detail: str,
+        extra: dict[str, Any],
+        key: str | None = None,
+    ) -> None:
+        await self._events.announce(obj, self._events.of(obj, vol, detail, extra), key)
 
     async def create(self, req: api.VolCreateRequest) -> api.VolumeInfo:
         """virStorageVolCreateXML."""
@@ -445,14 +453,37 @@ class VolumeManager:
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
         self.check_unused(obj, vol, req.force)
+        # The Deleted event is journalled with the deletion: once the storage is
+        # gone, the event is stored whatever happens next (here, or by the next
+        # start, or by the periodic check when the state store refused it).
+        key = uuid.uuid4().hex
+        deleted = self._events.of(obj, vol.definition, "Deleted", {})
+        path = vol.definition.target.path
         async with self._busy(obj, vol):
-            await backend.delete_volume(
-                obj.definition, vol.definition, with_snapshots=req.delete_snapshots
-            )
+            if not self._journal.begin(obj.uuid, vol.name, path, key, deleted.to_json()):
+                raise VirtError(
+                    ErrorCode.OPERATION_INVALID,
+                    f"volume '{vol.name}' is still being deleted",
+                    _D,
+                )
+            try:
+                await backend.delete_volume(
+                    obj.definition, vol.definition, with_snapshots=req.delete_snapshots
+                )
+            except BaseException:
+                self._journal.end(obj.uuid, vol.name)
+                raise
         if obj.volumes.get(vol.name) is vol:
             del obj.volumes[vol.name]
         self._pools.adjust_sizes(obj, -vol.definition.allocation)
-        await self._on_event(obj, vol.definition, "Deleted", {})
+        try:
+            await self._events.announce(obj, deleted, key)
+        except Conflict:
+            pass  # the periodic settling stored it meanwhile
+        except VirtError as err:
+            log.warning("the Deleted event of volume %s is stored later: %s", vol.name, err.message)
+            return Empty()
+        self._journal.end(obj.uuid, vol.name)
         return Empty()
 
     async def wipe(self, req: api.VolWipeRequest) -> Empty:
@@ -464,7 +495,7 @@ class VolumeManager:
         async with self._busy(obj, vol):
             await backend.wipe_volume(obj.definition, vol.definition, req.algorithm)
             await self.refreshed(obj, vol)
-        await self._on_event(obj, vol.definition, "Wiped", {"algorithm": req.algorithm.value})
+        await self._event(obj, vol.definition, "Wiped", {"algorithm": req.algorithm.value})
         return Empty()
 
     async def resize(self, req: api.VolResizeRequest) -> api.VolumeInfo:
@@ -503,7 +534,7 @@ class VolumeManager:
             await self.refreshed(obj, vol)
         if allocate:
             self._pools.adjust_sizes(obj, grow)
-        await self._on_event(obj, vol.definition, "Resized", {"capacity": target})
+        await self._event(obj, vol.definition, "Resized", {"capacity": target})
         return self.info_of(obj, vol)
 
     def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
@@ -528,31 +559,61 @@ class VolumeManager:
         if uploaded and obj.volumes.get(vol.name) is vol:
             with contextlib.suppress(VirtError):
                 await self.refreshed(obj, vol)
-            await self._on_event(obj, vol.definition, "Uploaded", {})
+            await self._event(obj, vol.definition, "Uploaded", {})
 
     # -- recovery ------------------------------------------------------------------
 
     async def clean_unfinished(self) -> int:
-        """Settle the creations a crash interrupted: one whose ``Created`` event is
-        stored had completed and stands; what any other left is removed.  How
-        many were removed."""
+        """Settle the changes a crash interrupted: a creation whose ``Created``
+        event is stored had completed and stands, what any other left is
+        removed; a deletion is settled by ``settle_deletions``.  How many
+        creations were removed."""
         removed = 0
-        for creation in self._journal.unfinished():
-            if creation.event_key is not None and await self._stored(creation.event_key):
+        for change in self._journal.unfinished():
+            if change.deleted is not None:
+                await self._settle_deletion(change)
+                continue
+            if change.event_key is not None and await self._stored(change.event_key):
                 log.warning(
                     "volume %s of pool %s was created before an interruption",
-                    creation.name,
-                    creation.pool_uuid,
+                    change.name,
+                    change.pool_uuid,
                 )
             else:
-                if creation.path:
-                    await asyncio.to_thread(_remove_partial, creation.path)
-                log.warning(
-                    "removed half-made volume %s of pool %s", creation.name, creation.pool_uuid
-                )
+                if change.path:
+                    await asyncio.to_thread(_remove_partial, change.path)
+                log.warning("removed half-made volume %s of pool %s", change.name, change.pool_uuid)
                 removed += 1
-            self._journal.end(creation.pool_uuid, creation.name)
+            self._journal.end(change.pool_uuid, change.name)
         return removed
+
+    async def settle_deletions(self) -> None:
+        """Store the ``Deleted`` events the state store refused when their
+        volumes went (called periodically); a failure leaves them for later."""
+        for change in self._journal.unfinished():
+            if change.deleted is not None and not self._busy_name(change.pool_uuid, change.name):
+                try:
+                    await self._settle_deletion(change)
+                except VirtError as err:
+                    log.warning("volume %s: Deleted event not stored yet: %s", change.name, err)
+
+    def _busy_name(self, pool_uuid: str, name: str) -> bool:
+        """Whether a request of this process is changing ``name`` right now."""
+        obj = next((p for p in self._pools.all() if p.uuid == pool_uuid), None)
+        vol = obj.volumes.get(name) if obj is not None else None
+        return vol is not None and (vol.building or vol.in_use > 0)
+
+    async def _settle_deletion(self, change: Creation) -> None:
+        """A deletion whose storage is gone gets its ``Deleted`` event (once: the
+        key is stored once); one whose storage is still there did not happen."""
+        assert change.deleted is not None and change.event_key is not None
+        key = change.event_key
+        if not await self._stored(key):
+            gone = change.path is None or not await asyncio.to_thread(os.path.lexists, change.path)
+            if gone:
+                with contextlib.suppress(Conflict):
+                    await self._events.announce(None, Event.from_json(change.deleted), key)
+        self._journal.end(change.pool_uuid, change.name)
 
 
 def _remove_partial(path: str) -> None:
