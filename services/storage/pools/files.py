@@ -258,14 +258,6 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def stored_bytes(path: str) -> int:
-    """The bytes ``path`` holds on disk (not following a link); 0 when it is gone."""
-    try:
-        return os.lstat(path).st_blocks * 512
-    except OSError:
-        return 0
-
-
 def remove(vol: StorageVolumeDef) -> None:
     """Delete a volume's file or folder; one already gone is not an error (libvirt)."""
     path = vol.target.path or ""
