@@ -287,8 +287,16 @@ def run_quick(args: Args, body: Body, *, storage: bool, context: str | None = No
 
 
 def _run_on_wire(args: Args, url: str, wire: Any, body: Body, storage: bool) -> int:
+    from client.cli.wire import Refused
+
     async def send(subject: str, data: bytes, timeout: float) -> Reply:
-        return wire.request(subject, data, timeout)  # type: ignore[no-any-return]
+        try:
+            return wire.request(subject, data, timeout)  # type: ignore[no-any-return]
+        except Refused as err:
+            # As shared.util.bus.request words the server's refusal.
+            if "permissions violation for publish" not in str(err).lower():
+                raise
+            raise _rpc_error("ACCESS_DENIED", f"this user may not send to {subject}") from None
 
     if not storage:
         return run_sync(body(Calls(send, None, private=wire.private)))
@@ -321,8 +329,11 @@ def nats_send(nc: NATS) -> Send:
     async def send(subject: str, data: bytes, timeout: float) -> Reply:
         from nats.errors import NoRespondersError
 
+        from shared.util import bus
+
         try:
-            msg = await nc.request(subject, data, timeout=timeout)
+            # bus.request: a refused publish is VIR_ERR_ACCESS_DENIED at once.
+            msg = await bus.request(nc, subject, data, timeout)
         except NoRespondersError:
             return Reply("503", {}, b"")
         return Reply("", dict(msg.headers or {}), msg.data)

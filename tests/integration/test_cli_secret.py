@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.secret.service import SecretService, SecretSettings
+from shared.util.natsserver import EmbeddedNats
 from tests.integration.cli import virtbus
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,24 @@ async def test_errors_as_virsh_prints_them(url: str, tmp_path: Path) -> None:
         "error: Passing secret value as command-line argument is insecure!\n"
         "error: Failed to set secret value\n"
         "error: value in virSecretSetValue must not be NULL\n",
+    )
+
+
+async def test_a_value_the_user_may_not_read_is_access_denied(
+    url: str, tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    f = tmp_path / "s.xml"
+    f.write_text(DOC)
+    await virtbus(url, "secret-define", str(f))
+    await virtbus(url, "secret-set-value", UUID, "--file", str(f), "--plain")
+    # readonly may list and look up secrets, never read a value: the server's
+    # refusal is libvirt's access denied, not a crash or a timeout.
+    reader = nats_server.role_url("readonly")
+    assert UUID in (await virtbus(reader, "secret-list")).out
+    r = await virtbus(reader, "secret-get-value", UUID)
+    assert (r.rc, r.out) == (1, "\n")
+    assert r.err == (
+        "error: access denied: this user may not send to virtbus.v1.secret.value.get\n"
     )
 
 
