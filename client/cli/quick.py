@@ -296,7 +296,9 @@ def _run_on_wire(args: Args, url: str, wire: Any, body: Body, storage: bool) -> 
             # As shared.util.bus.request words the server's refusal.
             if "permissions violation for publish" not in str(err).lower():
                 raise
-            raise _rpc_error("ACCESS_DENIED", f"this user may not send to {subject}") from None
+            from shared.util.errors import send_refused
+
+            raise send_refused(subject) from None
 
     if not storage:
         return run_sync(body(Calls(send, None, private=wire.private)))

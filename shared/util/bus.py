@@ -24,19 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from nats.aio.client import NO_RESPONDERS_STATUS
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import Header
 
 from shared.util.credentials import Credentials, split_url
-from shared.util.errors import ErrorCode, ErrorDomain, VirtError, not_private
+from shared.util.errors import ErrorCode, ErrorDomain, VirtError, not_private, send_refused
 
 log = logging.getLogger(__name__)
-
-#: The status header, and its value, of the server's "no responders" answer.
-STATUS_HEADER = "Status"
-NO_RESPONDERS_STATUS = "503"
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -100,29 +98,19 @@ class _Replies:
 
     def __init__(self, nc: NATS) -> None:
         self._nc = nc
+        #: The subscription's subject without its ``*``; empty until subscribed.
         self._prefix = ""
+        self._subscribing = asyncio.Lock()
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
-        self._ready: asyncio.Future[None] | None = None
         self._ids = itertools.count()
 
     async def _subscribe(self) -> None:
         """Subscribe once; concurrent first requests wait for the same subscription."""
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-            try:
+        async with self._subscribing:
+            if not self._prefix:
                 prefix = self._nc.new_inbox() + "."
                 await self._nc.subscribe(prefix + "*", cb=self._answer)
-            except BaseException as err:
-                ready, self._ready = self._ready, None
-                if isinstance(err, Exception):
-                    ready.set_exception(err)
-                    ready.exception()  # retrieved: the caller raises it already
-                else:
-                    ready.cancel()
-                raise
-            self._prefix = prefix
-            self._ready.set_result(None)
-        await self._ready
+                self._prefix = prefix
 
     async def _answer(self, msg: Msg) -> None:
         future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
@@ -132,7 +120,7 @@ class _Replies:
     async def request(
         self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None
     ) -> Msg:
-        if self._ready is None or not self._ready.done():
+        if not self._prefix:
             await self._subscribe()
         token = str(next(self._ids))
         loop = asyncio.get_running_loop()
@@ -145,7 +133,7 @@ class _Replies:
         finally:
             timer.cancel()
             self._waiting.pop(token, None)
-        if msg.headers and msg.headers.get(STATUS_HEADER) == NO_RESPONDERS_STATUS:
+        if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
             raise NoRespondersError
         return msg
 
@@ -194,11 +182,7 @@ async def request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg
         reply = await roundtrip(nc, subject, payload, timeout)
     except asyncio.CancelledError:
         if waiter.refused and task.uncancel() == 0:
-            raise VirtError(
-                ErrorCode.ACCESS_DENIED,
-                f"this user may not send to {subject}",
-                ErrorDomain.RPC,
-            ) from None
+            raise send_refused(subject) from None
         raise
     finally:
         waiters.discard(waiter)

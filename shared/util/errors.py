@@ -230,3 +230,11 @@ def not_private(what: str) -> VirtError:
         f"{what} travel only over TLS or loopback; connect with a tls:// URL",
         ErrorDomain.RPC,
     )
+
+
+def send_refused(subject: str) -> VirtError:
+    """The server's permissions refused a request to ``subject``
+    (``shared.util.bus.request``, and the CLI's quick path)."""
+    return VirtError(
+        ErrorCode.ACCESS_DENIED, f"this user may not send to {subject}", ErrorDomain.RPC
+    )

@@ -763,7 +763,6 @@ class Ledger:
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Nats-Msg-Id": cloud.id,
-            "Nats-Expected-Last-Subject-Sequence": "",
             SOURCE_HEADER: f"{self.stream} {self._epoch} {seq} {index + 1}",
         }
         body = model_json(cloud)

@@ -393,7 +393,7 @@ class ServiceProcess(Generic[S]):
                     beat.cancel()
 
         async def inline(request: Request) -> None:
-            if self._halt.is_set() or self._end.is_set() or self._group is None:
+            if self._closing():
                 await _refuse(request, self.name)
                 return
             await answer(bound, request, self.metrics, counters)
@@ -404,7 +404,7 @@ class ServiceProcess(Generic[S]):
             # nats-py runs one subscription's callbacks one after another, so
             # waiting here for a free slot pushes back on the sender.
             await slots.acquire()
-            if self._halt.is_set() or self._end.is_set() or self._group is None:
+            if self._closing():
                 slots.release()
                 if beat is not None:
                     beat.cancel()
@@ -422,6 +422,10 @@ class ServiceProcess(Generic[S]):
                 "concurrency": "inline" if endpoint.inline else str(endpoint.concurrency),
             },
         )
+
+    def _closing(self) -> bool:
+        """Whether the process takes no more requests (stopping, or not started)."""
+        return self._halt.is_set() or self._end.is_set() or self._group is None
 
     def _request_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         assert self._group is not None
