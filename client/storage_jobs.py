@@ -93,24 +93,15 @@ class BlockJobClient:
         return None
 
 
-def _unmirrored(xml: str, target: str) -> bool:
-    """Whether the ``<disk>`` is the one with ``target`` and carries no ``<mirror>``."""
+def _mirror_state(xml: str, target: str) -> str | None:
+    """For the ``<disk>`` with ``target``: ``"none"`` without a ``<mirror>``, else
+    its ``ready`` attribute (``""`` when absent); None for another disk."""
     node = parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN)
     found = node.find("target")
-    return found is not None and found.get("dev") == target and node.find("mirror") is None
-
-
-def _mirror_ready(xml: str, target: str) -> bool:
-    """Whether the ``<disk>`` is the one with ``target`` and its ``<mirror>`` is ready."""
-    node = parse_xml(xml, "disk", domain=ErrorDomain.DOMAIN)
-    found = node.find("target")
+    if found is None or found.get("dev") != target:
+        return None
     mirror = node.find("mirror")
-    return (
-        found is not None
-        and found.get("dev") == target
-        and mirror is not None
-        and mirror.get("ready") == "yes"
-    )
+    return "none" if mirror is None else mirror.get("ready", "")
 
 
 @dataclass
@@ -194,14 +185,14 @@ class JobWatch:
         ends = [p for p, s in self._status_events(job_id) if s.status is not JobStatus.READY]
         if not ends:
             return None
-        return self._inventory(ends[-1] + 1, lambda xml: _unmirrored(xml, target))
+        return self._inventory(ends[-1] + 1, lambda xml: _mirror_state(xml, target) == "none")
 
     def inventory_when_ready(self, job_id: str, target: str) -> int | None:
         """The generation of the first inventory in which the disk's ``<mirror>``
         is ready (the watch starts before the job, so it is this job's)."""
         if not any(s.status is JobStatus.READY for _, s in self._status_events(job_id)):
             return None
-        return self._inventory(0, lambda xml: _mirror_ready(xml, target))
+        return self._inventory(0, lambda xml: _mirror_state(xml, target) == "yes")
 
     async def settled(
         self, job_id: str, target: str, timeout: float = 15.0, *, ready: bool = False
