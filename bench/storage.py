@@ -9,7 +9,7 @@ the same work against ``qemu:///system`` (``bench/storage_libvirt.py`` under
 the system interpreter, one connection per worker thread).  Beside them, bare
 ``qemu-img create`` run the same number of times with the same concurrency:
 libvirt cannot create a qcow2 volume faster than the tool it runs for each.
-virtbus runs it for the first plain qcow2 volume only, then writes the same
+virtbus runs it for the first plain qcow2 volume of each pool type only, then writes the same
 bytes itself (``services/storage/pools/qcow2.py``), so it is not bound by it.
 """
 

@@ -110,7 +110,6 @@ class StorageService(ServiceProcess[StorageSettings]):
         self._streams: StreamServer | None = None
         self._disks: DiskService | None = None
         self._publisher: LedgerPublisher | None = None
-        self._known_pools: set[str] = set()
         #: pool -> its children of the five pool gauges, set on every volume
         #: event (labels() looks each up anew, under a lock).
         self._pool_gauges: dict[str, tuple[Gauge, ...]] = {}
@@ -246,18 +245,10 @@ class StorageService(ServiceProcess[StorageSettings]):
 
     def update_pool_metrics(self, obj: PoolObj) -> None:
         """The five gauges of one pool."""
-        self._known_pools.add(obj.name)
         gauges = self._pool_gauges.get(obj.name)
         if gauges is None:
             gauges = self._pool_gauges[obj.name] = tuple(
-                g.labels(pool=obj.name)
-                for g in (
-                    self._capacity,
-                    self._allocation,
-                    self._available,
-                    self._volume_count,
-                    self._active,
-                )
+                g.labels(pool=obj.name) for g in self._per_pool_gauges()
             )
         capacity, allocation, available, volumes, active = gauges
         d = obj.definition
@@ -272,18 +263,15 @@ class StorageService(ServiceProcess[StorageSettings]):
         for obj in self.pools.all():
             names.add(obj.name)
             self.update_pool_metrics(obj)
-        for gone in self._known_pools - names:
-            self._pool_gauges.pop(gone, None)
-            for gauge in (
-                self._capacity,
-                self._allocation,
-                self._available,
-                self._volume_count,
-                self._active,
-            ):
+        for gone in set(self._pool_gauges) - names:
+            del self._pool_gauges[gone]
+            for gauge in self._per_pool_gauges():
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
-        self._known_pools = names
+
+    def _per_pool_gauges(self) -> tuple[Gauge, ...]:
+        """The gauges labelled by pool, in ``update_pool_metrics``' order."""
+        return (self._capacity, self._allocation, self._available, self._volume_count, self._active)
 
     @staticmethod
     def _pool_event_of(obj: PoolObj, event: str, detail: str | None) -> Event:

@@ -25,6 +25,7 @@ from shared.conf.xmlprops import (
     c_unsigned,
     every,
     first,
+    member_of,
     prop,
     prop_tristate,
     xpath_attr,
@@ -267,12 +268,12 @@ def _parse_pool_devices(
 def parse_forward(network: str, node: etree._Element) -> ForwardDef:
     """virNetworkForwardDefParseXML: an absent or empty mode is ``nat``."""
     mode_text = xpath_attr(node, "mode")
-    try:
-        mode = ForwardMode(mode_text) if mode_text is not None else ForwardMode.NAT
-    except ValueError:
+    found = member_of(ForwardMode, mode_text) if mode_text is not None else ForwardMode.NAT
+    if found is None:
         raise VirtError(
             ErrorCode.CONFIG_UNSUPPORTED, f"unknown forwarding type '{mode_text}'", _DOMAIN
-        ) from None
+        )
+    mode = found
     managed = (xpath_attr(node, "managed") or "").lower() == "yes"
     driver: ForwardDriver | None = None
     driver_text = xpath_attr(first(node, "driver"), "name")

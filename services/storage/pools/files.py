@@ -2,9 +2,8 @@
 the way libvirt's local storage code does (storage_util.c).
 
 These functions block (they stat, read and write files); the backends call
-them through ``asyncio.to_thread``, except the short ones on a local file
-system (``describe`` of one volume, ``remove`` of a small one: see
-``LocalBackend``).  Every path they are given has already been confined to
+them through ``asyncio.to_thread``, except ``describe`` of one volume on a
+local file system (see ``LocalBackend``).  Every path they are given has already been confined to
 its pool.
 """
 

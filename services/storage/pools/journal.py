@@ -97,8 +97,9 @@ class CreationJournal:
         self._folder = folder
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._path = str(folder / FILE)
-        #: (pool UUID, name) -> its slot, or the entry file of the earlier layout.
-        self._recorded: dict[tuple[str, str], int | Path] = {}
+        #: (pool UUID, name) -> its slot (or the entry file of the earlier layout)
+        #: and what it records.
+        self._recorded: dict[tuple[str, str], tuple[int | Path, Creation]] = {}
         self._free: list[int] = []
         self._slots = 0
         self._load()
@@ -119,7 +120,7 @@ class CreationJournal:
             if creation is None:
                 free.append(slot)
             else:
-                self._recorded[(creation.pool_uuid, creation.name)] = slot
+                self._recorded[(creation.pool_uuid, creation.name)] = (slot, creation)
                 found.append(creation)
         self._free = sorted(free, reverse=True)
         for entry in sorted(self._folder.iterdir()):
@@ -132,7 +133,7 @@ class CreationJournal:
             if creation is None:
                 entry.unlink(missing_ok=True)
                 continue
-            self._recorded[(creation.pool_uuid, creation.name)] = entry
+            self._recorded[(creation.pool_uuid, creation.name)] = (entry, creation)
             found.append(creation)
         return found
 
@@ -153,12 +154,14 @@ class CreationJournal:
         if (pool_uuid, name) in self._recorded:
             return False
         what = "creation" if deleted is None else "deletion"
-        record = _record(Creation(pool_uuid, name, path, time.time(), event_key, deleted))
+        creation = Creation(pool_uuid, name, path, time.time(), event_key, deleted)
+        record = _record(creation)
         if len(record) >= SLOT:
             raise _journal_error(name, OSError(0, "the volume's path is too long to record"), what)
         slot = self._free.pop() if self._free else self._slots
         try:
-            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self._path, flags, 0o600)
             try:
                 written = os.pwrite(fd, record, slot * SLOT)
                 if written != len(record):
@@ -171,7 +174,7 @@ class CreationJournal:
             self._release(slot)
             raise _journal_error(name, err, what) from err
         self._slots = max(self._slots, slot + 1)
-        self._recorded[(pool_uuid, name)] = slot
+        self._recorded[(pool_uuid, name)] = (slot, creation)
         return True
 
     def _release(self, slot: int) -> None:
@@ -181,13 +184,14 @@ class CreationJournal:
 
     def end(self, pool_uuid: str, name: str) -> None:
         """Forget a creation (finished, or undone)."""
-        where = self._recorded.pop((pool_uuid, name), None)
-        if where is None:
+        found = self._recorded.pop((pool_uuid, name), None)
+        if found is None:
             return
+        where = found[0]
         if isinstance(where, Path):
             where.unlink(missing_ok=True)
             return
-        fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             os.pwrite(fd, _FREE, where * SLOT)
         finally:
@@ -198,3 +202,7 @@ class CreationJournal:
         """Every creation recorded and not ended (read again from the folder);
         unreadable records are dropped."""
         return self._load()
+
+    def recorded(self) -> list[Creation]:
+        """What this journal has recorded and not ended, from memory (no I/O)."""
+        return [creation for _, creation in self._recorded.values()]

@@ -11,7 +11,7 @@ up to write those ~200 KiB; the service writes the same bytes in a few
 microseconds, then syncs them as qemu-img does (fdatasync).
 
 It is only used once the tool itself has been seen to agree: the first such
-volume a process creates is made by qemu-img and read back, and only when
+volume each pool backend of a process creates is made by qemu-img and read back, and only when
 its bytes are this module's for its size are later ones written here
 (``Qcow2Writer``).  Any other command line (a compat level, a cluster size,
 features, a backing store, encryption, preallocation, nocow) runs qemu-img,

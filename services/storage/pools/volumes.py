@@ -222,16 +222,8 @@ class VolumeManager:
         if self._users.any_users():
             return api.VolListReply(volumes=[self.info_of(obj, vol) for vol in listed])
         # No disk uses any volume: each one's kept model as it is (a pool of
-        # hundreds of volumes is listed without a call per volume).
-        pool = obj.name
-        infos = []
-        for vol in listed:
-            shown = vol.shown
-            if shown is None or shown[0] is not vol.definition or shown[1] != pool:
-                infos.append(obj.volume_info(vol))
-            else:
-                infos.append(shown[3])
-        return api.VolListReply(volumes=infos)
+        # hundreds of volumes is listed without a users look-up per volume).
+        return api.VolListReply(volumes=[obj.volume_info(vol) for vol in listed])
 
     # -- the Volumes side of services.storage.interface -----------------------------
 
@@ -337,7 +329,7 @@ class VolumeManager:
             # The request fails (or was cancelled); the volume stays only when
             # its event was stored after all (an answer lost on the way).
             try:
-                stored = await self._stored(key)
+                stored = await self._events.announced(key)
             except Exception as lookup:
                 self._pools.adjust_sizes(obj, -reserved.definition.allocation)
                 raise _Undecided(vol.name) from lookup
@@ -349,9 +341,6 @@ class VolumeManager:
             with contextlib.suppress(VirtError):
                 await backend.delete_volume(obj.definition, reserved.definition)
             raise
-
-    async def _stored(self, key: str) -> bool:
-        return await self._events.announced(key)
 
     async def _event(
         self,
@@ -573,7 +562,7 @@ class VolumeManager:
             if change.deleted is not None:
                 await self._settle_deletion(change)
                 continue
-            if change.event_key is not None and await self._stored(change.event_key):
+            if change.event_key is not None and await self._events.announced(change.event_key):
                 log.warning(
                     "volume %s of pool %s was created before an interruption",
                     change.name,
@@ -590,7 +579,7 @@ class VolumeManager:
     async def settle_deletions(self) -> None:
         """Store the ``Deleted`` events the state store refused when their
         volumes went (called periodically); a failure leaves them for later."""
-        for change in self._journal.unfinished():
+        for change in self._journal.recorded():
             if change.deleted is not None and not self._busy_name(change.pool_uuid, change.name):
                 try:
                     await self._settle_deletion(change)
@@ -599,7 +588,7 @@ class VolumeManager:
 
     def _busy_name(self, pool_uuid: str, name: str) -> bool:
         """Whether a request of this process is changing ``name`` right now."""
-        obj = next((p for p in self._pools.all() if p.uuid == pool_uuid), None)
+        obj = self._pools.pools.get(pool_uuid)
         vol = obj.volumes.get(name) if obj is not None else None
         return vol is not None and (vol.building or vol.in_use > 0)
 
@@ -608,7 +597,7 @@ class VolumeManager:
         key is stored once); one whose storage is still there did not happen."""
         assert change.deleted is not None and change.event_key is not None
         key = change.event_key
-        if not await self._stored(key):
+        if not await self._events.announced(key):
             gone = change.path is None or not await asyncio.to_thread(os.path.lexists, change.path)
             if gone:
                 with contextlib.suppress(Conflict):
