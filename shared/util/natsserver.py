@@ -74,6 +74,15 @@ def free_port() -> int:
     """
     low, high = ephemeral_range()
     first, last = (_LOWEST, low - 1) if low - _LOWEST > 1000 else (high + 1, 65535)
+    if first > last:
+        # The ephemeral range leaves no room on either side (e.g. 1024-65535).
+        first, last = max((_LOWEST, low - 1), (high + 1, 65535), key=lambda r: r[1] - r[0])
+    if first > last:
+        raise VirtError(
+            ErrorCode.INTERNAL_ERROR,
+            f"no port outside the ephemeral range {low}-{high}",
+            ErrorDomain.NONE,
+        )
     for _ in range(1000):
         port = random.randint(first, last)
         if port in _HANDED_OUT:

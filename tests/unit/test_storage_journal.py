@@ -96,3 +96,22 @@ def test_entries_of_the_earlier_layout_are_read_and_removed(tmp_path: Path) -> N
     book.end(POOL, "old.img")
     assert not (folder / f"{POOL}.old.img").exists()
     assert book.unfinished() == []
+
+
+def test_only_its_owner_can_read_the_journal(tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    book = CreationJournal(folder)
+    assert book.begin(POOL, "a.qcow2", "/p/a.qcow2")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_ending_a_change_by_its_key_leaves_a_newer_record_of_the_name(tmp_path: Path) -> None:
+    book = CreationJournal(tmp_path / "journal")
+    assert book.begin(POOL, "v", "/p/v", "delete-key", {"o": "volume", "n": "p/v", "e": "x"})
+    book.end(POOL, "v")  # settled by the periodic check
+    assert book.begin(POOL, "v", "/p/v", "create-key")  # a new creation of the name
+    book.end(POOL, "v", "delete-key")  # the deletion finishing late
+    assert [c.event_key for c in book.recorded()] == ["create-key"]
+    book.end(POOL, "v", "create-key")
+    assert book.recorded() == []

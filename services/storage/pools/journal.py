@@ -182,11 +182,13 @@ class CreationJournal:
             self._free.append(slot)
             self._free.sort(reverse=True)
 
-    def end(self, pool_uuid: str, name: str) -> None:
-        """Forget a creation (finished, or undone)."""
-        found = self._recorded.pop((pool_uuid, name), None)
-        if found is None:
+    def end(self, pool_uuid: str, name: str, event_key: str | None = None) -> None:
+        """Forget a creation (finished, or undone); with ``event_key``, only the
+        record of that change (the name may have a newer one by now)."""
+        found = self._recorded.get((pool_uuid, name))
+        if found is None or (event_key is not None and found[1].event_key != event_key):
             return
+        del self._recorded[(pool_uuid, name)]
         where = found[0]
         if isinstance(where, Path):
             where.unlink(missing_ok=True)

@@ -472,7 +472,9 @@ class VolumeManager:
         except VirtError as err:
             log.warning("the Deleted event of volume %s is stored later: %s", vol.name, err.message)
             return Empty()
-        self._journal.end(obj.uuid, vol.name)
+        # The periodic settling may have ended this record and a creation of the
+        # same name begun its own meanwhile: end this deletion's record only.
+        self._journal.end(obj.uuid, vol.name, key)
         return Empty()
 
     async def wipe(self, req: api.VolWipeRequest) -> Empty:
