@@ -81,19 +81,23 @@ def parse_xml(
         raise xml_error(f"malformed document: {err.msg}", domain) from err
     if element is None:  # pragma: no cover - lxml raises before this for empty input
         raise xml_error("empty document", domain)
-    # Both searches below cost more than the rest of these checks together, and
-    # most documents need neither: in a document read as UTF-8 (no declaration,
+    docinfo = element.getroottree().docinfo
+    # The byte check above refuses a DTD before parsing only where "<!DOCTYPE"
+    # is spelled in ASCII bytes; in UTF-16, UTF-32 or UTF-7 it is not.  Any
+    # DOCTYPE, with or without an internal subset, leaves the parsed document
+    # an internal subset node, and asking for it costs less than a byte search.
+    # No entity can be declared without one, so no entity reference can be in
+    # the tree either (an undeclared one is malformed).
+    if docinfo.internalDTD is not None:
+        raise xml_error("DTD and entity declarations are not allowed", domain)
+    # The search below costs more than the rest of these checks together, and
+    # most documents need none: in a document read as UTF-8 (no declaration,
     # or one naming UTF-8; a UTF-16 or UTF-32 one read by its byte order mark
-    # has its "<" and "&" as these bytes too) each start tag takes a "<" byte and
-    # each entity reference a "&" byte, so nesting past the limit needs more "<"
-    # bytes than the limit, and an entity reference needs a "&".
-    utf8 = str(element.getroottree().docinfo.encoding).upper() == "UTF-8"
+    # has its "<" as this byte too) each start tag takes a "<" byte, so nesting
+    # past the limit needs more "<" bytes than the limit.
+    utf8 = str(docinfo.encoding).upper() == "UTF-8"
     if (not utf8 or data.count(b"<") > MAX_XML_DEPTH) and _TOO_DEEP(element):
         raise xml_error(f"elements nested deeper than {MAX_XML_DEPTH} levels", domain)
-    # Without a DTD no entity can be declared; this guards the parser settings.
-    if not utf8 or b"&" in data:
-        for _ in element.iter(etree.Entity):
-            raise xml_error("entity references are not allowed", domain)
     if root is not None and element.tag != root:
         raise xml_error(f"expecting root element of '{root}', not '{element.tag}'", domain)
     return element

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
 from shared.conf.secret import parse_secret
@@ -108,13 +110,48 @@ def test_deep_document_whose_tags_hide_in_utf7_is_refused() -> None:
     assert "nested" in str(_refused(doc.encode("ascii")))
 
 
-def test_entity_declared_in_a_utf16_document_is_refused() -> None:
-    # The DTD check reads bytes and misses a UTF-16 DOCTYPE; the entity left in
-    # the tree is what refuses it, so that check must still run for UTF-16,
-    # declared or known only by its byte order mark (lxml then reports UTF-8).
+_DTD_SUBSETS = {
+    "attribute default": '<!DOCTYPE secret [<!ATTLIST secret ephemeral CDATA "yes">]>',
+    "unused entity": '<!DOCTYPE secret [<!ENTITY x "boom">]>',
+    "external subset": '<!DOCTYPE secret SYSTEM "secret.dtd">',
+}
+_WIDE_ENCODINGS = {
+    "utf-16 le, bom": lambda doc: codecs.BOM_UTF16_LE + doc.encode("utf-16-le"),
+    "utf-16 be, bom": lambda doc: codecs.BOM_UTF16_BE + doc.encode("utf-16-be"),
+    "utf-16 le, declared": lambda doc: ('<?xml version="1.0" encoding="UTF-16"?>' + doc).encode(
+        "utf-16-le"
+    ),
+    "utf-32 le, bom": lambda doc: codecs.BOM_UTF32_LE + doc.encode("utf-32-le"),
+    "utf-32 be, bom": lambda doc: codecs.BOM_UTF32_BE + doc.encode("utf-32-be"),
+    # UTF-7 may spell "<" as "+ADw-": no "<!" byte pair for the check before parsing.
+    "utf-7, declared": lambda doc: (
+        ('<?xml version="1.0" encoding="UTF-7"?>' + doc).encode("utf-7").replace(b"<!", b"+ADw-!")
+    ),
+}
+
+
+@pytest.mark.parametrize("subset", sorted(_DTD_SUBSETS))
+@pytest.mark.parametrize("encoding", sorted(_WIDE_ENCODINGS))
+def test_dtd_in_any_encoding_is_refused(subset: str, encoding: str) -> None:
+    # In these encodings the bytes of "<!DOCTYPE" are not the ASCII ones the
+    # check before parsing looks for; the parsed document must refuse it.
+    doc = _WIDE_ENCODINGS[encoding](
+        _DTD_SUBSETS[subset] + "<secret><description>d</description></secret>"
+    )
+    assert "DTD and entity declarations are not allowed" in str(_refused(doc))
+
+
+@pytest.mark.parametrize("encoding", sorted(_WIDE_ENCODINGS))
+def test_document_without_dtd_in_any_encoding_is_accepted(encoding: str) -> None:
+    doc = _WIDE_ENCODINGS[encoding]("<secret><description>é</description></secret>")
+    assert parse_secret(doc).description == "é"
+
+
+def test_entity_declared_and_used_in_a_utf16_document_is_refused() -> None:
     body = '<!DOCTYPE secret [<!ENTITY x "boom">]><secret><description>&x;</description></secret>'
     for doc in (
         body.encode("utf-16"),
         ('<?xml version="1.0" encoding="UTF-16"?>' + body).encode("utf-16-le"),
+        body.encode("utf-32"),
     ):
-        assert "entity references" in str(_refused(doc))
+        assert "DTD and entity declarations are not allowed" in str(_refused(doc))
