@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from services.storage.pools.objects import PoolObj, VolObj
-from shared.api.storage import VolumeUser
+from services.storage.pools.objects import PoolObj, VolObj, list_json
+from shared.api.storage import VolListReply, VolumeInfo, VolumeUser
 from shared.conf.storage_pool import parse_storage_pool
 from shared.conf.storage_volume import StorageVolumeDef, VolumeTarget, VolumeType
+from shared.util.api import to_json
 
 POOL = "<pool type='dir'><name>p</name><target><path>/p</path></target></pool>"
 
@@ -48,3 +49,22 @@ def test_users_are_added_to_a_copy() -> None:
     used = pool.volume_info(vol, [user])
     assert used.users == [user]
     assert pool.volume_info(vol).users == []
+
+
+def test_the_kept_json_is_the_models_and_follows_its_changes() -> None:
+    pool = PoolObj(parse_storage_pool(POOL), persistent=True, active=True)
+    vol = VolObj(volume(200704))
+    shown = pool.shown(vol)
+    assert shown.data == to_json(shown.info)
+    assert VolumeInfo.model_validate_json(shown.data).allocation == 200704
+    vol.definition = volume(266240)
+    assert VolumeInfo.model_validate_json(pool.shown(vol).data).allocation == 266240
+    pool.definition = parse_storage_pool(POOL.replace("<name>p</name>", "<name>q</name>"))
+    assert VolumeInfo.model_validate_json(pool.shown(vol).data).pool == "q"
+
+
+def test_a_list_joined_from_kept_json_is_the_list_models_json() -> None:
+    pool = PoolObj(parse_storage_pool(POOL), persistent=True, active=True)
+    vols = [VolObj(volume(4096 * n)) for n in range(3)]
+    joined = list_json(pool.shown(v).data for v in vols)
+    assert joined == to_json(VolListReply(volumes=[pool.volume_info(v) for v in vols]))

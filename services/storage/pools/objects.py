@@ -11,11 +11,13 @@ The definition is not the runtime state: only the managers change either.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shared.api.storage import PoolInfo, PoolState, VolumeInfo, VolumeUser
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef
+from shared.util.api import to_json
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
 _D = ErrorDomain.STORAGE
@@ -38,6 +40,24 @@ def _shown_fields(vol: StorageVolumeDef) -> ShownFields:
     )
 
 
+def list_json(volumes: Iterable[bytes]) -> bytes:
+    """The JSON of ``VolListReply(volumes=...)`` from the volumes' own (``Shown.data``)."""
+    return b'{"volumes":[' + b",".join(volumes) + b"]}"
+
+
+@dataclass(slots=True)
+class Shown:
+    """What a volume shows (``VolumeInfo``), kept with the definition and pool
+    name it was made for: ``fields`` the definition's shown fields, ``info``
+    the model, ``data`` its JSON as a reply carries it."""
+
+    definition: StorageVolumeDef
+    pool: str
+    fields: ShownFields
+    info: VolumeInfo
+    data: bytes
+
+
 @dataclass
 class VolObj:
     """A volume of an active pool; ``building`` while being created, ``in_use``
@@ -46,12 +66,9 @@ class VolObj:
     definition: StorageVolumeDef
     building: bool = False
     in_use: int = 0
-    #: (definition, pool name, the definition's shown fields, their model):
-    #: the model is made once per change of what it shows, so that listing a
-    #: pool builds none (``PoolObj.volume_info``).
-    shown: tuple[StorageVolumeDef, str, ShownFields, VolumeInfo] | None = field(
-        default=None, repr=False, compare=False
-    )
+    #: The model and JSON of what the volume shows, made once per change of
+    #: it, so that listing a pool builds and encodes none (``PoolObj.shown``).
+    shown: Shown | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -162,23 +179,30 @@ class PoolObj:
             volumes=len(self.volumes),
         )
 
-    def volume_info(self, vol: VolObj, users: list[VolumeUser] | None = None) -> VolumeInfo:
-        """What is shown of ``vol``, with the domain disks using it (``users``).
+    def shown(self, vol: VolObj) -> Shown:
+        """What ``vol`` shows, without the disks using it.
 
-        The model is kept with the volume until what it shows (or the pool's
-        name) changes: vol-info re-reads the volume before each answer, which
-        makes a new definition, mostly with the same figures.  The same object
-        is returned each time, so callers must not change it.
+        Kept with the volume until what it shows (or the pool's name) changes:
+        vol-info re-reads the volume before each answer, which makes a new
+        definition, mostly with the same figures.  The same objects are
+        returned each time, so callers must not change them.
         """
         definition, shown = vol.definition, vol.shown
-        if shown is None or shown[0] is not definition or shown[1] != self.name:
+        if shown is None or shown.definition is not definition or shown.pool != self.name:
             fields = _shown_fields(definition)
-            if shown is None or shown[1] != self.name or shown[2] != fields:
+            if shown is None or shown.pool != self.name or shown.fields != fields:
                 info = self._volume_info(fields)
+                shown = Shown(definition, self.name, fields, info, to_json(info))
             else:
-                info = shown[3]
-            shown = vol.shown = (definition, self.name, fields, info)
-        return shown[3].model_copy(update={"users": users}) if users else shown[3]
+                shown.definition = definition
+            vol.shown = shown
+        return shown
+
+    def volume_info(self, vol: VolObj, users: list[VolumeUser] | None = None) -> VolumeInfo:
+        """What is shown of ``vol``, with the domain disks using it (``users``);
+        without users, the kept model (``shown``), which callers must not change."""
+        info = self.shown(vol).info
+        return info.model_copy(update={"users": users}) if users else info
 
     def _volume_info(self, fields: ShownFields) -> VolumeInfo:
         name, key, path, kind, capacity, allocation, physical = fields

@@ -27,7 +27,7 @@ from services.storage.interface import Volume, VolumeUsers
 from services.storage.pools.backends.base import CreateOptions
 from services.storage.pools.confine import check_backing
 from services.storage.pools.journal import Creation, CreationJournal
-from services.storage.pools.objects import PoolObj, VolObj
+from services.storage.pools.objects import PoolObj, VolObj, list_json
 from services.storage.pools.pool_secrets import SecretFiles
 from services.storage.pools.pools import PoolManager
 from shared.api import storage as api
@@ -39,7 +39,7 @@ from shared.conf.storage_volume import (
     format_storage_volume,
     parse_storage_volume,
 )
-from shared.util.api import Empty
+from shared.util.api import Empty, Encoded, to_json
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.ledger import Conflict, Event
 
@@ -114,9 +114,13 @@ class VolumeManager:
         """The domain disks using ``vol`` (from the disks half)."""
         return self._users.users(obj.name, vol.name, vol.target.path)
 
-    def info_of(self, obj: PoolObj, vol: VolObj) -> api.VolumeInfo:
-        """What is shown of a volume, with the disks using it."""
-        return obj.volume_info(vol, self.users(obj, vol.definition))
+    def info_of(self, obj: PoolObj, vol: VolObj) -> Encoded[api.VolumeInfo]:
+        """What is shown of a volume, with the disks using it, as a reply
+        carries it: without users, the JSON kept with the volume."""
+        users = self.users(obj, vol.definition)
+        if users:
+            return Encoded(to_json(obj.volume_info(vol, users)))
+        return Encoded(obj.shown(vol).data)
 
     def _check_backing(self, obj: PoolObj, vol: StorageVolumeDef) -> None:
         """A backing store must be a volume of a pool of this host, or lie under
@@ -181,7 +185,7 @@ class VolumeManager:
 
     # -- look-up endpoints ----------------------------------------------------------
 
-    async def info(self, req: api.VolRequest) -> api.VolumeInfo:
+    async def info(self, req: api.VolRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolGetInfo, re-read from the storage first."""
         obj, vol = self.find(req.vol)
         await self.refreshed(obj, vol)
@@ -194,19 +198,19 @@ class VolumeManager:
             xml=format_storage_volume(obj.definition, await self.refreshed(obj, vol))
         )
 
-    async def lookup_name(self, req: api.VolNameRequest) -> api.VolumeInfo:
+    async def lookup_name(self, req: api.VolNameRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolLookupByName."""
         return self.info_of(*self.by_name(req.pool, req.name))
 
-    async def lookup_key(self, req: api.VolKeyRequest) -> api.VolumeInfo:
+    async def lookup_key(self, req: api.VolKeyRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolLookupByKey."""
         return self.info_of(*self.by_key(req.key))
 
-    async def lookup_path(self, req: api.VolPathRequest) -> api.VolumeInfo:
+    async def lookup_path(self, req: api.VolPathRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolLookupByPath."""
         return self.info_of(*self.by_path(req.path))
 
-    async def list_volumes(self, req: api.VolListRequest) -> api.VolListReply:
+    async def list_volumes(self, req: api.VolListRequest) -> Encoded[api.VolListReply]:
         """virStoragePoolListAllVolumes (``details``: each re-read first, as
         virsh's vol-list --details asks every volume's info)."""
         obj = self._pools.by_name(req.pool)
@@ -220,10 +224,13 @@ class VolumeManager:
                     with contextlib.suppress(VirtError):
                         await self.refreshed(obj, vol)
         if self._users.any_users():
-            return api.VolListReply(volumes=[self.info_of(obj, vol) for vol in listed])
-        # No disk uses any volume: each one's kept model as it is (a pool of
-        # hundreds of volumes is listed without a users look-up per volume).
-        return api.VolListReply(volumes=[obj.volume_info(vol) for vol in listed])
+            parts = [self.info_of(obj, vol).data for vol in listed]
+        else:
+            # No disk uses any volume: each one's kept JSON as it is (a pool of
+            # hundreds of volumes is listed without a users look-up or an
+            # encoding per volume).
+            parts = [obj.shown(vol).data for vol in listed]
+        return Encoded(list_json(parts))
 
     # -- the Volumes side of services.storage.interface -----------------------------
 
@@ -352,7 +359,7 @@ class VolumeManager:
     ) -> None:
         await self._events.announce(obj, self._events.of(obj, vol, detail, extra), key)
 
-    async def create(self, req: api.VolCreateRequest) -> api.VolumeInfo:
+    async def create(self, req: api.VolCreateRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolCreateXML."""
         return self.info_of(*await self._create(req.pool, req.xml, req.prealloc_metadata))
 
@@ -383,7 +390,7 @@ class VolumeManager:
             await self._finish(obj, reserved, vol, key, {})
         return obj, reserved
 
-    async def create_from(self, req: api.VolCreateFromRequest) -> api.VolumeInfo:
+    async def create_from(self, req: api.VolCreateFromRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolCreateXMLFrom: a new volume holding a copy of ``source``."""
         pool, xml, source = req.pool, req.xml, req.source
         prealloc_metadata, reflink = req.prealloc_metadata, req.reflink
@@ -489,7 +496,7 @@ class VolumeManager:
         await self._event(obj, vol.definition, "Wiped", {"algorithm": req.algorithm.value})
         return Empty()
 
-    async def resize(self, req: api.VolResizeRequest) -> api.VolumeInfo:
+    async def resize(self, req: api.VolResizeRequest) -> Encoded[api.VolumeInfo]:
         """virStorageVolResize, with libvirt's checks in its order; shrinking a volume
         a domain disk uses only with ``force`` (growing it is harmless)."""
         capacity, allocate, delta, shrink = req.capacity, req.allocate, req.delta, req.shrink
