@@ -13,6 +13,7 @@ libvirt's wording (``VIR_ERR_SYSTEM_ERROR`` for an unparsable address,
 from __future__ import annotations
 
 import re
+import socket
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated
 
@@ -87,42 +88,16 @@ def try_parse_ip(text: str | None, *, ipv4_only: bool = False) -> IPAddress | No
     """The address ``text`` stands for, or None where getaddrinfo would fail."""
     if text is None:
         return None
-    v4 = _inet_aton(text)
-    if v4 is not None or ipv4_only:
-        return v4
-    if "%" in text or not text.isascii():
+    if ":" not in text:  # no inet_aton form has a colon, every IPv6 one has
+        return _inet_aton(text)
+    if ipv4_only or "%" in text or not text.isascii():
         # scoped addresses need the host's interface table: not numeric here
         return None
-    words = _hextets(text)
-    if words is not None:
-        return IPv6Address(words)
     try:
-        return IPv6Address(text)
-    except ValueError:
+        # glibc's own inet_pton, which getaddrinfo(AI_NUMERICHOST) calls for IPv6
+        return IPv6Address(socket.inet_pton(socket.AF_INET6, text))
+    except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
-
-
-_HEXTET_RUN = "(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?"
-#: Hex groups with at most one "::" and no embedded dotted quad.
-_HEXTET_FORM = re.compile(f"{_HEXTET_RUN}(?:::{_HEXTET_RUN})?")
-
-
-def _hextets(text: str) -> int | None:
-    """The value of an IPv6 address written in hex groups only, as IPv6Address
-    reads it at a fifth of its cost; None when ``text`` is not of that form (or
-    not an address: IPv6Address then decides)."""
-    if _HEXTET_FORM.fullmatch(text) is None:
-        return None
-    head, gap, tail = text.partition("::")
-    groups = head.split(":") if head else []
-    low = tail.split(":") if tail else []
-    if len(groups) + len(low) > (7 if gap else 8) or (not gap and len(groups) != 8):
-        return None
-    groups += ["0"] * (8 - len(groups) - len(low)) + low
-    value = 0
-    for group in groups:
-        value = value << 16 | int(group, 16)
-    return value
 
 
 def parse_ip(text: str | None, *, ipv4_only: bool = False) -> IPAddress:
@@ -141,39 +116,12 @@ def parse_ip(text: str | None, *, ipv4_only: bool = False) -> IPAddress:
 
 def format_ip(addr: IPAddress) -> str:
     """virSocketAddrFormat: glibc inet_ntop's text for ``addr``."""
-    value = int(addr)
     if isinstance(addr, IPv4Address):
+        value = int(addr)
         return f"{value >> 24}.{value >> 16 & 0xFF}.{value >> 8 & 0xFF}.{value & 0xFF}"
-    words = [value >> shift & 0xFFFF for shift in range(112, -16, -16)]
-    best_base, best_len = -1, 0
-    i = 0
-    while i < 8:
-        if words[i] == 0:
-            j = i
-            while j < 8 and words[j] == 0:
-                j += 1
-            if j - i > best_len:
-                best_base, best_len = i, j - i
-            i = j
-        else:
-            i += 1
-    if best_len < 2:
-        best_base, best_len = -1, 0
-    out: list[str] = []
-    for i, word in enumerate(words):
-        if best_base <= i < best_base + best_len:
-            if i == best_base:
-                out.append(":")
-            continue
-        if i != 0:
-            out.append(":")
-        if i == 6 and best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
-            out.append(format_ip(IPv4Address(value & 0xFFFFFFFF)))
-            break
-        out.append(f"{word:x}")
-    if best_base != -1 and best_base + best_len == 8:
-        out.append(":")
-    return "".join(out)
+    # Python's socket.inet_ntop is glibc's (zero-run compression, the IPv4-mapped
+    # and -compatible forms with a dotted quad), what getnameinfo prints with
+    return socket.inet_ntop(socket.AF_INET6, addr.packed)
 
 
 def family_bits(addr: IPAddress) -> int:

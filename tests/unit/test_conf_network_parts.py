@@ -42,6 +42,13 @@ from shared.util.errors import ErrorCode, VirtError
         ("::ffff:c000:207", "::ffff:192.0.2.7"),
         ("::c000:207", "::192.0.2.7"),
         ("FD00::A", "fd00::a"),
+        ("0001:0db8::0001", "1:db8::1"),
+        ("::ffff:192.0.2.7", "::ffff:192.0.2.7"),
+        ("1:2:3:4:5:6:192.0.2.7", "1:2:3:4:5:6:c000:207"),
+        ("1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"),
+        ("0:0:1::", "0:0:1::"),
+        ("::2:0:0:0:0:3", "0:0:2::3"),
+        ("::ffff:0:0", "::ffff:0.0.0.0"),
     ],
 )
 def test_addresses_read_and_written_like_glibc(text: str, expected: str) -> None:
@@ -61,6 +68,15 @@ def test_addresses_read_and_written_like_glibc(text: str, expected: str) -> None
         "0x",
         "fe80::1%eth0",
         "host",
+        "1::2::3",
+        "12345::",
+        "::1.2.3.04",
+        "::ffff:1.2.3",
+        "1:2:3:4:5:6:7:8:9",
+        ":1::",
+        "fd00::1\x00",
+        "fd00::1 ",
+        "fd00::\u00e9",
     ],
 )
 def test_addresses_refused(text: str) -> None:
@@ -115,6 +131,11 @@ def test_ranges() -> None:
         ("52-54-00-ab-cd-0e", None),
         ("520:54:00:ab:cd:0e", None),
         (" 52:54:00:ab:cd:0e", None),
+        ("52:54:00:ab:cd:0e\t", "52:54:00:ab:cd:0e"),
+        ("52:54:00:ab:cd:0ex", None),
+        ("52:54:00:ab:cd:0g", None),
+        ("52:54:0:ab:cd:0e", "52:54:00:ab:cd:0e"),
+        ("52:54:00:ab:cd:\u00e9", None),
     ],
 )
 def test_mac_addresses(text: str, expected: str | None) -> None:
