@@ -10,6 +10,7 @@ or the variable it refers to).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from ipaddress import IPv6Address
 from operator import itemgetter
 
@@ -31,7 +32,7 @@ from shared.conf.nwfilter_protocols import (
     Check,
     DataType,
 )
-from shared.conf.nwfilter_values import is_contiguous_mask, parse_uint
+from shared.conf.nwfilter_values import UINT_MAX, is_contiguous_mask, parse_uint
 from shared.conf.socketaddr import format_ip, netmask_bits, try_parse_ip
 from shared.util.errors import VirtError
 
@@ -94,6 +95,9 @@ def value_type(spec: AttrSpec) -> type:
     return int
 
 
+_NO_CHECK = Check.NONE
+
+
 class IllegalValue(Exception):
     """An attribute value the attribute's data types and check refuse."""
 
@@ -101,47 +105,89 @@ class IllegalValue(Exception):
 # --- reading values -------------------------------------------------------
 
 
-def _parse_form(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
-    """``text`` read as one data type; None when it is not of that form."""
-    hex_base = 16 if hex_form else 10
-    if form in (DataType.UINT8, DataType.UINT8_HEX):
-        number = parse_uint(text, hex_base)
-        return number if number is not None and number <= 0xFF else None
-    if form in (DataType.UINT16, DataType.UINT16_HEX):
-        number = parse_uint(text, hex_base)
-        return number if number is not None and number <= 0xFFFF else None
-    if form in (DataType.UINT32, DataType.UINT32_HEX):
-        return parse_uint(text, hex_base)
-    if form in (DataType.IPADDR, DataType.IPV6ADDR, DataType.IPMASK, DataType.IPV6MASK):
-        return _parse_ip_form(form, text)
-    if form in (DataType.MACADDR, DataType.MACMASK):
-        mac = parse_mac(text)
-        if mac is None:
+#: Reads ``text`` as one data type (the form, whether it is a _HEX one, the
+#: text, the attribute); None when the text is not of that form.
+_Reader = Callable[[DataType, bool, str, AttrSpec], AttrValue | None]
+
+
+def _number_reader(limit: int) -> _Reader:
+    def read(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
+        number = parse_uint(text, 16 if hex_form else 10)
+        return number if number is not None and number <= limit else None
+
+    return read
+
+
+def _read_mac(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
+    mac = parse_mac(text)
+    if mac is None:
+        return None
+    if form is DataType.MACMASK and not is_contiguous_mask(mac):
+        raise IllegalValue
+    return format_mac(mac)
+
+
+def _read_stringcopy(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue:
+    return text.encode()[: spec.max_bytes].decode(errors="ignore")
+
+
+def _read_boolean(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue:
+    return text in ("true", "1", "yes")
+
+
+def _read_text(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue:
+    return text  # left to the attribute's check
+
+
+def _address_reader(ipv4: bool) -> _Reader:
+    """IPADDR / IPV6ADDR: an address, kept as libvirt writes it back."""
+
+    def read(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
+        address = try_parse_ip(text, ipv4_only=ipv4)
+        if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
             return None
-        if form is DataType.MACMASK and not is_contiguous_mask(mac):
-            raise IllegalValue
-        return format_mac(mac)
-    if form is DataType.STRINGCOPY:
-        return text.encode()[: spec.max_bytes].decode(errors="ignore")
-    if form is DataType.BOOLEAN:
-        return text in ("true", "1", "yes")
-    return text  # STRING, IPSETNAME, IPSETFLAGS: left to the attribute's check
+        return format_ip(address)
+
+    return read
 
 
-def _parse_ip_form(form: DataType, text: str) -> AttrValue | None:
-    """An address (as libvirt writes it back) or a mask (as a prefix length)."""
-    ipv4 = form in (DataType.IPADDR, DataType.IPMASK)
-    if form in (DataType.IPMASK, DataType.IPV6MASK):
+def _mask_reader(ipv4: bool) -> _Reader:
+    """IPMASK / IPV6MASK: a prefix length, or a netmask kept as its prefix length."""
+
+    def read(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
         number = parse_uint(text, 10)
         if number is not None:
             return number if number <= (32 if ipv4 else 128) else None
-    address = try_parse_ip(text, ipv4_only=ipv4)
-    if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
-        return None
-    if form in (DataType.IPADDR, DataType.IPV6ADDR):
-        return format_ip(address)
-    bits = netmask_bits(address)
-    return bits if bits >= 0 else None
+        address = try_parse_ip(text, ipv4_only=ipv4)
+        if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
+            return None
+        bits = netmask_bits(address)
+        return bits if bits >= 0 else None
+
+    return read
+
+
+#: The reader of each data type, looked up once per form tried (a chain of
+#: comparisons with enum members costs more than the reading itself).
+_READERS: dict[DataType, _Reader] = {
+    DataType.UINT8: _number_reader(0xFF),
+    DataType.UINT8_HEX: _number_reader(0xFF),
+    DataType.UINT16: _number_reader(0xFFFF),
+    DataType.UINT16_HEX: _number_reader(0xFFFF),
+    DataType.UINT32: _number_reader(UINT_MAX),
+    DataType.UINT32_HEX: _number_reader(UINT_MAX),
+    DataType.IPADDR: _address_reader(ipv4=True),
+    DataType.IPV6ADDR: _address_reader(ipv4=False),
+    DataType.IPMASK: _mask_reader(ipv4=True),
+    DataType.IPV6MASK: _mask_reader(ipv4=False),
+    DataType.MACADDR: _read_mac,
+    DataType.MACMASK: _read_mac,
+    DataType.STRINGCOPY: _read_stringcopy,
+    DataType.BOOLEAN: _read_boolean,
+    DataType.STRING: _read_text,
+    DataType.IPSETNAME: _read_text,
+    DataType.IPSETFLAGS: _read_text,
+}
 
 
 def ascii_lower(text: str) -> str:
@@ -157,22 +203,33 @@ def _lookup(names: dict[str, int], text: str) -> int | None:
     return next((value for name, value in names.items() if name.lower() == lowered), None)
 
 
-def _parse_items(names: dict[str, int], text: str, sep: str) -> int | None:
-    """libvirt's parseStringItems: names (case-insensitive prefixes, in table order)
-    separated by blanks or ``sep``; None when something else appears."""
-    flags, i = 0, 0
+def _parse_items(items: tuple[tuple[str, int], ...], text: str, sep: str) -> int | None:
+    """libvirt's parseStringItems over ``_items`` of a table: names (case-insensitive
+    prefixes, in table order) separated by blanks or ``sep``; None when something
+    else appears."""
+    lowered = ascii_lower(text)
+    flags, i, end = 0, 0, len(text)
     while True:
-        while i < len(text) and (text[i] in " \t\n\v\f\r" or text[i] == sep):
+        while i < end and (lowered[i] in " \t\n\v\f\r" or lowered[i] == sep):
             i += 1
-        if i >= len(text):
+        if i >= end:
             return flags
-        for name, value in names.items():
-            if ascii_lower(text[i : i + len(name)]) == name.lower():
+        for name, value in items:
+            if lowered.startswith(name, i):
                 flags |= value
                 i += len(name)
                 break
         else:
             return None
+
+
+def _items(names: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """A table's names lower-cased once, in table order, for ``_parse_items``."""
+    return tuple((name.lower(), value) for name, value in names.items())
+
+
+_STATE_ITEMS = _items(STATE_FLAGS)
+_TCP_FLAG_ITEMS = _items(TCP_FLAGS)
 
 
 def _parse_ipset_flags(text: str) -> tuple[str, ...] | None:
@@ -193,6 +250,8 @@ def _parse_ipset_flags(text: str) -> tuple[str, ...] | None:
 def _check(spec: AttrSpec, form: DataType, value: AttrValue) -> tuple[AttrValue, DataType]:
     """Apply the attribute's check; returns the value and the form it is written in."""
     check = spec.check
+    if check is _NO_CHECK:  # most attributes
+        return value, form
     if check in (Check.MAC_PROTOCOL, Check.VLAN_ENCAP, Check.ARP_OPCODE, Check.IP_PROTOCOL):
         if form is DataType.STRING:
             names = {Check.ARP_OPCODE: ARP_OPCODES, Check.IP_PROTOCOL: IP_PROTOCOLS}
@@ -213,14 +272,14 @@ def _check(spec: AttrSpec, form: DataType, value: AttrValue) -> tuple[AttrValue,
             raise IllegalValue
         return value, form
     if check is Check.STATE:
-        flags = _parse_items(STATE_FLAGS, str(value), ",")
+        flags = _parse_items(_STATE_ITEMS, str(value), ",")
         if flags is None:
             raise IllegalValue
         return (STATE_FLAGS["NONE"] if flags & STATE_FLAGS["NONE"] else flags), DataType.UINT16
     if check is Check.TCP_FLAGS:
         mask_text, slash, set_text = str(value).partition("/")
-        mask = _parse_items(TCP_FLAGS, mask_text, ",")
-        flags = _parse_items(TCP_FLAGS, set_text, ",")
+        mask = _parse_items(_TCP_FLAG_ITEMS, mask_text, ",")
+        flags = _parse_items(_TCP_FLAG_ITEMS, set_text, ",")
         if not slash or mask is None or flags is None:
             raise IllegalValue
         return TcpFlags(mask=mask & 0x3F, flags=flags & 0x3F), form
@@ -248,7 +307,7 @@ def parse_attr(spec: AttrSpec, text: str, negated: bool) -> RuleAttr:
             raise IllegalValue from err
         return RuleAttr(var=var, negated=negated)
     for form, hex_form in spec.forms:
-        value = _parse_form(form, hex_form, text, spec)
+        value = _READERS[form](form, hex_form, text, spec)
         if value is not None:
             value, written = _check(spec, form, value)
             if written is not form:
@@ -293,6 +352,8 @@ def format_attr(spec: AttrSpec, attr: RuleAttr) -> str:
         return value
     assert isinstance(value, int)
     check = spec.check
+    if check is _NO_CHECK:  # most attributes
+        return f"0x{value:x}" if attr.hex else str(value)
     if check is Check.STATE:
         return _print_items(STATE_FLAGS, value)
     if check in (Check.MAC_PROTOCOL, Check.VLAN_ENCAP, Check.ARP_OPCODE, Check.IP_PROTOCOL):

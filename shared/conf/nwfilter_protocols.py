@@ -71,9 +71,13 @@ class Layer(enum.Enum):
     IPV6 = "ipv6"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AttrSpec:
-    """One attribute of a protocol element."""
+    """One attribute of a protocol element.
+
+    Compared and hashed by identity: each is one entry of the table, and a
+    field-by-field hash cost more than the look-ups keyed by it.
+    """
 
     name: str
     types: DataType

@@ -260,10 +260,7 @@ def parse_rule(node: etree._Element) -> NWFilterRule:
 
 def format_rule(w: XmlWriter, rule: NWFilterRule) -> None:
     """virNWFilterRuleDefFormat: the ``<rule>`` element."""
-    head = (
-        f"<rule action='{rule.action.value}' direction='{rule.direction.value}'"
-        f" priority='{rule.priority}'"
-    )
+    head = f"<rule action='{rule.action}' direction='{rule.direction}' priority='{rule.priority}'"
     if not rule.statematch:
         head += " statematch='false'"
     spec = rule.spec

@@ -584,3 +584,49 @@ def test_protocol_table_is_consistent() -> None:
     }  # fmt: skip
     stp_source = PROTOCOLS["stp"].attr("srcmacaddr")
     assert stp_source is not None and not stp_source.reversible
+
+
+@pytest.mark.parametrize(
+    ("attribute", "text", "written"),
+    [
+        ("state", "NEW", "NEW"),
+        ("state", "new", "NEW"),
+        ("state", " Established ,\tRELATED,", "ESTABLISHED,RELATED"),
+        ("state", "NEWESTABLISHED", "NEW,ESTABLISHED"),
+        ("state", "invalid,new", "NEW,INVALID"),
+        ("state", "NEW,OLD", None),
+        ("state", "NEW;RELATED", None),
+        ("state", "N\u00c9W", None),
+        ("flags", "syn,ack/SYN", "SYN,ACK/SYN"),
+        ("flags", "ALL/none", "ALL/NONE"),
+        ("flags", "FIN SYN/FIN", "FIN,SYN/FIN"),
+        ("flags", "SYN/", "SYN/NONE"),
+        ("flags", "SYN", None),
+        ("dstportstart", "80", "80"),
+        ("dstportstart", "0x50", "0x50"),
+        ("dstportstart", "1f", "0x1f"),
+        ("dstportstart", "65536", None),
+        ("srcipaddr", "10.42.0.0", "10.42.0.0"),
+        ("srcipaddr", "0x0a.1", "10.0.0.1"),
+        ("srcipaddr", "fd00::1", None),
+        ("srcipmask", "24", "24"),
+        ("srcipmask", "255.255.0.0", "16"),
+        ("srcipmask", "255.0.255.0", None),
+        ("srcmacaddr", "52:54:0:AA:1:1", "52:54:00:aa:01:01"),
+    ],
+)
+def test_tcp_attribute_values_read_and_written(
+    attribute: str, text: str, written: str | None
+) -> None:
+    # Each value goes through the reader of its data type and the attribute's
+    # check, then back through its writer: state and TCP flag names are
+    # case-insensitive prefixes that blanks or commas may separate.
+    doc = (
+        "<filter name='f' chain='root'><rule action='accept' direction='in'>"
+        f"<tcp {attribute}='{text}'/></rule></filter>"
+    )
+    if written is None:
+        with pytest.raises(VirtError, match=f"{attribute} has illegal value"):
+            parse_nwfilter(doc)
+        return
+    assert _rules(format_nwfilter(parse_nwfilter(doc))) == [f"<tcp {attribute}='{written}'/>"]
