@@ -54,6 +54,7 @@ from shared.conf.encryption import format_encryption, parse_encryption
 from shared.conf.units import parse_c_unsigned
 from shared.conf.xmlprops import (
     first,
+    first_children,
     member_of,
     prop,
     prop_enum,
@@ -81,11 +82,14 @@ def _as_element(xml: str | bytes | etree._Element) -> etree._Element:
 # --- <source> and the disk's storage source -----------------------------------------
 
 
-def _parse_disk_source(node: etree._Element, *, active: bool) -> dict[str, object]:
+def _parse_disk_source(
+    node: etree._Element, children: dict[str, etree._Element], *, active: bool
+) -> dict[str, object]:
     """virDomainDiskDefParseSourceXML: the disk's type=, <source>, disk-level
-    <auth>/<encryption> and backing chain, as the fields of its ``StorageSource``."""
+    <auth>/<encryption> and backing chain, as the fields of its ``StorageSource``
+    (``children``: ``first_children(node)``)."""
     kind = prop_enum(node, "type", StorageType, nonzero=True) or StorageType.FILE
-    source_node = first(node, "source")
+    source_node = children.get("source")
     fields: dict[str, object]
     if source_node is not None:
         index = parse_index(prop(source_node, "index"), "disk index") if active else None
@@ -93,14 +97,14 @@ def _parse_disk_source(node: etree._Element, *, active: bool) -> dict[str, objec
     else:
         # libvirt resets the type when there is no <source> at all
         fields = {"type": StorageType.FILE}
-    auth = first(node, "auth")
+    auth = children.get("auth")
     if auth is not None:
         if fields.get("auth") is not None:
             raise config_unsupported(
                 "an <auth> definition already found for disk source", ErrorDomain.DOMAIN
             )
         fields["auth"] = parse_auth(auth)
-    encryption = first(node, "encryption")
+    encryption = children.get("encryption")
     if encryption is not None:
         if fields.get("encryption") is not None:
             raise config_unsupported(
@@ -291,9 +295,10 @@ def _format_iotune(w: XmlWriter, iotune: DiskIotune) -> None:
 
 def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
     """What the ``<disk>`` element says, without any post-parse defaults or checks."""
-    source = _parse_disk_source(node, active=active)
+    children = first_children(node)
+    source = _parse_disk_source(node, children, active=active)
     startup: StartupPolicy | None = None
-    source_node = first(node, "source")
+    source_node = children.get("source")
     if source_node is not None:
         startup = prop_enum(source_node, "startupPolicy", StartupPolicy, nonzero=True)
     fields: dict[str, object] = {
@@ -306,16 +311,16 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
     }
     if fields["model"] is DiskModel.DEFAULT:
         fields["model"] = None
-    target = first(node, "target")
+    target = children.get("target")
     if target is not None:
         fields["target"] = _parse_target(target)
-    geometry = first(node, "geometry")
+    geometry = children.get("geometry")
     if geometry is not None:
         fields["geometry"] = _parse_geometry(geometry)
-    blockio = first(node, "blockio")
+    blockio = children.get("blockio")
     if blockio is not None:
         fields["blockio"] = _parse_blockio(blockio)
-    driver = first(node, "driver")
+    driver = children.get("driver")
     if driver is not None:
         fields["driver"] = _parse_driver(driver)
         fmt = _parse_driver_format(driver)
@@ -323,25 +328,25 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
         source["metadata_cache_max_size"] = metadata_cache(
             driver, "./", ["metadata_cache", "max_size"]
         )
-    mirror = first(node, "mirror")
+    mirror = children.get("mirror")
     if mirror is not None and active:
         fields["mirror"] = parse_mirror(mirror)
-    transient = first(node, "transient")
+    transient = children.get("transient")
     if transient is not None:
         fields["transient"] = True
         fields["transient_share_backing"] = prop_tristate(transient, "shareBacking")
     fields.update(
         source=StorageSource.model_validate(source),
-        auth_on_disk=first(node, "auth") is not None,
-        encryption_on_disk=first(node, "encryption") is not None,
-        readonly=first(node, "readonly") is not None,
-        shareable=first(node, "shareable") is not None,
+        auth_on_disk=children.get("auth") is not None,
+        encryption_on_disk=children.get("encryption") is not None,
+        readonly=children.get("readonly") is not None,
+        shareable=children.get("shareable") is not None,
         iotune=_parse_iotune(node),
-        backend_domain=xpath_attr(first(node, "backenddomain"), "name"),
-        serial=string_of(first(node, "serial")),
-        wwn=string_of(first(node, "wwn")),
-        vendor=string_of(first(node, "vendor")),
-        product=string_of(first(node, "product")),
+        backend_domain=xpath_attr(children.get("backenddomain"), "name"),
+        serial=string_of(children.get("serial")),
+        wwn=string_of(children.get("wwn")),
+        vendor=string_of(children.get("vendor")),
+        product=string_of(children.get("product")),
         info=parse_device_info(node, active=active),
     )
     return _blank_source_is_file(DiskDef.model_validate(fields), active=active)

@@ -41,7 +41,7 @@ from shared.conf.xmlprops import (
     ULONG_MAX,
     c_unsigned,
     every,
-    first,
+    first_children,
     prop,
     prop_tristate,
     string_of,
@@ -171,8 +171,8 @@ def _parse_bridge(network: str, node: etree._Element | None) -> tuple[BridgeDef,
     return bridge, stp_text is not None
 
 
-def _parse_mac(network: str, root: etree._Element) -> str | None:
-    text = xpath_attr(first(root, "mac"), "address")
+def _parse_mac(network: str, node: etree._Element | None) -> str | None:
+    text = xpath_attr(node, "address")
     if text is None:
         return None
     mac = parse_mac(text)
@@ -196,8 +196,8 @@ def _parse_mtu(network: str, root: etree._Element) -> int:
     return mtu
 
 
-def _parse_uuid(root: etree._Element) -> str:
-    text = string_of(first(root, "uuid"))
+def _parse_uuid(node: etree._Element | None) -> str:
+    text = string_of(node)
     if text is None:
         return generate_uuid()
     uuid = parse_uuid(text)
@@ -206,8 +206,8 @@ def _parse_uuid(root: etree._Element) -> str:
     return uuid
 
 
-def _parse_name(root: etree._Element) -> str:
-    name = string_of(first(root, "name"))
+def _parse_name(node: etree._Element | None) -> str:
+    name = string_of(node)
     if name is None:
         raise VirtError(ErrorCode.NO_NAME, "missing name information", _DOMAIN)
     if "/" in name:
@@ -293,34 +293,35 @@ def parse_network(xml: str | bytes) -> NetworkDef:
     """Parse a ``<network>`` document (virNetworkDefParse with the network driver's
     dnsmasq namespace); raises ``VirtError`` as libvirt would refuse it."""
     root = parse_xml(xml, "network", domain=_DOMAIN)
-    name = _parse_name(root)
-    uuid = _parse_uuid(root)
+    children = first_children(root)
+    name = _parse_name(children.get("name"))
+    uuid = _parse_uuid(children.get("uuid"))
     ipv6_text = xpath_attr(root, "ipv6")
     if ipv6_text is not None and ipv6_text not in ("yes", "no"):
         raise xml_error(f"Invalid ipv6 setting '{ipv6_text}' in network '{name}'", _DOMAIN)
     trust = prop_tristate(root, "trustGuestRxFilters")
-    domain_node = first(root, "domain")
+    domain_node = children.get("domain")
     domain = prop(domain_node, "name")
     local_only = prop_tristate(domain_node, "localOnly")
-    bandwidth_node = first(root, "bandwidth")
+    bandwidth_node = children.get("bandwidth")
     bandwidth = None
     if bandwidth_node is not None:
         bandwidth = parse_bandwidth(bandwidth_node, allow_floor=False)[0]
-    vlan_node = first(root, "vlan")
+    vlan_node = children.get("vlan")
     vlan = parse_vlan(vlan_node) if vlan_node is not None else None
-    isolated = prop_tristate(first(root, "port"), "isolated")
-    bridge, stp_given = _parse_bridge(name, first(root, "bridge"))
-    mac = _parse_mac(name, root)
+    isolated = prop_tristate(children.get("port"), "isolated")
+    bridge, stp_given = _parse_bridge(name, children.get("bridge"))
+    mac = _parse_mac(name, children.get("mac"))
     mtu = _parse_mtu(name, root)
-    dns_node = first(root, "dns")
+    dns_node = children.get("dns")
     dns = parse_dns(name, dns_node) if dns_node is not None else DnsDef()
-    vport_node = first(root, "virtualport")
+    vport_node = children.get("virtualport")
     vport = parse_virtualport(vport_node, require_type=True) if vport_node is not None else None
     portgroups = tuple(parse_portgroup(node) for node in every(root, "portgroup"))
     ips = tuple(parse_ip_element(name, node) for node in every(root, "ip"))
     routes = tuple(parse_route(name, node) for node in every(root, "route"))
     _check_routes(name, ips, routes)
-    forward_node = first(root, "forward")
+    forward_node = children.get("forward")
     forward = parse_forward(name, forward_node) if forward_node is not None else ForwardDef()
     net = NetworkDef(
         name=name,
@@ -349,7 +350,7 @@ def parse_network(xml: str | bytes) -> NetworkDef:
             f"not in {forward.mode} (network '{name}')",
             _DOMAIN,
         )
-    metadata_node = first(root, "metadata")
+    metadata_node = children.get("metadata")
     return net.model_copy(
         update={
             "metadata": parse_metadata(metadata_node) if metadata_node is not None else None,

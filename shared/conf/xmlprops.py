@@ -62,6 +62,15 @@ def first(node: Node | None, name: str) -> Node | None:
     return None
 
 
+def first_children(node: Node) -> dict[str, Node]:
+    """``first(node, name)`` for every name at once, from one walk of the children:
+    each name's first child element (a namespaced one is keyed ``{uri}name``, so
+    a bare name never finds it, as with ``first``).  For an element whose
+    children a parser looks up one by one: a look-up here costs a tenth of
+    ``first``'s, which matches names anew on each call."""
+    return {child.tag: child for child in reversed(node)}
+
+
 def every(node: Node, name: str) -> list[Node]:
     """XPath ``./name``: every child element ``name`` without a namespace."""
     return list(node.iterchildren(name))
@@ -88,6 +97,8 @@ def string_of(node: Node | None) -> str | None:
     """XPath ``string(node)``: the element's text, None when absent or empty."""
     if node is None:
         return None
+    if not len(node):  # a leaf: content() without the call
+        return node.text or None
     return content(node) or None
 
 
@@ -95,15 +106,14 @@ def xpath_attr(node: Node | None, name: str) -> str | None:
     """XPath ``string(./@name)``: the attribute, None when absent or empty."""
     if node is None:
         return None
-    return prop(node, name) or None
+    return node.get(name) or None
 
 
 def prop(node: Node | None, name: str) -> str | None:
     """virXMLPropString: the attribute as written ("" kept), None when absent."""
     if node is None:
         return None
-    value = node.get(name)
-    return None if value is None else str(value)
+    return node.get(name)
 
 
 def missing_attr(node: Node, name: str) -> VirtError:

@@ -49,13 +49,20 @@ def escape_attr(value: str) -> str:
     return value.translate(_ATTR_TABLE)
 
 
+_attr_unsafe = _ATTR_NEEDS_ESCAPE.search
+
+
 def attrs_text(attrs: Attrs) -> str:
     """`` name='value'`` pairs in the given order; ``None`` values are left out."""
     out = ""
     for name, value in attrs:
         if value is None:
             continue
-        out += f" {name}='{escape_attr(value if type(value) is str else _text(value))}'"
+        # escape_attr inlined: most values are plain strings that need nothing
+        text = value if type(value) is str else _text(value)
+        if _attr_unsafe(text) is not None:
+            text = text.translate(_ATTR_TABLE)
+        out += f" {name}='{text}'"
     return out
 
 
@@ -68,9 +75,13 @@ def _text(value: object) -> str:
 class XmlWriter:
     """An indenting line buffer with libvirt's element conventions."""
 
+    __slots__ = ("_indent", "_lines", "_pad")
+
     def __init__(self, indent: int = 0) -> None:
         self._lines: list[str] = []
         self._indent = indent
+        #: The indentation of the current level, made when the level changes.
+        self._pad = "  " * indent
 
     @property
     def level(self) -> int:
@@ -84,23 +95,25 @@ class XmlWriter:
 
     def line(self, text: str) -> None:
         """Write one raw line at the current indentation."""
-        self._lines.append("  " * self._indent + text)
+        self._lines.append(self._pad + text)
 
     def open(self, name: str, attrs: Attrs = ()) -> None:
         """Write ``<name ...>`` and indent what follows."""
         rendered = attrs_text(attrs) if attrs else ""
-        self.line(f"<{name}{rendered}>")
+        self._lines.append(f"{self._pad}<{name}{rendered}>")
         self._indent += 1
+        self._pad = "  " * self._indent
 
     def close(self, name: str) -> None:
         """Unindent and write ``</name>``."""
         self._indent -= 1
-        self.line(f"</{name}>")
+        self._pad = "  " * self._indent
+        self._lines.append(f"{self._pad}</{name}>")
 
     def leaf(self, name: str, attrs: Attrs = ()) -> None:
         """Write a self-closing ``<name .../>``."""
         rendered = attrs_text(attrs) if attrs else ""
-        self.line(f"<{name}{rendered}/>")
+        self._lines.append(f"{self._pad}<{name}{rendered}/>")
 
     def text(self, name: str, value: object | None, attrs: Attrs = ()) -> None:
         """Write ``<name ...>value</name>`` on one line; nothing when value is None."""
@@ -108,7 +121,7 @@ class XmlWriter:
             return
         text = escape(value if type(value) is str else _text(value))
         rendered = attrs_text(attrs) if attrs else ""
-        self.line(f"<{name}{rendered}>{text}</{name}>")
+        self._lines.append(f"{self._pad}<{name}{rendered}>{text}</{name}>")
 
     def child(self) -> XmlWriter:
         """A writer for the content of an element about to be written at this level."""
@@ -122,14 +135,12 @@ class XmlWriter:
         """libvirt's virXMLFormatElement: nothing if both are empty, ``<name/>``
         without content, else the element wrapped around ``content``."""
         rendered = attrs_text(attrs)
-        if content.empty and not rendered:
-            return
-        if content.empty:
-            self.line(f"<{name}{rendered}/>")
-            return
-        self.line(f"<{name}{rendered}>")
-        self._lines.extend(content._lines)
-        self.line(f"</{name}>")
+        if content._lines:
+            self._lines.append(f"{self._pad}<{name}{rendered}>")
+            self._lines.extend(content._lines)
+            self._lines.append(f"{self._pad}</{name}>")
+        elif rendered:
+            self._lines.append(f"{self._pad}<{name}{rendered}/>")
 
     def block(self, name: str, attrs: Attrs = ()) -> _Block:
         """Write an element around whatever the body of the ``with`` writes into
@@ -163,11 +174,11 @@ class _Block:
     ) -> None:
         if exc_type is not None:
             return
-        parent, name, content = self._parent, self._name, self._content
+        parent, name, lines = self._parent, self._name, self._content._lines
         rendered = attrs_text(self._attrs)
-        if content.empty:
-            parent.line(f"<{name}{rendered}/>")
+        if lines:
+            parent._lines.append(f"{parent._pad}<{name}{rendered}>")
+            parent._lines.extend(lines)
+            parent._lines.append(f"{parent._pad}</{name}>")
         else:
-            parent.line(f"<{name}{rendered}>")
-            parent.extend(content)
-            parent.line(f"</{name}>")
+            parent._lines.append(f"{parent._pad}<{name}{rendered}/>")
