@@ -15,7 +15,8 @@ and opens what it needs in ``setup``; the runtime does the rest:
   ``ExceptionGroup`` (a cancelled stop is re-raised as the cancellation, its
   undo errors logged).
 * **One ``asyncio.TaskGroup`` owns every task** of the process: each request
-  (``Endpoint.concurrency`` at a time per endpoint), and every watcher, poller,
+  that waits (``Endpoint.concurrency`` at a time per endpoint; a request runs
+  in the callback up to its first wait, ``start_eagerly``), and every watcher, poller,
   consumer and stream given to ``spawn``.  A task that crashes ends the group:
   the process stops serving, ``wait`` returns and ``stop`` raises the crash.
   Cancellation is never swallowed.
@@ -29,7 +30,7 @@ A process's task tree::
     run_main / the caller
     └── ServiceProcess            start() / stop(), AsyncExitStack
         └── TaskGroup             (task "<name>-tasks")
-            ├── request tasks     one per request, bounded per endpoint
+            ├── request tasks     one per request that waits, bounded per endpoint
             └── spawn(...) tasks  watchers, pollers, consumers, streams
 
 ``run_main`` is the entry point of ``python -m services.<name>``: logs,
@@ -76,7 +77,7 @@ from shared.util.ledger import Ledger, free_space_guard
 from shared.util.logs import setup_logging
 from shared.util.metrics import ProcessMetrics
 from shared.util.settings import ProcessSettings, load_settings
-from shared.util.tasks import cancel_until_done
+from shared.util.tasks import cancel_until_done, start_eagerly
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +411,8 @@ class ServiceProcess(Generic[S]):
                     beat.cancel()
                 await _refuse(request, self.name)
                 return
-            self._request_task(run(request, beat))
+            # A request answered without waiting (a read from memory) costs no task.
+            start_eagerly(run(request, beat), self._request_task)
 
         await micro.add_endpoint(
             name=endpoint.micro_name,
