@@ -126,7 +126,13 @@ SOURCE_HEADER = "Virtbus-Source"
 #: Keys under this prefix carry events only (a change nothing stores, such as
 #: an ephemeral secret's); they expire with the event retention.
 EVENT_ONLY_PREFIX = "_ev."
-_WRONG_LAST_SEQUENCE = 10071
+#: A lost compare-and-set: 10071 ("wrong last sequence: N") on a stream of
+#: one server, 10164 ("wrong last sequence", no number) from a replicated
+#: stream's leader while another write of the same subject is in flight.
+_WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+#: The leader of a replicated stream cannot check an expected sequence yet
+#: (just elected): a write may be sent again.
+_NOT_READY = 10163
 #: Event subjects whose last sequence a forwarder remembers (the oldest are
 #: forgotten first; a forgotten one costs one extra read when next used).
 _REMEMBERED_SUBJECTS = 65536
@@ -555,7 +561,11 @@ class Ledger:
                 self.last_written = max(self.last_written, seq)
                 return seq
             code, description = failure
-            if code == _WRONG_LAST_SEQUENCE:
+            if code == _NOT_READY and loop.time() + wait < deadline:
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 1.0)
+                continue
+            if code in _WRONG_LAST_SEQUENCE:
                 raise Conflict(subject[len(self._prefix) :])
             if code in _NO_SPACE_CODES or "resources" in description or "maximum" in description:
                 raise no_space(what, description)
@@ -781,7 +791,7 @@ class Ledger:
             if failure is None:
                 self._remember(subject, int(doc["seq"]))
                 return
-            if failure[0] != _WRONG_LAST_SEQUENCE:
+            if failure[0] not in _WRONG_LAST_SEQUENCE:
                 self._event_failed(event.object)
                 raise VirtError(ErrorCode.OPERATION_FAILED, f"event not stored: {failure[1]}")
             found = await self._last(STREAM, subject)
