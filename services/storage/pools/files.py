@@ -81,22 +81,98 @@ def folder_sizes(path: str) -> FsSizes:
     return FsSizes(capacity, capacity - available, available)
 
 
-def _backing(path: str, info: ImageInfo) -> BackingStore | None:
+def _status_key(st: os.stat_result) -> tuple[int, ...]:
+    """What ``describe`` shows of a stat, as plain numbers."""
+    return (
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+        st.st_size,
+        st.st_blocks,
+        st.st_atime_ns,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What ``read_volume`` found of a volume: its stat, its header, and its
+    backing file's path, stat and format.  A volume read twice with equal
+    readings is described alike, so a re-read that finds the same keeps the
+    definition it had (``reread``)."""
+
+    status: os.stat_result
+    key: tuple[int, ...]
+    image: ImageInfo | None
+    backing: tuple[str, os.stat_result | None, str] | None
+
+    def same_as(self, other: Reading | None) -> bool:
+        return (
+            other is not None
+            and self.key == other.key
+            and self.image == other.image
+            and _backing_key(self.backing) == _backing_key(other.backing)
+        )
+
+
+#: A volume's definition and the reading it was made from (None: not kept).
+Seen = tuple[StorageVolumeDef, Reading | None]
+
+
+def _backing_key(
+    backing: tuple[str, os.stat_result | None, str] | None,
+) -> tuple[str, tuple[int, ...] | None, str] | None:
+    if backing is None:
+        return None
+    path, status, fmt = backing
+    return path, None if status is None else _status_key(status), fmt
+
+
+def _read_backing(path: str, info: ImageInfo) -> tuple[str, os.stat_result | None, str] | None:
     if info.backing_path is None:
         return None
     backing = info.backing_path
     if "://" not in backing and not backing.startswith("/"):
         backing = os.path.join(os.path.dirname(path), backing)
     fmt = info.backing_format
-    perms, stamps = Permissions(), None
     try:
-        st = os.stat(backing)
-        perms, stamps = permissions_of(st), timestamps_of(st)
+        st: os.stat_result | None = os.stat(backing)
         if fmt is None:
             fmt = probe_file(backing).format
     except OSError:
+        st = None
         fmt = fmt or "raw"
-    return BackingStore(path=backing, format=fmt, permissions=perms, timestamps=stamps)
+    return backing, st, fmt
+
+
+def read_volume(path: str, status: os.stat_result | None = None) -> Reading | None:
+    """Read the file at ``path`` as a volume (``status``, when given, is a stat
+    of it just taken); None when it is not one (a socket, a FIFO, a dangling
+    link) or cannot be read."""
+    try:
+        st = os.stat(path) if status is None else status
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return Reading(st, _status_key(st), None, None)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return None
+    try:
+        info = probe_file(path)
+    except OSError:
+        return None
+    return Reading(st, _status_key(st), info, _read_backing(path, info))
+
+
+def _backing_store(backing: tuple[str, os.stat_result | None, str] | None) -> BackingStore | None:
+    if backing is None:
+        return None
+    path, st, fmt = backing
+    perms, stamps = Permissions(), None
+    if st is not None:
+        perms, stamps = permissions_of(st), timestamps_of(st)
+    return BackingStore(path=path, format=fmt, permissions=perms, timestamps=stamps)
 
 
 def describe(
@@ -109,24 +185,42 @@ def describe(
     a FIFO, a dangling link).  ``known`` keeps what only the XML said
     (the encryption's secret); ``status``, when given, is a stat of ``path``
     just taken."""
-    try:
-        st = os.stat(path) if status is None else status
-    except OSError:
+    reading = read_volume(path, status)
+    return None if reading is None else _definition(path, name, known, reading)
+
+
+def reread(
+    path: str,
+    name: str,
+    known: StorageVolumeDef,
+    status: os.stat_result | None = None,
+    seen: Seen | None = None,
+) -> Seen | None:
+    """``describe`` of a volume described before as ``known``, with what was
+    read of it.  ``seen``, a definition and the reading it was made from, is
+    returned as it is when it describes ``known`` and the file reads the same:
+    the header is read each time, as libvirt's refreshVol reads it; only the
+    models are not made again."""
+    reading = read_volume(path, status)
+    if reading is None:
         return None
+    if seen is not None and seen[0] is known and reading.same_as(seen[1]):
+        return seen
+    return _definition(path, name, known, reading), reading
+
+
+def _definition(
+    path: str, name: str, known: StorageVolumeDef | None, reading: Reading
+) -> StorageVolumeDef:
+    st, info = reading.status, reading.image
     perms, stamps = permissions_of(st), timestamps_of(st)
-    if stat.S_ISDIR(st.st_mode):
+    if info is None:
         return StorageVolumeDef(
             name=name,
             key=path,
             type=VolumeType.DIR,
             target=VolumeTarget(path=path, format="dir", permissions=perms, timestamps=stamps),
         )
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        return None
-    try:
-        info = probe_file(path)
-    except OSError:
-        return None
     size = st.st_size
     capacity = info.capacity or size
     encryption = None
@@ -155,7 +249,7 @@ def describe(
             cluster_size=info.cluster_size if v3 else 0,
             features=info.features if v3 else None,
         ),
-        backing_store=_backing(path, info),
+        backing_store=_backing_store(reading.backing),
     )
 
 

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from services.storage.pools.files import Seen
 from shared.api.storage import PoolInfo, PoolState, VolumeInfo, VolumeUser
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef
@@ -66,6 +67,9 @@ class VolObj:
     definition: StorageVolumeDef
     building: bool = False
     in_use: int = 0
+    #: The definition and what was read of the volume's storage to make it
+    #: (``files.reread``): a re-read that finds the same keeps the definition.
+    seen: Seen | None = field(default=None, repr=False, compare=False)
     #: The model and JSON of what the volume shows, made once per change of
     #: it, so that listing a pool builds and encodes none (``PoolObj.shown``).
     shown: Shown | None = field(default=None, repr=False, compare=False)

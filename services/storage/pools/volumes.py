@@ -180,7 +180,8 @@ class VolumeManager:
     async def refreshed(self, obj: PoolObj, vol: VolObj) -> StorageVolumeDef:
         """The volume re-read from its storage (libvirt's refreshVol before info/XML)."""
         backend = self._pools.backend(obj.definition.type)
-        vol.definition = await backend.refresh_volume(obj.definition, vol.definition)
+        seen = await backend.refresh_volume(obj.definition, vol.definition, vol.seen)
+        vol.definition, vol.seen = seen[0], seen
         return vol.definition
 
     # -- look-up endpoints ----------------------------------------------------------
@@ -324,7 +325,7 @@ class VolumeManager:
         journal record stay for the next start to decide (``_Undecided``)."""
         backend = self._pools.backend(obj.definition.type)
         try:
-            reserved.definition = await backend.refresh_volume(obj.definition, vol)
+            reserved.definition, _ = await backend.refresh_volume(obj.definition, vol)
         except BaseException:
             with contextlib.suppress(VirtError):
                 await backend.delete_volume(obj.definition, vol)

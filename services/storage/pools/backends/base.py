@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from services.storage.pools.files import Seen
 from services.storage.pools.pool_secrets import PoolSecrets
 from services.storage.pools.runner import CommandRunner
 from shared.api.storage import BuildMode, WipeAlgorithm
@@ -143,9 +144,13 @@ class Backend:
         """Create the volume as a copy of ``source``; on failure nothing of it remains."""
         raise no_support("storage pool does not support volume creation from an existing volume")
 
-    async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
-        """The volume as its storage describes it now."""
-        return vol
+    async def refresh_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, seen: Seen | None = None
+    ) -> Seen:
+        """The volume as its storage describes it now, with what was read of it
+        (None where nothing is kept); ``seen`` is the last such pair, returned
+        as it is when the storage reads the same."""
+        return vol, None
 
     async def delete_volume(
         self, pool: StoragePoolDef, vol: StorageVolumeDef, *, with_snapshots: bool = False

@@ -215,14 +215,16 @@ class LocalBackend(Backend):
                 await _remove(path)
                 raise
 
-    async def refresh_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+    async def refresh_volume(
+        self, pool: StoragePoolDef, vol: StorageVolumeDef, seen: files.Seen | None = None
+    ) -> files.Seen:
         if self.inline_io:
             path = vol.target.path or ""
             status = confined_status(pool_root(pool), path)
-            fresh = files.describe(path, vol.name, vol, status)
+            fresh = files.reread(path, vol.name, vol, status, seen)
         else:
             path = confined(pool_root(pool), vol.target.path or "")
-            fresh = await asyncio.to_thread(files.describe, path, vol.name, vol)
+            fresh = await asyncio.to_thread(files.reread, path, vol.name, vol, None, seen)
         if fresh is None:
             raise VirtError(
                 ErrorCode.SYSTEM_ERROR,
