@@ -38,6 +38,7 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
+from bench.load import drive
 from bench.secret import VALUE_SIZE, _sequence, secret_xml
 from bench.stack import service_stack
 from bench.table import Table, median, ms, rate
@@ -124,19 +125,8 @@ class Meter:
 
 
 async def _run_phase(phase: Phase, meter: Meter) -> Figures:
-    in_flight = asyncio.Semaphore(phase.concurrency)
-    latencies: list[float] = []
-
-    async def one(i: int) -> None:
-        async with in_flight:
-            start = time.perf_counter()
-            await phase.work(i)
-            latencies.append(time.perf_counter() - start)
-
     before = meter.read()
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(phase.count)))
-    wall = time.perf_counter() - start
+    latencies, wall = await drive(phase.count, phase.concurrency, phase.work)
     after = await meter.settle()
     cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
     return Figures(phase.count, phase.count * phase.requests, wall, cpu, latencies)

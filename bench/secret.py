@@ -28,6 +28,7 @@ from nats.aio.client import Client as NATS
 
 from bench import oneshot
 from bench.libvirt_side import PREFIX, Libvirt, WorkerError
+from bench.load import drive
 from bench.stack import service_stack
 from bench.table import Table, median, ms, percentile, rate
 from client.connection import Client
@@ -145,15 +146,9 @@ async def measure_client(client: Client, sizes: Sizes) -> Figures:
         await _sequence(client, value, None)
     for _ in range(sizes.sequences):
         await _sequence(client, value, figures)
-    in_flight = asyncio.Semaphore(sizes.concurrency)
-
-    async def one() -> None:
-        async with in_flight:
-            await _sequence(client, value, None)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(sizes.throughput)))
-    figures.throughput_seconds = time.perf_counter() - start
+    _, figures.throughput_seconds = await drive(
+        sizes.throughput, sizes.concurrency, lambda _: _sequence(client, value, None)
+    )
     figures.throughput_sequences = sizes.throughput
     return figures
 

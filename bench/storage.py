@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from bench.libvirt_side import PREFIX, SYSTEM_PYTHON, URI, Libvirt
+from bench.load import drive
 from bench.stack import service_stack
 from bench.table import Table, median, ms, percentile, rate
 from client.storage import StorageClient
@@ -76,18 +76,8 @@ Figures = dict[str, Phase]
 
 async def phase(count: int, concurrency: int, work: Callable[[int], Awaitable[object]]) -> Phase:
     """``work(i)`` for i < count, ``concurrency`` at a time; each call timed."""
-    in_flight = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-
-    async def one(i: int) -> None:
-        async with in_flight:
-            start = time.perf_counter()
-            await work(i)
-            latencies.append(time.perf_counter() - start)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(count)))
-    return Phase(latencies, time.perf_counter() - start, count)
+    latencies, wall = await drive(count, concurrency, work)
+    return Phase(latencies, wall, count)
 
 
 # -- virtbus's side --------------------------------------------------------------------
