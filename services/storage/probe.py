@@ -161,9 +161,23 @@ def _backing_end(data: bytes) -> int:
     return 0
 
 
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open_to_read(path: str) -> int:
+    """Open ``path`` for reading without changing its access time where the
+    kernel allows it (O_NOATIME: the file's owner, or CAP_FOWNER): looking at
+    a volume is not an access of its data, and so a volume read again reads
+    the same (``files.reread``)."""
+    try:
+        return os.open(path, _READ_FLAGS | os.O_NOATIME)
+    except PermissionError:
+        return os.open(path, _READ_FLAGS)
+
+
 def probe_file(path: str) -> ImageInfo:
     """``probe_header`` on the file at ``path`` (blocking: run it in a thread)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    fd = _open_to_read(path)
     try:
         data = os.pread(fd, HEADER_BYTES, 0)
         needed = _backing_end(data)

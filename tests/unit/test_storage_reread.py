@@ -70,3 +70,20 @@ def test_a_change_of_the_backing_file_makes_a_new_definition(tmp_path: Path) -> 
     assert fresh is not None and fresh is not seen
     assert fresh[0].backing_store is not None
     assert fresh[0].backing_store.permissions.mode == 0o604
+
+
+def test_reading_a_volume_leaves_its_access_time_alone(tmp_path: Path) -> None:
+    path, control = tmp_path / "v.img", tmp_path / "control.img"
+    for each in (path, control):
+        each.write_bytes(bytes(8192))
+        st = each.stat()
+        # Older than the last write: under relatime, the next read updates it.
+        os.utime(each, ns=(st.st_mtime_ns - 100 * 10**9, st.st_mtime_ns))
+    before = control.stat().st_atime_ns
+    control.read_bytes()
+    if control.stat().st_atime_ns == before:
+        pytest.skip("this file system does not update access times on read (noatime)")
+    before = path.stat().st_atime_ns
+    first = read_once(path)
+    assert path.stat().st_atime_ns == before
+    assert reread(str(path), path.name, first[0], None, first) is first

@@ -325,7 +325,8 @@ class VolumeManager:
         journal record stay for the next start to decide (``_Undecided``)."""
         backend = self._pools.backend(obj.definition.type)
         try:
-            reserved.definition, _ = await backend.refresh_volume(obj.definition, vol)
+            reserved.seen = await backend.refresh_volume(obj.definition, vol)
+            reserved.definition = reserved.seen[0]
         except BaseException:
             with contextlib.suppress(VirtError):
                 await backend.delete_volume(obj.definition, vol)
