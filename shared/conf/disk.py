@@ -165,7 +165,7 @@ def _format_driver(w: XmlWriter, disk: DiskDef) -> None:
     fmt = disk.source.format
     attrs: list[tuple[str, object | None]] = [
         ("name", d.name),
-        ("type", fmt.value if fmt and fmt is not StorageFormat.NONE else None),
+        ("type", fmt if fmt and fmt is not StorageFormat.NONE else None),
         ("cache", d.cache),
         ("error_policy", d.error_policy),
         ("rerror_policy", d.rerror_policy),
@@ -206,7 +206,7 @@ def _parse_target(node: etree._Element) -> DiskTarget:
 def _format_target(w: XmlWriter, disk: DiskDef) -> None:
     t = disk.target
     tray = (
-        t.tray.value
+        t.tray
         if disk.device in (DiskDevice.FLOPPY, DiskDevice.CDROM) and t.tray is not Tray.CLOSED
         else None
     )
@@ -217,7 +217,7 @@ def _format_target(w: XmlWriter, disk: DiskDef) -> None:
             # libvirt always has both here (its post-parse sets the bus, its checks
             # refuse a disk without dev); the kind alone writes what it read
             ("dev", t.dev),
-            ("bus", t.bus.value if t.bus is not DiskBus.NONE else None),
+            ("bus", t.bus if t.bus is not DiskBus.NONE else None),
             ("tray", tray),
             ("removable", removable),
             ("rotation_rate", t.rotation_rate or None),
@@ -401,8 +401,8 @@ def write_disk(w: XmlWriter, disk: DiskDef, *, active: bool) -> None:
     if snapshot is SnapshotLocation.NO and disk.readonly:
         snapshot = None
     attrs: list[tuple[str, object | None]] = [
-        ("type", disk.source.type.value),
-        ("device", disk.device.value),
+        ("type", disk.source.type),
+        ("device", disk.device),
         ("model", disk.model),
         ("rawio", disk.rawio),
         ("sgio", disk.sgio),

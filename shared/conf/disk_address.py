@@ -209,7 +209,7 @@ def format_address(w: XmlWriter, addr: DeviceAddress) -> None:
     """Write ``<address>`` as virDomainDeviceInfoFormat does; nothing for ``none``."""
     if addr.type in (AddressType.NONE, AddressType.VIRTIO_S390):
         return
-    attrs: list[tuple[str, object | None]] = [("type", addr.type.value)]
+    attrs: list[tuple[str, object | None]] = [("type", addr.type)]
     content = w.child()
     kind = addr.type
     if kind is AddressType.PCI:

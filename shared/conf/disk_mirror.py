@@ -120,12 +120,12 @@ def format_mirror(w: XmlWriter, mirror: DiskMirror) -> None:
     keeps for file destinations of copy jobs."""
     src = mirror.source
     fmt = src.format if src.format is not StorageFormat.NONE else None
-    attrs: list[tuple[str, object | None]] = [("type", src.type.value)]
+    attrs: list[tuple[str, object | None]] = [("type", src.type)]
     if src.type is StorageType.FILE and mirror.job is MirrorJob.COPY:
-        attrs += [("file", src.path), ("format", fmt.value if fmt else None)]
-    attrs.append(("job", mirror.job.value))
+        attrs += [("file", src.path), ("format", fmt if fmt else None)]
+    attrs.append(("job", mirror.job))
     if mirror.ready is not MirrorState.NONE:
-        attrs.append(("ready", mirror.ready.value))
+        attrs.append(("ready", mirror.ready))
     with w.block("mirror", attrs) as m:
         format_format(m, fmt, src.metadata_cache_max_size)
         format_required_source(m, src, active=True, with_index=True)

@@ -716,7 +716,7 @@ def format_format(w: XmlWriter, fmt: StorageFormat | None, cache: int | None) ->
     if cache:
         with content.block("metadata_cache") as m:
             m.text("max_size", cache, [("unit", "bytes")])
-    w.element("format", [("type", fmt.value if fmt else None)], content)
+    w.element("format", [("type", fmt if fmt else None)], content)
 
 
 def format_backing_store(w: XmlWriter, src: StorageSource, *, active: bool) -> None:
@@ -731,7 +731,7 @@ def format_backing_store(w: XmlWriter, src: StorageSource, *, active: bool) -> N
         raise VirtError(
             ErrorCode.INTERNAL_ERROR, "unexpected disk backing store format 0", ErrorDomain.DOMAIN
         )
-    attrs: list[tuple[str, object | None]] = [("type", store.type.value)]
+    attrs: list[tuple[str, object | None]] = [("type", store.type)]
     if active and store.index:
         attrs.append(("index", store.index))
     with w.block("backingStore", attrs) as b:

@@ -282,7 +282,7 @@ def parse_network_source(node: etree._Element) -> NetworkSource:
 def network_attrs(net: NetworkSource) -> list[tuple[str, object | None]]:
     """The attributes of a network ``<source>``, in libvirt's order."""
     return [
-        ("protocol", net.protocol.value),
+        ("protocol", net.protocol),
         ("name", net.name),
         ("query", net.query),
         ("tls", net.tls),

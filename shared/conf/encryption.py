@@ -163,7 +163,7 @@ def parse_encryption(node: etree._Element) -> Encryption:
 def format_encryption(w: XmlWriter, enc: Encryption) -> None:
     """Write ``<encryption>`` as libvirt does (virStorageEncryptionFormat): always
     an open/close pair, cipher and ivgen only for ``luks``."""
-    w.open("encryption", [("format", enc.format.value), ("engine", enc.engine)])
+    w.open("encryption", [("format", enc.format), ("engine", enc.engine)])
     for secret in enc.secrets:
         format_secret_lookup(w, secret.type, secret.lookup)
     if enc.format is EncryptionFormat.LUKS and enc.cipher is not None:

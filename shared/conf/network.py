@@ -351,12 +351,12 @@ def parse_network(xml: str | bytes) -> NetworkDef:
             _DOMAIN,
         )
     metadata_node = children.get("metadata")
-    return net.model_copy(
-        update={
-            "metadata": parse_metadata(metadata_node) if metadata_node is not None else None,
-            "dnsmasq_options": _parse_dnsmasq_options(root),
-        }
-    )
+    metadata = parse_metadata(metadata_node) if metadata_node is not None else None
+    dnsmasq_options = _parse_dnsmasq_options(root)
+    if metadata is None and not dnsmasq_options:
+        return net  # both as the constructor left them: no copy needed
+    # the metadata is canonical already: set past the field's validator
+    return net.model_copy(update={"metadata": metadata, "dnsmasq_options": dnsmasq_options})
 
 
 def _format_bridge(w: XmlWriter, net: NetworkDef) -> None:

@@ -7,7 +7,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
 from shared.conf.units import LLONG_MAX, UINT_MAX, parse_c_signed
-from shared.conf.xmlprops import first, string_of
+from shared.conf.xmlprops import first, first_children, string_of
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorDomain, xml_error
 
@@ -97,8 +97,7 @@ class Permissions(BaseModel):
         )
 
 
-def _parse_id(node: etree._Element, name: str) -> int | None:
-    found = first(node, name)
+def _parse_id(found: etree._Element | None, name: str) -> int | None:
     if found is None:
         return None
     text = string_of(found)
@@ -115,17 +114,18 @@ def parse_permissions(node: etree._Element | None) -> Permissions:
     """Parse a ``<permissions>`` element; an absent element means no permissions."""
     if node is None:
         return Permissions()
+    children = first_children(node)
     mode: int | None = None
-    mode_text = child_text(node, "mode")
+    mode_text = string_of(children.get("mode"))
     if mode_text is not None:
         mode = parse_c_signed(mode_text, minimum=INT_MIN, maximum=INT_MAX, base=8)
         if mode is None or mode & ~0o777:
             raise xml_error("malformed octal mode", STORAGE)
     return Permissions(
         mode=mode,
-        owner=_parse_id(node, "owner"),
-        group=_parse_id(node, "group"),
-        label=child_text(node, "label"),
+        owner=_parse_id(children.get("owner"), "owner"),
+        group=_parse_id(children.get("group"), "group"),
+        label=string_of(children.get("label")),
     )
 
 

@@ -31,7 +31,7 @@ from shared.conf.units import (
     parse_c_unsigned,
     scale_integer,
 )
-from shared.conf.xmlprops import first, member_of
+from shared.conf.xmlprops import first_children, member_of, string_of
 from shared.conf.xmlsafe import parse_xml
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import config_unsupported, xml_error
@@ -196,8 +196,7 @@ def _parse_compat(compat: str | None) -> str | None:
     return compat
 
 
-def _parse_features(target: etree._Element | None) -> tuple[str, ...] | None:
-    node = first(target, "features")
+def _parse_features(node: etree._Element | None) -> tuple[str, ...] | None:
     if node is None:
         return None
     found: set[str] = set()
@@ -213,18 +212,19 @@ def _parse_features(target: etree._Element | None) -> tuple[str, ...] | None:
 
 
 def _parse_target(node: etree._Element | None, formats: FormatSet | None) -> VolumeTarget:
-    encryption_node = first(node, "encryption")
-    features = _parse_features(node)
-    compat = _parse_compat(child_text(node, "compat"))
+    children = first_children(node) if node is not None else {}
+    encryption_node = children.get("encryption")
+    features = _parse_features(children.get("features"))
+    compat = _parse_compat(string_of(children.get("compat")))
     if features is not None and compat is None:
         compat = "1.1"
     return VolumeTarget(
-        path=child_text(node, "path"),
+        path=string_of(children.get("path")),
         format=_parse_format(node, formats),
-        permissions=parse_permissions(first(node, "permissions")),
+        permissions=parse_permissions(children.get("permissions")),
         encryption=parse_encryption(encryption_node) if encryption_node is not None else None,
         compat=compat,
-        nocow=first(node, "nocow") is not None,
+        nocow=children.get("nocow") is not None,
         cluster_size=_parse_cluster_size(node),
         features=features,
     )
@@ -264,13 +264,14 @@ def _format_target(w: XmlWriter, target: VolumeTarget, formats: FormatSet | None
 
 
 def _parse_backing_store(node: etree._Element, formats: FormatSet | None) -> BackingStore | None:
-    path = child_text(node, "path")
+    children = first_children(node)
+    path = string_of(children.get("path"))
     if path is None:
         return None
     return BackingStore(
         path=path,
         format=_parse_format(node, formats),
-        permissions=parse_permissions(first(node, "permissions")),
+        permissions=parse_permissions(children.get("permissions")),
     )
 
 
@@ -310,7 +311,8 @@ def parse_storage_volume_element(
 ) -> StorageVolumeDef:
     """Parse a ``<volume>`` element in the context of ``pool`` (virStorageVolDefParseXML)."""
     formats = pool.info.volume_formats
-    name = child_text(root, "name")
+    children = first_children(root)
+    name = string_of(children.get("name"))
     if name is None:
         raise xml_error("missing volume name element", STORAGE)
     type_text = root.get("type") or None
@@ -320,10 +322,10 @@ def parse_storage_volume_element(
         if given is None:
             raise config_unsupported(f"unknown volume type '{type_text}'", STORAGE)
         volume_type = given
-    backing_node = first(root, "backingStore")
+    backing_node = children.get("backingStore")
     backing = _parse_backing_store(backing_node, formats) if backing_node is not None else None
     capacity = 0
-    capacity_text = child_text(root, "capacity")
+    capacity_text = string_of(children.get("capacity"))
     if capacity_text is not None:
         capacity = _parse_size(capacity_text, child_attr(root, "capacity", "unit"))
     elif not (
@@ -331,18 +333,18 @@ def parse_storage_volume_element(
         or (VolParseFlags.OPT_CAPACITY in flags and backing is not None)
     ):
         raise xml_error("missing capacity element", STORAGE)
-    allocation_text = child_text(root, "allocation")
+    allocation_text = string_of(children.get("allocation"))
     allocation = capacity
     if allocation_text is not None:
         allocation = _parse_size(allocation_text, child_attr(root, "allocation", "unit"))
     return StorageVolumeDef(
         name=name,
-        key=child_text(root, "key"),
+        key=string_of(children.get("key")),
         type=volume_type,
         capacity=capacity,
         allocation=allocation,
         has_allocation=allocation_text is not None,
-        target=_parse_target(first(root, "target"), formats),
+        target=_parse_target(children.get("target"), formats),
         backing_store=backing,
     )
 

@@ -59,7 +59,7 @@ def attrs_text(attrs: Attrs) -> str:
         if value is None:
             continue
         # escape_attr inlined: most values are plain strings that need nothing
-        text = value if type(value) is str else _text(value)
+        text = value if isinstance(value, str) else _text(value)
         if _attr_unsafe(text) is not None:
             text = text.translate(_ATTR_TABLE)
         out += f" {name}='{text}'"
@@ -119,7 +119,7 @@ class XmlWriter:
         """Write ``<name ...>value</name>`` on one line; nothing when value is None."""
         if value is None:
             return
-        text = escape(value if type(value) is str else _text(value))
+        text = escape(value if isinstance(value, str) else _text(value))
         rendered = attrs_text(attrs) if attrs else ""
         self._lines.append(f"{self._pad}<{name}{rendered}>{text}</{name}>")
 

@@ -691,6 +691,26 @@ def test_capacity_flags() -> None:
     assert vol.backing_store == BackingStore(path="/b", format="raw")
 
 
+def test_volume_repeated_elements_read_first_as_xpath_does() -> None:
+    # libvirt reads string(./name), ./target/permissions/owner ... : the first
+    # element of a name counts, later ones and namespaced ones are ignored.
+    xml = (
+        "<volume xmlns:o='urn:o'><o:name>ns</o:name><name>first</name><name>second</name>"
+        "<capacity>2</capacity><capacity>3</capacity>"
+        "<target><path>/p1</path><path>/p2</path>"
+        "<permissions><mode>0640</mode><mode>0777</mode><owner>1</owner><owner>2</owner>"
+        "<group>3</group><label>a</label><label>b</label></permissions>"
+        "<permissions><mode>0600</mode></permissions></target>"
+        "<backingStore><path>/b</path><permissions><owner>5</owner></permissions>"
+        "</backingStore></volume>"
+    )
+    vol = parse_storage_volume(xml, DIR_POOL)
+    assert (vol.name, vol.capacity, vol.target.path) == ("first", 2, "/p1")
+    assert vol.target.permissions == Permissions(mode=0o640, owner=1, group=3, label="a")
+    assert vol.backing_store is not None
+    assert vol.backing_store.permissions == Permissions(owner=5)
+
+
 # ---- volume errors ----------------------------------------------------------------
 
 
