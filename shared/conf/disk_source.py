@@ -258,7 +258,7 @@ def parse_auth(node: etree._Element) -> StorageAuth:
 
 def format_auth(w: XmlWriter, auth: StorageAuth) -> None:
     """Write ``<auth>`` (virStorageAuthDefFormat)."""
-    auth_type = None if auth.auth_type is AuthType.NONE else auth.auth_type.value
+    auth_type = None if auth.auth_type is AuthType.NONE else auth.auth_type
     with w.block("auth", [("type", auth_type), ("username", auth.username)]) as a:
         format_secret_lookup(a, auth.secret_type, auth.secret)
 

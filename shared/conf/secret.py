@@ -83,7 +83,7 @@ def _format_usage(w: XmlWriter, usage_type: SecretUsageType, usage_id: str | Non
     if usage_type is SecretUsageType.NONE:
         return
     element, _ = USAGE_ID_ELEMENT[usage_type]
-    with w.block("usage", [("type", usage_type.value)]) as u:
+    with w.block("usage", [("type", usage_type)]) as u:
         u.text(element, usage_id)
 
 

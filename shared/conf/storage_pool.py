@@ -169,7 +169,7 @@ def _format_refresh(w: XmlWriter, refresh: RefreshAllocation | None) -> None:
     if refresh is None:
         return
     w.open("refresh")
-    w.leaf("volume", [("allocation", refresh.value)])
+    w.leaf("volume", [("allocation", refresh)])
     w.close("refresh")
 
 
@@ -268,7 +268,7 @@ def format_storage_pool(pool: StoragePoolDef) -> str:
     info = pool.info
     ns = info.namespace if pool.namespace_options else None
     w = XmlWriter()
-    attrs: list[tuple[str, object | None]] = [("type", pool.type.value)]
+    attrs: list[tuple[str, object | None]] = [("type", pool.type)]
     if ns is not None:
         attrs.append((f"xmlns:{ns.prefix}", ns.uri))
     w.open("pool", attrs)

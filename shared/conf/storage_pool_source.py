@@ -251,7 +251,7 @@ def _format_adapter(w: XmlWriter, a: PoolAdapter) -> None:
         w.leaf(
             "adapter",
             [
-                ("type", a.type.value),
+                ("type", a.type),
                 ("parent", a.parent),
                 ("parent_wwnn", a.parent_wwnn),
                 ("parent_wwpn", a.parent_wwpn),
@@ -263,9 +263,9 @@ def _format_adapter(w: XmlWriter, a: PoolAdapter) -> None:
         )
         return
     if a.name is not None or a.parentaddr is None:
-        w.leaf("adapter", [("type", a.type.value), ("name", a.name)])
+        w.leaf("adapter", [("type", a.type), ("name", a.name)])
         return
-    w.open("adapter", [("type", a.type.value)])
+    w.open("adapter", [("type", a.type)])
     w.open("parentaddr", [("unique_id", a.unique_id)])
     format_pci_address(w, a.parentaddr, with_type=False)
     w.close("parentaddr")
@@ -297,7 +297,7 @@ def _parse_auth(node: etree._Element) -> PoolAuth:
 
 
 def _format_auth(w: XmlWriter, auth: PoolAuth) -> None:
-    w.open("auth", [("type", auth.type.value), ("username", auth.username)])
+    w.open("auth", [("type", auth.type), ("username", auth.username)])
     format_secret_lookup(w, auth.secret_type, auth.secret)
     w.close("auth")
 

@@ -361,7 +361,7 @@ def format_storage_volume(pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
     """The ``<volume>`` document libvirt writes for ``vol`` in ``pool``."""
     formats = pool.info.volume_formats
     w = XmlWriter()
-    w.open("volume", [("type", vol.type.value)])
+    w.open("volume", [("type", vol.type)])
     w.text("name", vol.name)
     w.text("key", vol.key)
     _format_extents(w, vol.extents)
