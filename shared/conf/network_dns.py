@@ -142,7 +142,7 @@ def parse_dns_srv(network: str, node: etree._Element, *, partial_ok: bool = Fals
                 f"limit is {SRV_NAME_MAX} bytes",
                 _DOMAIN,
             )
-        if any(c not in _SERVICE_CHARS for c in service):
+        if not _SERVICE_CHARS.issuperset(service):
             raise xml_detail(
                 f"invalid character in service attribute '{service}' in DNS SRV record "
                 f"of network '{network}'",
@@ -155,7 +155,7 @@ def parse_dns_srv(network: str, node: etree._Element, *, partial_ok: bool = Fals
             f"of network '{network}'",
             _DOMAIN,
         )
-    if protocol is not None and any(c not in _PROTOCOL_CHARS for c in protocol):
+    if protocol is not None and not _PROTOCOL_CHARS.issuperset(protocol):
         raise xml_detail(
             f"invalid character in protocol attribute '{protocol}' in DNS SRV record "
             f"of network '{network}'",

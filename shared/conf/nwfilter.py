@@ -76,7 +76,7 @@ def chain_prefix(chain: str) -> str:
     raises ``VirtError`` (virNWFilterIsAllowedChain) when there is none."""
     if len(chain.encode()) > MAX_CHAIN_SUFFIX_SIZE:
         raise _invalid_arg(f"Name of chain is longer than {MAX_CHAIN_SUFFIX_SIZE} characters")
-    if any(c not in VALID_CHAINNAME for c in chain):
+    if not VALID_CHAINNAME.issuperset(chain):
         raise _invalid_arg("Chain name contains invalid characters")
     if chain == "root":
         return chain

@@ -285,9 +285,7 @@ def _check(spec: AttrSpec, form: DataType, value: AttrValue) -> tuple[AttrValue,
         return TcpFlags(mask=mask & 0x3F, flags=flags & 0x3F), form
     if check is Check.IPSET:
         name = str(value)
-        if len(name.encode()) > MAX_IPSET_NAME_LENGTH or any(
-            c not in VALID_IPSETNAME for c in name
-        ):
+        if len(name.encode()) > MAX_IPSET_NAME_LENGTH or not VALID_IPSETNAME.issuperset(name):
             raise IllegalValue
         return name, form
     if check is Check.IPSET_FLAGS:

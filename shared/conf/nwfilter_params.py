@@ -81,12 +81,12 @@ def format_var_access(access: VarAccess) -> str:
 
 def is_valid_var_name(name: str) -> bool:
     """Only letters, digits and ``_`` (an empty name is valid, as in libvirt)."""
-    return all(c in VALID_VARNAME for c in name)
+    return VALID_VARNAME.issuperset(name)
 
 
 def is_valid_var_value(value: str) -> bool:
     """Non-empty, only letters, digits, ``_``, ``.`` and ``:``."""
-    return bool(value) and all(c in VALID_VARVALUE for c in value)
+    return bool(value) and VALID_VARVALUE.issuperset(value)
 
 
 class FilterRef(BaseModel):

@@ -469,6 +469,16 @@ REFUSALS: list[tuple[str, ErrorCode, str]] = [
         "invalid character in protocol attribute 't.cp'",
     ),
     (
+        _net("<dns><srv service='ld.ap' protocol='tcp'/></dns>"),
+        DETAIL,
+        "invalid character in service attribute 'ld.ap'",
+    ),
+    (
+        _net("<dns><srv service='_ldap*' protocol='t\u00e9p'/></dns>"),
+        DETAIL,
+        "invalid character in protocol attribute 't\u00e9p'",
+    ),
+    (
         _net("<dns><srv protocol='tcp'/></dns>"),
         DETAIL,
         "missing required service attribute in DNS SRV record of network 't'",
