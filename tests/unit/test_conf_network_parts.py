@@ -171,6 +171,11 @@ def test_mac_round_trip(mac: bytes) -> None:
         ("0x", {"base": 0}, None),
         ("", {}, None),
         ("18446744073709551616", {"limit": ULONG_MAX}, None),
+        ("18446744073709551615", {"limit": ULONG_MAX}, ULONG_MAX),
+        ("0000000000000000000042", {}, 42),
+        ("0100", {}, 100),
+        ("\u0967\u0968", {}, None),
+        ("4\u00b2", {}, None),
     ],
 )
 def test_c_numbers(text: str, kwargs: dict[str, int | bool], expected: int | None) -> None:
