@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
+from typing import cast
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -14,6 +16,7 @@ from services.storage.pools.journal import CreationJournal
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
 from shared.util.errors import ErrorCode, VirtError
+from shared.util.events import STREAM
 from shared.util.ledger import Conflict, Event, Ledger
 from shared.util.subjects import ledger_name
 from tests.conftest import ConnectAs
@@ -231,3 +234,98 @@ async def test_killed_mid_clone_leaves_no_volume(nats_url: str, nc: NATS, tmp_pa
         assert "half-made volume copy.img" in log.read_text()
     finally:
         terminate(proc)
+
+
+async def volume_events(nc: NATS, count: int) -> list[dict[str, object]]:
+    """The ``data`` of the first ``count`` volume events in VIRTBUS_EVENTS (the
+    ledger's forwarder stores them a moment after their change)."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(f"virtbus.event.storage.{HOST}.volume.>", stream=STREAM)
+    found: list[dict[str, object]] = []
+    try:
+        for _ in range(100):
+            try:
+                batch = await sub.fetch(count - len(found), timeout=0.1)
+            except TimeoutError:
+                continue
+            for msg in batch:
+                found.append(json.loads(msg.data)["data"])
+                await msg.ack()
+            if len(found) >= count:
+                break
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+async def test_content_changes_store_their_event_and_leave_no_record(
+    nats_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+        await storage.vol_create("p", SMALL)
+        await storage.vol_resize(VolRef(pool="p", name="v"), 8192)
+        await storage.vol_wipe(VolRef(pool="p", name="v"))
+        assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
+        events = await volume_events(nc, 3)
+    assert [e["detail"] for e in events] == ["Created", "Resized", "Wiped"]
+    extras = [cast(dict[str, object], e["extra"]) for e in events]
+    assert extras[1]["capacity"] == 8192 and extras[2]["algorithm"] == "zero"
+    assert not any("interrupted" in extra for extra in extras)
+
+
+async def test_a_content_change_cut_short_is_announced_at_the_next_start(
+    nats_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    """Killed after a wipe was done and before its event: the next start stores
+    the event.  Killed during a resize: the next start says it was interrupted
+    (the volume may have changed in part).  Each is stored once."""
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        info = await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+    for name in ("wiped.img", "resized.img"):
+        (tmp_path / "p" / name).write_bytes(bytes(4096))
+    journal = CreationJournal(tmp_path / "state" / "creating")
+    wiped = Event("volume", "p/wiped.img", "lifecycle", "Wiped", None, {"algorithm": "zero"})
+    resized = Event("volume", "p/resized.img", "lifecycle", "Resized", None, {"capacity": 8192})
+    path = str(tmp_path / "p" / "wiped.img")
+    assert journal.begin(info.uuid, "wiped.img", path, "k-wiped", changed=wiped.to_json())
+    journal.done(info.uuid, "wiped.img", "k-wiped")
+    path = str(tmp_path / "p" / "resized.img")
+    assert journal.begin(info.uuid, "resized.img", path, "k-resized", changed=resized.to_json())
+    for _ in range(2):  # a second start finds nothing left to announce
+        async with StorageService(settings(nats_url, tmp_path)):
+            assert journal.unfinished() == []
+    events = {e["name"]: e for e in await volume_events(nc, 2)}
+    assert events["p/wiped.img"]["detail"] == "Wiped"
+    assert events["p/wiped.img"]["extra"] == {"algorithm": "zero"}
+    assert events["p/resized.img"]["extra"] == {"capacity": 8192, "interrupted": True}
+    assert len(await volume_events(nc, 3)) == 2
+
+
+async def test_a_content_change_gets_its_event_even_when_the_ledger_refused_it(
+    nats_url: str, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    storage = StorageClient(nc, HOST)
+    js = (await connect_as("operator")).jetstream()
+    async with StorageService(settings(nats_url, tmp_path)) as service:
+        await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+        await storage.vol_create("p", SMALL)
+        info = await js.stream_info(ledger_name("storage", HOST))
+        config = info.config
+        config.max_msgs = info.state.messages
+        config.discard = "new"  # type: ignore[assignment]
+        await js.update_stream(config)
+        await storage.vol_resize(VolRef(pool="p", name="v"), 8192)  # done: answered
+        [pending] = CreationJournal(tmp_path / "state" / "creating").unfinished()
+        assert pending.changed is not None and pending.done
+        with pytest.raises(VirtError) as busy:  # one change at a time until it is stored
+            await storage.vol_wipe(VolRef(pool="p", name="v"))
+        assert busy.value.code is ErrorCode.OPERATION_INVALID
+        config.max_msgs = -1
+        await js.update_stream(config)
+        await service.volumes.settle_deletions()
+        assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
+        events = await volume_events(nc, 2)
+    assert [e["detail"] for e in events] == ["Created", "Resized"]

@@ -1,7 +1,9 @@
-"""The volumes being created or deleted on this host, so that a change cut
-short by a crash is settled when the service starts again: a creation whose
-``Created`` event is not stored is removed, a deletion that happened gets
-its ``Deleted`` event (``services.storage.pools.volumes``).
+"""The volumes being created, deleted or changed (wiped, resized, uploaded
+into) on this host, so that a change cut short by a crash is settled when
+the service starts again: a creation whose ``Created`` event is not stored
+is removed, a deletion that happened gets its ``Deleted`` event, a content
+change gets its event, marked interrupted unless it was recorded as done
+(``services.storage.pools.volumes``).
 
 The journal is one file of fixed-size slots in the service's state folder.
 A creation takes a free slot and writes its record there (pool, name, path,
@@ -23,6 +25,7 @@ same folder) are still read and removed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -50,7 +53,8 @@ def _journal_error(name: str, err: OSError, what: str = "creation") -> VirtError
 
 @dataclass(frozen=True)
 class Creation:
-    """A volume creation (or, with ``deleted``, deletion) in progress: enough to
+    """A volume creation (or, with ``deleted``, deletion; with ``changed``, a
+    change of its content) in progress: enough to
     remove what it left, and the key its event is announced under
     (``Ledger.announce``), which tells after a crash whether its event is
     stored (None in records of earlier versions).  ``deleted`` is the
@@ -63,6 +67,11 @@ class Creation:
     started: float
     event_key: str | None = None
     deleted: dict[str, Any] | None = None
+    #: A change of the volume's content (wipe, resize, upload): its event
+    #: (``Ledger.Event.to_json``), announced once the change is ``done``, or,
+    #: when a crash cut the change short, at the next start as interrupted.
+    changed: dict[str, Any] | None = None
+    done: bool = False
 
 
 def _record(creation: Creation) -> bytes:
@@ -75,7 +84,14 @@ def _record(creation: Creation) -> bytes:
     }
     if creation.deleted is not None:
         doc["deleted"] = creation.deleted
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    if creation.changed is not None:
+        doc["changed"] = creation.changed
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    if creation.changed is not None:
+        # "done" has the same length either way, so that marking a change done
+        # rewrites its record in place, without growing the file.
+        text = text[:-1] + b',"done":' + (b"true " if creation.done else b"false") + b"}"
+    return text + b"\n"
 
 
 def _parse(data: bytes) -> Creation | None:
@@ -144,8 +160,11 @@ class CreationJournal:
         path: str | None,
         event_key: str | None = None,
         deleted: dict[str, Any] | None = None,
+        changed: dict[str, Any] | None = None,
     ) -> bool:
-        """Record a creation; False when one of that name is already recorded.
+        """Record a creation (a deletion with ``deleted``, a change of the
+        volume's content with ``changed``: their events); False when a change
+        of that name is already recorded.
 
         Raises ``VirtError`` (``VIR_ERR_SYSTEM_ERROR``, the OS's reason: "No
         space left on device") when the record cannot be written; nothing of
@@ -154,11 +173,38 @@ class CreationJournal:
         if (pool_uuid, name) in self._recorded:
             return False
         what = "creation" if deleted is None else "deletion"
-        creation = Creation(pool_uuid, name, path, time.time(), event_key, deleted)
+        if changed is not None:
+            what = "change"
+        creation = Creation(pool_uuid, name, path, time.time(), event_key, deleted, changed)
+        slot = self._free.pop() if self._free else self._slots
+        try:
+            self._write(slot, creation, what)
+        except VirtError:
+            self._release(slot)
+            raise
+        self._slots = max(self._slots, slot + 1)
+        self._recorded[(pool_uuid, name)] = (slot, creation)
+        return True
+
+    def done(self, pool_uuid: str, name: str, event_key: str) -> None:
+        """Record that the content change under ``event_key`` is done: its event
+        is due whatever happens next.  Raises ``VirtError`` as ``begin``."""
+        found = self._recorded.get((pool_uuid, name))
+        if found is None or found[1].event_key != event_key or isinstance(found[0], Path):
+            return
+        creation = dataclasses.replace(found[1], done=True)
+        self._write(found[0], creation, "change", fresh=False)
+        self._recorded[(pool_uuid, name)] = (found[0], creation)
+
+    def _write(self, slot: int, creation: Creation, what: str, *, fresh: bool = True) -> None:
+        """Write ``creation``'s record into ``slot`` (one write: a killed process
+        leaves the old record or the new one).  A short write of a ``fresh``
+        record frees the slot again; one over a record of the same length
+        cannot be short for want of room, and leaves it as it was."""
         record = _record(creation)
+        name = creation.name
         if len(record) >= SLOT:
             raise _journal_error(name, OSError(0, "the volume's path is too long to record"), what)
-        slot = self._free.pop() if self._free else self._slots
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             fd = os.open(self._path, flags, 0o600)
@@ -166,16 +212,13 @@ class CreationJournal:
                 written = os.pwrite(fd, record, slot * SLOT)
                 if written != len(record):
                     # A short write (the disk filled up): leave a free slot.
-                    os.pwrite(fd, _FREE, slot * SLOT)
+                    if fresh:
+                        os.pwrite(fd, _FREE, slot * SLOT)
                     raise OSError(28, os.strerror(28))
             finally:
                 os.close(fd)
         except OSError as err:
-            self._release(slot)
             raise _journal_error(name, err, what) from err
-        self._slots = max(self._slots, slot + 1)
-        self._recorded[(pool_uuid, name)] = (slot, creation)
-        return True
 
     def _release(self, slot: int) -> None:
         if slot < self._slots:
@@ -199,6 +242,11 @@ class CreationJournal:
         finally:
             os.close(fd)
         self._release(where)
+
+    def of(self, pool_uuid: str, name: str, event_key: str) -> Creation | None:
+        """The record of the change under ``event_key``, if it is still recorded."""
+        found = self._recorded.get((pool_uuid, name))
+        return found[1] if found is not None and found[1].event_key == event_key else None
 
     def unfinished(self) -> list[Creation]:
         """Every creation recorded and not ended (read again from the folder);

@@ -67,6 +67,8 @@ class VolObj:
     definition: StorageVolumeDef
     building: bool = False
     in_use: int = 0
+    #: The journal key of the upload under way (``VolumeManager.begin_transfer``).
+    uploading: str | None = None
     #: The definition and what was read of the volume's storage to make it
     #: (``files.reread``): a re-read that finds the same keeps the definition.
     seen: Seen | None = field(default=None, repr=False, compare=False)

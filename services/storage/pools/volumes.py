@@ -493,9 +493,16 @@ class VolumeManager:
         vol.check_idle()
         self.check_unused(obj, vol, req.force)
         async with self._busy(obj, vol):
-            await backend.wipe_volume(obj.definition, vol.definition, req.algorithm)
-            await self.refreshed(obj, vol)
-        await self._event(obj, vol.definition, "Wiped", {"algorithm": req.algorithm.value})
+            key = self._begin_change(obj, vol, "Wiped", {"algorithm": req.algorithm.value})
+            try:
+                await backend.wipe_volume(obj.definition, vol.definition, req.algorithm)
+            except BaseException:
+                self._journal.end(obj.uuid, vol.name, key)
+                raise
+            self._change_done(obj, vol.name, key)
+            with contextlib.suppress(VirtError):
+                await self.refreshed(obj, vol)
+        await self._announce_change(obj, vol.name, key)
         return Empty()
 
     async def resize(self, req: api.VolResizeRequest) -> Encoded[api.VolumeInfo]:
@@ -530,11 +537,17 @@ class VolumeManager:
         if grow > obj.definition.available:
             raise VirtError(ErrorCode.OPERATION_FAILED, "Not enough space left in storage pool", _D)
         async with self._busy(obj, vol):
-            await backend.resize_volume(obj.definition, current, target, allocate)
+            key = self._begin_change(obj, vol, "Resized", {"capacity": target})
+            try:
+                await backend.resize_volume(obj.definition, current, target, allocate)
+            except BaseException:
+                self._journal.end(obj.uuid, vol.name, key)
+                raise
+            self._change_done(obj, vol.name, key)
             await self.refreshed(obj, vol)
         if allocate:
             self._pools.adjust_sizes(obj, grow)
-        await self._event(obj, vol.definition, "Resized", {"capacity": target})
+        await self._announce_change(obj, vol.name, key)
         return self.info_of(obj, vol)
 
     def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
@@ -545,6 +558,7 @@ class VolumeManager:
         if upload:
             vol.check_idle()
             path = backend.upload_target(obj.definition, vol.definition)
+            vol.uploading = self._begin_change(obj, vol, "Uploaded", {})
         else:
             vol.check_built()
             path = backend.download_source(obj.definition, vol.definition)
@@ -553,13 +567,63 @@ class VolumeManager:
         return obj, vol, path
 
     async def end_transfer(self, obj: PoolObj, vol: VolObj, *, uploaded: bool) -> None:
-        """Release the volume; after a completed upload, re-read it and say so."""
+        """Release the volume; after a completed upload, re-read it and say so
+        (an upload that did not complete has no event, as a failed change)."""
         vol.in_use -= 1
         obj.asyncjobs -= 1
-        if uploaded and obj.volumes.get(vol.name) is vol:
+        key, vol.uploading = vol.uploading, None
+        if key is None:
+            return
+        if not uploaded:
+            self._journal.end(obj.uuid, vol.name, key)
+            return
+        self._change_done(obj, vol.name, key)
+        if obj.volumes.get(vol.name) is vol:
             with contextlib.suppress(VirtError):
                 await self.refreshed(obj, vol)
-            await self._event(obj, vol.definition, "Uploaded", {})
+        await self._announce_change(obj, vol.name, key)
+
+    # -- content changes: wipe, resize, upload ----------------------------------------
+
+    def _begin_change(self, obj: PoolObj, vol: VolObj, detail: str, extra: dict[str, Any]) -> str:
+        """Journal a change of ``vol``'s content with its event, before the
+        change; its key.  Once the change is done (``_change_done``) the event
+        is due whatever happens next: stored by ``_announce_change``, or by the
+        periodic settling when the state store refused it, or at the next start;
+        a change a crash cut short is announced at the next start with
+        ``interrupted`` (its content may have changed in part).  A change that
+        fails is forgotten with no event, as the caller hears of the failure."""
+        key = uuid.uuid4().hex
+        event = self._events.of(obj, vol.definition, detail, extra)
+        path = vol.definition.target.path
+        if not self._journal.begin(obj.uuid, vol.name, path, key, changed=event.to_json()):
+            raise VirtError(
+                ErrorCode.OPERATION_INVALID,
+                f"volume '{vol.name}' has a change whose event is not stored yet",
+                _D,
+            )
+        return key
+
+    def _change_done(self, obj: PoolObj, name: str, key: str) -> None:
+        try:
+            self._journal.done(obj.uuid, name, key)
+        except VirtError as err:
+            # Still announced below; only a crash before that would report it
+            # as interrupted.
+            log.warning("volume %s: %s", name, err.message)
+
+    async def _announce_change(self, obj: PoolObj, name: str, key: str) -> None:
+        change = self._journal.of(obj.uuid, name, key)
+        if change is None or change.changed is None:
+            return  # the periodic settling stored it meanwhile
+        try:
+            await self._events.announce(obj, Event.from_json(change.changed), key)
+        except Conflict:
+            pass  # the periodic settling stored it meanwhile
+        except VirtError as err:
+            log.warning("the event of volume %s's change is stored later: %s", name, err.message)
+            return
+        self._journal.end(obj.uuid, name, key)
 
     # -- recovery ------------------------------------------------------------------
 
@@ -572,6 +636,9 @@ class VolumeManager:
         for change in self._journal.unfinished():
             if change.deleted is not None:
                 await self._settle_deletion(change)
+                continue
+            if change.changed is not None:
+                await self._settle_change(change)
                 continue
             if change.event_key is not None and await self._events.announced(change.event_key):
                 log.warning(
@@ -588,14 +655,19 @@ class VolumeManager:
         return removed
 
     async def settle_deletions(self) -> None:
-        """Store the ``Deleted`` events the state store refused when their
-        volumes went (called periodically); a failure leaves them for later."""
+        """Store the events the state store refused when their changes were made
+        (called periodically): a ``Deleted`` once its volume went, a content
+        change's once it was done; a failure leaves them for later."""
         for change in self._journal.recorded():
-            if change.deleted is not None and not self._busy_name(change.pool_uuid, change.name):
-                try:
+            if self._busy_name(change.pool_uuid, change.name):
+                continue
+            try:
+                if change.deleted is not None:
                     await self._settle_deletion(change)
-                except VirtError as err:
-                    log.warning("volume %s: Deleted event not stored yet: %s", change.name, err)
+                elif change.changed is not None and change.done:
+                    await self._settle_change(change)
+            except VirtError as err:
+                log.warning("volume %s: event not stored yet: %s", change.name, err)
 
     def _busy_name(self, pool_uuid: str, name: str) -> bool:
         """Whether a request of this process is changing ``name`` right now."""
@@ -614,6 +686,19 @@ class VolumeManager:
                 with contextlib.suppress(Conflict):
                     await self._events.announce(None, Event.from_json(change.deleted), key)
         self._journal.end(change.pool_uuid, change.name)
+
+    async def _settle_change(self, change: Creation) -> None:
+        """A content change gets its event once (the key is stored once); one a
+        crash cut short, as ``interrupted``."""
+        assert change.changed is not None and change.event_key is not None
+        key = change.event_key
+        if not await self._events.announced(key):
+            event = Event.from_json(change.changed)
+            if not change.done:
+                event = dataclasses.replace(event, extra=event.extra | {"interrupted": True})
+            with contextlib.suppress(Conflict):
+                await self._events.announce(None, event, key)
+        self._journal.end(change.pool_uuid, change.name, key)
 
 
 def _remove_partial(path: str) -> None:
