@@ -238,7 +238,7 @@ class StorageService(ServiceProcess[StorageSettings]):
                 await self.pools.check_running()
             except VirtError as err:
                 log.warning("pool check failed: %s", err)
-            await self.volumes.settle_deletions()
+            await self.volumes.settle_events()
             self._update_metrics()
 
     # -- events and metrics ----------------------------------------------------------

@@ -152,7 +152,7 @@ async def test_a_deletion_gets_its_event_even_when_the_ledger_refused_it(
         assert pending.deleted is not None and pending.event_key is not None
         config.max_msgs = -1
         await js.update_stream(config)
-        await service.volumes.settle_deletions()
+        await service.volumes.settle_events()
         assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
         as_storage = await connect_as("storage")
         ledger = Ledger(as_storage, as_storage.jetstream(), "storage", HOST)
@@ -325,7 +325,7 @@ async def test_a_content_change_gets_its_event_even_when_the_ledger_refused_it(
         assert busy.value.code is ErrorCode.OPERATION_INVALID
         config.max_msgs = -1
         await js.update_stream(config)
-        await service.volumes.settle_deletions()
+        await service.volumes.settle_events()
         assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
         events = await volume_events(nc, 2)
     assert [e["detail"] for e in events] == ["Created", "Resized"]

@@ -630,8 +630,9 @@ class VolumeManager:
     async def clean_unfinished(self) -> int:
         """Settle the changes a crash interrupted: a creation whose ``Created``
         event is stored had completed and stands, what any other left is
-        removed; a deletion is settled by ``settle_deletions``.  How many
-        creations were removed."""
+        removed; a deletion whose storage went gets its ``Deleted`` event; a
+        content change gets its event, with ``interrupted`` unless it was
+        recorded as done.  How many creations were removed."""
         removed = 0
         for change in self._journal.unfinished():
             if change.deleted is not None:
@@ -654,7 +655,7 @@ class VolumeManager:
             self._journal.end(change.pool_uuid, change.name)
         return removed
 
-    async def settle_deletions(self) -> None:
+    async def settle_events(self) -> None:
         """Store the events the state store refused when their changes were made
         (called periodically): a ``Deleted`` once its volume went, a content
         change's once it was done; a failure leaves them for later."""
