@@ -534,6 +534,8 @@ class Ledger:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITE_DEADLINE
         wait = 0.05
+        #: Sent again after an answer that did not come: the message may be stored.
+        resent = False
         while True:
             try:
                 msg = await roundtrip(
@@ -553,6 +555,7 @@ class Ledger:
                     ) from err
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 1.0)
+                resent = True
                 continue
             reply = from_json(msg.data)
             failure = _ack_error(reply)
@@ -566,12 +569,28 @@ class Ledger:
                 wait = min(wait * 2, 1.0)
                 continue
             if code in _WRONG_LAST_SEQUENCE:
-                raise Conflict(subject[len(self._prefix) :])
+                # A message sent again after its answer was lost (the server
+                # restarting) loses its own compare-and-set when the first
+                # sending was stored and the server no longer knows its id:
+                # the subject's last message is then this very write.
+                own = await self._own_write(subject, headers) if resent else None
+                if own is None:
+                    raise Conflict(subject[len(self._prefix) :])
+                self.last_written = max(self.last_written, own)
+                return own
             if code in _NO_SPACE_CODES or "resources" in description or "maximum" in description:
                 raise no_space(what, description)
             raise VirtError(
                 ErrorCode.OPERATION_FAILED, f"cannot store {what}: {description}", ErrorDomain.NONE
             )
+
+    async def _own_write(self, subject: str, headers: dict[str, str]) -> int | None:
+        """The sequence of the last message on ``subject`` when it carries the
+        message id in ``headers`` (a write of this call), else None."""
+        found = await self._last(self.stream, subject)
+        if found is None or found[2].get("Nats-Msg-Id") != headers.get("Nats-Msg-Id"):
+            return None
+        return found[1]
 
     async def refresh(self, key: str, *, siblings: bool = False) -> None:
         """Re-read ``key`` (and with ``siblings`` the last change among the keys

@@ -4,12 +4,15 @@ asked again, anything else is an error that names the change."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.client import JetStreamContext
 
 import shared.util.ledger as ledger_module
@@ -26,16 +29,42 @@ def error(code: int, description: str) -> dict[str, Any]:
     return {"error": {"code": 400, "err_code": code, "description": description}}
 
 
-@pytest.fixture
-def acks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """The acknowledgements the server gives, in order, to the ledger's publishes."""
-    queue: list[dict[str, Any]] = []
+#: Stands for an answer that never came (the server restarting).
+LOST = {"lost": True}
 
-    async def roundtrip(*_: object, **__: object) -> Reply:
-        return Reply(queue.pop(0))
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The headers of every message the ledger sends, in order."""
+    return []
+
+
+@pytest.fixture
+def acks(monkeypatch: pytest.MonkeyPatch, sent: list[dict[str, str]]) -> Iterator[list[Any]]:
+    """The server's answers, in order, to what the ledger sends: documents,
+    ``LOST``, or functions of the headers sent so far that make one."""
+    queue: list[Any] = []
+
+    async def roundtrip(*_: object, headers: dict[str, str] | None = None, **__: object) -> Reply:
+        sent.append(dict(headers or {}))
+        doc = queue.pop(0)
+        if doc is LOST:
+            raise NatsTimeoutError
+        return Reply(doc(sent) if callable(doc) else doc)
 
     monkeypatch.setattr(ledger_module, "roundtrip", roundtrip)
+    monkeypatch.setattr(asyncio, "sleep", _no_wait)
     yield queue
+
+
+async def _no_wait(_: float) -> None:
+    return None
+
+
+def last_message(subject: str, seq: int, msg_id: str) -> dict[str, Any]:
+    """A STREAM.MSG.GET answer: the subject's last message, with its id."""
+    hdrs = base64.b64encode(f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()).decode()
+    return {"message": {"subject": subject, "seq": seq, "hdrs": hdrs, "data": ""}}
 
 
 def ledger() -> Ledger:
@@ -77,3 +106,53 @@ async def test_another_refusal_is_an_error_naming_the_change(acks: list[dict[str
         await ledger().write("s.k1", b"value", what="secret k1")
     assert refused.value.code is ErrorCode.OPERATION_FAILED
     assert refused.value.message.endswith("cannot store secret k1: expected stream does not match")
+
+
+async def test_a_write_sent_again_that_finds_itself_stored_succeeds(
+    acks: list[Any], sent: list[dict[str, str]]
+) -> None:
+    """The answer to the first sending was lost; the second sending loses the
+    compare-and-set to the first, which the key's last message shows by its id."""
+    subject = "virtbus.ledger.secret.cluster.s.k1"
+    acks.extend(
+        [
+            LOST,
+            error(10071, "wrong last sequence: 7"),
+            lambda sent: last_message(subject, 7, sent[0]["Nats-Msg-Id"]),
+        ]
+    )
+    written = ledger()
+    assert await written.write("s.k1", b"value", what="secret k1") == 7
+    assert written.last_written == 7
+    assert sent[0]["Nats-Msg-Id"] == sent[1]["Nats-Msg-Id"]
+    record = written.get("s.k1")
+    assert record is not None and record.value == b"value" and record.seq == 7
+
+
+async def test_a_write_sent_again_that_finds_another_is_a_conflict(
+    acks: list[dict[str, Any]],
+) -> None:
+    acks.extend(
+        [
+            LOST,
+            error(10071, "wrong last sequence: 7"),
+            last_message("virtbus.ledger.secret.cluster.s.k1", 7, "someone-else"),
+            {"error": {"code": 404, "err_code": 10037, "description": "no message found"}},
+        ]
+    )
+    with pytest.raises(Conflict):
+        await ledger().write("s.k1", b"value", what="secret k1")
+
+
+async def test_a_first_sending_that_loses_is_a_conflict_without_a_look(
+    acks: list[dict[str, Any]], sent: list[dict[str, str]]
+) -> None:
+    acks.extend(
+        [
+            error(10071, "wrong last sequence: 7"),
+            {"error": {"code": 404, "err_code": 10037, "description": "no message found"}},
+        ]
+    )
+    with pytest.raises(Conflict):
+        await ledger().write("s.k1", b"value", what="secret k1")
+    assert len(sent) == 2  # the write, then the refresh's read: no look for its own id
