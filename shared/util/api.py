@@ -5,9 +5,12 @@ the pydantic models of its request and reply, and how many of its requests a
 service runs at once.  Each ``shared/api`` module lists its service's endpoints
 in one table (``ENDPOINTS``).  A service binds every endpoint of its table to
 the method that answers it (``ENDPOINT.bind(self.method)``, type-checked:
-the method takes the request model and returns the reply model); the process
+the method takes the request model and returns the reply model, or
+``Encoded``, that model's JSON already made); the process
 runtime (``shared.util.process``) serves the bindings with ``answer``; the
-client sends with ``call``.  No endpoint writes JSON by hand.
+client sends with ``call``.  Every reply is a model's JSON as pydantic makes
+it; the one reply put together from parts (a volume list, its volumes' kept
+JSON joined) is tested to be the same bytes as its model's.
 
 Errors cross the bus as the micro error headers (``Nats-Service-Error-Code``:
 libvirt's error number; ``Nats-Service-Error``: the message) plus a JSON body
