@@ -163,12 +163,8 @@ class AgentStore:
     def mark(self, domain: str) -> InventoryMark:
         """The domain's last inventory mark; none (publish again) when there is
         none or it is malformed (``Ledger.decode``)."""
-        found = self._ledger.get(self._mark_key(domain))
-        if found is not None:
-            mark = self._ledger.decode(found, InventoryMark.model_validate_json)
-            if mark is not None:
-                return mark
-        return InventoryMark()
+        mark = self._ledger.read(self._mark_key(domain), InventoryMark.model_validate_json)
+        return InventoryMark() if mark is None else mark
 
     async def save_mark(
         self, domain: str, mark: InventoryMark, events: list[Event] | None = None

@@ -224,9 +224,10 @@ class NWFilterService(ServiceProcess[NWFilterSettings]):
             other = Ledger(self.nc, self.js, self.name, host)
             await other.open()
             for stored in other.items(b.PREFIX):
-                record = other.decode(stored, partial(b.decode, stored.key))
-                if record is not None:  # a malformed one is its own host's to count
-                    found.append(record.definition)
+                # A malformed binding is its own host's to log and count (its
+                # service reads it through Ledger.decode); here it is skipped.
+                with contextlib.suppress(Exception):
+                    found.append(b.decode(stored.key, stored.value).definition)
         return found
 
     async def _binding_hosts(self) -> Any:

@@ -390,6 +390,12 @@ class Ledger:
         self.bad_keys.discard(record.key)
         return value
 
+    def read(self, key: str, parse: Callable[[bytes], T]) -> T | None:
+        """What ``parse`` makes of ``key``'s record; None when there is none, or
+        when it is malformed (``decode``: logged by key and counted)."""
+        record = self.get(key)
+        return None if record is None else self.decode(record, parse)
+
     def decoded(self, prefix: str, parse: Callable[[bytes], T]) -> list[tuple[Record, T]]:
         """Every live key starting with ``prefix`` that ``parse`` accepts, with
         what it made of it; malformed ones are skipped as ``decode`` says."""

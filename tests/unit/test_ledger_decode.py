@@ -5,6 +5,7 @@ service's and the agent's registry reads its records through it."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from typing import cast
 
@@ -137,3 +138,11 @@ async def test_a_name_too_long_for_a_subject_is_refused_before_anything_is_sent(
     with pytest.raises(VirtError) as refused:
         await ledger.announce([Event("lease", long, "dhcp-lease")])
     assert refused.value.code is ErrorCode.INVALID_ARG
+
+
+def test_read_is_get_then_decode() -> None:
+    ledger = memory_ledger("storage", {"job.j1": b'{"n": 1}', "job.j2": b"not json"})
+    assert ledger.read("job.j1", json.loads) == {"n": 1}
+    assert ledger.read("job.absent", json.loads) is None
+    assert ledger.read("job.j2", json.loads) is None
+    assert ledger.bad_keys == {"job.j2"}

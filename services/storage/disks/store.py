@@ -71,10 +71,7 @@ class DiskStore:
 
     def _current(self, key: str, model: type[M]) -> M | None:
         """The record under ``key``; None when absent or malformed (``Ledger.decode``)."""
-        found = self._store.ledger.get(key)
-        return (
-            None if found is None else self._store.ledger.decode(found, model.model_validate_json)
-        )
+        return self._store.ledger.read(key, model.model_validate_json)
 
     # -- inventory ----------------------------------------------------------------------
 
