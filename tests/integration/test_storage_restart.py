@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import cast
 
@@ -329,3 +330,26 @@ async def test_a_content_change_gets_its_event_even_when_the_ledger_refused_it(
         assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
         events = await volume_events(nc, 2)
     assert [e["detail"] for e in events] == ["Created", "Resized"]
+
+
+async def test_a_creation_cut_short_longer_ago_than_the_event_retention_is_kept(
+    nats_url: str, nc: NATS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host down for over a week: the announcement that would say whether the
+    creation completed has expired, so the volume is kept rather than removed."""
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        info = await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
+    old, recent = tmp_path / "p" / "old.img", tmp_path / "p" / "recent.img"
+    old.write_bytes(bytes(4096))
+    recent.write_bytes(bytes(4096))
+    journal = CreationJournal(tmp_path / "state" / "creating")
+    eight_days_ago = time.time() - 8 * 24 * 3600
+    with monkeypatch.context() as clock:
+        clock.setattr("services.storage.pools.journal.time.time", lambda: eight_days_ago)
+        assert journal.begin(info.uuid, "old.img", str(old), "k-old")
+    assert journal.begin(info.uuid, "recent.img", str(recent), "k-recent")
+    async with StorageService(settings(nats_url, tmp_path)):
+        assert [v.name for v in await storage.vol_list("p")] == ["old.img"]
+        assert old.exists() and not recent.exists()
+        assert journal.unfinished() == []

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -41,10 +42,14 @@ from shared.conf.storage_volume import (
 )
 from shared.util.api import Empty, Encoded, to_json
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.events import MAX_AGE_SECONDS
 from shared.util.ledger import Conflict, Event
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
+#: A creation journalled longer ago than this may have had its Created event
+#: stored and expired (``MAX_AGE_SECONDS``, less an hour for clocks).
+_UNKNOWABLE_AFTER = MAX_AGE_SECONDS - 3600
 
 
 class VolumeEvents(Protocol):
@@ -644,6 +649,17 @@ class VolumeManager:
             if change.event_key is not None and await self._events.announced(change.event_key):
                 log.warning(
                     "volume %s of pool %s was created before an interruption",
+                    change.name,
+                    change.pool_uuid,
+                )
+            elif time.time() - change.started > _UNKNOWABLE_AFTER:
+                # Its Created event, if it was stored, has expired with the
+                # event retention: whether the creation completed can no
+                # longer be told, and removing a volume a client was told
+                # exists would lose data.  It stays.
+                log.warning(
+                    "kept volume %s of pool %s: its creation was interrupted more than"
+                    " the event retention ago, and whether it completed is unknown",
                     change.name,
                     change.pool_uuid,
                 )
