@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.storage.pools.confine import has_control_chars
 from services.storage.probe import ImageInfo, probe_file
@@ -98,35 +98,26 @@ def _status_key(st: os.stat_result) -> tuple[int, ...]:
 @dataclass(frozen=True, slots=True)
 class Reading:
     """What ``read_volume`` found of a volume: its stat, its header, and its
-    backing file's path, stat and format.  A volume read twice with equal
-    readings is described alike, so a re-read that finds the same keeps the
-    definition it had (``reread``)."""
+    backing file's path, stat and format; ``key`` all of it that a definition
+    shows, as plain values.  A volume read twice with equal keys is described
+    alike, so a re-read that finds the same keeps the definition it had
+    (``reread``)."""
 
     status: os.stat_result
-    key: tuple[int, ...]
     image: ImageInfo | None
     backing: tuple[str, os.stat_result | None, str] | None
+    key: tuple[object, ...] = field(init=False)
 
-    def same_as(self, other: Reading | None) -> bool:
-        return (
-            other is not None
-            and self.key == other.key
-            and self.image == other.image
-            and _backing_key(self.backing) == _backing_key(other.backing)
-        )
+    def __post_init__(self) -> None:
+        backing = None
+        if self.backing is not None:
+            path, st, fmt = self.backing
+            backing = (path, None if st is None else _status_key(st), fmt)
+        object.__setattr__(self, "key", (_status_key(self.status), self.image, backing))
 
 
 #: A volume's definition and the reading it was made from (None: not kept).
 Seen = tuple[StorageVolumeDef, Reading | None]
-
-
-def _backing_key(
-    backing: tuple[str, os.stat_result | None, str] | None,
-) -> tuple[str, tuple[int, ...] | None, str] | None:
-    if backing is None:
-        return None
-    path, status, fmt = backing
-    return path, None if status is None else _status_key(status), fmt
 
 
 def _read_backing(path: str, info: ImageInfo) -> tuple[str, os.stat_result | None, str] | None:
@@ -155,14 +146,14 @@ def read_volume(path: str, status: os.stat_result | None = None) -> Reading | No
     except OSError:
         return None
     if stat.S_ISDIR(st.st_mode):
-        return Reading(st, _status_key(st), None, None)
+        return Reading(st, None, None)
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         return None
     try:
         info = probe_file(path)
     except OSError:
         return None
-    return Reading(st, _status_key(st), info, _read_backing(path, info))
+    return Reading(st, info, _read_backing(path, info))
 
 
 def _backing_store(backing: tuple[str, os.stat_result | None, str] | None) -> BackingStore | None:
@@ -204,7 +195,7 @@ def reread(
     reading = read_volume(path, status)
     if reading is None:
         return None
-    if seen is not None and seen[0] is known and reading.same_as(seen[1]):
+    if seen is not None and seen[0] is known and seen[1] is not None and reading.key == seen[1].key:
         return seen
     return _definition(path, name, known, reading), reading
 

@@ -189,8 +189,8 @@ class CreationJournal:
     def done(self, pool_uuid: str, name: str, event_key: str) -> None:
         """Record that the content change under ``event_key`` is done: its event
         is due whatever happens next.  Raises ``VirtError`` as ``begin``."""
-        found = self._recorded.get((pool_uuid, name))
-        if found is None or found[1].event_key != event_key or isinstance(found[0], Path):
+        found = self._find(pool_uuid, name, event_key)
+        if found is None or isinstance(found[0], Path):
             return
         creation = dataclasses.replace(found[1], done=True)
         self._write(found[0], creation, "change", fresh=False)
@@ -220,6 +220,16 @@ class CreationJournal:
         except OSError as err:
             raise _journal_error(name, err, what) from err
 
+    def _find(
+        self, pool_uuid: str, name: str, event_key: str | None
+    ) -> tuple[int | Path, Creation] | None:
+        """Where ``name``'s record is and what it holds; with ``event_key``, only
+        when it is the record of that change."""
+        found = self._recorded.get((pool_uuid, name))
+        if found is None or (event_key is not None and found[1].event_key != event_key):
+            return None
+        return found
+
     def _release(self, slot: int) -> None:
         if slot < self._slots:
             self._free.append(slot)
@@ -228,8 +238,8 @@ class CreationJournal:
     def end(self, pool_uuid: str, name: str, event_key: str | None = None) -> None:
         """Forget a creation (finished, or undone); with ``event_key``, only the
         record of that change (the name may have a newer one by now)."""
-        found = self._recorded.get((pool_uuid, name))
-        if found is None or (event_key is not None and found[1].event_key != event_key):
+        found = self._find(pool_uuid, name, event_key)
+        if found is None:
             return
         del self._recorded[(pool_uuid, name)]
         where = found[0]
@@ -242,11 +252,6 @@ class CreationJournal:
         finally:
             os.close(fd)
         self._release(where)
-
-    def of(self, pool_uuid: str, name: str, event_key: str) -> Creation | None:
-        """The record of the change under ``event_key``, if it is still recorded."""
-        found = self._recorded.get((pool_uuid, name))
-        return found[1] if found is not None and found[1].event_key == event_key else None
 
     def unfinished(self) -> list[Creation]:
         """Every creation recorded and not ended (read again from the folder);

@@ -20,6 +20,7 @@ from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.api import to_json
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
+from shared.util.ledger import Event
 
 _D = ErrorDomain.STORAGE
 
@@ -67,8 +68,8 @@ class VolObj:
     definition: StorageVolumeDef
     building: bool = False
     in_use: int = 0
-    #: The journal key of the upload under way (``VolumeManager.begin_transfer``).
-    uploading: str | None = None
+    #: The journal key and event of the upload under way (``VolumeManager.begin_transfer``).
+    uploading: tuple[str, Event] | None = None
     #: The definition and what was read of the volume's storage to make it
     #: (``files.reread``): a re-read that finds the same keeps the definition.
     seen: Seen | None = field(default=None, repr=False, compare=False)

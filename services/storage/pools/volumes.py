@@ -479,16 +479,7 @@ class VolumeManager:
         if obj.volumes.get(vol.name) is vol:
             del obj.volumes[vol.name]
         self._pools.adjust_sizes(obj, -vol.definition.allocation)
-        try:
-            await self._events.announce(obj, deleted, key)
-        except Conflict:
-            pass  # the periodic settling stored it meanwhile
-        except VirtError as err:
-            log.warning("the Deleted event of volume %s is stored later: %s", vol.name, err.message)
-            return Empty()
-        # The periodic settling may have ended this record and a creation of the
-        # same name begun its own meanwhile: end this deletion's record only.
-        self._journal.end(obj.uuid, vol.name, key)
+        await self._announce_journalled(obj, vol.name, key, deleted)
         return Empty()
 
     async def wipe(self, req: api.VolWipeRequest) -> Empty:
@@ -498,7 +489,7 @@ class VolumeManager:
         vol.check_idle()
         self.check_unused(obj, vol, req.force)
         async with self._busy(obj, vol):
-            key = self._begin_change(obj, vol, "Wiped", {"algorithm": req.algorithm.value})
+            key, event = self._begin_change(obj, vol, "Wiped", {"algorithm": req.algorithm.value})
             try:
                 await backend.wipe_volume(obj.definition, vol.definition, req.algorithm)
             except BaseException:
@@ -507,7 +498,7 @@ class VolumeManager:
             self._change_done(obj, vol.name, key)
             with contextlib.suppress(VirtError):
                 await self.refreshed(obj, vol)
-        await self._announce_change(obj, vol.name, key)
+        await self._announce_journalled(obj, vol.name, key, event)
         return Empty()
 
     async def resize(self, req: api.VolResizeRequest) -> Encoded[api.VolumeInfo]:
@@ -542,7 +533,7 @@ class VolumeManager:
         if grow > obj.definition.available:
             raise VirtError(ErrorCode.OPERATION_FAILED, "Not enough space left in storage pool", _D)
         async with self._busy(obj, vol):
-            key = self._begin_change(obj, vol, "Resized", {"capacity": target})
+            key, event = self._begin_change(obj, vol, "Resized", {"capacity": target})
             try:
                 await backend.resize_volume(obj.definition, current, target, allocate)
             except BaseException:
@@ -552,7 +543,7 @@ class VolumeManager:
             await self.refreshed(obj, vol)
         if allocate:
             self._pools.adjust_sizes(obj, grow)
-        await self._announce_change(obj, vol.name, key)
+        await self._announce_journalled(obj, vol.name, key, event)
         return self.info_of(obj, vol)
 
     def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
@@ -576,9 +567,10 @@ class VolumeManager:
         (an upload that did not complete has no event, as a failed change)."""
         vol.in_use -= 1
         obj.asyncjobs -= 1
-        key, vol.uploading = vol.uploading, None
-        if key is None:
+        change, vol.uploading = vol.uploading, None
+        if change is None:
             return
+        key, event = change
         if not uploaded:
             self._journal.end(obj.uuid, vol.name, key)
             return
@@ -586,14 +578,17 @@ class VolumeManager:
         if obj.volumes.get(vol.name) is vol:
             with contextlib.suppress(VirtError):
                 await self.refreshed(obj, vol)
-        await self._announce_change(obj, vol.name, key)
+        await self._announce_journalled(obj, vol.name, key, event)
 
     # -- content changes: wipe, resize, upload ----------------------------------------
 
-    def _begin_change(self, obj: PoolObj, vol: VolObj, detail: str, extra: dict[str, Any]) -> str:
+    def _begin_change(
+        self, obj: PoolObj, vol: VolObj, detail: str, extra: dict[str, Any]
+    ) -> tuple[str, Event]:
         """Journal a change of ``vol``'s content with its event, before the
-        change; its key.  Once the change is done (``_change_done``) the event
-        is due whatever happens next: stored by ``_announce_change``, or by the
+        change; its key and event.  Once the change is done (``_change_done``)
+        the event is due whatever happens next: stored by
+        ``_announce_journalled``, or by the
         periodic settling when the state store refused it, or at the next start;
         a change a crash cut short is announced at the next start with
         ``interrupted`` (its content may have changed in part).  A change that
@@ -607,7 +602,7 @@ class VolumeManager:
                 f"volume '{vol.name}' has a change whose event is not stored yet",
                 _D,
             )
-        return key
+        return key, event
 
     def _change_done(self, obj: PoolObj, name: str, key: str) -> None:
         try:
@@ -617,17 +612,21 @@ class VolumeManager:
             # as interrupted.
             log.warning("volume %s: %s", name, err.message)
 
-    async def _announce_change(self, obj: PoolObj, name: str, key: str) -> None:
-        change = self._journal.of(obj.uuid, name, key)
-        if change is None or change.changed is None:
-            return  # the periodic settling stored it meanwhile
+    async def _announce_journalled(self, obj: PoolObj, name: str, key: str, event: Event) -> None:
+        """Store the event of a journalled change under its record's key, then
+        end the record; one the state store refuses stays for the periodic
+        settling (which may also store it first: the key is stored once)."""
         try:
-            await self._events.announce(obj, Event.from_json(change.changed), key)
+            await self._events.announce(obj, event, key)
         except Conflict:
             pass  # the periodic settling stored it meanwhile
         except VirtError as err:
-            log.warning("the event of volume %s's change is stored later: %s", name, err.message)
+            log.warning(
+                "the %s event of volume %s is stored later: %s", event.detail, name, err.message
+            )
             return
+        # The periodic settling may have ended this record and a change of the
+        # same name begun its own meanwhile: end this change's record only.
         self._journal.end(obj.uuid, name, key)
 
     # -- recovery ------------------------------------------------------------------
@@ -640,11 +639,8 @@ class VolumeManager:
         recorded as done.  How many creations were removed."""
         removed = 0
         for change in self._journal.unfinished():
-            if change.deleted is not None:
-                await self._settle_deletion(change)
-                continue
-            if change.changed is not None:
-                await self._settle_change(change)
+            if change.deleted is not None or change.changed is not None:
+                await self._settle(change)
                 continue
             if change.event_key is not None and await self._events.announced(change.event_key):
                 log.warning(
@@ -678,11 +674,10 @@ class VolumeManager:
         for change in self._journal.recorded():
             if self._busy_name(change.pool_uuid, change.name):
                 continue
+            if change.deleted is None and not (change.changed is not None and change.done):
+                continue  # a creation, or a change still under way: settled at start
             try:
-                if change.deleted is not None:
-                    await self._settle_deletion(change)
-                elif change.changed is not None and change.done:
-                    await self._settle_change(change)
+                await self._settle(change)
             except VirtError as err:
                 log.warning("volume %s: event not stored yet: %s", change.name, err)
 
@@ -692,30 +687,30 @@ class VolumeManager:
         vol = obj.volumes.get(name) if obj is not None else None
         return vol is not None and (vol.building or vol.in_use > 0)
 
-    async def _settle_deletion(self, change: Creation) -> None:
-        """A deletion whose storage is gone gets its ``Deleted`` event (once: the
-        key is stored once); one whose storage is still there did not happen."""
-        assert change.deleted is not None and change.event_key is not None
+    async def _settle(self, change: Creation) -> None:
+        """A deletion's or a content change's event, stored once (its key is
+        stored once), then the record ended.  A deletion whose storage is still
+        there did not happen and has none; a change a crash cut short is
+        announced as ``interrupted``."""
         key = change.event_key
+        assert key is not None
         if not await self._events.announced(key):
-            gone = change.path is None or not await asyncio.to_thread(os.path.lexists, change.path)
-            if gone:
+            event = await self._due_event(change)
+            if event is not None:
                 with contextlib.suppress(Conflict):
-                    await self._events.announce(None, Event.from_json(change.deleted), key)
-        self._journal.end(change.pool_uuid, change.name)
-
-    async def _settle_change(self, change: Creation) -> None:
-        """A content change gets its event once (the key is stored once); one a
-        crash cut short, as ``interrupted``."""
-        assert change.changed is not None and change.event_key is not None
-        key = change.event_key
-        if not await self._events.announced(key):
-            event = Event.from_json(change.changed)
-            if not change.done:
-                event = dataclasses.replace(event, extra=event.extra | {"interrupted": True})
-            with contextlib.suppress(Conflict):
-                await self._events.announce(None, event, key)
+                    await self._events.announce(None, event, key)
         self._journal.end(change.pool_uuid, change.name, key)
+
+    @staticmethod
+    async def _due_event(change: Creation) -> Event | None:
+        if change.deleted is not None:
+            gone = change.path is None or not await asyncio.to_thread(os.path.lexists, change.path)
+            return Event.from_json(change.deleted) if gone else None
+        assert change.changed is not None
+        event = Event.from_json(change.changed)
+        if change.done:
+            return event
+        return dataclasses.replace(event, extra=event.extra | {"interrupted": True})
 
 
 def _remove_partial(path: str) -> None:
