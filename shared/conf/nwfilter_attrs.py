@@ -96,6 +96,13 @@ def value_type(spec: AttrSpec) -> type:
 
 
 _NO_CHECK = Check.NONE
+#: The checks whose values may be written by name, and the names of each.
+_NAMED: dict[Check, dict[str, int]] = {
+    Check.MAC_PROTOCOL: MAC_PROTOCOLS,
+    Check.VLAN_ENCAP: MAC_PROTOCOLS,
+    Check.ARP_OPCODE: ARP_OPCODES,
+    Check.IP_PROTOCOL: IP_PROTOCOLS,
+}
 
 
 class IllegalValue(Exception):
@@ -252,10 +259,9 @@ def _check(spec: AttrSpec, form: DataType, value: AttrValue) -> tuple[AttrValue,
     check = spec.check
     if check is _NO_CHECK:  # most attributes
         return value, form
-    if check in (Check.MAC_PROTOCOL, Check.VLAN_ENCAP, Check.ARP_OPCODE, Check.IP_PROTOCOL):
+    if check in _NAMED:
         if form is DataType.STRING:
-            names = {Check.ARP_OPCODE: ARP_OPCODES, Check.IP_PROTOCOL: IP_PROTOCOLS}
-            number = _lookup(names.get(check, MAC_PROTOCOLS), str(value))
+            number = _lookup(_NAMED[check], str(value))
             if number is None:
                 raise IllegalValue
             # libvirt records a named protocol as hex, a named ethertype or opcode as decimal.
@@ -354,9 +360,8 @@ def format_attr(spec: AttrSpec, attr: RuleAttr) -> str:
         return f"0x{value:x}" if attr.hex else str(value)
     if check is Check.STATE:
         return _print_items(STATE_FLAGS, value)
-    if check in (Check.MAC_PROTOCOL, Check.VLAN_ENCAP, Check.ARP_OPCODE, Check.IP_PROTOCOL):
-        names = {Check.ARP_OPCODE: ARP_OPCODES, Check.IP_PROTOCOL: IP_PROTOCOLS}
-        name = _named(names.get(check, MAC_PROTOCOLS), value)
+    if check in _NAMED:
+        name = _named(_NAMED[check], value)
         if name is not None:
             return name
         if check is Check.ARP_OPCODE:

@@ -26,9 +26,9 @@ _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 #: Numbers as they are nearly always written, per base, read without the scan:
 #: no blanks, sign or lone prefix, fewer digits than 2**64 has (group 1: the digits).
+#: Base 10's (up to 19 ASCII digits) are read by ``int`` before these are tried.
 _PLAIN = {
     8: re.compile("([0-7]{1,21})"),
-    10: re.compile("([0-9]{1,19})"),
     16: re.compile("(?:0[xX])?([0-9a-fA-F]{1,15})"),
     0: re.compile("0[xX]([0-9a-fA-F]{1,15})"),
 }
@@ -77,11 +77,13 @@ def strtoul_scan(text: str, base: int) -> tuple[bool, int, int] | None:
 
 def _strtoul(text: str, base: int) -> tuple[bool, int] | None:
     """(negative, magnitude) when all of ``text`` is one strtoul number, else None."""
-    if base == 10 and len(text) < 20 and text.isdigit() and text.isascii():
-        return False, int(text)  # _PLAIN[10]'s numbers, without the regular expression
-    plain = _PLAIN[base].fullmatch(text)
-    if plain is not None:
-        return False, int(plain[1], base or 16)
+    if base == 10:
+        if len(text) < 20 and text.isdigit() and text.isascii():
+            return False, int(text)
+    else:
+        plain = _PLAIN[base].fullmatch(text)
+        if plain is not None:
+            return False, int(plain[1], base or 16)
     scanned = strtoul_scan(text, base)
     if scanned is None or scanned[2] != len(text):
         return None

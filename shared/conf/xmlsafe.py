@@ -86,6 +86,8 @@ def parse_xml(
     # is spelled in ASCII bytes; in UTF-16, UTF-32 or UTF-7 it is not.  Any
     # DOCTYPE, with or without an internal subset, leaves the parsed document
     # an internal subset node, and asking for it costs less than a byte search.
+    # The byte check stays first: it refuses before libxml2 reads any subset,
+    # and a malformed subset gets the DTD message rather than a parse error.
     # No entity can be declared without one, so no entity reference can be in
     # the tree either (an undeclared one is malformed).
     if docinfo.internalDTD is not None:
