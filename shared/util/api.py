@@ -108,11 +108,10 @@ class Endpoint(Generic[Req, Rep]):
     #: Requests of this endpoint one service instance answers at the same time
     #: (1: one after another, in the order they arrived).
     concurrency: int = 1
-    #: Answered in the subscription's callback, one after another, without the
-    #: slot and heartbeat bookkeeping: for answers read from memory that never
-    #: wait on anything (``concurrency`` does not apply).  Any request that
-    #: does not wait ends in the callback (``start_eagerly``); this skips the
-    #: rest of the dispatch too.
+    #: Answered in the subscription's callback, one after another, with no task
+    #: of its own: for answers read from memory that never wait on anything,
+    #: where a task per request would cost more than the answer (``concurrency``
+    #: does not apply).
     inline: bool = False
 
     def bind(self, handler: Callable[[Req], Awaitable[Rep | Encoded[Rep]]]) -> Bound[Req, Rep]:

@@ -15,8 +15,7 @@ and opens what it needs in ``setup``; the runtime does the rest:
   ``ExceptionGroup`` (a cancelled stop is re-raised as the cancellation, its
   undo errors logged).
 * **One ``asyncio.TaskGroup`` owns every task** of the process: each request
-  that waits (``Endpoint.concurrency`` at a time per endpoint; a request runs
-  in the callback up to its first wait, ``start_eagerly``), and every watcher, poller,
+  (``Endpoint.concurrency`` at a time per endpoint), and every watcher, poller,
   consumer and stream given to ``spawn``.  A task that crashes ends the group:
   the process stops serving, ``wait`` returns and ``stop`` raises the crash.
   Cancellation is never swallowed.
@@ -30,7 +29,7 @@ A process's task tree::
     run_main / the caller
     └── ServiceProcess            start() / stop(), AsyncExitStack
         └── TaskGroup             (task "<name>-tasks")
-            ├── request tasks     one per request that waits, bounded per endpoint
+            ├── request tasks     one per request, bounded per endpoint
             └── spawn(...) tasks  watchers, pollers, consumers, streams
 
 ``run_main`` is the entry point of ``python -m services.<name>``: logs,
@@ -77,7 +76,7 @@ from shared.util.ledger import Ledger, free_space_guard
 from shared.util.logs import setup_logging
 from shared.util.metrics import ProcessMetrics
 from shared.util.settings import ProcessSettings, load_settings
-from shared.util.tasks import cancel_until_done, start_eagerly
+from shared.util.tasks import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -411,8 +410,7 @@ class ServiceProcess(Generic[S]):
                     beat.cancel()
                 await _refuse(request, self.name)
                 return
-            # A request answered without waiting (a read from memory) costs no task.
-            start_eagerly(run(request, beat), self._request_task)
+            self._request_task(run(request, beat))
 
         await micro.add_endpoint(
             name=endpoint.micro_name,
