@@ -10,7 +10,9 @@ A creation takes a free slot and writes its record there (pool, name, path,
 start time) before the volume's storage is made; once the volume is
 complete, the slot's first byte is overwritten with a NUL, which frees it.
 A killed process leaves its records behind (the page cache keeps them
-without a sync).  That is two small writes per creation into a file that
+without a sync).  That is two small writes per creation (three for a wipe,
+resize or upload, whose record is rewritten in place, at the same length,
+once the change is done) into a file that
 exists, where one file per creation cost a create and an unlink in the
 folder (~35 us of CPU, and two directory changes for every later fsync of
 the state filesystem to commit).  Freeing a slot rewrites a byte already on
