@@ -32,6 +32,7 @@ from services.storage.disks.index import DiskIndex
 from services.storage.disks.service import DiskService
 from services.storage.disks.store import JobRecord
 from services.storage.disks.users import DiskUsers
+from services.storage.pools.changes import StorageChanges
 from services.storage.pools.journal import CreationJournal
 from services.storage.pools.objects import PoolObj
 from services.storage.pools.pool_secrets import PoolSecrets, secret_service, volume_secret_file
@@ -158,19 +159,23 @@ class StorageService(ServiceProcess[StorageSettings]):
         users = DiskUsers(host, DiskIndex(host))
         runner = CommandRunner(self._observe_command)
         registry = StorageRegistry(ledger, host)
+        events = _VolumeEvents(self, ledger)
+        journal = CreationJournal(self.settings.state_dir / "creating")
+        changes = StorageChanges(journal, events)
         pools = PoolManager(
             registry,
             runner,
             secrets,
+            changes,
             self._pool_event,
             self._pool_event_of,
             self._update_metrics,
         )
-        journal = CreationJournal(self.settings.state_dir / "creating")
         volumes = VolumeManager(
             pools,
             journal,
-            _VolumeEvents(self, ledger),
+            changes,
+            events,
             users,
             volume_secret_file(secrets),
             backing_paths=tuple(p for p in self.settings.backing_paths.split(":") if p),
@@ -284,7 +289,8 @@ class StorageService(ServiceProcess[StorageSettings]):
         )
 
     async def _pool_event(self, obj: PoolObj, event: str, detail: str | None) -> None:
-        """A pool event no record change carries (build, delete, refresh)."""
+        """A pool event that no change carries (a refresh, a transient pool that
+        was never stored going)."""
         self._update_metrics()
         e = self._pool_event_of(obj, event, detail)
         await self.publisher.publish(e.object, e.name, e.event, e.detail, extra=e.extra)

@@ -11,9 +11,10 @@ from typing import cast
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from client.storage import StorageClient
-from services.storage.pools.journal import CreationJournal
+from services.storage.pools.journal import POOL, CreationJournal
 from services.storage.service import StorageService, StorageSettings
 from shared.api.storage import BuildMode, PoolState, VolRef
 from shared.util.errors import ErrorCode, VirtError
@@ -34,6 +35,16 @@ def dir_pool(name: str, path: Path) -> str:
 
 def settings(nats_url: str, tmp_path: Path) -> StorageSettings:
     return StorageSettings(nats_url=nats_url, state_dir=tmp_path / "state", host=HOST)
+
+
+async def refuse_writes(js: JetStreamContext, refuse: bool = True) -> None:
+    """Make the host's ledger refuse every further write, as an administrator's
+    limit does (``refuse``), or take writes again."""
+    info = await js.stream_info(ledger_name("storage", HOST))
+    config = info.config
+    config.max_msgs = info.state.messages if refuse else -1
+    config.discard = "new"  # type: ignore[assignment]
+    await js.update_stream(config)
 
 
 async def test_state_after_restart_matches_storage(nats_url: str, nc: NATS, tmp_path: Path) -> None:
@@ -109,22 +120,16 @@ async def test_a_creation_whose_event_is_refused_leaves_no_volume(
 ) -> None:
     storage = StorageClient(nc, HOST)
     js = (await connect_as("operator")).jetstream()
-    stream = ledger_name("storage", HOST)
     async with StorageService(settings(nats_url, tmp_path)):
         await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
         # The ledger takes nothing more (an administrator's limit): the
         # volume's Created event cannot be stored, so the volume must go.
-        info = await js.stream_info(stream)
-        config = info.config
-        config.max_msgs = info.state.messages
-        config.discard = "new"  # type: ignore[assignment]
-        await js.update_stream(config)
+        await refuse_writes(js)
         with pytest.raises(VirtError) as refused:
             await storage.vol_create("p", SMALL)
         assert "No space left" in refused.value.message
         assert not (tmp_path / "p" / "v").exists()
-        config.max_msgs = -1
-        await js.update_stream(config)
+        await refuse_writes(js, False)
         assert await storage.vol_list("p") == []
         await storage.vol_create("p", SMALL)
         assert [v.name for v in await storage.vol_list("p")] == ["v"]
@@ -138,21 +143,15 @@ async def test_a_deletion_gets_its_event_even_when_the_ledger_refused_it(
     ledger refuses then waits in the journal and is stored once it can be."""
     storage = StorageClient(nc, HOST)
     js = (await connect_as("operator")).jetstream()
-    stream = ledger_name("storage", HOST)
     async with StorageService(settings(nats_url, tmp_path)) as service:
         await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
         await storage.vol_create("p", SMALL)
-        info = await js.stream_info(stream)
-        config = info.config
-        config.max_msgs = info.state.messages
-        config.discard = "new"  # type: ignore[assignment]
-        await js.update_stream(config)
+        await refuse_writes(js)
         await storage.vol_delete(VolRef(pool="p", name="v"))
         assert not (tmp_path / "p" / "v").exists()
         [pending] = CreationJournal(tmp_path / "state" / "creating").unfinished()
         assert pending.deleted is not None and pending.event_key is not None
-        config.max_msgs = -1
-        await js.update_stream(config)
+        await refuse_writes(js, False)
         await service.volumes.settle_events()
         assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
         as_storage = await connect_as("storage")
@@ -237,11 +236,11 @@ async def test_killed_mid_clone_leaves_no_volume(nats_url: str, nc: NATS, tmp_pa
         terminate(proc)
 
 
-async def volume_events(nc: NATS, count: int) -> list[dict[str, object]]:
-    """The ``data`` of the first ``count`` volume events in VIRTBUS_EVENTS (the
-    ledger's forwarder stores them a moment after their change)."""
+async def volume_events(nc: NATS, count: int, kind: str = "volume") -> list[dict[str, object]]:
+    """The ``data`` of the first ``count`` volume (or ``kind``) events in
+    VIRTBUS_EVENTS (the ledger's forwarder stores them a moment after their change)."""
     js = nc.jetstream()
-    sub = await js.pull_subscribe(f"virtbus.event.storage.{HOST}.volume.>", stream=STREAM)
+    sub = await js.pull_subscribe(f"virtbus.event.storage.{HOST}.{kind}.>", stream=STREAM)
     found: list[dict[str, object]] = []
     try:
         for _ in range(100):
@@ -313,19 +312,14 @@ async def test_a_content_change_gets_its_event_even_when_the_ledger_refused_it(
     async with StorageService(settings(nats_url, tmp_path)) as service:
         await storage.pool_create(dir_pool("p", tmp_path / "p"), BuildMode.BUILD)
         await storage.vol_create("p", SMALL)
-        info = await js.stream_info(ledger_name("storage", HOST))
-        config = info.config
-        config.max_msgs = info.state.messages
-        config.discard = "new"  # type: ignore[assignment]
-        await js.update_stream(config)
+        await refuse_writes(js)
         await storage.vol_resize(VolRef(pool="p", name="v"), 8192)  # done: answered
         [pending] = CreationJournal(tmp_path / "state" / "creating").unfinished()
         assert pending.changed is not None and pending.done
         with pytest.raises(VirtError) as busy:  # one change at a time until it is stored
             await storage.vol_wipe(VolRef(pool="p", name="v"))
         assert busy.value.code is ErrorCode.OPERATION_INVALID
-        config.max_msgs = -1
-        await js.update_stream(config)
+        await refuse_writes(js, False)
         await service.volumes.settle_events()
         assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
         events = await volume_events(nc, 2)
@@ -353,3 +347,76 @@ async def test_a_creation_cut_short_longer_ago_than_the_event_retention_is_kept(
         assert [v.name for v in await storage.vol_list("p")] == ["old.img"]
         assert old.exists() and not recent.exists()
         assert journal.unfinished() == []
+
+
+async def test_pool_build_and_delete_store_their_event_and_leave_no_record(
+    nats_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        await storage.pool_define(dir_pool("p", tmp_path / "p"))
+        await storage.pool_build("p")
+        assert (tmp_path / "p").is_dir()
+        await storage.pool_delete("p")
+        assert not (tmp_path / "p").exists()
+        assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
+        events = await volume_events(nc, 3, "pool")
+    assert [e["detail"] for e in events] == ["Defined", "Created", "Deleted"]
+    assert not any("interrupted" in cast(dict[str, object], e["extra"]) for e in events)
+
+
+async def test_a_pool_change_cut_short_is_announced_at_the_next_start(
+    nats_url: str, nc: NATS, tmp_path: Path
+) -> None:
+    """Killed after a pool was built and before its event: the next start
+    stores the event.  Killed during a pool's deletion: the next start says it
+    was interrupted.  Each is stored once."""
+    storage = StorageClient(nc, HOST)
+    async with StorageService(settings(nats_url, tmp_path)):
+        built = await storage.pool_define(dir_pool("built", tmp_path / "built"))
+        gone = await storage.pool_define(dir_pool("gone", tmp_path / "gone"))
+    journal = CreationJournal(tmp_path / "state" / "creating")
+    created = Event("pool", "built", "lifecycle", "Created", None, {"uuid": built.uuid})
+    deleted = Event("pool", "gone", "lifecycle", "Deleted", None, {"uuid": gone.uuid})
+    assert journal.begin(built.uuid, POOL, None, "k-built", changed=created.to_json())
+    journal.done(built.uuid, POOL, "k-built")
+    assert journal.begin(gone.uuid, POOL, None, "k-gone", changed=deleted.to_json())
+    for _ in range(2):  # a second start finds nothing left to announce
+        async with StorageService(settings(nats_url, tmp_path)):
+            assert journal.unfinished() == []
+    events = await volume_events(nc, 5, "pool")
+    assert [(e["name"], e["detail"]) for e in events[:2]] == [
+        ("built", "Defined"),
+        ("gone", "Defined"),
+    ]
+    settled = {e["name"]: e for e in events[2:]}
+    assert settled["built"]["detail"] == "Created"
+    assert settled["built"]["extra"] == {"uuid": built.uuid}
+    assert settled["gone"]["detail"] == "Deleted"
+    assert settled["gone"]["extra"] == {"uuid": gone.uuid, "interrupted": True}
+    assert len(events) == 4
+
+
+async def test_a_pool_build_gets_its_event_even_when_the_ledger_refused_it(
+    nats_url: str, nc: NATS, connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    storage = StorageClient(nc, HOST)
+    js = (await connect_as("operator")).jetstream()
+    async with StorageService(settings(nats_url, tmp_path)) as service:
+        await storage.pool_define(dir_pool("p", tmp_path / "p"))
+        await refuse_writes(js)
+        await storage.pool_build("p")  # built: answered
+        assert (tmp_path / "p").is_dir()
+        [pending] = CreationJournal(tmp_path / "state" / "creating").unfinished()
+        assert pending.name == POOL and pending.done
+        with pytest.raises(VirtError) as busy:  # one change at a time until it is stored
+            await storage.pool_delete("p")
+        assert busy.value.code is ErrorCode.OPERATION_INVALID
+        assert "pool 'p' has a change whose event is not stored yet" in busy.value.message
+        assert (tmp_path / "p").is_dir()
+        await refuse_writes(js, False)
+        await service.volumes.settle_events()
+        assert CreationJournal(tmp_path / "state" / "creating").unfinished() == []
+        await storage.pool_delete("p")
+        events = await volume_events(nc, 3, "pool")
+    assert [e["detail"] for e in events] == ["Defined", "Created", "Deleted"]

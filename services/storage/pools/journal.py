@@ -1,9 +1,11 @@
 """The volumes being created, deleted or changed (wiped, resized, uploaded
-into) on this host, so that a change cut short by a crash is settled when
-the service starts again: a creation whose ``Created`` event is not stored
-is removed, a deletion that happened gets its ``Deleted`` event, a content
-change gets its event, marked interrupted unless it was recorded as done
-(``services.storage.pools.volumes``).
+into) on this host, and the pools being built or deleted, so that a change
+cut short by a crash is settled when the service starts again: a creation
+whose ``Created`` event is not stored is removed, a deletion that happened
+gets its ``Deleted`` event, any other change gets its event, marked
+interrupted unless it was recorded as done (``services.storage.pools.volumes``
+and ``.changes``).  A pool's own change is recorded under the name ``POOL``,
+which no volume can have.
 
 The journal is one file of fixed-size slots in the service's state folder.
 A creation takes a free slot and writes its record there (pool, name, path,
@@ -42,12 +44,19 @@ from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 SLOT = 16384
 FILE = "creations"
 _FREE = b"\0"
+#: The name a pool's own change (build, delete) is recorded under.
+POOL = ""
 
 
-def _journal_error(name: str, err: OSError, what: str = "creation") -> VirtError:
+def _journal_error(creation: Creation, err: OSError, what: str) -> VirtError:
+    if creation.name == POOL:
+        changed = creation.changed or {}
+        subject = f"pool '{changed.get('n', creation.pool_uuid)}'"
+    else:
+        subject = f"volume '{creation.name}'"
     return VirtError(
         ErrorCode.SYSTEM_ERROR,
-        f"cannot record the {what} of volume '{name}': {err.strerror or err}",
+        f"cannot record the {what} of {subject}: {err.strerror or err}",
         ErrorDomain.STORAGE,
         raw=True,
     )
@@ -204,9 +213,10 @@ class CreationJournal:
         record frees the slot again; one over a record of the same length
         cannot be short for want of room, and leaves it as it was."""
         record = _record(creation)
-        name = creation.name
         if len(record) >= SLOT:
-            raise _journal_error(name, OSError(0, "the volume's path is too long to record"), what)
+            raise _journal_error(
+                creation, OSError(0, "the volume's path is too long to record"), what
+            )
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
             fd = os.open(self._path, flags, 0o600)
@@ -220,7 +230,7 @@ class CreationJournal:
             finally:
                 os.close(fd)
         except OSError as err:
-            raise _journal_error(name, err, what) from err
+            raise _journal_error(creation, err, what) from err
 
     def _find(
         self, pool_uuid: str, name: str, event_key: str | None

@@ -4,6 +4,8 @@ autostart, refresh, look-ups and the reconciliation on start.
 
 ``PoolManager`` owns the ``PoolObj`` table of this host and is the only
 code that changes it; each change is one ledger write, its event with it.
+A build or a deletion changes the storage only: it is journalled with its
+event (``StorageChanges``).
 A pool's ``lock`` serialises its state changes; volume jobs run outside it
 and are counted in ``asyncjobs``, as libvirt does.
 """
@@ -16,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from services.storage.pools.backends import BACKENDS
 from services.storage.pools.backends.base import Backend
 from services.storage.pools.capabilities import format_pool_capabilities
+from services.storage.pools.changes import StorageChanges
+from services.storage.pools.journal import POOL
 from services.storage.pools.objects import PoolObj, VolObj
 from services.storage.pools.pool_secrets import PoolSecrets
 from services.storage.pools.registry import PoolRecord, StorageRegistry
@@ -77,14 +81,17 @@ class PoolManager:
         registry: StorageRegistry,
         runner: CommandRunner,
         secrets: PoolSecrets,
+        changes: StorageChanges,
         on_event: PoolEvent,
         describe: Callable[[PoolObj, str, str | None], Event],
         changed: Callable[[], None],
     ) -> None:
-        """``on_event`` stores an event no record change carries; ``describe``
+        """``changes`` journals a build or a deletion with its event;
+        ``on_event`` stores an event that no change carries; ``describe``
         gives the event a record change carries in the same write, ``changed``
         is told after such a write."""
         self._registry = registry
+        self._changes = changes
         self._describe = describe
         self._changed = changed
         self._backends: dict[PoolType, Backend] = {
@@ -335,12 +342,14 @@ class PoolManager:
             backend = self.backend(obj.definition.type)
             obj.check_inactive()
             obj.check_not_starting()
+            event = self._describe(obj, "lifecycle", "Created")
             obj.starting = True
             try:
-                await backend.build(obj.definition, req.build)
+                async with self._changes.journalled(obj.uuid, POOL, None, event) as key:
+                    await backend.build(obj.definition, req.build)
             finally:
                 obj.starting = False
-        await self._on_event(obj, "lifecycle", "Created")
+        await self._changes.announce(obj, POOL, key, event)
         return Empty()
 
     async def destroy(self, req: api.PoolRequest) -> Empty:
@@ -360,8 +369,10 @@ class PoolManager:
         async with obj.lock:
             backend = self.backend(obj.definition.type)
             obj.check_stopped()
-            await backend.delete(obj.definition)
-        await self._on_event(obj, "lifecycle", "Deleted")
+            event = self._describe(obj, "lifecycle", "Deleted")
+            async with self._changes.journalled(obj.uuid, POOL, None, event) as key:
+                await backend.delete(obj.definition)
+        await self._changes.announce(obj, POOL, key, event)
         return Empty()
 
     async def undefine(self, req: api.PoolRequest) -> Empty:

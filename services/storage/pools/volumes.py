@@ -26,8 +26,9 @@ from typing import Any, Protocol
 
 from services.storage.interface import Volume, VolumeUsers
 from services.storage.pools.backends.base import CreateOptions
+from services.storage.pools.changes import Announcer, StorageChanges
 from services.storage.pools.confine import check_backing
-from services.storage.pools.journal import Creation, CreationJournal
+from services.storage.pools.journal import CreationJournal
 from services.storage.pools.objects import PoolObj, VolObj, list_json
 from services.storage.pools.pool_secrets import SecretFiles
 from services.storage.pools.pools import PoolManager
@@ -43,7 +44,7 @@ from shared.conf.storage_volume import (
 from shared.util.api import Empty, Encoded, to_json
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 from shared.util.events import MAX_AGE_SECONDS
-from shared.util.ledger import Conflict, Event
+from shared.util.ledger import Event
 
 log = logging.getLogger(__name__)
 _D = ErrorDomain.STORAGE
@@ -52,18 +53,11 @@ _D = ErrorDomain.STORAGE
 _UNKNOWABLE_AFTER = MAX_AGE_SECONDS - 3600
 
 
-class VolumeEvents(Protocol):
+class VolumeEvents(Announcer, Protocol):
     """How volume changes become events (the service's ledger and metrics)."""
 
     def of(self, obj: PoolObj, vol: StorageVolumeDef, detail: str, extra: dict[str, Any]) -> Event:
         """The ``lifecycle`` event of ``vol`` with ``detail``."""
-
-    async def announce(self, obj: PoolObj | None, event: Event, key: str | None = None) -> None:
-        """Store ``event`` (under ``key``: ``Ledger.announce``); ``obj``'s figures
-        changed with it."""
-
-    async def announced(self, key: str) -> bool:
-        """Whether an event announced under ``key`` is stored (``Ledger.announced``)."""
 
 
 class _Undecided(VirtError):
@@ -103,6 +97,7 @@ class VolumeManager:
         self,
         pools: PoolManager,
         journal: CreationJournal,
+        changes: StorageChanges,
         events: VolumeEvents,
         users: VolumeUsers,
         secret_file: SecretFiles | None = None,
@@ -112,6 +107,7 @@ class VolumeManager:
         self._events = events
         self._backing_paths = backing_paths
         self._journal = journal
+        self._changes = changes
         self._users = users
         self._secret_file = secret_file
 
@@ -459,27 +455,21 @@ class VolumeManager:
         # The Deleted event is journalled with the deletion: once the storage is
         # gone, the event is stored whatever happens next (here, or by the next
         # start, or by the periodic check when the state store refused it).
-        key = uuid.uuid4().hex
         deleted = self._events.of(obj, vol.definition, "Deleted", {})
         path = vol.definition.target.path
         async with self._busy(obj, vol):
-            if not self._journal.begin(obj.uuid, vol.name, path, key, deleted.to_json()):
-                raise VirtError(
-                    ErrorCode.OPERATION_INVALID,
-                    f"volume '{vol.name}' is still being deleted",
-                    _D,
-                )
+            key = self._changes.begin(obj.uuid, vol.name, path, deleted, deletion=True)
             try:
                 await backend.delete_volume(
                     obj.definition, vol.definition, with_snapshots=req.delete_snapshots
                 )
             except BaseException:
-                self._journal.end(obj.uuid, vol.name)
+                self._changes.failed(obj.uuid, vol.name, key)
                 raise
         if obj.volumes.get(vol.name) is vol:
             del obj.volumes[vol.name]
         self._pools.adjust_sizes(obj, -vol.definition.allocation)
-        await self._announce_journalled(obj, vol.name, key, deleted)
+        await self._changes.announce(obj, vol.name, key, deleted)
         return Empty()
 
     async def wipe(self, req: api.VolWipeRequest) -> Empty:
@@ -488,17 +478,14 @@ class VolumeManager:
         backend = self._pools.backend(obj.definition.type)
         vol.check_idle()
         self.check_unused(obj, vol, req.force)
+        event = self._events.of(obj, vol.definition, "Wiped", {"algorithm": req.algorithm.value})
+        path = vol.definition.target.path
         async with self._busy(obj, vol):
-            key, event = self._begin_change(obj, vol, "Wiped", {"algorithm": req.algorithm.value})
-            try:
+            async with self._changes.journalled(obj.uuid, vol.name, path, event) as key:
                 await backend.wipe_volume(obj.definition, vol.definition, req.algorithm)
-            except BaseException:
-                self._journal.end(obj.uuid, vol.name, key)
-                raise
-            self._change_done(obj, vol.name, key)
             with contextlib.suppress(VirtError):
                 await self.refreshed(obj, vol)
-        await self._announce_journalled(obj, vol.name, key, event)
+        await self._changes.announce(obj, vol.name, key, event)
         return Empty()
 
     async def resize(self, req: api.VolResizeRequest) -> Encoded[api.VolumeInfo]:
@@ -532,18 +519,17 @@ class VolumeManager:
         grow = target - current.allocation if allocate else 0
         if grow > obj.definition.available:
             raise VirtError(ErrorCode.OPERATION_FAILED, "Not enough space left in storage pool", _D)
+        event = self._events.of(obj, current, "Resized", {"capacity": target})
         async with self._busy(obj, vol):
-            key, event = self._begin_change(obj, vol, "Resized", {"capacity": target})
-            try:
+            async with self._changes.journalled(
+                obj.uuid, vol.name, current.target.path, event
+            ) as key:
                 await backend.resize_volume(obj.definition, current, target, allocate)
-            except BaseException:
-                self._journal.end(obj.uuid, vol.name, key)
-                raise
-            self._change_done(obj, vol.name, key)
-            await self.refreshed(obj, vol)
+            with contextlib.suppress(VirtError):
+                await self.refreshed(obj, vol)
         if allocate:
             self._pools.adjust_sizes(obj, grow)
-        await self._announce_journalled(obj, vol.name, key, event)
+        await self._changes.announce(obj, vol.name, key, event)
         return self.info_of(obj, vol)
 
     def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
@@ -554,7 +540,9 @@ class VolumeManager:
         if upload:
             vol.check_idle()
             path = backend.upload_target(obj.definition, vol.definition)
-            vol.uploading = self._begin_change(obj, vol, "Uploaded", {})
+            event = self._events.of(obj, vol.definition, "Uploaded", {})
+            key = self._changes.begin(obj.uuid, vol.name, vol.definition.target.path, event)
+            vol.uploading = key, event
         else:
             vol.check_built()
             path = backend.download_source(obj.definition, vol.definition)
@@ -572,62 +560,13 @@ class VolumeManager:
             return
         key, event = change
         if not uploaded:
-            self._journal.end(obj.uuid, vol.name, key)
+            self._changes.failed(obj.uuid, vol.name, key)
             return
-        self._change_done(obj, vol.name, key)
+        self._changes.done(obj.uuid, vol.name, key)
         if obj.volumes.get(vol.name) is vol:
             with contextlib.suppress(VirtError):
                 await self.refreshed(obj, vol)
-        await self._announce_journalled(obj, vol.name, key, event)
-
-    # -- content changes: wipe, resize, upload ----------------------------------------
-
-    def _begin_change(
-        self, obj: PoolObj, vol: VolObj, detail: str, extra: dict[str, Any]
-    ) -> tuple[str, Event]:
-        """Journal a change of ``vol``'s content with its event, before the
-        change; its key and event.  Once the change is done (``_change_done``)
-        the event is due whatever happens next: stored by
-        ``_announce_journalled``, or by the
-        periodic settling when the state store refused it, or at the next start;
-        a change a crash cut short is announced at the next start with
-        ``interrupted`` (its content may have changed in part).  A change that
-        fails is forgotten with no event, as the caller hears of the failure."""
-        key = uuid.uuid4().hex
-        event = self._events.of(obj, vol.definition, detail, extra)
-        path = vol.definition.target.path
-        if not self._journal.begin(obj.uuid, vol.name, path, key, changed=event.to_json()):
-            raise VirtError(
-                ErrorCode.OPERATION_INVALID,
-                f"volume '{vol.name}' has a change whose event is not stored yet",
-                _D,
-            )
-        return key, event
-
-    def _change_done(self, obj: PoolObj, name: str, key: str) -> None:
-        try:
-            self._journal.done(obj.uuid, name, key)
-        except VirtError as err:
-            # Still announced below; only a crash before that would report it
-            # as interrupted.
-            log.warning("volume %s: %s", name, err.message)
-
-    async def _announce_journalled(self, obj: PoolObj, name: str, key: str, event: Event) -> None:
-        """Store the event of a journalled change under its record's key, then
-        end the record; one the state store refuses stays for the periodic
-        settling (which may also store it first: the key is stored once)."""
-        try:
-            await self._events.announce(obj, event, key)
-        except Conflict:
-            pass  # the periodic settling stored it meanwhile
-        except VirtError as err:
-            log.warning(
-                "the %s event of volume %s is stored later: %s", event.detail, name, err.message
-            )
-            return
-        # The periodic settling may have ended this record and a change of the
-        # same name begun its own meanwhile: end this change's record only.
-        self._journal.end(obj.uuid, name, key)
+        await self._changes.announce(obj, vol.name, key, event)
 
     # -- recovery ------------------------------------------------------------------
 
@@ -640,7 +579,7 @@ class VolumeManager:
         removed = 0
         for change in self._journal.unfinished():
             if change.deleted is not None or change.changed is not None:
-                await self._settle(change)
+                await self._changes.settle(change)
                 continue
             if change.event_key is not None and await self._events.announced(change.event_key):
                 log.warning(
@@ -674,43 +613,18 @@ class VolumeManager:
         for change in self._journal.recorded():
             if self._busy_name(change.pool_uuid, change.name):
                 continue
-            if change.deleted is None and not (change.changed is not None and change.done):
+            if not self._changes.settled_later(change):
                 continue  # a creation, or a change still under way: settled at start
             try:
-                await self._settle(change)
+                await self._changes.settle(change)
             except VirtError as err:
-                log.warning("volume %s: event not stored yet: %s", change.name, err)
+                log.warning("an event is not stored yet: %s", err)
 
     def _busy_name(self, pool_uuid: str, name: str) -> bool:
         """Whether a request of this process is changing ``name`` right now."""
         obj = self._pools.pools.get(pool_uuid)
         vol = obj.volumes.get(name) if obj is not None else None
         return vol is not None and (vol.building or vol.in_use > 0)
-
-    async def _settle(self, change: Creation) -> None:
-        """A deletion's or a content change's event, stored once (its key is
-        stored once), then the record ended.  A deletion whose storage is still
-        there did not happen and has none; a change a crash cut short is
-        announced as ``interrupted``."""
-        key = change.event_key
-        assert key is not None
-        if not await self._events.announced(key):
-            event = await self._due_event(change)
-            if event is not None:
-                with contextlib.suppress(Conflict):
-                    await self._events.announce(None, event, key)
-        self._journal.end(change.pool_uuid, change.name, key)
-
-    @staticmethod
-    async def _due_event(change: Creation) -> Event | None:
-        if change.deleted is not None:
-            gone = change.path is None or not await asyncio.to_thread(os.path.lexists, change.path)
-            return Event.from_json(change.deleted) if gone else None
-        assert change.changed is not None
-        event = Event.from_json(change.changed)
-        if change.done:
-            return event
-        return dataclasses.replace(event, extra=event.extra | {"interrupted": True})
 
 
 def _remove_partial(path: str) -> None:
