@@ -94,7 +94,7 @@ async def test_refresh_create_and_delete_run_these_rbd_commands(tmp_path: Path) 
     ]
     # libvirt: the cluster's size and free space, and what the pool stores.
     assert (scan.capacity, scan.allocation, scan.available) == (100 << 20, 24 << 20, 70 << 20)
-    vol = backend.define_volume(
+    vol = await backend.define_volume(
         pool,
         parse_storage_volume("<volume><name>new</name><capacity>1500000</capacity></volume>", pool),
     )

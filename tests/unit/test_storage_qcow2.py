@@ -130,7 +130,7 @@ async def create(backend: DirBackend, folder: Path, name: str) -> None:
         f"<volume><name>{name}</name><capacity unit='G'>1</capacity>"
         "<target><format type='qcow2'/></target></volume>"
     )
-    vol = backend.define_volume(pool, parse_storage_volume(xml, pool))
+    vol = await backend.define_volume(pool, parse_storage_volume(xml, pool))
     await backend.build_volume(pool, vol, CreateOptions())
 
 

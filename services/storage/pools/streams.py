@@ -145,7 +145,7 @@ class StreamServer:
         return await self._transfer(req, upload=False)
 
     async def _transfer(self, req: api.VolTransferRequest, upload: bool) -> api.TransferReply:
-        obj, vol, path = self._volumes.begin_transfer(req.vol, upload=upload)
+        obj, vol, path = await self._volumes.begin_transfer(req.vol, upload=upload)
 
         async def closed(completed: bool) -> None:
             await self._volumes.end_transfer(obj, vol, uploaded=upload and completed)

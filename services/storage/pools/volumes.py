@@ -123,21 +123,22 @@ class VolumeManager:
             return Encoded(to_json(obj.volume_info(vol, users)))
         return Encoded(obj.shown(vol).data)
 
-    def _check_backing(self, obj: PoolObj, vol: StorageVolumeDef) -> None:
+    async def _check_backing(self, obj: PoolObj, vol: StorageVolumeDef) -> None:
         """A backing store must be a volume of a pool of this host, or lie under
-        an administrator's ``backing_paths`` (a relative one is in ``obj``'s pool)."""
+        an administrator's ``backing_paths`` (a relative one is in ``obj``'s pool).
+        Checked in a thread: links are resolved on every pool's file system."""
         if vol.backing_store is None:
             return
         path = vol.backing_store.path
         if not path.startswith("/") and "://" not in path:
             path = f"{(obj.definition.target.path if obj.definition.target else '')}/{path}"
-        volumes = (
+        volumes = [
             v.definition.target.path
             for pool in self._pools.all()
             for v in pool.volumes.values()
             if v.definition.target.path and not v.building
-        )
-        check_backing(path, volumes, self._backing_paths)
+        ]
+        await asyncio.to_thread(check_backing, path, volumes, self._backing_paths)
 
     def check_unused(self, obj: PoolObj, vol: VolObj, force: bool) -> None:
         """Refuse to destroy data a domain disk uses, unless ``force``."""
@@ -382,9 +383,9 @@ class VolumeManager:
             )
         if vol.name in obj.volumes:
             raise volume_exists(vol.name)
-        vol = backend.define_volume(obj.definition, vol.model_copy(update={"key": None}))
+        vol = await backend.define_volume(obj.definition, vol.model_copy(update={"key": None}))
         if not disk_backing:
-            self._check_backing(obj, vol)
+            await self._check_backing(obj, vol)
         key = uuid.uuid4().hex
         async with self._reserve(obj, vol, key) as reserved:
             flags = CreateOptions(prealloc_metadata=prealloc_metadata)
@@ -413,8 +414,8 @@ class VolumeManager:
         capacity = max(vol.capacity, src_def.capacity)
         allocation = vol.allocation if vol.has_allocation else capacity
         vol = vol.model_copy(update={"capacity": capacity, "allocation": allocation, "key": None})
-        vol = backend.define_volume(obj.definition, vol)
-        self._check_backing(obj, vol)
+        vol = await backend.define_volume(obj.definition, vol)
+        await self._check_backing(obj, vol)
         key = uuid.uuid4().hex
         async with self._reserve(obj, vol, key) as reserved:
             src.in_use += 1
@@ -532,20 +533,25 @@ class VolumeManager:
         await self._changes.announce(obj, vol.name, key, event)
         return self.info_of(obj, vol)
 
-    def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
+    async def begin_transfer(self, ref: VolRef, *, upload: bool) -> tuple[PoolObj, VolObj, str]:
         """Hold a volume for an upload or a download; its file, confined to the pool.
         Every successful call is matched by ``end_transfer``."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
         if upload:
+            path = await backend.upload_target(obj.definition, vol.definition)
+        else:
+            path = await backend.download_source(obj.definition, vol.definition)
+        # Held from here on, with no wait in between; the volume may have gone
+        # or been made again meanwhile (its path is the same: the pool's and its name).
+        obj, vol = self.find(ref)
+        if upload:
             vol.check_idle()
-            path = backend.upload_target(obj.definition, vol.definition)
             event = self._events.of(obj, vol.definition, "Uploaded", {})
             key = self._changes.begin(obj.uuid, vol.name, vol.definition.target.path, event)
             vol.uploading = key, event
         else:
             vol.check_built()
-            path = backend.download_source(obj.definition, vol.definition)
         vol.in_use += 1
         obj.asyncjobs += 1
         return obj, vol, path

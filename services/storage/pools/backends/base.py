@@ -123,7 +123,7 @@ class Backend:
 
     # -- volumes -------------------------------------------------------------------
 
-    def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+    async def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
         """The volume with its type, target path and key set (libvirt's createVol);
         refuses a volume that cannot exist in this pool."""
         raise no_support("storage pool does not support volume creation")
@@ -179,10 +179,10 @@ class Backend:
     ) -> None:
         raise no_support("storage pool doesn't support volume wiping")
 
-    def upload_target(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
+    async def upload_target(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
         """The file an upload writes (confined to the pool)."""
         raise no_support("storage pool doesn't support volume upload")
 
-    def download_source(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
+    async def download_source(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
         """The file a download reads (confined to the pool)."""
         raise no_support("storage pool doesn't support volume download")

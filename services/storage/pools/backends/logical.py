@@ -88,7 +88,7 @@ class LogicalBackend(Backend):
             volumes[name] = found_volume(name, path, VolumeType.BLOCK, size, key=uuid)
         return PoolScan(capacity, capacity - available, available, list(volumes.values()))
 
-    def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+    async def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
         enc = vol.target.encryption
         if enc is not None and enc.format is not EncryptionFormat.LUKS:
             raise VirtError(

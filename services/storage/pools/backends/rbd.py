@@ -114,7 +114,7 @@ class RbdBackend(Backend):
             volumes.append(found_volume(name, path, VolumeType.NETWORK, size, "raw"))
         return PoolScan(capacity, allocation, available, volumes)
 
-    def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
+    async def define_volume(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> StorageVolumeDef:
         check_volume_name(vol.name)
         return placed(vol, f"{pool.source.name}/{vol.name}", VolumeType.NETWORK)
 
