@@ -4,8 +4,8 @@ request's time goes, on both sides.
 Starts an embedded nats-server and the service (secret, or storage with a
 ``dir`` pool of qcow2 volumes) as a process of its own, and drives it through
 the Python client in this process, phase by phase (secret: define+set+get with
-16 in flight, then get-value; storage: create, info, list of every volume,
-delete, 8 in flight).
+16 in flight, then get-value; storage: create, info, list of every volume (with
+their figures, then names, keys and paths only), delete, 8 in flight).
 
 ``--cpu`` prints, for every phase, the CPU time per request of the client
 (this process), of the service and of nats-server (their ``/proc`` figures),
@@ -179,6 +179,10 @@ def _storage_phases(nc: NATS, count: int, folder: Path) -> tuple[list[Phase], li
         if len(await storage.vol_list(_POOL)) != count:
             raise RuntimeError("a different number of volumes was listed")
 
+    async def named(_: int) -> None:
+        if len(await storage.vol_list_brief(_POOL)) != count:
+            raise RuntimeError("a different number of volumes was listed")
+
     async def delete(i: int) -> None:
         await storage.vol_delete(VolRef(pool=_POOL, name=names[i]))
 
@@ -186,6 +190,7 @@ def _storage_phases(nc: NATS, count: int, folder: Path) -> tuple[list[Phase], li
         Phase("volume create", count, 8, create),
         Phase("volume info", count, 8, info),
         Phase(f"list of {count} volumes", max(10, count // 10), 8, listed),
+        Phase(f"brief list of {count}", max(10, count // 10), 8, named),
         Phase("volume delete", count, 8, delete),
     ]
 

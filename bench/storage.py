@@ -4,9 +4,13 @@
 real embedded nats-server and the storage service as its own process in a
 temporary folder, and works through ``client.storage.StorageClient`` with
 several requests in flight: create N qcow2 volumes (1 GiB each), list the
-pool's volumes, fetch each volume's info, delete them.  libvirt's side does
-the same work against ``qemu:///system`` (``bench/storage_libvirt.py`` under
-the system interpreter, one connection per worker thread).  Beside them, bare
+pool's volumes (names, keys and paths, as libvirt's listAllVolumes returns
+them), list them with their figures re-read (as virsh's vol-list --details
+asks libvirt for each volume's info) and with the figures the service keeps
+(virtbus only: libvirt has no such call), fetch each volume's info, delete
+them.  libvirt's side does the same work against ``qemu:///system``
+(``bench/storage_libvirt.py`` under the system interpreter, one connection
+per worker thread).  Beside them, bare
 ``qemu-img create`` run the same number of times with the same concurrency:
 libvirt cannot create a qcow2 volume faster than the tool it runs for each.
 virtbus runs it for the first plain qcow2 volume of each pool type only, then writes the same
@@ -22,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +59,9 @@ class Sizes:
 
 NORMAL = Sizes(volumes=500, concurrency=8, lists=50)
 QUICK = Sizes(volumes=40, concurrency=8, lists=10)
-PHASES = ("create", "list", "info", "delete")
+PHASES = ("create", "list", "list --details", "list, kept figures", "info", "delete")
+#: The phases libvirt has a call for.
+LIBVIRT_PHASES = ("create", "list", "list --details", "info", "delete")
 
 
 @dataclass
@@ -72,9 +78,11 @@ class Phase:
 
 
 Figures = dict[str, Phase]
+#: One call of a phase, given its index.
+Work = Callable[[int], Awaitable[object]]
 
 
-async def phase(count: int, concurrency: int, work: Callable[[int], Awaitable[object]]) -> Phase:
+async def phase(count: int, concurrency: int, work: Work) -> Phase:
     """``work(i)`` for i < count, ``concurrency`` at a time; each call timed."""
     latencies, wall = await drive(count, concurrency, work)
     return Phase(latencies, wall, count)
@@ -103,9 +111,12 @@ async def measure_virtbus(folder: Path, sizes: Sizes) -> Figures:
         )
         names = [f"vol{i:04d}.qcow2" for i in range(sizes.volumes)]
 
-        async def listed(_: int) -> None:
-            if len(await storage.vol_list(POOL)) != sizes.volumes:
-                raise RuntimeError("virtbus listed a different number of volumes")
+        def listing(call: Callable[[], Awaitable[Sequence[object]]]) -> Work:
+            async def listed(_: int) -> None:
+                if len(await call()) != sizes.volumes:
+                    raise RuntimeError("virtbus listed a different number of volumes")
+
+            return listed
 
         c = sizes.concurrency
         return {
@@ -114,7 +125,13 @@ async def measure_virtbus(folder: Path, sizes: Sizes) -> Figures:
                 c,
                 lambda i: storage.vol_create(POOL, VOLUME_XML.format(name=names[i])),
             ),
-            "list": await phase(sizes.lists, c, listed),
+            "list": await phase(sizes.lists, c, listing(lambda: storage.vol_list_brief(POOL))),
+            "list --details": await phase(
+                sizes.lists, c, listing(lambda: storage.vol_list(POOL, details=True))
+            ),
+            "list, kept figures": await phase(
+                sizes.lists, c, listing(lambda: storage.vol_list(POOL))
+            ),
             "info": await phase(
                 sizes.volumes, c, lambda i: storage.vol_info(VolRef(pool=POOL, name=names[i]))
             ),
@@ -154,7 +171,7 @@ def measure_libvirt(folder: Path, sizes: Sizes) -> Figures:
         lines = done.stderr.strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"libvirt worker exited {done.returncode}")
     data = json.loads(done.stdout)
-    return {name: Phase(**data[name]) for name in PHASES}
+    return {name: Phase(**data[name]) for name in LIBVIRT_PHASES}
 
 
 def run(quick: bool) -> Table:
@@ -177,7 +194,10 @@ def run(quick: bool) -> Table:
     )
     for name in PHASES:
         mine = ours[name].cells()
-        other = theirs[name].cells() if theirs else [reason or "n/a"] * 3
+        if name not in LIBVIRT_PHASES:
+            other = ["no such call"] * 3
+        else:
+            other = theirs[name].cells() if theirs else [reason or "n/a"] * 3
         bare = floor.cells() if name == "create" else ["", "", ""]
         for i, stat in enumerate(("median", "p99", "throughput")):
             table.add(f"{name}, {stat}", mine[i], other[i], bare[i])
@@ -186,7 +206,16 @@ def run(quick: bool) -> Table:
         "per second of wall time"
     )
     table.notes.append(
-        f"list = one call returning all {sizes.volumes} volumes; libvirt: listAllVolumes"
+        f"list = one call returning all {sizes.volumes} volumes' names, keys and paths; "
+        "libvirt: listAllVolumes"
+    )
+    table.notes.append(
+        "list --details = each volume re-read, with its figures: virtbus in one call; "
+        "libvirt: listAllVolumes, then each volume's info (what virsh vol-list --details asks)"
+    )
+    table.notes.append(
+        "list, kept figures = one call returning every volume's figures as the service "
+        "keeps them (vol_list without details)"
     )
     table.notes.append(
         "create: libvirt runs qemu-img for each volume; virtbus for the first, then "

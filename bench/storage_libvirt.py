@@ -8,7 +8,8 @@ end, also when a step fails; it never touches another pool.
 
 ``run --folder F --prefix P --volumes N --concurrency C --lists L``: seconds per
 call and wall time of each phase: create N qcow2 volumes, list the pool's
-volumes L times, get each volume's info, delete them; C calls at a time, one
+volumes L times, list them L times with each one's info (what virsh's
+vol-list --details asks), get each volume's info, delete them; C calls at a time, one
 connection per worker thread (libvirtd serves five calls per client at once).
 Exit 3 when the binding is missing, 4 when the daemon does not answer.
 """
@@ -80,6 +81,11 @@ def _run(conn: Any, args: argparse.Namespace) -> dict[str, Any]:
             if len(pools[id(c)].listAllVolumes(0)) != args.volumes:
                 raise RuntimeError("libvirt listed a different number of volumes")
 
+        def list_details(c: Any, _: int) -> None:
+            volumes = pools[id(c)].listAllVolumes(0)
+            if len([v.info() for v in volumes]) != args.volumes:
+                raise RuntimeError("libvirt listed a different number of volumes")
+
         def info(c: Any, i: int) -> None:
             pools[id(c)].storageVolLookupByName(names[i]).info()
 
@@ -89,6 +95,7 @@ def _run(conn: Any, args: argparse.Namespace) -> dict[str, Any]:
         for phase, work, count in (
             ("create", create, args.volumes),
             ("list", list_all, args.lists),
+            ("list --details", list_details, args.lists),
             ("info", info, args.volumes),
             ("delete", delete, args.volumes),
         ):

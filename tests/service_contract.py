@@ -500,6 +500,7 @@ POOLS = TableCase(
         storage_api.VOL_LOOKUP_KEY: Missing({"key": "/no/such/key"}, ErrorCode.NO_STORAGE_VOL),
         storage_api.VOL_LOOKUP_PATH: Missing({"path": "/no/such/path"}, ErrorCode.NO_STORAGE_VOL),
         storage_api.VOL_LIST: _NO_POOL,
+        storage_api.VOL_BRIEF_LIST: _NO_POOL,
         storage_api.VOL_UPLOAD: _NO_POOL_VOL,
         storage_api.VOL_DOWNLOAD: _NO_POOL_VOL,
     },

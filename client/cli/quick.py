@@ -184,6 +184,10 @@ class Calls:
         reply = await self._call(STORAGE, "vol.list", {"pool": pool, "details": details})
         return [record(v) for v in reply["volumes"]]
 
+    async def vol_list_brief(self, pool: str) -> list[Any]:
+        reply = await self._call(STORAGE, "vol.brief.list", {"pool": pool})
+        return [record(v) for v in reply["volumes"]]
+
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to its end without an event loop: on the socket path nothing

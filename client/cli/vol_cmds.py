@@ -347,14 +347,16 @@ def list_(args: Args) -> int:
 
     async def body(s: Calls) -> int:
         pool = await resolve_pool(s, args.pool)
+        if not (args.details or args.json):
+            # virsh's columns: the volumes' names and paths, without their figures.
+            named = await with_context(s.vol_list_brief(pool.name), "Failed to list volumes")
+            sys.stdout.write(table(["Name", "Path"], [[v.name, v.path] for v in named]))
+            return 0
         vols = await with_context(
             s.vol_list(pool.name, details=args.details), "Failed to list volumes"
         )
         if args.json:
             print_raw(vols)
-            return 0
-        if not args.details:
-            sys.stdout.write(table(["Name", "Path"], [[v.name, v.path] for v in vols]))
             return 0
         rows = [
             [v.name, v.path, v.type, pretty_capacity(v.capacity), pretty_capacity(v.allocation)]

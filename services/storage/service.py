@@ -230,6 +230,7 @@ class StorageService(ServiceProcess[StorageSettings]):
             api.VOL_LOOKUP_KEY.bind(volumes.lookup_key),
             api.VOL_LOOKUP_PATH.bind(volumes.lookup_path),
             api.VOL_LIST.bind(volumes.list_volumes),
+            api.VOL_BRIEF_LIST.bind(volumes.list_brief),
             api.VOL_UPLOAD.bind(streams.upload),
             api.VOL_DOWNLOAD.bind(streams.download),
             *self.disks.endpoints(),

@@ -255,6 +255,19 @@ class VolListReply(BaseModel):
     volumes: list[VolumeInfo] = Field(default_factory=list)
 
 
+class VolumeBrief(BaseModel):
+    """A volume as libvirt's listAllVolumes names it (name and key) with the
+    path virsh's vol-list prints beside the name: no figures."""
+
+    name: str
+    key: str
+    path: str
+
+
+class VolBriefListReply(BaseModel):
+    volumes: list[VolumeBrief] = Field(default_factory=list)
+
+
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep", bound=BaseModel)
 
@@ -305,6 +318,7 @@ VOL_LOOKUP_NAME = _vol("vol.lookup.name", VolNameRequest, VolumeInfo)
 VOL_LOOKUP_KEY = _vol("vol.lookup.key", VolKeyRequest, VolumeInfo)
 VOL_LOOKUP_PATH = _vol("vol.lookup.path", VolPathRequest, VolumeInfo)
 VOL_LIST = _vol("vol.list", VolListRequest, VolListReply)
+VOL_BRIEF_LIST = _vol("vol.brief.list", PoolRequest, VolBriefListReply)
 VOL_UPLOAD = _vol("vol.upload", VolTransferRequest, TransferReply)
 VOL_DOWNLOAD = _vol("vol.download", VolTransferRequest, TransferReply)
 
@@ -336,6 +350,7 @@ ENDPOINTS = (
     VOL_LOOKUP_KEY,
     VOL_LOOKUP_PATH,
     VOL_LIST,
+    VOL_BRIEF_LIST,
     VOL_UPLOAD,
     VOL_DOWNLOAD,
 )

@@ -322,3 +322,29 @@ async def test_upload_past_the_end_and_beyond_its_length(
     assert vol_file.read_bytes() == b"\0" * 10 + b"x" * 100 + b"\0" * (4096 - 110)
     # The failed stream released the volume.
     await storage.vol_delete(ref("small.img"))
+
+
+async def test_the_brief_list_names_what_the_full_list_shows(
+    storage: StorageClient, pool: str, tmp_path: Path
+) -> None:
+    for name in ("b.img", "A.img", "c.qcow2"):
+        await storage.vol_create(pool, vol_xml(name, fmt="qcow2" if "qcow2" in name else "raw"))
+    (tmp_path / "images" / "made-outside.img").write_bytes(bytes(512))
+    await storage.pool_refresh(pool)
+    full = await storage.vol_list(pool)
+    brief = await storage.vol_list_brief(pool)
+    assert [(v.name, v.key, v.path) for v in brief] == [(v.name, v.key, v.path) for v in full]
+    assert [v.name for v in brief] == ["A.img", "b.img", "c.qcow2", "made-outside.img"]
+    await storage.vol_delete(VolRef(pool=pool, name="b.img"))
+    assert [v.name for v in await storage.vol_list_brief(pool)] == [
+        "A.img",
+        "c.qcow2",
+        "made-outside.img",
+    ]
+    await storage.pool_destroy(pool)
+    with pytest.raises(VirtError) as inactive:
+        await storage.vol_list_brief(pool)
+    assert inactive.value.code is ErrorCode.OPERATION_INVALID
+    with pytest.raises(VirtError) as unknown:
+        await storage.vol_list_brief("no-such-pool")
+    assert unknown.value.code is ErrorCode.NO_STORAGE_POOL

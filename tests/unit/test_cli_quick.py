@@ -65,6 +65,9 @@ CASES: list[tuple[str, dict[str, Any], Endpoint[Any, Any], BaseModel, BaseModel]
      storage_api.VolRequest(vol=storage_api.VolRef(pool="p", name="v")), VOL),
     ("vol_list", {"pool": "p", "details": True}, storage_api.VOL_LIST,
      storage_api.VolListRequest(pool="p", details=True), storage_api.VolListReply(volumes=[VOL])),
+    ("vol_list_brief", {"pool": "p"}, storage_api.VOL_BRIEF_LIST, storage_api.PoolRequest(pool="p"),
+     storage_api.VolBriefListReply(volumes=[storage_api.VolumeBrief(name="v", key="/p/v",
+                                                                    path="/p/v")])),
 ]  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.storage.pools.files import Seen
-from shared.api.storage import PoolInfo, PoolState, VolumeInfo, VolumeUser
+from shared.api.storage import PoolInfo, PoolState, VolumeBrief, VolumeInfo, VolumeUser
 from shared.conf.storage_pool import StoragePoolDef
 from shared.conf.storage_volume import StorageVolumeDef
 from shared.util.api import to_json
@@ -43,7 +43,8 @@ def _shown_fields(vol: StorageVolumeDef) -> ShownFields:
 
 
 def list_json(volumes: Iterable[bytes]) -> bytes:
-    """The JSON of ``VolListReply(volumes=...)`` from the volumes' own (``Shown.data``)."""
+    """The JSON of ``VolListReply(volumes=...)`` from the volumes' own
+    (``Shown.data``), or of ``VolBriefListReply`` from theirs (``Shown.brief``)."""
     return b'{"volumes":[' + b",".join(volumes) + b"]}"
 
 
@@ -51,13 +52,15 @@ def list_json(volumes: Iterable[bytes]) -> bytes:
 class Shown:
     """What a volume shows (``VolumeInfo``), kept with the definition and pool
     name it was made for: ``fields`` the definition's shown fields, ``info``
-    the model, ``data`` its JSON as a reply carries it."""
+    the model, ``data`` its JSON as a reply carries it, ``brief`` the JSON of
+    its ``VolumeBrief``."""
 
     definition: StorageVolumeDef
     pool: str
     fields: ShownFields
     info: VolumeInfo
     data: bytes
+    brief: bytes
 
 
 @dataclass
@@ -199,7 +202,8 @@ class PoolObj:
             fields = _shown_fields(definition)
             if shown is None or shown.pool != self.name or shown.fields != fields:
                 info = self._volume_info(fields)
-                shown = Shown(definition, self.name, fields, info, to_json(info))
+                brief = VolumeBrief(name=info.name, key=info.key, path=info.path)
+                shown = Shown(definition, self.name, fields, info, to_json(info), to_json(brief))
             else:
                 shown.definition = definition
             vol.shown = shown

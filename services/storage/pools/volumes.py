@@ -214,13 +214,9 @@ class VolumeManager:
         return self.info_of(*self.by_path(req.path))
 
     async def list_volumes(self, req: api.VolListRequest) -> Encoded[api.VolListReply]:
-        """virStoragePoolListAllVolumes (``details``: each re-read first, as
-        virsh's vol-list --details asks every volume's info)."""
-        obj = self._pools.by_name(req.pool)
-        obj.check_active()
-        volumes = obj.volumes
-        # The table is keyed by name: sorting its keys needs no Python key function.
-        listed = [volumes[name] for name in sorted(volumes, key=str.lower)]
+        """virStoragePoolListAllVolumes with every volume's figures (``details``:
+        each re-read first, as virsh's vol-list --details asks every volume's info)."""
+        obj, listed = self._listed(req.pool)
         if req.details:
             for vol in listed:
                 if not vol.building:
@@ -234,6 +230,20 @@ class VolumeManager:
             # encoding per volume).
             parts = [obj.shown(vol).data for vol in listed]
         return Encoded(list_json(parts))
+
+    async def list_brief(self, req: api.PoolRequest) -> Encoded[api.VolBriefListReply]:
+        """virStoragePoolListAllVolumes as libvirt answers it: each volume's name
+        and key, with its path; from memory."""
+        obj, listed = self._listed(req.pool)
+        return Encoded(list_json([obj.shown(vol).brief for vol in listed]))
+
+    def _listed(self, pool: str) -> tuple[PoolObj, list[VolObj]]:
+        """The active pool ``pool`` and its volumes, by name as virsh sorts them."""
+        obj = self._pools.by_name(pool)
+        obj.check_active()
+        volumes = obj.volumes
+        # The table is keyed by name: sorting its keys needs no Python key function.
+        return obj, [volumes[name] for name in sorted(volumes, key=str.lower)]
 
     # -- the Volumes side of services.storage.interface -----------------------------
 
