@@ -39,18 +39,15 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from bench.load import drive
+from bench.meter import Meter
 from bench.secret import VALUE_SIZE, _sequence, secret_xml
 from bench.stack import service_stack
 from bench.table import Table, median, ms, rate
 from client.connection import Client
 from client.storage import StorageClient
 from shared.api.storage import BuildMode, VolRef
-from shared.util.natsserver import EmbeddedNats
 
 _TOP = 18
-#: A process is idle when it used less than this share of a CPU over ``_SETTLE`` seconds.
-_IDLE = 0.02
-_SETTLE = 0.2
 _HOST = "bench-host"
 _POOL = "bench"
 _VOLUME_XML = (
@@ -83,45 +80,6 @@ class Figures:
     wall: float
     cpu: tuple[float, float, float]  # client, service, nats-server seconds
     latencies: list[float] = field(default_factory=list)
-
-
-def _cpu_of(pid: int) -> float:
-    """CPU seconds of process ``pid``, every thread: the scheduler's figures
-    (nanoseconds; ``/proc/PID/stat`` counts in 10 ms ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # a thread that ended meanwhile
-    return total / 1e9
-
-
-class Meter:
-    """CPU seconds of this process, the service and nats-server."""
-
-    def __init__(self) -> None:
-        self.service = 0
-        self.server = 0
-
-    def started(self, server: EmbeddedNats, proc: asyncio.subprocess.Process) -> None:
-        assert server.proc is not None
-        self.service, self.server = proc.pid, server.proc.pid
-
-    def read(self) -> tuple[float, float, float]:
-        return _cpu_of(os.getpid()), _cpu_of(self.service), _cpu_of(self.server)
-
-    async def settle(self) -> tuple[float, float, float]:
-        """The figures once the service and the server are idle again: work a
-        phase leaves behind (the ledger's event forwarder catching up) is the
-        phase's, and must not be charged to the next one."""
-        last = self.read()
-        while True:
-            await asyncio.sleep(_SETTLE)
-            now = self.read()
-            if now[1] - last[1] < _IDLE * _SETTLE and now[2] - last[2] < _IDLE * _SETTLE:
-                return now
-            last = now
 
 
 async def _run_phase(phase: Phase, meter: Meter) -> Figures:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench import conf, oneshot, profile
+from bench import conf, meter, oneshot, profile
 from bench.table import Table, percentile
 
 
@@ -135,9 +135,9 @@ def test_cpu_table_divides_each_process_cpu_by_the_phase_requests() -> None:
 
 
 def test_cpu_time_of_a_process_grows_with_its_work() -> None:
-    before = profile._cpu_of(os.getpid())
+    before = meter.cpu_of(os.getpid())
     spent = time.process_time() + 0.02
     while time.process_time() < spent:
         pass
 
-    assert profile._cpu_of(os.getpid()) > before
+    assert meter.cpu_of(os.getpid()) > before
