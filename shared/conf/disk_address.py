@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import string
 from dataclasses import dataclass
 
 from lxml import etree
@@ -262,7 +263,7 @@ class DeviceInfo(BaseModel):
         return self.address.type if self.address is not None else AddressType.NONE
 
 
-_USER_ALIAS_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_USER_ALIAS_CHARS = set(string.ascii_letters + string.digits + "_-")
 _LOADPARM_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789. ")
 
 

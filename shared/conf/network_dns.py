@@ -6,6 +6,8 @@ API matches an existing record from an incomplete one when deleting.
 
 from __future__ import annotations
 
+import string
+
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
@@ -27,7 +29,7 @@ _DOMAIN = ErrorDomain.NETWORK
 #: DNS_RECORD_LENGTH_SRV: RFC 2782's 512 bytes minus the record's overhead.
 SRV_NAME_MAX = 512 - 30
 # every character of the names in /etc/services and /etc/protocols, except "."
-_PROTOCOL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-+/")
+_PROTOCOL_CHARS = set(string.ascii_letters + string.digits + "-+/")
 _SERVICE_CHARS = _PROTOCOL_CHARS | set("_*")
 
 

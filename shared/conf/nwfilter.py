@@ -9,6 +9,7 @@ them raw and so produces a broken document for a name holding ``'`` or ``&``.
 
 from __future__ import annotations
 
+import string
 from typing import Annotated
 
 from lxml import etree
@@ -43,7 +44,7 @@ MAX_FILTER_PRIORITY = 1000
 #: Longest chain name: what is left of an ebtables chain name after "FO-",
 #: the interface name and a separator.
 MAX_CHAIN_SUFFIX_SIZE = 12
-VALID_CHAINNAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+VALID_CHAINNAME = frozenset(string.ascii_letters + string.digits + "_.:-")
 
 FilterEntry = Annotated[NWFilterRule | FilterRef, Field(discriminator="kind")]
 

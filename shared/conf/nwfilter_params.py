@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from typing import Literal
 
 from lxml import etree
@@ -12,7 +13,7 @@ from shared.conf.xmlprops import local_name
 from shared.conf.xmlwriter import XmlWriter
 from shared.util.errors import ErrorCode, ErrorDomain, VirtError
 
-VALID_VARNAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+VALID_VARNAME = frozenset(string.ascii_letters + string.digits + "_")
 VALID_VARVALUE = VALID_VARNAME | frozenset(".:")
 #: Largest iterator id in ``$VAR[@id]``.
 MAX_ITERID = 1000

@@ -11,6 +11,7 @@ compiler all read this table; nothing else lists protocols or attributes.
 from __future__ import annotations
 
 import enum
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -402,7 +403,7 @@ TCP_FLAGS: dict[str, int] = {
     "NONE": 0x00,
 }
 #: Characters allowed in an ipset name, and its longest length.
-VALID_IPSETNAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-+ ")
+VALID_IPSETNAME = frozenset(string.ascii_letters + string.digits + "_.:-+ ")
 MAX_IPSET_NAME_LENGTH = 31
 #: Longest number of src/dst flags in ``ipsetflags``.
 MAX_IPSET_FLAGS = 6
