@@ -104,7 +104,11 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
         path = prop(node, "file")
         if path is None:
             raise xml_error("mirror requires file name", ErrorDomain.DOMAIN)
-        source = StorageSource.model_validate({"type": StorageType.FILE, "path": path, **base})
+        # An empty name is taken as none, as libvirt takes an empty source path
+        # (it keeps this one once, and drops it when it reads its own output).
+        source = StorageSource.model_validate(
+            {"type": StorageType.FILE, "path": path or None, **base}
+        )
     ready = MirrorState.NONE
     ready_text = prop(node, "ready")
     if ready_text is not None:
