@@ -176,7 +176,8 @@ def _open_to_read(path: str) -> int:
 
 
 def probe_file(path: str) -> ImageInfo:
-    """``probe_header`` on the file at ``path`` (blocking: run it in a thread)."""
+    """``probe_header`` on the file at ``path`` (blocking: in a thread where the
+    file system may stall)."""
     fd = _open_to_read(path)
     try:
         data = os.pread(fd, HEADER_BYTES, 0)

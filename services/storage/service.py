@@ -159,7 +159,7 @@ class StorageService(ServiceProcess[StorageSettings]):
         users = DiskUsers(host, DiskIndex(host))
         runner = CommandRunner(self._observe_command)
         registry = StorageRegistry(ledger, host)
-        events = _VolumeEvents(self, ledger)
+        events = _StorageEvents(self, ledger)
         journal = CreationJournal(self.settings.state_dir / "creating")
         changes = StorageChanges(journal, events)
         pools = PoolManager(
@@ -297,9 +297,10 @@ class StorageService(ServiceProcess[StorageSettings]):
         await self.publisher.publish(e.object, e.name, e.event, e.detail, extra=e.extra)
 
 
-class _VolumeEvents:
-    """``VolumeEvents`` of the storage service: a volume's events go to its
-    ledger, and its pool's figures change with them."""
+class _StorageEvents:
+    """``VolumeEvents`` (and the ``Announcer`` of ``StorageChanges``) of the
+    storage service: the events of volume changes and of pool builds and
+    deletions go to its ledger, and the pool's figures change with them."""
 
     def __init__(self, service: StorageService, ledger: Ledger) -> None:
         self._service = service

@@ -9,8 +9,8 @@ the method takes the request model and returns the reply model, or
 ``Encoded``, that model's JSON already made); the process
 runtime (``shared.util.process``) serves the bindings with ``answer``; the
 client sends with ``call``.  Every reply is a model's JSON as pydantic makes
-it; the one reply put together from parts (a volume list, its volumes' kept
-JSON joined) is tested to be the same bytes as its model's.
+it; the replies put together from parts (the two volume lists, their
+volumes' kept JSON joined) are tested to be the same bytes as their models'.
 
 Errors cross the bus as the micro error headers (``Nats-Service-Error-Code``:
 libvirt's error number; ``Nats-Service-Error``: the message) plus a JSON body

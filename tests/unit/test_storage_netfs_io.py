@@ -5,6 +5,7 @@ storage service's event loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -49,14 +50,23 @@ async def test_a_stalled_file_server_holds_up_its_request_not_the_loop(
 
     entered, release, answered = threading.Event(), threading.Event(), threading.Event()
 
-    def stalled(root: str, path: str) -> str:
+    def stall() -> None:
         # The file server stops answering until released (or for 5 s).
         entered.set()
         release.wait(5)
         answered.set()
+
+    def stalled(root: str, path: str) -> str:
+        stall()
         return confine.confined(root, path)
 
+    def stalled_status(root: str, path: str) -> os.stat_result | None:
+        stall()
+        return confine.confined_status(root, path)
+
+    # The confinement, either way the backend asks for it.
     monkeypatch.setattr(local, "confined", stalled)
+    monkeypatch.setattr(local, "confined_status", stalled_status)
     task = asyncio.create_task(CALLS[call](backend, pool, vol))
     for _ in range(500):
         if entered.is_set():

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from services.storage.pools.objects import PoolObj, VolObj, list_json
-from shared.api.storage import VolListReply, VolumeInfo, VolumeUser
+from shared.api.storage import (
+    VolBriefListReply,
+    VolListReply,
+    VolumeBrief,
+    VolumeInfo,
+    VolumeUser,
+)
 from shared.conf.storage_pool import parse_storage_pool
 from shared.conf.storage_volume import StorageVolumeDef, VolumeTarget, VolumeType
 from shared.util.api import to_json
@@ -68,3 +74,11 @@ def test_a_list_joined_from_kept_json_is_the_list_models_json() -> None:
     vols = [VolObj(volume(4096 * n)) for n in range(3)]
     joined = list_json(pool.shown(v).data for v in vols)
     assert joined == to_json(VolListReply(volumes=[pool.volume_info(v) for v in vols]))
+
+
+def test_a_brief_list_joined_from_kept_json_is_the_brief_models_json() -> None:
+    pool = PoolObj(parse_storage_pool(POOL), persistent=True, active=True)
+    vols = [VolObj(volume(4096 * n)) for n in range(3)]
+    joined = list_json(pool.brief(v) for v in vols)
+    briefs = [VolumeBrief(name=i.name, key=i.key, path=i.path) for i in map(pool.volume_info, vols)]
+    assert joined == to_json(VolBriefListReply(volumes=briefs))

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from services.storage.pools.journal import Creation, CreationJournal
@@ -133,12 +133,22 @@ class StorageChanges:
                     await self._announcer.announce(None, event, key)
         self._journal.end(change.pool_uuid, change.name, key)
 
-    @staticmethod
-    def settled_later(change: Creation) -> bool:
-        """Whether the periodic settling stores ``change``'s event: a deletion's,
-        or a change's once done (a creation, or a change still under way, is
-        settled at the next start)."""
-        return change.deleted is not None or (change.changed is not None and change.done)
+    async def settle_refused(self, busy: Callable[[str, str], bool]) -> None:
+        """Store the events the state store refused when their changes were
+        made: a deletion's once its storage went, any other change's once it
+        was done; one a request of this process is still making (``busy``:
+        pool UUID and name) is left to that request, and a creation or a
+        change still under way to the next start.  A failure leaves the
+        record for the next call."""
+        for change in self._journal.recorded():
+            if busy(change.pool_uuid, change.name):
+                continue
+            if change.deleted is None and not (change.changed is not None and change.done):
+                continue
+            try:
+                await self.settle(change)
+            except VirtError as err:
+                log.warning("an event is not stored yet: %s", err)
 
 
 async def _due_event(change: Creation) -> Event | None:

@@ -65,7 +65,8 @@ def _journal_error(creation: Creation, err: OSError, what: str) -> VirtError:
 @dataclass(frozen=True)
 class Creation:
     """A volume creation (or, with ``deleted``, deletion; with ``changed``, a
-    change of its content) in progress: enough to
+    change of its content, or of the pool itself under the name ``POOL``) in
+    progress: enough to
     remove what it left, and the key its event is announced under
     (``Ledger.announce``), which tells after a crash whether its event is
     stored (None in records of earlier versions).  ``deleted`` is the
@@ -173,9 +174,9 @@ class CreationJournal:
         deleted: dict[str, Any] | None = None,
         changed: dict[str, Any] | None = None,
     ) -> bool:
-        """Record a creation (a deletion with ``deleted``, a change of the
-        volume's content with ``changed``: their events); False when a change
-        of that name is already recorded.
+        """Record a creation (a deletion with ``deleted``, any other change of
+        a volume or of the pool with ``changed``: their events); False when a
+        change of that name is already recorded.
 
         Raises ``VirtError`` (``VIR_ERR_SYSTEM_ERROR``, the OS's reason: "No
         space left on device") when the record cannot be written; nothing of
@@ -198,7 +199,7 @@ class CreationJournal:
         return True
 
     def done(self, pool_uuid: str, name: str, event_key: str) -> None:
-        """Record that the content change under ``event_key`` is done: its event
+        """Record that the change under ``event_key`` is done: its event
         is due whatever happens next.  Raises ``VirtError`` as ``begin``."""
         found = self._find(pool_uuid, name, event_key)
         if found is None or isinstance(found[0], Path):

@@ -53,14 +53,14 @@ class Shown:
     """What a volume shows (``VolumeInfo``), kept with the definition and pool
     name it was made for: ``fields`` the definition's shown fields, ``info``
     the model, ``data`` its JSON as a reply carries it, ``brief`` the JSON of
-    its ``VolumeBrief``."""
+    its ``VolumeBrief`` once a brief list asked for it (``PoolObj.brief``)."""
 
     definition: StorageVolumeDef
     pool: str
     fields: ShownFields
     info: VolumeInfo
     data: bytes
-    brief: bytes
+    brief: bytes | None = None
 
 
 @dataclass
@@ -202,12 +202,19 @@ class PoolObj:
             fields = _shown_fields(definition)
             if shown is None or shown.pool != self.name or shown.fields != fields:
                 info = self._volume_info(fields)
-                brief = VolumeBrief(name=info.name, key=info.key, path=info.path)
-                shown = Shown(definition, self.name, fields, info, to_json(info), to_json(brief))
+                shown = Shown(definition, self.name, fields, info, to_json(info))
             else:
                 shown.definition = definition
             vol.shown = shown
         return shown
+
+    def brief(self, vol: VolObj) -> bytes:
+        """The JSON of ``vol``'s ``VolumeBrief``, kept with what it shows."""
+        shown = self.shown(vol)
+        if shown.brief is None:
+            info = shown.info
+            shown.brief = to_json(VolumeBrief(name=info.name, key=info.key, path=info.path))
+        return shown.brief
 
     def volume_info(self, vol: VolObj, users: list[VolumeUser] | None = None) -> VolumeInfo:
         """What is shown of ``vol``, with the domain disks using it (``users``);

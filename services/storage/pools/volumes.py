@@ -235,7 +235,7 @@ class VolumeManager:
         """virStoragePoolListAllVolumes as libvirt answers it: each volume's name
         and key, with its path; from memory."""
         obj, listed = self._listed(req.pool)
-        return Encoded(list_json([obj.shown(vol).brief for vol in listed]))
+        return Encoded(list_json([obj.brief(vol) for vol in listed]))
 
     def _listed(self, pool: str) -> tuple[PoolObj, list[VolObj]]:
         """The active pool ``pool`` and its volumes, by name as virsh sorts them."""
@@ -624,17 +624,8 @@ class VolumeManager:
 
     async def settle_events(self) -> None:
         """Store the events the state store refused when their changes were made
-        (called periodically): a ``Deleted`` once its volume went, a content
-        change's once it was done; a failure leaves them for later."""
-        for change in self._journal.recorded():
-            if self._busy_name(change.pool_uuid, change.name):
-                continue
-            if not self._changes.settled_later(change):
-                continue  # a creation, or a change still under way: settled at start
-            try:
-                await self._changes.settle(change)
-            except VirtError as err:
-                log.warning("an event is not stored yet: %s", err)
+        (called periodically; ``StorageChanges.settle_refused``)."""
+        await self._changes.settle_refused(self._busy_name)
 
     def _busy_name(self, pool_uuid: str, name: str) -> bool:
         """Whether a request of this process is changing ``name`` right now."""

@@ -231,13 +231,8 @@ class LocalBackend(Backend):
     async def refresh_volume(
         self, pool: StoragePoolDef, vol: StorageVolumeDef, seen: files.Seen | None = None
     ) -> files.Seen:
-        if self.inline_io:
-            path = vol.target.path or ""
-            status = confined_status(pool_root(pool), path)
-            fresh = files.reread(path, vol.name, vol, status, seen)
-        else:
-            path = vol.target.path or ""
-            fresh = await asyncio.to_thread(_reread_confined, pool_root(pool), path, vol, seen)
+        path = vol.target.path or ""
+        fresh = await self._io(_reread_confined, pool_root(pool), path, vol, seen)
         if fresh is None:
             raise VirtError(
                 ErrorCode.SYSTEM_ERROR,
@@ -292,8 +287,9 @@ class LocalBackend(Backend):
 def _reread_confined(
     root: str, path: str, vol: StorageVolumeDef, seen: files.Seen | None
 ) -> files.Seen | None:
-    """``files.reread`` of a path once it is confined to ``root`` (in one thread)."""
-    return files.reread(confined(root, path), vol.name, vol, None, seen)
+    """``files.reread`` of a path once it is confined to ``root``, with the
+    status the confinement read of it (not read again)."""
+    return files.reread(path, vol.name, vol, confined_status(root, path), seen)
 
 
 _PBKDF_FLAKE = "Unable to get accurate CPU usage"
