@@ -66,6 +66,25 @@ def matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
+#: A ``STREAM.MSG.GET`` answer when the subject holds no message.
+NO_MESSAGE: dict[str, Any] = {
+    "error": {"code": 404, "err_code": 10037, "description": "no message found"}
+}
+
+
+def msg_get_reply(subject: str, seq: int, headers: dict[str, str], data: bytes) -> dict[str, Any]:
+    """A ``STREAM.MSG.GET`` answer holding one message, as the server words it."""
+    head = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return {
+        "message": {
+            "subject": subject,
+            "seq": seq,
+            "hdrs": base64.b64encode((head + "\r\n").encode()).decode(),
+            "data": base64.b64encode(data).decode(),
+        }
+    }
+
+
 class MemorySubscription:
     """One subscription: its messages are handed to ``cb`` one after another."""
 
@@ -181,16 +200,8 @@ class MemoryStream:
         """``STREAM.MSG.GET`` by ``last_by_subj``, answered as the server does."""
         found = self.last(str(request.get("last_by_subj", "")))
         if found is None:
-            return {"error": {"code": 404, "err_code": 10037, "description": "no message found"}}
-        head = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in found.headers.items())
-        return {
-            "message": {
-                "subject": found.subject,
-                "seq": found.seq,
-                "hdrs": base64.b64encode((head + "\r\n").encode()).decode(),
-                "data": base64.b64encode(found.data).decode(),
-            }
-        }
+            return NO_MESSAGE
+        return msg_get_reply(found.subject, found.seq, found.headers, found.data)
 
 
 class _PullSubscription:

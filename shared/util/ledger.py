@@ -126,9 +126,9 @@ SOURCE_HEADER = "Virtbus-Source"
 #: Keys under this prefix carry events only (a change nothing stores, such as
 #: an ephemeral secret's); they expire with the event retention.
 EVENT_ONLY_PREFIX = "_ev."
-#: A lost compare-and-set: 10071 ("wrong last sequence: N") on a stream of
-#: one server, 10164 ("wrong last sequence", no number) from a replicated
-#: stream's leader while another write of the same subject is in flight.
+#: A lost compare-and-set: 10071 ("wrong last sequence: N"), or 10164 ("wrong
+#: last sequence", no number) from a replicated stream's leader while another
+#: write of the same subject is in flight.
 _WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 #: The leader of a replicated stream cannot check an expected sequence yet
 #: (just elected): a write may be sent again.
@@ -540,7 +540,7 @@ class Ledger:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITE_DEADLINE
         wait = 0.05
-        #: Sent again after an answer that did not come: the message may be stored.
+        # Sent again after an answer that did not come: the message may be stored.
         resent = False
         while True:
             try:
@@ -566,9 +566,7 @@ class Ledger:
             reply = from_json(msg.data)
             failure = _ack_error(reply)
             if failure is None:
-                seq = int(reply["seq"])
-                self.last_written = max(self.last_written, seq)
-                return seq
+                return self._written(int(reply["seq"]))
             code, description = failure
             if code == _NOT_READY and loop.time() + wait < deadline:
                 await asyncio.sleep(wait)
@@ -582,13 +580,17 @@ class Ledger:
                 own = await self._own_write(subject, headers) if resent else None
                 if own is None:
                     raise Conflict(subject[len(self._prefix) :])
-                self.last_written = max(self.last_written, own)
-                return own
+                return self._written(own)
             if code in _NO_SPACE_CODES or "resources" in description or "maximum" in description:
                 raise no_space(what, description)
             raise VirtError(
                 ErrorCode.OPERATION_FAILED, f"cannot store {what}: {description}", ErrorDomain.NONE
             )
+
+    def _written(self, seq: int) -> int:
+        """``seq``, a message of this process now stored."""
+        self.last_written = max(self.last_written, seq)
+        return seq
 
     async def _own_write(self, subject: str, headers: dict[str, str]) -> int | None:
         """The sequence of the last message on ``subject`` when it carries the

@@ -5,7 +5,6 @@ asked again, anything else is an error that names the change."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Iterator
 from typing import Any, cast
@@ -18,6 +17,7 @@ from nats.js.client import JetStreamContext
 import shared.util.ledger as ledger_module
 from shared.util.errors import ErrorCode, VirtError
 from shared.util.ledger import Conflict, Ledger
+from tests.memory_bus import NO_MESSAGE, msg_get_reply
 
 
 class Reply:
@@ -34,7 +34,7 @@ LOST = {"lost": True}
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+def sent() -> list[dict[str, str]]:
     """The headers of every message the ledger sends, in order."""
     return []
 
@@ -63,8 +63,7 @@ async def _no_wait(_: float) -> None:
 
 def last_message(subject: str, seq: int, msg_id: str) -> dict[str, Any]:
     """A STREAM.MSG.GET answer: the subject's last message, with its id."""
-    hdrs = base64.b64encode(f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()).decode()
-    return {"message": {"subject": subject, "seq": seq, "hdrs": hdrs, "data": ""}}
+    return msg_get_reply(subject, seq, {"Nats-Msg-Id": msg_id}, b"")
 
 
 def ledger() -> Ledger:
@@ -81,7 +80,7 @@ async def test_a_lost_compare_and_set_is_a_conflict(
 ) -> None:
     acks.append(error(code, words))
     # A lost race re-reads the key before the caller decides again: gone meanwhile.
-    acks.append({"error": {"code": 404, "err_code": 10037, "description": "no message found"}})
+    acks.append(NO_MESSAGE)
     with pytest.raises(Conflict):
         await ledger().write("s.k1", b"value", what="secret k1")
     assert acks == []
@@ -137,7 +136,7 @@ async def test_a_write_sent_again_that_finds_another_is_a_conflict(
             LOST,
             error(10071, "wrong last sequence: 7"),
             last_message("virtbus.ledger.secret.cluster.s.k1", 7, "someone-else"),
-            {"error": {"code": 404, "err_code": 10037, "description": "no message found"}},
+            NO_MESSAGE,
         ]
     )
     with pytest.raises(Conflict):
@@ -150,7 +149,7 @@ async def test_a_first_sending_that_loses_is_a_conflict_without_a_look(
     acks.extend(
         [
             error(10071, "wrong last sequence: 7"),
-            {"error": {"code": 404, "err_code": 10037, "description": "no message found"}},
+            NO_MESSAGE,
         ]
     )
     with pytest.raises(Conflict):
