@@ -279,6 +279,8 @@ def _read_endpoints() -> list[str]:
         middle = ".*" * depth
         subjects += [f"{API_PREFIX}{middle}.{verb}" for verb in READ_VERBS]
     for before in range(1, _MAX_ENDPOINT_TOKENS + 1):
+        # ``lookup`` as the last token (network's) or before more (``lookup.uuid``).
+        subjects.append(f"{API_PREFIX}{'.*' * before}.{LOOKUP}")
         subjects.append(f"{API_PREFIX}{'.*' * before}.{LOOKUP}.>")
     return subjects
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import pytest
 from nats.aio.client import Client as NATS
 
+from shared.api import agent as agent_api
+from shared.api import network as network_api
+from shared.api import nwfilter as nwfilter_api
+from shared.api import secret as secret_api
+from shared.api import storage as storage_api
+from shared.api import storage_jobs as storage_jobs_api
 from shared.util import bus, credentials, roles
+from shared.util.api import Endpoint
 from shared.util.credentials import Credentials, CredentialStore, split_url
 from shared.util.errors import VirtError
 from tests.memory_bus import matches
@@ -154,3 +161,36 @@ def test_the_operator_maintains_jetstream_and_nothing_of_virtbus() -> None:
     for subject in ("virtbus.v1.secret.list", "virtbus.event.secret.cluster.secret.x"):
         assert not any(_covers(p, subject) for p in operator.publish)
     assert operator.subscribe == ("_INBOX.operator.>",)
+
+
+_API_TABLES = (agent_api, network_api, nwfilter_api, secret_api, storage_api, storage_jobs_api)
+_ENDPOINTS = [e for table in _API_TABLES for e in table.ENDPOINTS]
+
+
+def _expected(role: roles.Role, endpoint: Endpoint[Any, Any]) -> bool:
+    """Who may send to an endpoint, as docs/architecture.md's security section
+    says: admin every public one, readonly the reads, a service only what
+    ``roles.CALLS`` lists for it, agents and the operator none."""
+    internal = endpoint.name.startswith("internal.")
+    if role.name == roles.ADMIN:
+        return not internal
+    if role.name == roles.READONLY:
+        tokens = endpoint.name.split(".")
+        return not internal and (tokens[-1] in roles.READ_VERBS or roles.LOOKUP in tokens)
+    calls = roles.CALLS.get(role.name, ())
+    return any(
+        service == endpoint.service and _covers(pattern, endpoint.name)
+        for service, pattern, _ in calls
+    )
+
+
+@pytest.mark.parametrize("role", EVERY, ids=lambda r: r.name)
+def test_each_role_reaches_exactly_its_endpoints(role: roles.Role) -> None:
+    """Every endpoint of every service (a new one included without naming it
+    here) against every role's publish permissions."""
+    for endpoint in _ENDPOINTS:
+        host = "node1" if endpoint.host_scoped else None
+        subject = endpoint.subject(host)
+        allowed = any(_covers(p, subject) for p in role.permissions.publish)
+        allowed = allowed and not any(_covers(p, subject) for p in role.permissions.publish_deny)
+        assert allowed is _expected(role, endpoint), (role.name, subject)
