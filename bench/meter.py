@@ -43,9 +43,7 @@ class Meter:
         return cpu_of(os.getpid()), cpu_of(self.service), cpu_of(self.server)
 
     async def settle(self) -> tuple[float, float, float]:
-        """The figures once the service and the server are idle again: work a
-        phase leaves behind (the ledger's event forwarder catching up) is the
-        phase's, and must not be charged to the next one."""
+        """The figures once the service and the server are idle again."""
         last = self.read()
         while True:
             await asyncio.sleep(_SETTLE)

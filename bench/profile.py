@@ -42,18 +42,13 @@ from bench.load import drive
 from bench.meter import Meter
 from bench.secret import VALUE_SIZE, _sequence, secret_xml
 from bench.stack import service_stack
+from bench.storage import HOST, POOL, VOLUME_XML, listing, pool_xml
 from bench.table import Table, median, ms, rate
 from client.connection import Client
 from client.storage import StorageClient
 from shared.api.storage import BuildMode, VolRef
 
 _TOP = 18
-_HOST = "bench-host"
-_POOL = "bench"
-_VOLUME_XML = (
-    "<volume><name>{name}</name><capacity unit='G'>1</capacity>"
-    "<target><format type='qcow2'/></target></volume>"
-)
 #: Which class serves each service (``--serve`` runs it under the profiler).
 _SERVICES = {
     "secret": ("services.secret.service", "SecretService", "SecretSettings"),
@@ -117,32 +112,23 @@ def _secret_phases(nc: NATS, count: int) -> tuple[list[Phase], list[Phase]]:
 
 
 def _storage_phases(nc: NATS, count: int, folder: Path) -> tuple[list[Phase], list[Phase]]:
-    storage = StorageClient(nc, _HOST)
+    storage = StorageClient(nc, HOST)
     names = [f"vol{i:04d}.qcow2" for i in range(count)]
 
     async def pool(_: int) -> None:
-        target = folder / "pool"
-        await storage.pool_create(
-            f"<pool type='dir'><name>{_POOL}</name><target><path>{target}</path></target></pool>",
-            BuildMode.BUILD,
-        )
+        await storage.pool_create(pool_xml(folder / "pool"), BuildMode.BUILD)
 
     async def create(i: int) -> None:
-        await storage.vol_create(_POOL, _VOLUME_XML.format(name=names[i]))
+        await storage.vol_create(POOL, VOLUME_XML.format(name=names[i]))
 
     async def info(i: int) -> None:
-        await storage.vol_info(VolRef(pool=_POOL, name=names[i]))
+        await storage.vol_info(VolRef(pool=POOL, name=names[i]))
 
-    async def listed(_: int) -> None:
-        if len(await storage.vol_list(_POOL)) != count:
-            raise RuntimeError("a different number of volumes was listed")
-
-    async def named(_: int) -> None:
-        if len(await storage.vol_list_brief(_POOL)) != count:
-            raise RuntimeError("a different number of volumes was listed")
+    listed = listing(lambda: storage.vol_list(POOL), count)
+    named = listing(lambda: storage.vol_list_brief(POOL), count)
 
     async def delete(i: int) -> None:
-        await storage.vol_delete(VolRef(pool=_POOL, name=names[i]))
+        await storage.vol_delete(VolRef(pool=POOL, name=names[i]))
 
     return [Phase("pool", 1, 1, pool)], [
         Phase("volume create", count, 8, create),
@@ -158,7 +144,7 @@ async def _probe_secret(nc: NATS) -> object:
 
 
 async def _probe_storage(nc: NATS) -> object:
-    return await StorageClient(nc, _HOST).pool_list()
+    return await StorageClient(nc, HOST).pool_list()
 
 
 def _stack(
@@ -170,7 +156,7 @@ def _stack(
             folder, "secret", _probe_secret, command=command, started=meter.started
         )
     return service_stack(
-        folder, "storage", _probe_storage, host=_HOST, command=command, started=meter.started
+        folder, "storage", _probe_storage, host=HOST, command=command, started=meter.started
     )
 
 

@@ -39,7 +39,7 @@ async def service_stack(
     credentials, as a command line would be given them) and a connection as
     admin once ``probe`` succeeds against the service.  A host-scoped service
     serves ``host`` (the server's users are made for it).  ``started`` is told
-    the server and the service's process (``bench.profile`` reads their CPU time)."""
+    the server and the service's process (``bench.meter.Meter`` reads their CPU time)."""
     server = EmbeddedNats(folder / "nats", hosts=[host] if host else ())
     await server.start()
     log_path = folder / f"{service}.log"

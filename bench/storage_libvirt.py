@@ -8,7 +8,7 @@ end, also when a step fails; it never touches another pool.
 
 ``run --folder F --prefix P --volumes N --concurrency C --lists L``: seconds per
 call and wall time of each phase: create N qcow2 volumes, list the pool's
-volumes L times, list them L times with each one's info (what virsh's
+volumes L times, list them L times with each one's info (part of what virsh's
 vol-list --details asks), get each volume's info, delete them; C calls at a time, one
 connection per worker thread (libvirtd serves five calls per client at once).
 Exit 3 when the binding is missing, 4 when the daemon does not answer.

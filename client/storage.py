@@ -174,7 +174,8 @@ class StorageClient:
         return (await call(self._nc, api.VOL_LIST, request, host=self.host)).volumes
 
     async def vol_list_brief(self, pool: str) -> list[api.VolumeBrief]:
-        """The pool's volumes by name, key and path only (libvirt's listAllVolumes),
+        """The pool's volumes by name, key and path only (libvirt's listAllVolumes
+        names them by name and key; virsh's vol-list prints name and path),
         without their figures: about half the bytes of ``vol_list``."""
         request = api.PoolRequest(pool=pool)
         return (await call(self._nc, api.VOL_BRIEF_LIST, request, host=self.host)).volumes
