@@ -53,7 +53,6 @@ from shared.conf.disk_source import (
 from shared.conf.encryption import format_encryption, parse_encryption
 from shared.conf.units import parse_c_unsigned
 from shared.conf.xmlprops import (
-    first,
     first_children,
     member_of,
     prop,
@@ -165,7 +164,7 @@ def _format_driver(w: XmlWriter, disk: DiskDef) -> None:
     fmt = disk.source.format
     attrs: list[tuple[str, object | None]] = [
         ("name", d.name),
-        ("type", fmt if fmt and fmt is not StorageFormat.NONE else None),
+        ("type", fmt if fmt is not StorageFormat.NONE else None),
         ("cache", d.cache),
         ("error_policy", d.error_policy),
         ("rerror_policy", d.rerror_policy),
@@ -259,20 +258,20 @@ def _format_blockio(w: XmlWriter, b: DiskBlockIo | None) -> None:
     )
 
 
-def _parse_iotune(node: etree._Element) -> DiskIotune:
-    iotune = first(node, "iotune")
+def _parse_iotune(iotune: etree._Element | None) -> DiskIotune:
     if iotune is None:
         return DiskIotune()
+    children = first_children(iotune)
     values: dict[str, object] = {}
     for name in IOTUNE_FIELDS:
-        text = string_of(first(iotune, name))
+        text = string_of(children.get(name))
         if text is None:
             continue
         number = parse_c_unsigned(text.strip())
         if number is None:
             raise xml_error(f"disk iotune field '{name}' must be an integer", ErrorDomain.DOMAIN)
         values[name] = number
-    values["group_name"] = string_of(first(iotune, "group_name"))
+    values["group_name"] = string_of(children.get("group_name"))
     return DiskIotune.model_validate(values)
 
 
@@ -341,7 +340,7 @@ def parse_disk_element(node: etree._Element, *, active: bool) -> DiskDef:
         encryption_on_disk=children.get("encryption") is not None,
         readonly=children.get("readonly") is not None,
         shareable=children.get("shareable") is not None,
-        iotune=_parse_iotune(node),
+        iotune=_parse_iotune(children.get("iotune")),
         backend_domain=xpath_attr(children.get("backenddomain"), "name"),
         serial=string_of(children.get("serial")),
         wwn=string_of(children.get("wwn")),

@@ -264,7 +264,7 @@ class DeviceInfo(BaseModel):
 
 
 _USER_ALIAS_CHARS = set(string.ascii_letters + string.digits + "_-")
-_LOADPARM_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789. ")
+_LOADPARM_CHARS = set(string.ascii_uppercase + string.digits + ". ")
 
 
 def _parse_loadparm(text: str) -> str:

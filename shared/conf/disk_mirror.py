@@ -35,6 +35,7 @@ from shared.conf.disk_source import (
     parse_storage_format,
     parse_storage_type,
     source_fields,
+    source_path,
 )
 from shared.conf.xmlprops import first, member_of, prop
 from shared.conf.xmlwriter import XmlWriter
@@ -104,10 +105,10 @@ def parse_mirror(node: etree._Element) -> DiskMirror:
         path = prop(node, "file")
         if path is None:
             raise xml_error("mirror requires file name", ErrorDomain.DOMAIN)
-        # An empty name is taken as none, as libvirt takes an empty source path
-        # (it keeps this one once, and drops it when it reads its own output).
+        # libvirt keeps this empty name once, and drops it (source_path) when it
+        # reads its own output: dropped at once here.
         source = StorageSource.model_validate(
-            {"type": StorageType.FILE, "path": path or None, **base}
+            {"type": StorageType.FILE, "path": source_path(path), **base}
         )
     ready = MirrorState.NONE
     ready_text = prop(node, "ready")
@@ -126,7 +127,7 @@ def format_mirror(w: XmlWriter, mirror: DiskMirror) -> None:
     fmt = src.format if src.format is not StorageFormat.NONE else None
     attrs: list[tuple[str, object | None]] = [("type", src.type)]
     if src.type is StorageType.FILE and mirror.job is MirrorJob.COPY:
-        attrs += [("file", src.path), ("format", fmt if fmt else None)]
+        attrs += [("file", src.path), ("format", fmt)]
     attrs.append(("job", mirror.job))
     if mirror.ready is not MirrorState.NONE:
         attrs.append(("ready", mirror.ready))

@@ -558,6 +558,12 @@ _SOURCE_KINDS: dict[StorageType, _SourceKind] = {
 }
 
 
+def source_path(path: object) -> object:
+    """A source's path as libvirt keeps it: '' is no path at all (a CD-ROM
+    without medium)."""
+    return None if path == "" else path
+
+
 def source_fields(
     node: etree._Element, kind: StorageType, *, active: bool, **base: object
 ) -> dict[str, object]:
@@ -571,9 +577,8 @@ def source_fields(
             ErrorCode.INTERNAL_ERROR, f"unexpected disk type {kind.value}", ErrorDomain.DOMAIN
         )
     fields: dict[str, object] = {"type": kind, **base, **row.parse(node)}
-    # libvirt treats a '' path like no path at all (a CD-ROM without medium).
-    if fields.get("path") == "":
-        fields["path"] = None
+    if "path" in fields:
+        fields["path"] = source_path(fields["path"])
     auth = first(node, "auth")
     if auth is not None:
         fields["auth"] = parse_auth(auth)
@@ -716,7 +721,7 @@ def format_format(w: XmlWriter, fmt: StorageFormat | None, cache: int | None) ->
     if cache:
         with content.block("metadata_cache") as m:
             m.text("max_size", cache, [("unit", "bytes")])
-    w.element("format", [("type", fmt if fmt else None)], content)
+    w.element("format", [("type", fmt)], content)
 
 
 def format_backing_store(w: XmlWriter, src: StorageSource, *, active: bool) -> None:

@@ -10,8 +10,9 @@ or the variable it refers to).
 from __future__ import annotations
 
 import functools
+import string
 from collections.abc import Callable
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 from operator import itemgetter
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -146,14 +147,20 @@ def _read_text(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> Att
     return text  # left to the attribute's check
 
 
+def _address(text: str, ipv4: bool) -> IPv4Address | IPv6Address | None:
+    """``text`` as an address of the family the data type asks for."""
+    address = try_parse_ip(text, ipv4_only=ipv4)
+    if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
+        return None
+    return address
+
+
 def _address_reader(ipv4: bool) -> _Reader:
     """IPADDR / IPV6ADDR: an address, kept as libvirt writes it back."""
 
     def read(form: DataType, hex_form: bool, text: str, spec: AttrSpec) -> AttrValue | None:
-        address = try_parse_ip(text, ipv4_only=ipv4)
-        if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
-            return None
-        return format_ip(address)
+        address = _address(text, ipv4)
+        return None if address is None else format_ip(address)
 
     return read
 
@@ -165,8 +172,8 @@ def _mask_reader(ipv4: bool) -> _Reader:
         number = parse_uint(text, 10)
         if number is not None:
             return number if number <= (32 if ipv4 else 128) else None
-        address = try_parse_ip(text, ipv4_only=ipv4)
-        if address is None or (not ipv4 and not isinstance(address, IPv6Address)):
+        address = _address(text, ipv4)
+        if address is None:
             return None
         bits = netmask_bits(address)
         return bits if bits >= 0 else None
@@ -202,7 +209,7 @@ def ascii_lower(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def _lookup(names: dict[str, int], text: str) -> int | None:

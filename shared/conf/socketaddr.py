@@ -86,11 +86,12 @@ def try_parse_ip(text: str | None, *, ipv4_only: bool = False) -> IPAddress | No
         return None
     if ":" not in text:  # no inet_aton form has a colon, every IPv6 one has
         return _inet_aton(text)
-    if ipv4_only or "%" in text or not text.isascii():
-        # scoped addresses need the host's interface table: not numeric here
+    if ipv4_only:
         return None
     try:
-        # glibc's own inet_pton, which getaddrinfo(AI_NUMERICHOST) calls for IPv6
+        # The C library's inet_pton, which getaddrinfo(AI_NUMERICHOST) calls for
+        # IPv6; it refuses a scoped address (that needs the host's interface
+        # table: not numeric) and any character outside ASCII.
         return IPv6Address(socket.inet_pton(socket.AF_INET6, text))
     except (OSError, ValueError):  # ValueError: an embedded NUL
         return None
@@ -115,8 +116,9 @@ def format_ip(addr: IPAddress) -> str:
     if isinstance(addr, IPv4Address):
         value = int(addr)
         return f"{value >> 24}.{value >> 16 & 0xFF}.{value >> 8 & 0xFF}.{value & 0xFF}"
-    # Python's socket.inet_ntop is glibc's (zero-run compression, the IPv4-mapped
-    # and -compatible forms with a dotted quad), what getnameinfo prints with
+    # Python's socket.inet_ntop is the C library's, glibc's here (zero-run
+    # compression, the IPv4-mapped and -compatible forms with a dotted quad),
+    # what getnameinfo prints with
     return socket.inet_ntop(socket.AF_INET6, addr.packed)
 
 
