@@ -806,6 +806,7 @@ class Ledger:
         # A subject never seen is most often new: try it as one (a wrong guess
         # costs one read below).
         expect = self._event_seqs.get(subject, 0)
+        wait = 0.05
         while True:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
             try:
@@ -818,6 +819,11 @@ class Ledger:
             if failure is None:
                 self._remember(subject, int(doc["seq"]))
                 return
+            if failure[0] == _NOT_READY:
+                # A replicated event stream's new leader: not a failure, ask again.
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 1.0)
+                continue
             if failure[0] not in _WRONG_LAST_SEQUENCE:
                 self._event_failed(event.object)
                 raise VirtError(ErrorCode.OPERATION_FAILED, f"event not stored: {failure[1]}")

@@ -1,11 +1,14 @@
 """How a ledger write reads the server's acknowledgement: a lost compare-and-set
 is a ``Conflict`` whichever way the server words it, a leader not ready yet is
-asked again, anything else is an error that names the change."""
+asked again, anything else is an error that names the change.  The forwarder
+also asks a not-ready event stream again, and counts only real refusals."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import types
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -16,7 +19,7 @@ from nats.js.client import JetStreamContext
 
 import shared.util.ledger as ledger_module
 from shared.util.errors import ErrorCode, VirtError
-from shared.util.ledger import Conflict, Ledger
+from shared.util.ledger import Conflict, Event, Ledger
 from tests.memory_bus import NO_MESSAGE, msg_get_reply
 
 
@@ -155,3 +158,52 @@ async def test_a_first_sending_that_loses_is_a_conflict_without_a_look(
     with pytest.raises(Conflict):
         await ledger().write("s.k1", b"value", what="secret k1")
     assert len(sent) == 2  # the write, then the refresh's read: no look for its own id
+
+
+def ledger_message() -> Any:
+    """What the forwarder reads of a ledger message: its timestamp."""
+    stamp = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    return types.SimpleNamespace(metadata=types.SimpleNamespace(timestamp=stamp))
+
+
+def counting_forwarder(failures: list[str]) -> Ledger:
+    """A ledger whose forwarder reports each refused event's kind to ``failures``."""
+    return Ledger(
+        cast(NATS, None),
+        cast(JetStreamContext, None),
+        "secret",
+        None,
+        on_event_failure=failures.append,
+    )
+
+
+async def test_an_event_stream_leader_not_ready_is_asked_again_not_counted(
+    acks: list[dict[str, Any]], sent: list[dict[str, str]]
+) -> None:
+    """A replicated event stream that has just elected its leader answers 10163:
+    the forwarder sends the same event again, and reports no failure."""
+    failures: list[str] = []
+    forwarder = counting_forwarder(failures)
+    acks.extend(
+        [
+            error(10163, "expected last sequence per subject temporarily unavailable"),
+            {"stream": "VIRTBUS_EVENTS", "seq": 41},
+        ]
+    )
+    event = Event("secret", "s1", "lifecycle", "Defined")
+    await forwarder._store_event(ledger_message(), 3, 0, 1, event)
+    assert acks == []
+    assert failures == []
+    assert [h["Nats-Msg-Id"] for h in sent] == [forwarder.event_id(3, 0, 1)] * 2
+    assert forwarder._event_seqs == {"virtbus.event.secret.cluster.secret.s1": 41}
+
+
+async def test_an_event_the_stream_refuses_otherwise_is_counted(acks: list[dict[str, Any]]) -> None:
+    failures: list[str] = []
+    forwarder = counting_forwarder(failures)
+    acks.append(error(10077, "maximum messages exceeded"))
+    with pytest.raises(VirtError):
+        await forwarder._store_event(
+            ledger_message(), 3, 0, 1, Event("secret", "s1", "lifecycle", "Defined")
+        )
+    assert failures == ["secret"]
