@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import ParseResult
 
 import nats
 from nats.aio.client import NO_RESPONDERS_STATUS
@@ -319,12 +320,19 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 def private_channel(nc: NATS) -> bool:
     """True when what ``nc`` sends cannot be read on the way: the connection
-    speaks TLS, or the server is on this machine's loopback."""
+    speaks TLS, or the server is on this machine's loopback.  Between two
+    connections (the server restarting), what is sent waits for the next one,
+    to any server of the connection's pool: private when each of them is."""
+    tls_required = bool(getattr(nc, "_server_info", {}).get("tls_required"))
+
+    def private(url: ParseResult) -> bool:
+        return url.scheme == "tls" or tls_required or (url.hostname or "") in _LOOPBACK
+
     url = nc.connected_url
-    if url is None:
-        return False
-    tls = url.scheme == "tls" or bool(getattr(nc, "_server_info", {}).get("tls_required"))
-    return tls or (url.hostname or "") in _LOOPBACK
+    if url is not None:
+        return private(url)
+    servers = nc.servers
+    return bool(servers) and all(private(server) for server in servers)
 
 
 def require_private_channel(nc: NATS, what: str) -> None:
