@@ -7,21 +7,26 @@ message, compare-and-set on the key's last sequence; reads come from the
 ledger's memory.  The definition is kept apart from the runtime facts
 (libvirt's def vs obj): ``xml`` is the persistent definition, ``live_xml``
 the one the running network was started with (bridge and MAC filled in).
+Each stored document is parsed once (``definition``, ``port_definition``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 from pydantic import BaseModel
 
-from shared.conf.network import parse_network
+from shared.conf.network import NetworkDef, parse_network
+from shared.conf.network_port import NetworkPortDef, parse_network_port
 from shared.util.ledger import Event, Ledger
 from shared.util.subjects import token, untoken
 
 _NET = "net."
 _PORT = "port."
+#: Stored documents of each kind whose definitions are kept: more than a host
+#: has networks (each twice when running: as defined and as started) or ports.
+_KEPT = 4096
 
 
 class NetworkRecord(BaseModel):
@@ -41,10 +46,27 @@ class PortRecord(BaseModel):
     dev: str | None = None
 
 
+@lru_cache(maxsize=_KEPT)
+def definition(xml: str) -> NetworkDef:
+    """The definition of a stored network's document (``xml`` or ``live_xml``),
+    parsed once: list, lookup, dumpxml and every define read every network's,
+    which would otherwise parse each of them on each call.  A record's document
+    never changes in place (a change stores a new record), and a definition is
+    frozen, so one may be shared.  Raises as ``parse_network``."""
+    return parse_network(xml)
+
+
+@lru_cache(maxsize=_KEPT)
+def port_definition(xml: str) -> NetworkPortDef:
+    """The definition of a stored port's document, parsed once, as ``definition``:
+    a running network's dumpxml and every port creation read all its ports'."""
+    return parse_network_port(xml)
+
+
 def _network(key: str, data: bytes) -> tuple[str, NetworkRecord]:
     """(name, record) of a stored network; raises when either does not parse."""
     record = NetworkRecord.model_validate_json(data)
-    parse_network(record.xml)
+    definition(record.xml)
     return untoken(key[len(_NET) :]), record
 
 

@@ -32,7 +32,13 @@ from pydantic import Field
 from services.network import host, ports
 from services.network.allocate import allocate_port, connections
 from services.network.firewall import FirewallBackend, choose_backend
-from services.network.registry import NetworkRecord, PortRecord, Registry
+from services.network.registry import (
+    NetworkRecord,
+    PortRecord,
+    Registry,
+    definition,
+    port_definition,
+)
 from services.network.runtime import RunningNetwork, needs_dnsmasq
 from services.network.update import (
     SECTIONS,
@@ -168,7 +174,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         stack.callback(self._running.clear)
 
     async def _adopt(self, name: str, record: NetworkRecord) -> None:
-        live = parse_network(record.live_xml or record.xml)
+        live = definition(record.live_xml or record.xml)
         running = RunningNetwork(live, live.mac or _random_mac(), self._run_dir, self._firewall)
         try:
             adopted = await running.adopt()
@@ -270,7 +276,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
 
     def _info(self, name: str) -> api.NetworkInfo:
         record = self._record(name)
-        net = parse_network(record.live_xml if record.active and record.live_xml else record.xml)
+        net = definition(record.live_xml if record.active and record.live_xml else record.xml)
         return api.NetworkInfo(
             name=name,
             uuid=net.uuid,
@@ -304,7 +310,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
             if other != but:
                 for xml in (record.xml, record.live_xml):
                     if xml:
-                        bridge = parse_network(xml).bridge.name
+                        bridge = definition(xml).bridge.name
                         if bridge:
                             used.add(bridge)
         return used
@@ -322,7 +328,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         if not name or "%d" in name:
             template = name or "virbr%d"
             old = self._records.get(net.name)
-            old_bridge = parse_network(old.xml).bridge.name if old else None
+            old_bridge = definition(old.xml).bridge.name if old else None
             if old_bridge and not name:
                 name = old_bridge
             else:
@@ -335,14 +341,14 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         mac = net.mac
         if mac is None:
             old = self._records.get(net.name)
-            mac = parse_network(old.xml).mac if old else None
+            mac = definition(old.xml).mac if old else None
         bridge = net.bridge.model_copy(update={"name": name})
         return net.model_copy(update={"bridge": bridge, "mac": mac or _random_mac()})
 
     def _check_identity(self, net: NetworkDef) -> NetworkRecord | None:
         """virNetworkObjAssignDef's checks: one name per UUID and one UUID per name."""
         for other, record in self._records.items():
-            uuid = parse_network(record.xml).uuid
+            uuid = definition(record.xml).uuid
             if other == net.name and uuid != net.uuid:
                 raise VirtError(
                     ErrorCode.OPERATION_FAILED,
@@ -423,7 +429,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         record = self._record(name)
         if record.active:
             raise _invalid("network is already active")
-        net = parse_network(record.xml)
+        net = definition(record.xml)
         running = RunningNetwork(net, net.mac or _random_mac(), self._run_dir, self._firewall)
         await running.start()
         try:
@@ -442,7 +448,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         """Plug the ports of ``name`` again (after a restart of the network or service)."""
         for (network, _), port in self._ports.items():
             if network == name and port.dev is not None:
-                await ports.plug(parse_network_port(port.xml), running.bridge)
+                await ports.plug(port_definition(port.xml), running.bridge)
 
     async def destroy(self, req: api.NameRequest) -> Empty:
         async with self._lock:
@@ -487,7 +493,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         if req.name is not None:
             return self._info(req.name)
         for name, record in self._records.items():
-            if parse_network(record.xml).uuid == req.uuid:
+            if definition(record.xml).uuid == req.uuid:
                 return self._info(name)
         raise _no_network(f"uuid '{req.uuid}'")
 
@@ -495,8 +501,8 @@ class NetworkService(ServiceProcess[NetworkSettings]):
         record = self._record(req.name)
         if record.active and record.live_xml and not req.inactive:
             live = connections(self._port_defs(req.name))
-            return api.XmlReply(xml=format_network(parse_network(record.live_xml), live=live))
-        return api.XmlReply(xml=format_network(parse_network(record.xml), _INACTIVE))
+            return api.XmlReply(xml=format_network(definition(record.live_xml), live=live))
+        return api.XmlReply(xml=format_network(definition(record.xml), _INACTIVE))
 
     async def update(self, req: api.UpdateRequest) -> api.UpdateReply:
         async with self._lock:
@@ -513,14 +519,14 @@ class NetworkService(ServiceProcess[NetworkSettings]):
             changes: dict[str, object] = {}
             if config:
                 new = update_network(
-                    parse_network(record.xml), req.command, req.section, req.xml, req.parent_index
+                    definition(record.xml), req.command, req.section, req.xml, req.parent_index
                 )
                 changes["xml"] = format_network(new, _INACTIVE)
             new_live: NetworkDef | None = None
             if live:
                 assert record.live_xml is not None
                 new_live = update_network(
-                    parse_network(record.live_xml),
+                    definition(record.live_xml),
                     req.command,
                     req.section,
                     req.xml,
@@ -587,7 +593,7 @@ class NetworkService(ServiceProcess[NetworkSettings]):
 
     def _port_defs(self, network: str) -> builtins.list[NetworkPortDef]:
         return [
-            parse_network_port(port.xml)
+            port_definition(port.xml)
             for (name, _), port in sorted(self._ports.items())
             if name == network
         ]
