@@ -1,4 +1,5 @@
-"""``python -m bench network``: a NAT network with DHCP defined, started, destroyed, undefined.
+"""``python -m bench network``: a NAT network with DHCP defined, started, destroyed,
+undefined; then the reads and a define with many networks defined.
 
 Each run has a network namespace of its own, made for it and removed after:
 for virtbus, nats-server and the network service run in it (the benchmark's
@@ -11,6 +12,11 @@ range, dnsmasq and firewall rules (libvirt's iptables rules, virtbus's
 nftables table).  The figures are each operation's median and 99th
 percentile over the runs, as the client sees them (virtbus: a request on
 the bus; libvirt: a call through its Python binding to libvirtd).
+
+The second table has ``MANY`` inactive networks defined, in one fresh
+namespace per side, and gives the median of ``READS`` calls of each: one
+more network defined (and undefined again, untimed), the list, a look-up by
+UUID and a dumpxml.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.libvirt_side import SYSTEM_PYTHON
 from bench.table import NO_LIBVIRT, Table, median, ms, percentile
@@ -31,6 +38,10 @@ from client.network import NetworkClient
 from tests.integration.netns import NetLab
 
 OPS = ("define", "start", "destroy", "undefine")
+#: Networks defined for the second table, and calls of each operation timed there.
+MANY = 200
+READS = 30
+MANY_OPS = ("define", "list", "lookup by UUID", "dumpxml")
 WORKER = Path(__file__).with_name("network_libvirt.py")
 _FOLDERS = (
     "/run/libvirt",
@@ -58,6 +69,54 @@ def network_xml(bridge: str) -> str:
     )
 
 
+def many_xml(number: int, tag: str) -> str:
+    """The ``number``-th network of the second table: bridge ``<tag><number>``, a /24 of its own."""
+    subnet = f"10.{100 + number // 250}.{number % 250}"
+    return (
+        f"<network><name>many{number}</name><forward mode='nat'/>"
+        f"<bridge name='{tag}{number}' stp='on' delay='0'/>"
+        f"<ip address='{subnet}.1' netmask='255.255.255.0'/></network>"
+    )
+
+
+def many_job(tag: str) -> dict[str, list[str]]:
+    """The second table's documents: the networks defined first, then those timed."""
+    return {
+        "defined": [many_xml(n, tag) for n in range(MANY)],
+        "timed": [many_xml(n, tag) for n in range(MANY, MANY + READS)],
+    }
+
+
+async def virtbus_many(folder: Path) -> dict[str, list[float]]:
+    """The second table's calls, in a fresh namespace: seconds of each."""
+    lab = NetLab(folder)
+    try:
+        await lab.start()
+        assert lab.nc is not None
+        client = NetworkClient(lab.nc, lab.host)
+        job = many_job("m" + lab.tag[-5:])
+        uuids = [(await client.define(xml)).uuid for xml in job["defined"]]
+        middle = MANY // 2
+        out: dict[str, list[float]] = {op: [] for op in MANY_OPS}
+        for number, xml in enumerate(job["timed"], start=MANY):
+            began = time.perf_counter()
+            await client.define(xml)
+            out["define"].append(time.perf_counter() - began)
+            await client.undefine(f"many{number}")
+        for op, call in (
+            ("list", client.list_all),
+            ("lookup by UUID", lambda: client.lookup(uuid=uuids[middle])),
+            ("dumpxml", lambda: client.dumpxml(f"many{middle}")),
+        ):
+            for _ in range(READS):
+                began = time.perf_counter()
+                await call()
+                out[op].append(time.perf_counter() - began)
+        return out
+    finally:
+        await lab.close()
+
+
 async def virtbus_run(folder: Path) -> dict[str, float]:
     """One run in a fresh namespace: the four operations' seconds."""
     lab = NetLab(folder)
@@ -81,27 +140,41 @@ async def virtbus_run(folder: Path) -> dict[str, float]:
         await lab.close()
 
 
-def libvirt_run(folder: Path) -> dict[str, float]:
-    """One run of libvirt 9 in a fresh namespace; raises RuntimeError when it fails."""
+def _libvirt_worker(folder: Path, job: Mapping[str, object]) -> Any:
+    """Run the libvirt worker on ``job`` in a fresh namespace with a private
+    libvirtd; what it printed.  Raises RuntimeError when it fails."""
     lab = NetLab(folder)
     ns = lab.add_ns(lab.ns)
+    job_file = folder / "job.json"
+    job_file.write_text(json.dumps(job))
     try:
         script = _LIBVIRT_RUN.format(
             folders=" ".join(_FOLDERS), python=SYSTEM_PYTHON, worker=WORKER
         )
         done = subprocess.run(
-            ["ip", "netns", "exec", ns, "sh", "-c", script, "sh", network_xml("lvb" + lab.tag)],
+            ["ip", "netns", "exec", ns, "sh", "-c", script, "sh", str(job_file)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
             check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
-        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
+        return json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         asyncio.run(lab.close())
+
+
+def libvirt_run(folder: Path) -> dict[str, float]:
+    """One run of libvirt 9 in a fresh namespace; raises RuntimeError when it fails."""
+    result: dict[str, float] = _libvirt_worker(folder, {"life": network_xml("lvb0")})
+    return result
+
+
+def libvirt_many(folder: Path) -> dict[str, list[float]]:
+    """The second table's calls on libvirt 9; raises RuntimeError when it fails."""
+    result: dict[str, list[float]] = _libvirt_worker(folder, many_job("lvm"))
+    return result
 
 
 def libvirt_reason() -> str | None:
@@ -119,7 +192,7 @@ def _cells(samples: list[dict[str, float]], op: str) -> tuple[str, str]:
     return ms(median(values)), ms(percentile(values, 99))
 
 
-def run(runs: int) -> Table:
+def run(runs: int) -> list[Table]:
     virtbus: list[dict[str, float]] = []
     libvirt: list[dict[str, float]] = []
     reason = libvirt_reason()
@@ -135,6 +208,44 @@ def run(runs: int) -> Table:
                     libvirt.append(libvirt_run(folder))
                 except RuntimeError as err:
                     reason = f"n/a ({err})"
+        folder = Path(tmp) / "vmany"
+        folder.mkdir()
+        ours = asyncio.run(virtbus_many(folder))
+        theirs: dict[str, list[float]] | str = reason or ""
+        if reason is None:
+            folder = Path(tmp) / "lmany"
+            folder.mkdir()
+            try:
+                theirs = libvirt_many(folder)
+            except RuntimeError as err:
+                theirs = f"n/a ({err})"
+    return [_life_table(runs, virtbus, libvirt, reason), _many_table(ours, theirs)]
+
+
+def _many_table(ours: dict[str, list[float]], theirs: dict[str, list[float]] | str) -> Table:
+    table = Table(
+        f"network: {MANY} networks defined, median of {READS} calls each",
+        ["operation", "virtbus median", "libvirt median"],
+    )
+    for op in MANY_OPS:
+        table.add(
+            op, ms(median(ours[op])), theirs if isinstance(theirs, str) else ms(median(theirs[op]))
+        )
+    table.notes.append(
+        "define: one more network (undefined again, untimed); list: virtbus's net.list "
+        "(each network's name, UUID, state, autostart, persistence and bridge) against "
+        "libvirt's listAllNetworks (handles: name and UUID); lookup by UUID and dumpxml: "
+        "the middle network"
+    )
+    return table
+
+
+def _life_table(
+    runs: int,
+    virtbus: list[dict[str, float]],
+    libvirt: list[dict[str, float]],
+    reason: str | None,
+) -> Table:
     table = Table(
         f"network: NAT network with DHCP, {runs} runs, each in a fresh namespace",
         ["operation", "virtbus median", "virtbus p99", "libvirt median", "libvirt p99"],
@@ -155,5 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="runs of each side")
     parser.add_argument("--quick", action="store_true", help="5 runs")
     args = parser.parse_args(argv)
-    print(run(5 if args.quick else args.runs).render(), flush=True)
+    for table in run(5 if args.quick else args.runs):
+        print(table.render(), flush=True)
     return 0
