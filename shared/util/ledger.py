@@ -32,6 +32,8 @@ while running).  The check is per subject because the server answers it from
 its per-subject index; a check over all of a ledger's event subjects costs
 the server a walk over every one of them on each publish (measured: 40% of
 its CPU per change with a few thousand objects, growing with their number).
+A ledger message older than ``VIRTBUS_EVENTS`` keeps events is not forwarded:
+its events were stored and have expired since.
 
 Old values of a key are dropped by the write itself (``Nats-Rollup: sub``)
 once the forwarder has passed the key's previous message, so compaction never
@@ -67,6 +69,7 @@ import heapq
 import json
 import logging
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
@@ -277,6 +280,9 @@ class Ledger:
         self.last_written = 0
         #: Every ledger message up to here is applied to memory.
         self._applied = 0
+        #: Seconds VIRTBUS_EVENTS keeps an event (0: for ever), read by each
+        #: round of the forwarder.
+        self._retention = 0.0
         #: (sequence, tie-break, future) of each ``wait_forwarded``, soonest first.
         self._forwarded_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._listeners: list[Callable[[str, Record | None], None]] = []
@@ -693,6 +699,8 @@ class Ledger:
         return int(parts[2]), int(parts[3])
 
     async def _follow(self) -> None:
+        # Read at the start of each round: the operator may change it.
+        self._retention = float((await self._js.stream_info(STREAM)).config.max_age or 0)
         position, done = await self._position()
         self._set_forwarded(position - 1)
         start = max(1, min(position, self._applied + 1))
@@ -739,6 +747,13 @@ class Ledger:
         if seq > self._applied:
             self._applied = seq
         if seq < position:
+            return
+        if self._retention and msg.metadata.timestamp.timestamp() < time.time() - self._retention:
+            # Older than VIRTBUS_EVENTS keeps an event: its events were stored
+            # and have expired (or expire now).  None is found for
+            # ``_position`` then, so a forwarder starts from the ledger's first
+            # message; storing them again would announce old changes anew.
+            self._set_forwarded(seq)
             return
         events = self._events_of(msg)
         first = done if seq == position else 0

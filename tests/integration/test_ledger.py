@@ -298,3 +298,39 @@ async def test_an_event_the_stream_refuses_is_counted_as_a_failure(
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+
+
+async def test_events_the_event_stream_let_expire_are_not_stored_again(
+    nc: NATS, start_ledger: Start, connect_as: ConnectAs
+) -> None:
+    """A key's last message keeps its events in the ledger after they were
+    forwarded.  Once VIRTBUS_EVENTS has let them expire, a forwarder that
+    starts again finds no event of the ledger, starts from its first message,
+    and must not announce those old changes a second time."""
+    await ensure_stream(nc.jetstream())
+    # How long events are kept is the NATS administrator's to set.
+    js = (await connect_as("operator")).jetstream()
+    config = (await js.stream_info(STREAM)).config
+    config.max_age = 1.0
+    config.duplicate_window = 1.0
+    await js.update_stream(config)
+    writer = Ledger(nc, nc.jetstream(), "test", None)
+    await writer.open()
+    forwarding = asyncio.create_task(writer.follow())
+    old = await writer.write("obj.a", b"1", [Event("thing", "a", "lifecycle", "Defined")])
+    await writer.wait_forwarded(old)
+    forwarding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await forwarding
+    assert len(await stored_events(nc)) == 1
+    for _ in range(100):
+        if not await stored_events(nc):
+            break
+        await asyncio.sleep(0.1)
+    assert await stored_events(nc) == []
+    restarted = await start_ledger()
+    new = await restarted.write("obj.b", b"2", [Event("thing", "b", "lifecycle", "Defined")])
+    await restarted.wait_forwarded(new)
+    ids = [str(body["id"]) for _, body in await stored_events(nc)]
+    assert ids == [restarted.event_id(new, 0, 1)]
+    assert restarted.get("obj.a") is not None
