@@ -24,7 +24,9 @@ the micro service the process registers:
   never started; the nwfilter service runs without a firewall backend, so it
   lists no binding and refuses to make one);
 * of rival defines of one object under different UUIDs sent at once
-  (``race``), exactly one is kept and the others are refused.
+  (``race``), exactly one is kept and the others are refused;
+* an endpoint answered inline (in its subscription's callback, one request
+  after another) has a handler that never waits on anything.
 
 A transport gives ``started(case)``, the case's process running and a
 ``Caller`` that reaches it, and ``stored_events``, what the event stream holds.
@@ -34,8 +36,11 @@ requests and its cycle, each a few lines.)
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import json
+import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -592,6 +597,13 @@ AGENT = TableCase(
 CASES = (SECRET, NWFILTER, NETWORK, POOLS, DISKS, AGENT)
 
 
+def _waits(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler``'s own code waits on anything (``await``, ``async
+    with``, ``async for``)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
+    return any(isinstance(n, ast.Await | ast.AsyncWith | ast.AsyncFor) for n in ast.walk(tree))
+
+
 def _required(model: type[BaseModel]) -> list[str]:
     return [name for name, f in model.model_fields.items() if f.is_required()]
 
@@ -638,6 +650,13 @@ class ServiceContract(ABC):
         }
         assert served == declared
         assert {e.micro_name for e in case.table} <= set(served)
+
+    async def test_an_inline_endpoint_never_waits(self, case: TableCase, caller: Caller) -> None:
+        """An inline endpoint's requests are answered one after another in the
+        callback: a handler that waited would hold up every request after it."""
+        inline = [b for b in caller.process.endpoints() if b.endpoint.inline]
+        waiting = [b.endpoint.name for b in inline if _waits(b.handler)]
+        assert not waiting, f"inline endpoints whose handler waits: {waiting}"
 
     async def test_a_malformed_request_is_an_invalid_argument(
         self, case: TableCase, caller: Caller
