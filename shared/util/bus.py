@@ -323,6 +323,8 @@ def private_channel(nc: NATS) -> bool:
     speaks TLS, or the server is on this machine's loopback.  Between two
     connections (the server restarting), what is sent waits for the next one,
     to any server of the connection's pool: private when each of them is."""
+    # The last server's word holds for its cluster: a client cannot connect
+    # in the clear to a server that requires TLS.
     tls_required = bool(getattr(nc, "_server_info", {}).get("tls_required"))
 
     def private(url: ParseResult) -> bool:

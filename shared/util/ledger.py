@@ -33,7 +33,8 @@ its per-subject index; a check over all of a ledger's event subjects costs
 the server a walk over every one of them on each publish (measured: 40% of
 its CPU per change with a few thousand objects, growing with their number).
 A ledger message older than ``VIRTBUS_EVENTS`` keeps events is not forwarded:
-its events were stored and have expired since.
+its events were stored and have expired since, or would have (a consumer away
+for longer reconciles from state).
 
 Old values of a key are dropped by the write itself (``Nats-Rollup: sub``)
 once the forwarder has passed the key's previous message, so compaction never
@@ -750,9 +751,10 @@ class Ledger:
             return
         if self._retention and msg.metadata.timestamp.timestamp() < time.time() - self._retention:
             # Older than VIRTBUS_EVENTS keeps an event: its events were stored
-            # and have expired (or expire now).  None is found for
-            # ``_position`` then, so a forwarder starts from the ledger's first
-            # message; storing them again would announce old changes anew.
+            # and have expired, or would have by now (no forwarder ran for
+            # that long).  None of them is found for ``_position`` then, so a
+            # forwarder starts from the ledger's first message; storing them
+            # would announce old changes anew.
             self._set_forwarded(seq)
             return
         events = self._events_of(msg)
