@@ -146,8 +146,8 @@ def _libvirt_worker(folder: Path, job: Mapping[str, object]) -> Any:
     lab = NetLab(folder)
     ns = lab.add_ns(lab.ns)
     job_file = folder / "job.json"
-    job_file.write_text(json.dumps(job))
     try:
+        job_file.write_text(json.dumps(job))
         script = _LIBVIRT_RUN.format(
             folders=" ".join(_FOLDERS), python=SYSTEM_PYTHON, worker=WORKER
         )
