@@ -32,9 +32,13 @@ while running).  The check is per subject because the server answers it from
 its per-subject index; a check over all of a ledger's event subjects costs
 the server a walk over every one of them on each publish (measured: 40% of
 its CPU per change with a few thousand objects, growing with their number).
-A ledger message older than ``VIRTBUS_EVENTS`` keeps events is not forwarded:
-its events were stored and have expired since, or would have (a consumer away
-for longer reconciles from state).
+Under a sustained load, a write waits (``_keep_up``) while this process's
+forwarder trails by more than ``MAX_BEHIND`` messages and is storing events,
+so changes keep to the pace of their events instead of leaving them ever
+further behind; a stalled forwarder (the event stream refusing) holds no
+write up.  A ledger message older than ``VIRTBUS_EVENTS`` keeps events is not
+forwarded: its events were stored and have expired since, or would have (a
+consumer away for longer reconciles from state).
 
 Old values of a key are dropped by the write itself (``Nats-Rollup: sub``)
 once the forwarder has passed the key's previous message, so compaction never
@@ -148,6 +152,12 @@ _TTL = f"{MAX_AGE_SECONDS}s"
 #: How long one write may try before the request answers with an error: well
 #: inside a client's 30 s timeout.
 WRITE_DEADLINE = 10.0
+#: How far (ledger messages) this process's forwarder may trail the ledger
+#: before a write waits for it (``_keep_up``).
+MAX_BEHIND = 1000
+#: The longest a write waits for the forwarder; a forwarder that stored
+#: nothing for this long is stalled, and writes do not wait for it.
+KEEP_UP_SECONDS = 1.0
 #: Longest subject (bytes) a change or one of its events may be published on.
 #: A longer name is refused: nats-server closes a connection whose protocol
 #: line (subject and reply inbox) passes 4 KiB, which would cut the process
@@ -281,6 +291,10 @@ class Ledger:
         self.last_written = 0
         #: Every ledger message up to here is applied to memory.
         self._applied = 0
+        #: True while ``follow`` runs in this process.
+        self._following = False
+        #: The loop time ``forwarded`` last moved (0: never).
+        self._progress_at = 0.0
         #: Seconds VIRTBUS_EVENTS keeps an event (0: for ever), read by each
         #: round of the forwarder.
         self._retention = 0.0
@@ -544,6 +558,7 @@ class Ledger:
             shortage = self._space()
             if shortage is not None:
                 raise no_space(what, shortage)
+        await self._keep_up()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITE_DEADLINE
         wait = 0.05
@@ -593,6 +608,23 @@ class Ledger:
             raise VirtError(
                 ErrorCode.OPERATION_FAILED, f"cannot store {what}: {description}", ErrorDomain.NONE
             )
+
+    async def _keep_up(self) -> None:
+        """Wait (at most ``KEEP_UP_SECONDS``) while this process's forwarder
+        trails the ledger by more than ``MAX_BEHIND`` messages and is storing
+        events: under a sustained load, changes slow to the pace their events
+        are stored at, instead of their events falling ever further behind.
+        A forwarder that stores nothing (the event stream refusing them, or
+        none running here) holds no write up: those events wait, as before."""
+        if not self._following:
+            return
+        target = max(self._applied, self.last_written) - MAX_BEHIND
+        if self.forwarded >= target:
+            return
+        if asyncio.get_running_loop().time() - self._progress_at > KEEP_UP_SECONDS:
+            return
+        with contextlib.suppress(TimeoutError):
+            await self.wait_forwarded(target, timeout=KEEP_UP_SECONDS)
 
     def _written(self, seq: int) -> int:
         """``seq``, a message of this process now stored."""
@@ -668,20 +700,24 @@ class Ledger:
         events of every message not yet forwarded (the forwarder), until
         cancelled.  One ordered consumer does both, so each ledger message
         reaches this process once."""
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Conflict:
-                continue  # another replica forwarded meanwhile: start from its position
-            except Exception as err:
-                log.warning(
-                    "event forwarding stopped, retrying: %s",
-                    err or type(err).__name__,
-                    extra={"ledger": self.stream},
-                )
-                await asyncio.sleep(1.0)
+        self._following = True
+        try:
+            while True:
+                try:
+                    await self._follow()
+                except asyncio.CancelledError:
+                    raise
+                except Conflict:
+                    continue  # another replica forwarded meanwhile: start from its position
+                except Exception as err:
+                    log.warning(
+                        "event forwarding stopped, retrying: %s",
+                        err or type(err).__name__,
+                        extra={"ledger": self.stream},
+                    )
+                    await asyncio.sleep(1.0)
+        finally:
+            self._following = False
 
     async def _position(self) -> tuple[int, int]:
         """(ledger sequence, events of it done) of the last event forwarded;
@@ -767,6 +803,7 @@ class Ledger:
         if seq <= self.forwarded:
             return
         self.forwarded = seq
+        self._progress_at = asyncio.get_running_loop().time()
         waiting = self._forwarded_waiters
         while waiting and waiting[0][0] <= seq:
             _, _, waiter = heapq.heappop(waiting)

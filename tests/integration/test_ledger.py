@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 
+import shared.util.ledger as ledger_module
 from shared.util.events import CONTENT_TYPE, STREAM, ensure_stream
 from shared.util.ledger import Conflict, Event, Ledger
 from tests.conftest import ConnectAs
@@ -334,3 +336,53 @@ async def test_events_the_event_stream_let_expire_are_not_stored_again(
     ids = [str(body["id"]) for _, body in await stored_events(nc)]
     assert ids == [restarted.event_id(new, 0, 1)]
     assert restarted.get("obj.a") is not None
+
+
+async def test_writes_wait_for_a_forwarder_that_trails_far_behind(
+    nc: NATS, start_ledger: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes made faster than their events are stored slow to the events'
+    pace: the forwarder never trails by much more than ``MAX_BEHIND``."""
+    monkeypatch.setattr(ledger_module, "MAX_BEHIND", 5)
+    store_event = Ledger._store_event
+
+    async def slowly(self: Ledger, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.02)  # a busy event stream: 20 ms an event
+        await store_event(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "_store_event", slowly)
+    ledger = await start_ledger()
+    first = await ledger.write("obj.first", b"v", [Event("thing", "first", "x")])
+    await ledger.wait_forwarded(first)
+    behind = []
+    for i in range(30):
+        seq = await ledger.write(f"obj.k{i}", b"v", [Event("thing", f"k{i}", "x")])
+        behind.append(seq - ledger.forwarded)
+    # Each write waited until the forwarder was within 5 messages of the
+    # ledger; without waiting, it falls ~30 behind.
+    assert max(behind) <= 6
+    await ledger.wait_forwarded(ledger.last_written)
+    assert len(await stored_events(nc)) == 31
+
+
+async def test_a_stalled_forwarder_holds_no_write_up(
+    nc: NATS, start_ledger: Start, connect_as: ConnectAs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the event stream refuses events, the forwarder stores nothing:
+    changes go ahead past ``MAX_BEHIND`` and their events wait for room."""
+    monkeypatch.setattr(ledger_module, "MAX_BEHIND", 3)
+    js = (await connect_as("operator")).jetstream()
+    ledger = await start_ledger()
+    first = await ledger.write("obj.first", b"v", [Event("thing", "first", "x")])
+    await ledger.wait_forwarded(first)
+    config = (await js.stream_info(STREAM)).config
+    config.max_msgs = 1
+    config.discard = "new"  # type: ignore[assignment]
+    await js.update_stream(config)
+    for i in range(10):
+        await ledger.write(f"obj.k{i}", b"v", [Event("thing", f"k{i}", "x")])
+    assert ledger.last_written - ledger.forwarded >= 10
+    config.max_msgs = -1
+    await js.update_stream(config)
+    await ledger.wait_forwarded(ledger.last_written, timeout=30)
+    assert len(await stored_events(nc)) == 11
