@@ -38,15 +38,17 @@ from typing import Any, cast
 
 import nats.js.errors as jserr
 import pytest
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.client import JetStreamContext
 from nats.nuid import NUID
 
 import services.nwfilter.service
 import shared.util.process
-from shared.util.ledger import EVENTS_HEADER, Event, Ledger
-from shared.util.subjects import js_api
+from shared.util.ledger import EVENTS_HEADER, OP_HEADER, Event, Ledger
+from shared.util.subjects import LEDGER_PREFIX, js_api
 
 Callback = Callable[[Msg], Awaitable[None]]
 #: The JetStream API request the bus answers itself (``Ledger.refresh``).
@@ -436,3 +438,24 @@ def install(monkeypatch: pytest.MonkeyPatch) -> None:
     JetStream ledger (they name ``Ledger`` where they make one)."""
     monkeypatch.setattr(shared.util.process, "Ledger", MemoryLedger)
     monkeypatch.setattr(services.nwfilter.service, "Ledger", MemoryLedger)
+
+
+#: Sequences of the changes ``put`` applies.
+_PUT_SEQ = itertools.count(1)
+
+
+def memory_ledger(service: str, records: dict[str, bytes], host: str | None = "h1") -> Ledger:
+    """A ledger holding ``records`` in memory as ``open`` would load them (no
+    server: the decode path only reads memory)."""
+    ledger = Ledger(cast(NATS, None), cast(JetStreamContext, None), service, host)
+    for key, value in records.items():
+        put(ledger, key, value)
+    return ledger
+
+
+def put(ledger: Ledger, key: str, value: bytes | None) -> None:
+    """Apply one change, as the ledger's watch does."""
+    seq = next(_PUT_SEQ)
+    headers = {OP_HEADER: "DEL"} if value is None else None
+    subject = f"{LEDGER_PREFIX}.{ledger.service}.{ledger.host or 'cluster'}.{key}"
+    ledger._apply(subject, value or b"", headers, seq)

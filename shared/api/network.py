@@ -7,11 +7,9 @@ since the nwfilter service reads them.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from pydantic import BaseModel, Field
 
-from shared.util.api import Empty, Endpoint
+from shared.util.api import Empty, Endpoint, memory_read
 
 SERVICE = "network"
 #: object kinds of the network service's events
@@ -130,29 +128,20 @@ class PortListReply(BaseModel):
     ports: list[PortInfo] = Field(default_factory=list)
 
 
-Req = TypeVar("Req", bound=BaseModel)
-Rep = TypeVar("Rep", bound=BaseModel)
-
-
-def _read(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
-    """A read answered from the service's memory, inline."""
-    return Endpoint(SERVICE, name, request, reply, host_scoped=True, inline=True)
-
-
 DEFINE = Endpoint(SERVICE, "define", XmlRequest, NetworkInfo, host_scoped=True)
 CREATE = Endpoint(SERVICE, "create", XmlRequest, NetworkInfo, host_scoped=True)
 START = Endpoint(SERVICE, "start", NameRequest, Empty, host_scoped=True)
 DESTROY = Endpoint(SERVICE, "destroy", NameRequest, Empty, host_scoped=True)
 UNDEFINE = Endpoint(SERVICE, "undefine", NameRequest, Empty, host_scoped=True)
 AUTOSTART = Endpoint(SERVICE, "autostart", AutostartRequest, Empty, host_scoped=True)
-LIST = _read("list", Empty, ListReply)
-LOOKUP = _read("lookup", LookupRequest, NetworkInfo)
-DUMPXML = _read("dumpxml", DumpXmlRequest, XmlReply)
+LIST = memory_read(SERVICE, "list", Empty, ListReply, host_scoped=True)
+LOOKUP = memory_read(SERVICE, "lookup", LookupRequest, NetworkInfo, host_scoped=True)
+DUMPXML = memory_read(SERVICE, "dumpxml", DumpXmlRequest, XmlReply, host_scoped=True)
 UPDATE = Endpoint(SERVICE, "update", UpdateRequest, UpdateReply, host_scoped=True)
 DHCP_LEASES = Endpoint(SERVICE, "dhcp-leases", LeasesRequest, LeasesReply, host_scoped=True)
 PORT_CREATE = Endpoint(SERVICE, "port.create", PortCreateRequest, PortInfo, host_scoped=True)
-PORT_LIST = _read("port.list", PortListRequest, PortListReply)
-PORT_DUMPXML = _read("port.dumpxml", PortRequest, XmlReply)
+PORT_LIST = memory_read(SERVICE, "port.list", PortListRequest, PortListReply, host_scoped=True)
+PORT_DUMPXML = memory_read(SERVICE, "port.dumpxml", PortRequest, XmlReply, host_scoped=True)
 PORT_DELETE = Endpoint(SERVICE, "port.delete", PortRequest, Empty, host_scoped=True)
 
 #: Every endpoint of the network service.

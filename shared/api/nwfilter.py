@@ -7,11 +7,9 @@ the host whose port they filter: ``virtbus.v1.nwfilter.<host>.<endpoint>``.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from pydantic import BaseModel, Field
 
-from shared.util.api import Empty, Endpoint
+from shared.util.api import Empty, Endpoint, memory_read
 
 SERVICE = "nwfilter"
 #: Object kinds of the service's events.
@@ -74,29 +72,18 @@ class BindingListReply(BaseModel):
     bindings: list[BindingInfo] = Field(default_factory=list)
 
 
-Req = TypeVar("Req", bound=BaseModel)
-Rep = TypeVar("Rep", bound=BaseModel)
-
-
-def _read(
-    name: str, request: type[Req], reply: type[Rep], *, host_scoped: bool = False
-) -> Endpoint[Req, Rep]:
-    """A read answered from the service's memory, inline."""
-    return Endpoint(SERVICE, name, request, reply, host_scoped=host_scoped, inline=True)
-
-
 DEFINE = Endpoint(SERVICE, "define", DefineRequest, FilterInfo)
 UNDEFINE = Endpoint(SERVICE, "undefine", FilterRequest, Empty)
-LIST = _read("list", Empty, FilterListReply)
-LOOKUP = _read("lookup", FilterRequest, FilterInfo)
-DUMPXML = _read("dumpxml", FilterRequest, XmlReply)
+LIST = memory_read(SERVICE, "list", Empty, FilterListReply)
+LOOKUP = memory_read(SERVICE, "lookup", FilterRequest, FilterInfo)
+DUMPXML = memory_read(SERVICE, "dumpxml", FilterRequest, XmlReply)
 BINDING_CREATE = Endpoint(
     SERVICE, "binding.create", BindingCreateRequest, BindingInfo, host_scoped=True, timeout=120
 )
 BINDING_DELETE = Endpoint(SERVICE, "binding.delete", PortRequest, Empty, host_scoped=True)
-BINDING_LIST = _read("binding.list", Empty, BindingListReply, host_scoped=True)
-BINDING_LOOKUP = _read("binding.lookup", PortRequest, BindingInfo, host_scoped=True)
-BINDING_DUMPXML = _read("binding.dumpxml", PortRequest, XmlReply, host_scoped=True)
+BINDING_LIST = memory_read(SERVICE, "binding.list", Empty, BindingListReply, host_scoped=True)
+BINDING_LOOKUP = memory_read(SERVICE, "binding.lookup", PortRequest, BindingInfo, host_scoped=True)
+BINDING_DUMPXML = memory_read(SERVICE, "binding.dumpxml", PortRequest, XmlReply, host_scoped=True)
 
 #: Every endpoint of the nwfilter service.
 ENDPOINTS = (

@@ -7,7 +7,7 @@ from typing import TypeVar
 from pydantic import BaseModel, Field
 
 from shared.conf.secret import SecretUsageType
-from shared.util.api import Empty, Endpoint
+from shared.util.api import Empty, Endpoint, memory_read
 
 SERVICE = "secret"
 #: libvirt's remote protocol caps a secret value at 64 KiB; so do we.
@@ -76,23 +76,18 @@ def _ep(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
     return Endpoint(SERVICE, name, request, reply, concurrency=CONCURRENCY)
 
 
-def _read(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
-    """A read answered from the registry's memory, inline."""
-    return Endpoint(SERVICE, name, request, reply, inline=True)
-
-
 DEFINE = _ep("define", DefineRequest, DefineReply)
 UNDEFINE = _ep("undefine", UuidRequest, Empty)
-LIST = _read("list", ListRequest, ListReply)
-DUMPXML = _read("dumpxml", UuidRequest, XmlReply)
-LOOKUP_BY_UUID = _read("lookup.uuid", UuidRequest, SecretInfo)
-LOOKUP_BY_USAGE = _read("lookup.usage", UsageRequest, SecretInfo)
+LIST = memory_read(SERVICE, "list", ListRequest, ListReply)
+DUMPXML = memory_read(SERVICE, "dumpxml", UuidRequest, XmlReply)
+LOOKUP_BY_UUID = memory_read(SERVICE, "lookup.uuid", UuidRequest, SecretInfo)
+LOOKUP_BY_USAGE = memory_read(SERVICE, "lookup.usage", UsageRequest, SecretInfo)
 SET_VALUE = _ep("value.set", SetValueRequest, Empty)
-GET_VALUE = _read("value.get", UuidRequest, ValueReply)
+GET_VALUE = memory_read(SERVICE, "value.get", UuidRequest, ValueReply)
 #: libvirt's VIR_SECRET_GET_VALUE_INTERNAL_CALL: other services (the storage
 #: service opening a LUKS volume) may read private values.  The deploy/ NATS
 #: permissions allow this subject to service users only, never to clients.
-GET_VALUE_INTERNAL = _read("internal.value.get", UuidRequest, ValueReply)
+GET_VALUE_INTERNAL = memory_read(SERVICE, "internal.value.get", UuidRequest, ValueReply)
 
 #: Every endpoint of the secret service.
 ENDPOINTS = (

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
-from shared.util.api import DEFAULT_TIMEOUT, Empty, Endpoint
+from shared.util.api import DEFAULT_TIMEOUT, Empty, Endpoint, memory_read
 
 SERVICE = "storage"
 #: Volume requests a storage service answers at once, per endpoint: a qemu-img
@@ -278,17 +278,6 @@ def _pool(
     return Endpoint(SERVICE, name, request, reply, host_scoped=True, timeout=timeout)
 
 
-def _pool_read(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
-    """A pool read answered from the service's memory, inline."""
-    return Endpoint(SERVICE, name, request, reply, host_scoped=True, inline=True)
-
-
-def _vol_read(name: str, request: type[Req], reply: type[Rep]) -> Endpoint[Req, Rep]:
-    """A volume read answered from the service's memory (no re-read of the
-    storage), inline."""
-    return Endpoint(SERVICE, name, request, reply, host_scoped=True, inline=True)
-
-
 def _vol(
     name: str, request: type[Req], reply: type[Rep], timeout: float = DEFAULT_TIMEOUT
 ) -> Endpoint[Req, Rep]:
@@ -312,12 +301,16 @@ POOL_DELETE = _pool("pool.delete", PoolRequest, Empty, LONG_TIMEOUT)
 POOL_UNDEFINE = _pool("pool.undefine", PoolRequest, Empty)
 POOL_AUTOSTART = _pool("pool.autostart", PoolAutostartRequest, Empty)
 POOL_REFRESH = _pool("pool.refresh", PoolRequest, Empty, LONG_TIMEOUT)
-POOL_INFO = _pool_read("pool.info", PoolRequest, PoolInfo)
-POOL_LOOKUP_UUID = _pool_read("pool.lookup.uuid", PoolUuidRequest, PoolInfo)
-POOL_LOOKUP_VOLUME = _pool_read("pool.lookup.volume", VolRequest, PoolInfo)
-POOL_LIST = _pool_read("pool.list", PoolListRequest, PoolListReply)
-POOL_DUMPXML = _pool_read("pool.dumpxml", PoolDumpXmlRequest, XmlReply)
-POOL_CAPABILITIES = _pool_read("pool.capabilities", Empty, XmlReply)
+POOL_INFO = memory_read(SERVICE, "pool.info", PoolRequest, PoolInfo, host_scoped=True)
+POOL_LOOKUP_UUID = memory_read(
+    SERVICE, "pool.lookup.uuid", PoolUuidRequest, PoolInfo, host_scoped=True
+)
+POOL_LOOKUP_VOLUME = memory_read(
+    SERVICE, "pool.lookup.volume", VolRequest, PoolInfo, host_scoped=True
+)
+POOL_LIST = memory_read(SERVICE, "pool.list", PoolListRequest, PoolListReply, host_scoped=True)
+POOL_DUMPXML = memory_read(SERVICE, "pool.dumpxml", PoolDumpXmlRequest, XmlReply, host_scoped=True)
+POOL_CAPABILITIES = memory_read(SERVICE, "pool.capabilities", Empty, XmlReply, host_scoped=True)
 VOL_CREATE = _vol("vol.create", VolCreateRequest, VolumeInfo, LONG_TIMEOUT)
 VOL_CREATE_FROM = _vol("vol.create.from", VolCreateFromRequest, VolumeInfo, LONG_TIMEOUT)
 VOL_DELETE = _vol("vol.delete", VolDeleteRequest, Empty)
@@ -325,11 +318,17 @@ VOL_WIPE = _vol("vol.wipe", VolWipeRequest, Empty, LONG_TIMEOUT)
 VOL_RESIZE = _vol("vol.resize", VolResizeRequest, VolumeInfo, LONG_TIMEOUT)
 VOL_INFO = _vol("vol.info", VolRequest, VolumeInfo)
 VOL_DUMPXML = _vol("vol.dumpxml", VolRequest, XmlReply)
-VOL_LOOKUP_NAME = _vol_read("vol.lookup.name", VolNameRequest, VolumeInfo)
-VOL_LOOKUP_KEY = _vol_read("vol.lookup.key", VolKeyRequest, VolumeInfo)
-VOL_LOOKUP_PATH = _vol_read("vol.lookup.path", VolPathRequest, VolumeInfo)
+VOL_LOOKUP_NAME = memory_read(
+    SERVICE, "vol.lookup.name", VolNameRequest, VolumeInfo, host_scoped=True
+)
+VOL_LOOKUP_KEY = memory_read(SERVICE, "vol.lookup.key", VolKeyRequest, VolumeInfo, host_scoped=True)
+VOL_LOOKUP_PATH = memory_read(
+    SERVICE, "vol.lookup.path", VolPathRequest, VolumeInfo, host_scoped=True
+)
 VOL_LIST = _vol("vol.list", VolListRequest, VolListReply)
-VOL_BRIEF_LIST = _vol_read("vol.brief.list", PoolRequest, VolBriefListReply)
+VOL_BRIEF_LIST = memory_read(
+    SERVICE, "vol.brief.list", PoolRequest, VolBriefListReply, host_scoped=True
+)
 VOL_UPLOAD = _vol("vol.upload", VolTransferRequest, TransferReply)
 VOL_DOWNLOAD = _vol("vol.download", VolTransferRequest, TransferReply)
 

@@ -91,7 +91,7 @@ class AttrSpec:
     reversible: bool = True
     #: The forms of ``types`` in the order libvirt tries them, each with whether
     #: it is a ``_HEX`` form (derived once: flag arithmetic costs per value).
-    forms: tuple[tuple[DataType, bool], ...] = field(init=False, repr=False)
+    forms: tuple[tuple[DataType, bool], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         forms = tuple((form, form in HEX_TYPES) for form in DataType if form in self.types)

@@ -129,6 +129,13 @@ class Endpoint(Generic[Req, Rep]):
         return api_subject(self.service, self.name, host if self.host_scoped else None)
 
 
+def memory_read(
+    service: str, name: str, request: type[Req], reply: type[Rep], *, host_scoped: bool = False
+) -> Endpoint[Req, Rep]:
+    """An endpoint answered from the service's memory, inline (``Endpoint.inline``)."""
+    return Endpoint(service, name, request, reply, host_scoped=host_scoped, inline=True)
+
+
 @dataclass(frozen=True)
 class Bound(Generic[Req, Rep]):
     """An endpoint with the coroutine that answers it."""

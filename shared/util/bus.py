@@ -331,9 +331,7 @@ def private_channel(nc: NATS) -> bool:
         return url.scheme == "tls" or tls_required or (url.hostname or "") in _LOOPBACK
 
     url = nc.connected_url
-    if url is not None:
-        return private(url)
-    servers = nc.servers
+    servers = [url] if url is not None else nc.servers
     return bool(servers) and all(private(server) for server in servers)
 
 

@@ -277,10 +277,10 @@ def _read_endpoints() -> list[str]:
     subjects = []
     for depth in range(1, _MAX_ENDPOINT_TOKENS + 2):
         middle = ".*" * depth
-        subjects += [f"{API_PREFIX}{middle}.{verb}" for verb in READ_VERBS]
+        # ``lookup`` is a read as the last token (network's) as well.
+        subjects += [f"{API_PREFIX}{middle}.{verb}" for verb in (*READ_VERBS, LOOKUP)]
     for before in range(1, _MAX_ENDPOINT_TOKENS + 1):
-        # ``lookup`` as the last token (network's) or before more (``lookup.uuid``).
-        subjects.append(f"{API_PREFIX}{'.*' * before}.{LOOKUP}")
+        # ... and before more tokens (``lookup.uuid``).
         subjects.append(f"{API_PREFIX}{'.*' * before}.{LOOKUP}.>")
     return subjects
 

@@ -9,7 +9,7 @@ import asyncio
 import datetime
 import json
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
@@ -69,8 +69,15 @@ def last_message(subject: str, seq: int, msg_id: str) -> dict[str, Any]:
     return msg_get_reply(subject, seq, {"Nats-Msg-Id": msg_id}, b"")
 
 
-def ledger() -> Ledger:
-    return Ledger(cast(NATS, None), cast(JetStreamContext, None), "secret", None)
+def ledger(on_event_failure: Callable[[str], None] | None = None) -> Ledger:
+    """A secret service's ledger with no server (``roundtrip`` answers from ``acks``)."""
+    return Ledger(
+        cast(NATS, None),
+        cast(JetStreamContext, None),
+        "secret",
+        None,
+        on_event_failure=on_event_failure,
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,24 +173,13 @@ def ledger_message() -> Any:
     return types.SimpleNamespace(metadata=types.SimpleNamespace(timestamp=stamp))
 
 
-def counting_forwarder(failures: list[str]) -> Ledger:
-    """A ledger whose forwarder reports each refused event's kind to ``failures``."""
-    return Ledger(
-        cast(NATS, None),
-        cast(JetStreamContext, None),
-        "secret",
-        None,
-        on_event_failure=failures.append,
-    )
-
-
 async def test_an_event_stream_leader_not_ready_is_asked_again_not_counted(
     acks: list[dict[str, Any]], sent: list[dict[str, str]]
 ) -> None:
     """A replicated event stream that has just elected its leader answers 10163:
     the forwarder sends the same event again, and reports no failure."""
     failures: list[str] = []
-    forwarder = counting_forwarder(failures)
+    forwarder = ledger(failures.append)
     acks.extend(
         [
             error(10163, "expected last sequence per subject temporarily unavailable"),
@@ -200,7 +196,7 @@ async def test_an_event_stream_leader_not_ready_is_asked_again_not_counted(
 
 async def test_an_event_the_stream_refuses_otherwise_is_counted(acks: list[dict[str, Any]]) -> None:
     failures: list[str] = []
-    forwarder = counting_forwarder(failures)
+    forwarder = ledger(failures.append)
     acks.append(error(10077, "maximum messages exceeded"))
     with pytest.raises(VirtError):
         await forwarder._store_event(

@@ -4,43 +4,21 @@ service's and the agent's registry reads its records through it."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-from typing import cast
 
 import pytest
-from nats.aio.client import Client as NATS
-from nats.js.client import JetStreamContext
 
 from agents.qemu.records import AgentStore, InventoryMark
 from services.network.registry import NetworkRecord, Registry
 from services.nwfilter import bindings
 from services.nwfilter.registry import FilterRegistry
 from shared.util.errors import ErrorCode, VirtError
-from shared.util.ledger import MAX_SUBJECT, OP_HEADER, Event, Ledger
-from shared.util.subjects import LEDGER_PREFIX
+from shared.util.ledger import MAX_SUBJECT, Event
+from tests.memory_bus import memory_ledger, put
 
 HOST = "h1"
 SECRET_LOOKING = "hunter2-do-not-log"
-_SEQ = itertools.count(1)
-
-
-def memory_ledger(service: str, records: dict[str, bytes], host: str | None = HOST) -> Ledger:
-    """A ledger holding ``records`` in memory as ``open`` would load them (no
-    server: the decode path only reads memory)."""
-    ledger = Ledger(cast(NATS, None), cast(JetStreamContext, None), service, host)
-    for key, value in records.items():
-        put(ledger, key, value)
-    return ledger
-
-
-def put(ledger: Ledger, key: str, value: bytes | None) -> None:
-    """Apply one change, as the ledger's watch does."""
-    seq = next(_SEQ)
-    headers = {OP_HEADER: "DEL"} if value is None else None
-    subject = f"{LEDGER_PREFIX}.{ledger.service}.{ledger.host or 'cluster'}.{key}"
-    ledger._apply(subject, value or b"", headers, seq)
 
 
 def test_a_bad_record_is_skipped_logged_by_key_and_counted_until_its_key_changes(

@@ -13,7 +13,7 @@ import services.network.registry as registry
 from shared.conf.network import parse_network
 from shared.conf.network_port import parse_network_port
 from shared.util.errors import ErrorCode, VirtError
-from tests.unit.test_ledger_decode import memory_ledger
+from tests.memory_bus import memory_ledger
 
 NETWORK = "<network><name>blue</name><uuid>{uuid}</uuid><bridge name='vb0'/></network>"
 PORT = (

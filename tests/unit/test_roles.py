@@ -56,12 +56,17 @@ def test_no_role_deletes_a_stream_but_its_own_ledgers(role: roles.Role) -> None:
         assert allowed is (stream in own), (role.name, stream)
 
 
+def _may(permissions: Any, subject: str) -> bool:
+    """Whether ``permissions`` let a user publish to ``subject``."""
+    allowed = any(_covers(p, subject) for p in permissions.publish)
+    return allowed and not any(_covers(p, subject) for p in permissions.publish_deny)
+
+
 def test_read_endpoints_by_convention() -> None:
     readonly = roles.readonly_role().permissions
 
     def may(subject: str) -> bool:
-        allowed = any(_covers(p, subject) for p in readonly.publish)
-        return allowed and not any(_covers(p, subject) for p in readonly.publish_deny)
+        return _may(readonly, subject)
 
     assert may("virtbus.v1.network.h1.net.list")
     assert may("virtbus.v1.nwfilter.binding.dumpxml")
@@ -192,7 +197,7 @@ _ENDPOINTS = [e for table in _API_TABLES for e in table.ENDPOINTS]
 
 
 def _expected(role: roles.Role, endpoint: Endpoint[Any, Any]) -> bool:
-    """Who may send to an endpoint, as docs/architecture.md's security section
+    """Who may send to an endpoint, as docs/security.md
     says: admin every public one, readonly the reads, a service only what
     ``roles.CALLS`` lists for it, agents and the operator none."""
     internal = endpoint.name.startswith("internal.")
@@ -210,11 +215,9 @@ def _expected(role: roles.Role, endpoint: Endpoint[Any, Any]) -> bool:
 
 @pytest.mark.parametrize("role", EVERY, ids=lambda r: r.name)
 def test_each_role_reaches_exactly_its_endpoints(role: roles.Role) -> None:
-    """Every endpoint of every service (a new one included without naming it
-    here) against every role's publish permissions."""
+    """Every endpoint of every service's table (a new endpoint of these tables
+    included without naming it here) against every role's publish permissions."""
     for endpoint in _ENDPOINTS:
         host = "node1" if endpoint.host_scoped else None
         subject = endpoint.subject(host)
-        allowed = any(_covers(p, subject) for p in role.permissions.publish)
-        allowed = allowed and not any(_covers(p, subject) for p in role.permissions.publish_deny)
-        assert allowed is _expected(role, endpoint), (role.name, subject)
+        assert _may(role.permissions, subject) is _expected(role, endpoint), (role.name, subject)
