@@ -7,10 +7,12 @@ marked done once the change is made, and its event is then stored under the
 record's key (``Ledger.announce``), once: here, by the periodic settling when
 the state store refused it, or at the next start when a crash came first.  A
 change a crash cut short is announced at the next start with ``interrupted``
-(the storage may have changed in part); a deletion only once its storage is
-gone.  A change that fails is forgotten without an event, as its caller hears
-of the failure.  One record per volume (or pool): a further change of it is
-refused until the earlier one's event is stored.
+(the storage may have changed in part); a volume's deletion only once its
+storage is gone (a pool's deletion is recorded as a change: cut short, it is
+announced as interrupted whether or not its folder went).  A change that
+fails is forgotten without an event, as its caller hears of the failure.
+One record per volume (or pool): a further change of it is refused until the
+earlier one's event is stored.
 """
 
 from __future__ import annotations
@@ -62,12 +64,9 @@ class StorageChanges:
         due only once ``path`` is gone.  Refused (``VIR_ERR_OPERATION_INVALID``)
         while an earlier change of the name waits for its event."""
         key = uuid.uuid4().hex
-        recorded = (
-            self._journal.begin(pool_uuid, name, path, key, deleted=event.to_json())
-            if deletion
-            else self._journal.begin(pool_uuid, name, path, key, changed=event.to_json())
-        )
-        if not recorded:
+        doc = event.to_json()
+        deleted, changed = (doc, None) if deletion else (None, doc)
+        if not self._journal.begin(pool_uuid, name, path, key, deleted=deleted, changed=changed):
             raise VirtError(
                 ErrorCode.OPERATION_INVALID,
                 f"{_subject(event)} has a change whose event is not stored yet",
@@ -90,17 +89,19 @@ class StorageChanges:
 
     @contextlib.asynccontextmanager
     async def journalled(
-        self, pool_uuid: str, name: str, path: str | None, event: Event
+        self, pool_uuid: str, name: str, path: str | None, event: Event, *, deletion: bool = False
     ) -> AsyncIterator[str]:
-        """``begin`` before the block, ``done`` after it, ``failed`` when it raises;
-        the record's key, for ``announce`` once the block is left."""
-        key = self.begin(pool_uuid, name, path, event)
+        """``begin`` before the block, ``done`` after it (not for a ``deletion``,
+        whose event is due once its storage is gone), ``failed`` when it
+        raises; the record's key, for ``announce`` once the block is left."""
+        key = self.begin(pool_uuid, name, path, event, deletion=deletion)
         try:
             yield key
         except BaseException:
             self.failed(pool_uuid, name, key)
             raise
-        self.done(pool_uuid, name, key)
+        if not deletion:
+            self.done(pool_uuid, name, key)
 
     async def announce(self, obj: PoolObj, name: str, key: str, event: Event) -> None:
         """Store the event of a journalled change under its record's key, then
@@ -137,13 +138,15 @@ class StorageChanges:
         """Store the events the state store refused when their changes were
         made: a deletion's once its storage went, any other change's once it
         was done; one a request of this process is still making (``busy``:
-        pool UUID and name) is left to that request, and a creation or a
-        change still under way to the next start.  A failure leaves the
+        pool UUID and volume name) is left to that request, and a creation or a
+        change still under way to the next start.  (A pool's own record is
+        never ``busy``: its build or delete is stored once whoever gets there
+        first, as its key is stored once.)  A failure leaves the
         record for the next call."""
         for change in self._journal.recorded():
             if busy(change.pool_uuid, change.name):
                 continue
-            if change.deleted is None and not (change.changed is not None and change.done):
+            if change.deleted is None and not change.done:
                 continue
             try:
                 await self.settle(change)

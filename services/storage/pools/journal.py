@@ -79,7 +79,8 @@ class Creation:
     started: float
     event_key: str | None = None
     deleted: dict[str, Any] | None = None
-    #: A change of the volume's content (wipe, resize, upload): its event
+    #: A change of the volume's content (wipe, resize, upload), or a pool's
+    #: build or deletion (under ``POOL``): its event
     #: (``Ledger.Event.to_json``), announced once the change is ``done``, or,
     #: when a crash cut the change short, at the next start as interrupted.
     changed: dict[str, Any] | None = None

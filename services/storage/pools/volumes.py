@@ -468,15 +468,13 @@ class VolumeManager:
         # start, or by the periodic check when the state store refused it).
         deleted = self._events.of(obj, vol.definition, "Deleted", {})
         path = vol.definition.target.path
-        async with self._busy(obj, vol):
-            key = self._changes.begin(obj.uuid, vol.name, path, deleted, deletion=True)
-            try:
-                await backend.delete_volume(
-                    obj.definition, vol.definition, with_snapshots=req.delete_snapshots
-                )
-            except BaseException:
-                self._changes.failed(obj.uuid, vol.name, key)
-                raise
+        async with (
+            self._busy(obj, vol),
+            self._changes.journalled(obj.uuid, vol.name, path, deleted, deletion=True) as key,
+        ):
+            await backend.delete_volume(
+                obj.definition, vol.definition, with_snapshots=req.delete_snapshots
+            )
         if obj.volumes.get(vol.name) is vol:
             del obj.volumes[vol.name]
         self._pools.adjust_sizes(obj, -vol.definition.allocation)
@@ -548,12 +546,11 @@ class VolumeManager:
         Every successful call is matched by ``end_transfer``."""
         obj, vol = self.find(ref)
         backend = self._pools.backend(obj.definition.type)
-        if upload:
-            path = await backend.upload_target(obj.definition, vol.definition)
-        else:
-            path = await backend.download_source(obj.definition, vol.definition)
+        confined = backend.upload_target if upload else backend.download_source
+        path = await confined(obj.definition, vol.definition)
         # Held from here on, with no wait in between; the volume may have gone
-        # or been made again meanwhile (its path is the same: the pool's and its name).
+        # or been made again meanwhile (its path is taken to be the same, the
+        # pool's folder and its name: it is not compared).
         obj, vol = self.find(ref)
         if upload:
             vol.check_idle()

@@ -63,7 +63,9 @@ class LocalBackend(Backend):
 
     builds_volumes = True
     delete_function = "virStorageBackendVolDeleteLocal"
-    #: Whether single-volume file reads run on the event loop.
+    #: Whether a volume's file accesses run on the event loop: its reads, the
+    #: confinement of its path, ``lexists``, ``chmod`` and the backing-store
+    #: access check (netfs pools: False, all in threads).
     inline_io: bool = True
 
     def __init__(self, runner: CommandRunner, secrets: PoolSecrets | None = None) -> None:
@@ -280,8 +282,7 @@ class LocalBackend(Backend):
     async def upload_target(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
         return await self._confined(pool, vol)
 
-    async def download_source(self, pool: StoragePoolDef, vol: StorageVolumeDef) -> str:
-        return await self._confined(pool, vol)
+    download_source = upload_target
 
 
 def _reread_confined(
