@@ -28,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["secret", "conf", "storage", "blockjob", "network", "nwfilter", "all"],
         default="all",
     )
-    parser.add_argument("--quick", action="store_true", help="a few seconds instead of a minute")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run of each benchmark: seconds to a minute each",
+    )
     args = parser.parse_args(argv)
     print(header(), flush=True)
     # Imported here so that `conf` alone never imports the bus client.

@@ -62,12 +62,12 @@ async def measure(folder: Path, streams: int, pairs: int) -> Figures:
     connections = []
     followers: list[asyncio.Task[None]] = []
     try:
-        ledgers = []
         for name in names:
-            nc = await bus.connect(server.role_url(name), f"virtbus-bench-{name}")
-            connections.append(nc)
-            await ensure_stream(nc.jetstream())
-            ledger = Ledger(nc, nc.jetstream(), name, None)
+            connections.append(await bus.connect(server.role_url(name), f"virtbus-bench-{name}"))
+        await ensure_stream(connections[0].jetstream())
+        ledgers = []
+        for name, nc in zip(names, connections, strict=True):
+            ledger = Ledger(nc, nc.jetstream(), name)
             await ledger.open()
             followers.append(asyncio.create_task(ledger.follow()))
             ledgers.append(ledger)

@@ -28,11 +28,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.libvirt_side import SYSTEM_PYTHON
+from bench.load import drive
 from bench.table import NO_LIBVIRT, Table, median, ms, percentile
 from client.network import NetworkClient
 from tests.integration.netns import NetLab
@@ -103,15 +104,13 @@ async def virtbus_many(folder: Path) -> dict[str, list[float]]:
             await client.define(xml)
             out["define"].append(time.perf_counter() - began)
             await client.undefine(f"many{number}")
-        for op, call in (
-            ("list", client.list_all),
-            ("lookup by UUID", lambda: client.lookup(uuid=uuids[middle])),
-            ("dumpxml", lambda: client.dumpxml(f"many{middle}")),
-        ):
-            for _ in range(READS):
-                began = time.perf_counter()
-                await call()
-                out[op].append(time.perf_counter() - began)
+        reads: dict[str, Callable[[int], Awaitable[object]]] = {
+            "list": lambda _: client.list_all(),
+            "lookup by UUID": lambda _: client.lookup(uuid=uuids[middle]),
+            "dumpxml": lambda _: client.dumpxml(f"many{middle}"),
+        }
+        for op, call in reads.items():
+            out[op], _ = await drive(READS, 1, call)
         return out
     finally:
         await lab.close()
@@ -211,8 +210,10 @@ def run(runs: int) -> list[Table]:
         folder = Path(tmp) / "vmany"
         folder.mkdir()
         ours = asyncio.run(virtbus_many(folder))
-        theirs: dict[str, list[float]] | str = reason or ""
-        if reason is None:
+        theirs: dict[str, list[float]] | str
+        if reason is not None:
+            theirs = reason
+        else:
             folder = Path(tmp) / "lmany"
             folder.mkdir()
             try:

@@ -40,9 +40,17 @@ from nats.aio.client import Client as NATS
 
 from bench.load import drive
 from bench.meter import Meter
-from bench.secret import VALUE_SIZE, _sequence, secret_xml
+from bench.secret import VALUE_SIZE, _sequence, probe_secret, secret_xml
 from bench.stack import service_stack
-from bench.storage import HOST, POOL, VOLUME_XML, listing, pool_xml
+from bench.storage import (
+    HOST,
+    POOL,
+    VOLUME_XML,
+    listing,
+    pool_xml,
+    probe_storage,
+    volume_name,
+)
 from bench.table import Table, median, ms, rate
 from client.connection import Client
 from client.storage import StorageClient
@@ -113,7 +121,7 @@ def _secret_phases(nc: NATS, count: int) -> tuple[list[Phase], list[Phase]]:
 
 def _storage_phases(nc: NATS, count: int, folder: Path) -> tuple[list[Phase], list[Phase]]:
     storage = StorageClient(nc, HOST)
-    names = [f"vol{i:04d}.qcow2" for i in range(count)]
+    names = [volume_name(i) for i in range(count)]
 
     async def pool(_: int) -> None:
         await storage.pool_create(pool_xml(folder / "pool"), BuildMode.BUILD)
@@ -139,24 +147,14 @@ def _storage_phases(nc: NATS, count: int, folder: Path) -> tuple[list[Phase], li
     ]
 
 
-async def _probe_secret(nc: NATS) -> object:
-    return await Client(nc).secret.list()
-
-
-async def _probe_storage(nc: NATS) -> object:
-    return await StorageClient(nc, HOST).pool_list()
-
-
 def _stack(
     which: str, folder: Path, meter: Meter, stats: Path | None
 ) -> AbstractAsyncContextManager[tuple[str, NATS]]:
     command = ["-m", "bench.profile", "--serve", str(stats), which] if stats else None
     if which == "secret":
-        return service_stack(
-            folder, "secret", _probe_secret, command=command, started=meter.started
-        )
+        return service_stack(folder, "secret", probe_secret, command=command, started=meter.started)
     return service_stack(
-        folder, "storage", _probe_storage, host=HOST, command=command, started=meter.started
+        folder, "storage", probe_storage, host=HOST, command=command, started=meter.started
     )
 
 

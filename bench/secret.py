@@ -110,15 +110,16 @@ def secret_xml() -> str:
 # -- virtbus's side --------------------------------------------------------------------
 
 
+async def probe_secret(nc: NATS) -> object:
+    """A call the secret service answers once it serves."""
+    return await Client(nc).secret.list()
+
+
 @asynccontextmanager
 async def secret_stack(folder: Path) -> AsyncIterator[tuple[str, Client]]:
     """An embedded nats-server and a secret service process under ``folder``;
     yields the NATS URL and a client once the service answers."""
-
-    async def probe(nc: NATS) -> object:
-        return await Client(nc).secret.list()
-
-    async with service_stack(folder, "secret", probe) as (url, nc):
+    async with service_stack(folder, "secret", probe_secret) as (url, nc):
         yield url, Client(nc)
 
 

@@ -106,15 +106,21 @@ async def phase(count: int, concurrency: int, work: Work) -> Phase:
 # -- virtbus's side --------------------------------------------------------------------
 
 
+def volume_name(number: int) -> str:
+    """The ``number``-th volume's name, on every side."""
+    return f"vol{number:04d}.qcow2"
+
+
+async def probe_storage(nc: NATS) -> object:
+    """A call the storage service answers once it serves."""
+    return await StorageClient(nc, HOST).pool_list()
+
+
 @asynccontextmanager
 async def storage_stack(folder: Path, meter: Meter) -> AsyncIterator[StorageClient]:
     """An embedded nats-server and a storage service process under ``folder``
     (their processes told to ``meter``)."""
-
-    async def probe(nc: NATS) -> object:
-        return await StorageClient(nc, HOST).pool_list()
-
-    stack = service_stack(folder, "storage", probe, host=HOST, started=meter.started)
+    stack = service_stack(folder, "storage", probe_storage, host=HOST, started=meter.started)
     async with stack as (_, nc):
         yield StorageClient(nc, HOST)
 
@@ -123,7 +129,7 @@ async def measure_virtbus(folder: Path, sizes: Sizes) -> Figures:
     meter = Meter()
     async with storage_stack(folder, meter) as storage:
         await storage.pool_create(pool_xml(folder / "pool"), BuildMode.BUILD)
-        names = [f"vol{i:04d}.qcow2" for i in range(sizes.volumes)]
+        names = [volume_name(i) for i in range(sizes.volumes)]
         n = sizes.volumes
         work: dict[str, tuple[int, Work]] = {
             "create": (
@@ -164,7 +170,7 @@ async def measure_qemu_img(folder: Path, sizes: Sizes) -> Phase:
     async def create(i: int) -> None:
         proc = await asyncio.create_subprocess_exec(
             "qemu-img", "create", "-f", "qcow2", "-o", "compat=0.10",
-            str(folder / f"vol{i:04d}.qcow2"), "1048576K",
+            str(folder / volume_name(i)), "1048576K",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         if await proc.wait() != 0:
