@@ -77,7 +77,7 @@ import os
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,6 +242,15 @@ def _parent(key: str) -> str:
     """``a.b.`` of ``a.b.c`` (empty for a one-token key)."""
     head, dot, _ = key.rpartition(".")
     return head + dot
+
+
+def _pauses() -> Iterator[float]:
+    """The waits between tries at a server that did not answer or is not ready
+    yet: 50 ms, doubling, at most 1 s."""
+    pause = 0.05
+    while True:
+        yield pause
+        pause = min(pause * 2, 1.0)
 
 
 def _ack_error(reply: dict[str, Any]) -> tuple[int, str] | None:
@@ -561,7 +570,7 @@ class Ledger:
         await self._keep_up()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WRITE_DEADLINE
-        wait = 0.05
+        pauses = _pauses()
         # Sent again after an answer that did not come: the message may be stored.
         resent = False
         while True:
@@ -574,15 +583,15 @@ class Ledger:
                     timeout=max(0.1, min(5.0, deadline - loop.time())),
                 )
             except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as err:
-                if loop.time() + wait >= deadline:
+                pause = next(pauses)
+                if loop.time() + pause >= deadline:
                     raise VirtError(
                         ErrorCode.OPERATION_TIMEOUT,
                         f"no answer from the state store while storing {what}"
                         f" ({type(err).__name__})",
                         ErrorDomain.NONE,
                     ) from err
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 1.0)
+                await asyncio.sleep(pause)
                 resent = True
                 continue
             reply = from_json(msg.data)
@@ -590,10 +599,11 @@ class Ledger:
             if failure is None:
                 return self._written(int(reply["seq"]))
             code, description = failure
-            if code == _NOT_READY and loop.time() + wait < deadline:
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 1.0)
-                continue
+            if code == _NOT_READY:
+                pause = next(pauses)
+                if loop.time() + pause < deadline:
+                    await asyncio.sleep(pause)
+                    continue
             if code in _WRONG_LAST_SEQUENCE:
                 # A message sent again after its answer was lost (the server
                 # restarting) loses its own compare-and-set when the first
@@ -860,7 +870,7 @@ class Ledger:
         # A subject never seen is most often new: try it as one (a wrong guess
         # costs one read below).
         expect = self._event_seqs.get(subject, 0)
-        wait = 0.05
+        pauses = _pauses()
         while True:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expect)
             try:
@@ -875,8 +885,7 @@ class Ledger:
                 return
             if failure[0] == _NOT_READY:
                 # A replicated event stream's new leader: not a failure, ask again.
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 1.0)
+                await asyncio.sleep(next(pauses))
                 continue
             if failure[0] not in _WRONG_LAST_SEQUENCE:
                 self._event_failed(event.object)
